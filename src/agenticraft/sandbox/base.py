@@ -1,0 +1,69 @@
+"""The sandbox interface, and the audited path every execution takes through it."""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..security.context import SecurityContext
+from ..security.exceptions import (
+    ConfigurationError,
+)
+from .result import ExecutionResult, Output
+from .types import SandboxType
+
+if TYPE_CHECKING:
+    from .manager import SandboxManager
+
+OutputCallback = Callable[[Output], Any]
+
+
+class Sandbox(abc.ABC):
+    """A place to run code under a ``SecurityContext``.
+
+    ``execute_code`` is the same for every sandbox: authorize through the manager (the policy),
+    run, audit the outcome. Subclasses implement only ``_run``.
+    """
+
+    sandbox_type: ClassVar[SandboxType]
+
+    def __init__(self, manager: SandboxManager) -> None:
+        self.manager = manager
+
+    @classmethod
+    def probe(cls) -> list[str]:
+        """What this host lacks for this sandbox ([] when it can run)."""
+        return []
+
+    async def start(self) -> None:
+        """Warm up (start worker processes). Called by the manager."""
+
+    async def close(self) -> None:
+        """Release every process and file this sandbox holds."""
+
+    def host_report(self) -> Mapping[str, str]:
+        """Which mechanism enforces which limit here (``ExecutionResult.enforced``)."""
+        return {}
+
+    async def execute_code(self, code: str, context: SecurityContext | Mapping[str, Any] | None
+                           = None, *, on_output: OutputCallback | None = None) -> ExecutionResult:
+        """Run ``code`` under ``context`` (resolved through the administrator's policy)."""
+        if not isinstance(code, str):
+            raise ConfigurationError(f"code must be a string, not {type(code).__name__}")
+        ctx = self.manager.authorize(context, "execute", sandbox_type=self.sandbox_type.value,
+                                     action="execute_code")
+        return await self.manager.audited(self.sandbox_type.value, code, ctx,
+                                          lambda: self._run(code, ctx, on_output))
+
+    @abc.abstractmethod
+    async def _run(self, code: str, context: SecurityContext,
+                   on_output: OutputCallback | None) -> ExecutionResult:
+        """Run already-authorized code; raise ResourceLimitExceeded for a limit."""
+
+
+def code_digest(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+
+

@@ -1,0 +1,219 @@
+"""ProcessSandbox: each execution in a separate, confined process; sessions that roll back."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from ...security.context import SecurityContext
+from ...security.exceptions import ResourceLimitExceeded, SandboxError, SecurityViolation
+from ..base import OutputCallback, Sandbox
+from ..result import ExecutionError, ExecutionResult
+from ..types import SandboxType
+from .confine import probe as host_probe
+from .profile import build_profile
+from .supervisor import RunOutcome, Supervisor, WorkerHandle
+
+
+class ProcessSandbox(Sandbox):
+    """Runs code in a forked, confined worker (rlimits, namespaces, Landlock, seccomp)."""
+
+    sandbox_type = SandboxType.PROCESS
+    executor = "exec"
+
+    def __init__(self, manager: Any) -> None:
+        super().__init__(manager)
+        self.supervisor = Supervisor(host_probe.disabled_from_env())
+        self._started = False
+
+    @classmethod
+    def probe(cls) -> list[str]:
+        missing = []
+        if not sys.platform.startswith("linux"):
+            missing.append("Linux (fork, /proc, prctl)")
+        try:
+            import resource  # noqa: F401
+        except ImportError:
+            missing.append("the resource module")
+        return missing
+
+    async def start(self) -> None:
+        if not self._started:
+            await asyncio.to_thread(self.supervisor.start)
+            self._started = True
+
+    async def close(self) -> None:
+        if self._started:
+            self.supervisor.close()
+            self._started = False
+
+    def host_report(self) -> dict[str, str]:
+        return host_probe.limit_enforcement(self.supervisor.mechanisms)
+
+    def enforced_for(self, ctx: SecurityContext) -> dict[str, str]:
+        report = self.host_report()
+        limits = ctx.resource_limits
+        if limits.network_access:
+            report["network_access"] = "allowed by the context (network_access=True)"
+        if limits.filesystem_access:
+            mode = "read-write" if ctx.has_permission("write") else "read-only"
+            report["filesystem_access"] = (f"working directory {mode}; "
+                                           + report["filesystem_access"])
+        return report
+
+    def profile_for(self, ctx: SecurityContext, executor: str | None = None) -> dict[str, Any]:
+        profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
+        profile["executor"] = executor or self.executor
+        return profile
+
+    async def _run(self, code: str, ctx: SecurityContext,
+                   on_output: OutputCallback | None) -> ExecutionResult:
+        await self.start()
+        handle = await self.supervisor.spawn(self.profile_for(ctx), prefork=True)
+        try:
+            outcome = await self.supervisor.run(handle, code, ctx.resource_limits,
+                                                on_output=on_output, extra=self.run_extra(ctx))
+        finally:
+            if handle.alive:
+                self.supervisor.release(handle)
+            else:
+                handle.close()
+        return to_result(outcome, self.sandbox_type.value, self.enforced_for(ctx))
+
+    def run_extra(self, ctx: SecurityContext) -> dict[str, Any]:
+        return {}
+
+    def session(self, context: SecurityContext | Mapping[str, Any] | None = None,
+                **kwargs: Any) -> ProcessSession:
+        """A long-lived worker keeping its variables across ``run`` calls, rolled back when a
+        run is killed. Authorized now; started on first use (or ``await session.start()``)."""
+        ctx = self.manager.authorize(context, "execute", sandbox_type=self.sandbox_type.value,
+                                     action="session")
+        return ProcessSession(self, ctx, **kwargs)
+
+
+class ProcessSession:
+    """A stateful sandbox session (kernel cells, multi-step agents)."""
+
+    def __init__(self, sandbox: ProcessSandbox, ctx: SecurityContext, *,
+                 executor: str | None = None) -> None:
+        self.sandbox = sandbox
+        self.context = ctx
+        self.executor = executor
+        self.handle: WorkerHandle | None = None
+        self._lock = asyncio.Lock()
+        self._interrupt: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        if self.handle is None or not self.handle.alive:
+            await self.sandbox.start()
+            profile = self.sandbox.profile_for(self.context, self.executor)
+            self.handle = await self.sandbox.supervisor.spawn(profile, prefork=False,
+                                                              session=True)
+            self.sandbox.manager.audit.record({"type": "session", "user_id": self.context.user_id,
+                                               "event": "started", "pid": self.handle.pid})
+
+    @property
+    def pid(self) -> int | None:
+        return self.handle.pid if self.handle else None
+
+    def interrupt(self) -> None:
+        """Interrupt the running code (KeyboardInterrupt; killed and rolled back if ignored)."""
+        if self._interrupt is not None:
+            self._interrupt.set()
+
+    async def run(self, code: str, *, on_output: OutputCallback | None = None,
+                  limits: Any = None) -> ExecutionResult:
+        """Run ``code`` in the session. A limit raises ``ResourceLimitExceeded`` with
+        ``rolled_back=True``: the variables are as they were before this run."""
+        ctx = self.context
+        if limits is not None:  # a per-run tightening (already resolved by the caller)
+            ctx = SecurityContext(ctx.user_id, ctx.permissions, limits,
+                                  sandbox_type=ctx.sandbox_type, working_dir=ctx.working_dir)
+        async with self._lock:
+            await self.start()
+            assert self.handle is not None
+            self._interrupt = asyncio.Event()
+            handle = self.handle
+            outcome = await self.sandbox.manager.audited(
+                self.sandbox.sandbox_type.value, code, ctx,
+                lambda: self._run(handle, code, ctx, on_output))
+            return outcome
+
+    async def _run(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
+                   on_output: OutputCallback | None) -> ExecutionResult:
+        try:
+            outcome = await self.sandbox.supervisor.run(
+                handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,
+                extra=self.sandbox.run_extra(ctx), interrupt=self._interrupt)
+        finally:
+            self._interrupt = None
+        if not handle.alive:
+            handle.close()
+            self.handle = None
+        return to_result(outcome, self.sandbox.sandbox_type.value,
+                         self.sandbox.enforced_for(ctx), session=True)
+
+    async def close(self) -> None:
+        if self.handle is not None:
+            self.sandbox.supervisor.discard(self.handle)
+            self.handle = None
+
+    async def __aenter__(self) -> ProcessSession:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def to_result(outcome: RunOutcome, sandbox_type: str, enforced: dict[str, str], *,
+              session: bool = False) -> ExecutionResult:
+    """Turn what the supervisor saw into an ExecutionResult, or raise for a violation."""
+    usage = {"memory_mb": round(outcome.usage.get("memory_mb", 0.0), 2),
+             "cpu_seconds": round(outcome.usage.get("cpu_seconds", 0.0), 4),
+             "output_bytes": outcome.usage.get("output_bytes", 0)}
+    frame = outcome.frame or {}
+    limit = outcome.violation
+    if limit is None and "limit" in frame:
+        info = frame["limit"] if isinstance(frame["limit"], dict) else {}
+        limit = (str(info.get("limit", "unknown")), info.get("value"), info.get("allowed"))
+    if limit is not None:
+        exc = ResourceLimitExceeded(*limit, rolled_back=outcome.rolled_back)
+        exc.usage = usage  # type: ignore[attr-defined]
+        exc.stdout, exc.stderr = outcome.stdout, outcome.stderr  # type: ignore[attr-defined]
+        raise exc
+    if "violation" in frame and isinstance(frame["violation"], dict):
+        info = frame["violation"]
+        raise SecurityViolation(str(info.get("message", "security violation")),
+                                lineno=info.get("lineno"), construct=info.get("construct"))
+    if (outcome.crashed and "protocol" in outcome.crashed) or (
+            outcome.crashed and "control channel" in outcome.crashed):
+        raise SandboxError(outcome.crashed)
+    error = None
+    success = bool(frame.get("ok"))
+    if outcome.crashed:
+        note = " The session was rolled back to its state before this run." if (
+            session and outcome.rolled_back) else ""
+        error = ExecutionError("WorkerExited", outcome.crashed + "." + note)
+        success = False
+    elif outcome.interrupted and not frame:
+        error = ExecutionError("KeyboardInterrupt", "interrupted; the code did not stop in time "
+                               "and was killed" + (", the session was rolled back"
+                                                   if outcome.rolled_back else ""))
+        success = False
+    elif isinstance(frame.get("error"), dict):
+        info = frame["error"]
+        error = ExecutionError(str(info.get("ename", "Error")), str(info.get("evalue", "")),
+                               str(info.get("traceback", "")))
+    values = frame.get("values") if isinstance(frame.get("values"), dict) else {}
+    return ExecutionResult(values, success=success, error=error, stdout=outcome.stdout,
+                           stderr=outcome.stderr, resource_usage=usage,
+                           execution_time_ms=round(outcome.wall * 1000, 3),
+                           sandbox_type=sandbox_type, enforced=enforced,
+                           truncated=outcome.truncated, outputs=tuple(outcome.outputs))
+
+
+__all__ = ["ProcessSandbox", "ProcessSession"]

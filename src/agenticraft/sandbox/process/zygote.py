@@ -1,0 +1,203 @@
+"""The zygote: a warm Python that forks confined workers in milliseconds.
+
+Started once per supervisor with ``python -I -m agenticraft.sandbox.process.zygote FD``, an
+allow-listed environment and no descriptors but its control socket (SOCK_SEQPACKET). For each
+``spawn`` request it forks a child that confines itself and becomes a worker; the worker's
+channel and output pipes are passed to the supervisor with SCM_RIGHTS. One child for the default
+profile is kept forked and confined ahead of time. The zygote is a child subreaper: any process
+a dead worker left behind becomes its child and is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import tempfile
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+CHILD_FD = 3
+#: Modules worth having in memory before the first fork (a fork then shares them).
+PRELOAD = ("json", "re", "math", "collections", "itertools", "functools", "datetime", "decimal",
+           "fractions", "statistics", "random", "string", "traceback", "io", "gc", "ctypes",
+           "struct", "base64", "hashlib", "textwrap", "dataclasses", "typing", "enum", "copy",
+           "operator", "heapq", "bisect", "csv", "pprint")
+
+
+class Zygote:
+    def __init__(self, control: socket.socket, disabled: list[str]) -> None:
+        from .confine import probe
+        self.control = control
+        self.pid = os.getpid()
+        self.mechanisms = probe.mechanisms(disabled)
+        self.workers: set[int] = set()
+        self.session_ids: set[int] = set()  # a session's runner outlives its first process
+        self.ready: dict[str, tuple[int, list[int], str, dict[str, Any]]] = {}
+
+    # -- main loop ------------------------------------------------------------------------------
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self._reply({"ev": "hello", "pid": self.pid, "mechanisms": self.mechanisms})
+        while True:
+            readable, _, _ = select.select([self.control, wake_r], [], [])
+            if wake_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+                self._reap()
+            if self.control in readable:
+                data = self.control.recv(1 << 20)
+                if not data:
+                    self.shutdown()
+                try:
+                    msg = json.loads(data)
+                    self._handle(msg)
+                except Exception as exc:  # a bad request must not take the zygote down
+                    self._reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "spawn":
+            profile = msg["profile"]
+            key = json.dumps(profile, sort_keys=True)
+            if key in self.ready:
+                pid, fds, scratch, _ = self.ready.pop(key)
+            else:
+                pid, fds, scratch = self._fork_worker(profile)
+            if msg.get("session"):
+                self.session_ids.add(pid)
+            self._reply({"ok": True, "pid": pid, "scratch": scratch}, fds)
+            for fd in fds:
+                os.close(fd)
+            if msg.get("prefork"):
+                self.ready.clear()
+                self.ready[key] = (*self._fork_worker(profile), profile)
+        elif op == "ping":
+            self._reply({"ok": True, "pid": self.pid, "workers": len(self.workers)})
+        elif op == "shutdown":
+            self.shutdown()
+        else:
+            self._reply({"ok": False, "error": f"unknown op {op!r}"})
+
+    def _reply(self, message: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
+        data = json.dumps(message).encode()
+        if fds:
+            socket.send_fds(self.control, [data], list(fds))
+        else:
+            self.control.send(data)
+
+    # -- children -------------------------------------------------------------------------------
+    def _fork_worker(self, profile: dict[str, Any]) -> tuple[int, list[int], str]:
+        scratch = tempfile.mkdtemp(prefix="w-", dir=profile["scratch_root"])
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                self._child(profile, scratch, child_end.fileno(), out_w, err_w)
+            finally:
+                os._exit(70)
+        child_end.close()
+        os.close(out_w)
+        os.close(err_w)
+        self.workers.add(pid)
+        return pid, [parent_end.detach(), out_r, err_r], scratch
+
+    def _child(self, profile: dict[str, Any], scratch: str, chan: int, out_w: int,
+               err_w: int) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.dup2(chan, CHILD_FD)
+        os.closerange(CHILD_FD + 1, 1 << 16)  # the zygote's socket and every other pipe
+        os.set_inheritable(CHILD_FD, False)
+        workdir = profile.get("workdir") or scratch
+        os.chdir(workdir)
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
+        env.update(HOME=scratch, TMPDIR=scratch, PYTHONDONTWRITEBYTECODE="1")
+        os.environ.clear()
+        os.environ.update(env)
+        from .confine.apply import confine
+        profile = {**profile, "write_paths": [*profile["write_paths"], scratch]}
+        try:
+            applied = confine(profile, self.mechanisms, expected_parent=self.pid)
+        except Exception as exc:
+            chan_sock = socket.socket(fileno=CHILD_FD)
+            from . import protocol
+            protocol.send(chan_sock, {"ev": "fatal", "error": f"{type(exc).__name__}: {exc}"})
+            os._exit(71)
+        from .worker import main
+        main(CHILD_FD, profile.get("executor", "exec"),
+             {"pid": os.getpid(), "applied": applied, "scratch": scratch})
+
+    def _reap(self) -> None:
+        died = False
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in self.workers:
+                self.workers.discard(pid)
+                died = True
+        if died:
+            self._kill_orphans()
+
+    def _kill_orphans(self) -> None:
+        """Processes a dead worker left behind were re-parented to us: kill them."""
+        import psutil
+
+        from .tree import kill_tree
+        waiting = {entry[0] for entry in self.ready.values()}
+        for child in psutil.Process(self.pid).children():
+            if child.pid in self.workers or child.pid in waiting:
+                continue
+            try:
+                if os.getsid(child.pid) in self.session_ids:
+                    continue  # a promoted session runner: the supervisor owns its lifetime
+            except OSError:
+                continue
+            kill_tree(child.pid)
+
+    def shutdown(self, *_: Any) -> None:
+        from .tree import kill_tree
+        kill_tree(self.pid, include_root=False)
+        os._exit(0)
+
+
+def main() -> None:
+    control = socket.socket(fileno=int(sys.argv[1]))
+    disabled = [d for d in sys.argv[2].split(",") if d] if len(sys.argv) > 2 else []
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            __import__(name)
+    from . import tree, worker  # noqa: F401
+    from .confine import apply, landlock, namespaces, seccomp  # noqa: F401
+    with contextlib.suppress(ImportError):
+        from .. import restricted  # noqa: F401  (warm the restricted compiler too)
+    zygote = Zygote(control, disabled)
+    signal.signal(signal.SIGTERM, zygote.shutdown)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Exceptions of the security layer.
+
+Every message says what happened and how to change it, because the people who read them are
+students and agent developers, not the authors of the sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SecurityException(Exception):
+    """Base of every security error raised by AgentiCraft."""
+
+
+class ConfigurationError(SecurityException, ValueError):
+    """A limit, permission or configuration value is malformed or unknown."""
+
+
+class PermissionDenied(SecurityException):
+    """The caller lacks a permission, or asked for more than the administrator's policy allows."""
+
+    def __init__(self, message: str, *, permission: str | None = None,
+                 user_id: str | None = None, ceiling: Any = None) -> None:
+        super().__init__(message)
+        self.permission = permission
+        self.user_id = user_id
+        self.ceiling = ceiling
+
+
+class ResourceLimitExceeded(SecurityException):
+    """Code was stopped because it went over a resource limit."""
+
+    def __init__(self, limit: str, value: Any = None, allowed: Any = None,
+                 message: str | None = None, *, rolled_back: bool = False) -> None:
+        self.limit = limit
+        self.value = value
+        self.allowed = allowed
+        self.rolled_back = rolled_back
+        if message is None:
+            message = limit_message(limit, value, allowed)
+        if rolled_back:
+            message += " The session was rolled back to its state before this run."
+        super().__init__(message)
+
+
+class SandboxUnavailable(SecurityException):
+    """Sandbox not available: this host cannot run the requested sandbox type."""
+
+    def __init__(self, sandbox_type: str, missing: list[str] | tuple[str, ...] = (),
+                 suggestion: str = "") -> None:
+        self.sandbox_type = sandbox_type
+        self.missing = list(missing)
+        self.suggestion = suggestion
+        text = f"Sandbox not available: {sandbox_type!r} cannot run on this host"
+        if self.missing:
+            text += " (missing: " + ", ".join(self.missing) + ")"
+        text += "."
+        if suggestion:
+            text += " " + suggestion
+        super().__init__(text)
+
+
+class SandboxError(SecurityException):
+    """The sandbox machinery itself failed (a worker crashed, the protocol was violated)."""
+
+
+_HOW_TO_RAISE = {
+    "timeout_seconds": "raise timeout_seconds (or %%secure --timeout)",
+    "memory_mb": "raise memory_mb (or %%secure --memory) or use less memory",
+    "cpu_percent": "raise cpu_percent",
+    "max_file_size_mb": "raise max_file_size_mb or write smaller files",
+    "max_output_bytes": "raise max_output_bytes or print less",
+    "max_processes": "raise max_processes or start fewer processes/threads",
+    "recursion": "use less recursion",
+    "value_size": "compute smaller values",
+}
+
+
+def limit_message(limit: str, value: Any, allowed: Any) -> str:
+    """One line: which limit, what value, how to change it."""
+    unit = {"timeout_seconds": " s", "memory_mb": " MB", "max_file_size_mb": " MB",
+            "max_output_bytes": " bytes", "cpu_percent": " %"}.get(limit, "")
+    text = f"Resource limit exceeded: {limit}"
+    if allowed is not None:
+        text += f" (allowed {allowed}{unit}"
+        if value is not None:
+            text += f", reached {value}{unit}"
+        text += ")"
+    hint = _HOW_TO_RAISE.get(limit)
+    text += "." + (f" To change it, {hint} within the administrator's ceiling." if hint else "")
+    return text
+
+
+class SecurityViolation(PermissionDenied):
+    """Code tried something the sandbox's code policy forbids (a private attribute, an import).
+
+    ``lineno`` and ``construct`` say where and what; the message says why and what to do.
+    """
+
+    def __init__(self, message: str, *, lineno: int | None = None,
+                 construct: str | None = None) -> None:
+        super().__init__(message, permission="code_policy")
+        self.lineno = lineno
+        self.construct = construct
