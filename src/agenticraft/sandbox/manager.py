@@ -48,7 +48,8 @@ class SandboxManager:
 
     def __init__(self, policy: Policy | None = None, settings: Settings | None = None,
                  audit_log: AuditLog | str | Path | None = None, *,
-                 working_dir: str | Path | None = None) -> None:
+                 working_dir: str | Path | None = None,
+                 process_preload: tuple[str, ...] = ()) -> None:
         self.policy = policy if policy is not None else load_policy()
         self.settings = settings if settings is not None else load_settings()
         if isinstance(audit_log, AuditLog | NullAuditLog):
@@ -60,6 +61,7 @@ class SandboxManager:
         else:
             self.audit = NullAuditLog()
         self.working_dir = str(Path(working_dir or os.getcwd()).resolve())
+        self.process_preload = process_preload  # modules the zygote imports before forking
         self._sandboxes: dict[SandboxType, Sandbox] = {}
         self._missing: dict[SandboxType, list[str]] = {}
         self._lock = asyncio.Lock()

@@ -25,7 +25,8 @@ class ProcessSandbox(Sandbox):
 
     def __init__(self, manager: Any) -> None:
         super().__init__(manager)
-        self.supervisor = Supervisor(host_probe.disabled_from_env())
+        self.supervisor = Supervisor(host_probe.disabled_from_env(),
+                                     tuple(getattr(manager, "process_preload", ())))
         self._started = False
 
     @classmethod
@@ -124,8 +125,15 @@ class ProcessSession:
         if self._interrupt is not None:
             self._interrupt.set()
 
+    def send(self, message: dict[str, Any]) -> None:
+        """Send a message to the executor (e.g. an input reply while the code waits for it)."""
+        if self.handle is None or not self.handle.alive:
+            raise SandboxError("the session is not running")
+        self.handle.send(message)
+
     async def run(self, code: str, *, on_output: OutputCallback | None = None,
-                  limits: Any = None) -> ExecutionResult:
+                  limits: Any = None, on_event: Any = None,
+                  extra: dict[str, Any] | None = None) -> ExecutionResult:
         """Run ``code`` in the session. A limit raises ``ResourceLimitExceeded`` with
         ``rolled_back=True``: the variables are as they were before this run."""
         ctx = self.context
@@ -139,15 +147,17 @@ class ProcessSession:
             handle = self.handle
             outcome = await self.sandbox.manager.audited(
                 self.sandbox.sandbox_type.value, code, ctx,
-                lambda: self._run(handle, code, ctx, on_output))
+                lambda: self._run(handle, code, ctx, on_output, on_event, extra))
             return outcome
 
     async def _run(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
-                   on_output: OutputCallback | None) -> ExecutionResult:
+                   on_output: OutputCallback | None, on_event: Any,
+                   extra: dict[str, Any] | None) -> ExecutionResult:
         try:
             outcome = await self.sandbox.supervisor.run(
                 handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,
-                extra=self.sandbox.run_extra(ctx), interrupt=self._interrupt)
+                extra={**self.sandbox.run_extra(ctx), **(extra or {})},
+                interrupt=self._interrupt, on_event=on_event)
         finally:
             self._interrupt = None
         if not handle.alive:

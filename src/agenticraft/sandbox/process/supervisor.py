@@ -7,6 +7,7 @@ taken from the worker.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import dataclasses
 import json
@@ -41,8 +42,9 @@ SCRATCH_FACTOR = 4  # total scratch usage may be at most this many times max_fil
 class Zygote:
     """Handle on the zygote process (one per supervisor)."""
 
-    def __init__(self, disabled: frozenset[str]) -> None:
+    def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = ()) -> None:
         self.disabled = disabled
+        self.preload = preload
         self.scratch_root = tempfile.mkdtemp(prefix="agenticraft-")
         os.chmod(self.scratch_root, 0o700)
         self._lock = threading.Lock()
@@ -59,7 +61,7 @@ class Zygote:
                 "from agenticraft.sandbox.process.zygote import main; main()")
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", code, package_root, str(child.fileno()),
-             ",".join(sorted(self.disabled))],
+             ",".join(sorted(self.disabled)), ",".join(self.preload)],
             pass_fds=[child.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL,
             start_new_session=True)
         child.close()
@@ -146,10 +148,9 @@ class OutputSink:
             return
         room = self.cap - self.total
         self.total += len(data)
-        if len(data) > room:
-            data = data[:room]
+        if len(data) > room or room <= 0:
+            data = data[:max(room, 0)]
             self.truncated = True
-        import codecs
         dec = self._decoders.setdefault(name, codecs.getincrementaldecoder("utf-8")("replace"))
         text = dec.decode(data)
         if self.truncated:
@@ -157,6 +158,16 @@ class OutputSink:
                      "the rest was discarded]\n")
         if text:
             self._emit(name, text)
+
+    def admit(self, size: int) -> bool:
+        """Count a non-stream output (display data) against the cap; False once over it."""
+        if self.truncated:
+            return False
+        self.total += size
+        if self.total > self.cap:
+            self.feed("stderr", b"")  # emits the truncation marker once
+            return False
+        return True
 
     def _emit(self, name: str, text: str) -> None:
         self.parts[name].append(text)
@@ -331,8 +342,8 @@ class Watchdog:
 class Supervisor:
     """Runs code in workers and enforces the limits a worker cannot enforce on itself."""
 
-    def __init__(self, disabled: frozenset[str]) -> None:
-        self.zygote = Zygote(disabled)
+    def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = ()) -> None:
+        self.zygote = Zygote(disabled, preload)
         self._run_ids = 0
 
     @property
@@ -375,8 +386,13 @@ class Supervisor:
     async def run(self, handle: WorkerHandle, code: str, limits: ResourceLimits, *,
                   on_output: Callable[[Output], Any] | None = None, checkpoint: bool = False,
                   extra: dict[str, Any] | None = None,
-                  interrupt: asyncio.Event | None = None, grace: float = 2.0) -> RunOutcome:
-        """One run. ``checkpoint``: the worker is a session holder that forks a runner."""
+                  interrupt: asyncio.Event | None = None, grace: float = 2.0,
+                  on_event: Callable[[dict[str, Any]], Any] | None = None) -> RunOutcome:
+        """One run. ``checkpoint``: the worker is a session holder that forks a runner.
+
+        ``on_event`` receives the executor's own events (rich display data, input requests)
+        as plain dicts while the code runs.
+        """
         self._run_ids += 1
         run_id = self._run_ids
         loop = asyncio.get_running_loop()
@@ -397,18 +413,25 @@ class Supervisor:
 
         loop.add_reader(handle.out_fd, pump, handle.out_fd, "stdout")
         loop.add_reader(handle.err_fd, pump, handle.err_fd, "stderr")
+        def event(data: dict[str, Any]) -> None:
+            # Streams sent over the channel keep their order with rich output; both are capped.
+            if data.get("type") == "stream" and data.get("name") in ("stdout", "stderr"):
+                sink.feed(data["name"], str(data.get("text", "")).encode())
+            elif sink.admit(len(json.dumps(data, default=repr))) and on_event is not None:
+                on_event(data)
+
         watchdog: Watchdog | None = None
         tasks: list[asyncio.Task[Any]] = []
         runner = handle.pid
         try:
             handle.send({"op": "run", "run": run_id, "code": code, "checkpoint": checkpoint,
                          "limits": limits.as_dict(), **(extra or {})})
-            first = await self._frame(handle, run_id, deadline)
+            first = await self._frame(handle, run_id, deadline, event)
             if first is None or first.get("ev") != "started":
                 return self._ended_early(handle, first, outcome, checkpoint)
             runner = self._verify_runner(first, handle, checkpoint)
             watchdog = Watchdog(runner, limits, handle.scratch)
-            done_task = asyncio.ensure_future(self._frame(handle, run_id, None))
+            done_task = asyncio.ensure_future(self._frame(handle, run_id, None, event))
             watch_task = asyncio.ensure_future(watchdog.watch())
             tasks = [done_task, watch_task]
             if interrupt is not None:
@@ -475,9 +498,11 @@ class Supervisor:
             outcome.usage["output_bytes"] = sink.total
             outcome.wall = time.monotonic() - started
 
-    async def _frame(self, handle: WorkerHandle, run_id: int,
-                     deadline: float | None) -> dict[str, Any] | None:
-        """Next frame of this run (stale frames of earlier runs are skipped)."""
+    async def _frame(self, handle: WorkerHandle, run_id: int, deadline: float | None,
+                     on_event: Callable[[dict[str, Any]], Any] | None = None,
+                     ) -> dict[str, Any] | None:
+        """Next control frame of this run (stale frames of earlier runs are skipped; executor
+        events go to ``on_event``)."""
         while True:
             if deadline is None:
                 frame = await handle.recv()
@@ -487,6 +512,10 @@ class Supervisor:
                                                    max(0.001, deadline - time.monotonic()))
                 except TimeoutError:
                     return {"ev": "timeout"}
+            if frame is not None and frame.get("ev") == "event":
+                if on_event is not None and isinstance(frame.get("data"), dict):
+                    on_event(frame["data"])
+                continue
             if frame is None or frame.get("run") == run_id:
                 return frame
 

@@ -63,6 +63,15 @@ class Worker:
                     continue  # this process is the checkpoint and was just restored
                 self._run(msg)
 
+    def emit(self, data: dict[str, Any]) -> None:
+        """Send an executor event (display data, an input request) to the supervisor now."""
+        _flush()
+        protocol.send(self.chan, {"ev": "event", "data": data})
+
+    def receive(self) -> dict[str, Any] | None:
+        """Block for the supervisor's next message (an input reply, for example)."""
+        return protocol.recv(self.chan)
+
     def _fork_runner(self, msg: dict[str, Any]) -> bool:
         """True in the runner; in the checkpoint, returns False after a rollback."""
         gc.freeze()
@@ -105,7 +114,9 @@ class Worker:
         keep = True
         try:
             if self.executor is None:
-                self.executor = EXECUTORS[self.executor_name]()
+                self.executor = load_executor(self.executor_name)()
+                if hasattr(self.executor, "attach"):
+                    self.executor.attach(self)
             values = self.executor.run(msg["code"], msg)
             reply.update(ok=True, values=values)
         except ResourceLimitExceeded as exc:
@@ -142,6 +153,16 @@ class Worker:
                 self.promote_fd = None
             else:
                 os._exit(0)  # hand the session back to the checkpoint
+
+
+def load_executor(name: str) -> Any:
+    """A built-in executor, or ``package.module:Class`` for one provided elsewhere (the kernel's
+    IPython executor lives in agenticraft_kernel)."""
+    if name in EXECUTORS:
+        return EXECUTORS[name]
+    module_name, _, attr = name.partition(":")
+    import importlib
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def _plain(value: Any) -> Any:

@@ -38,6 +38,8 @@ class Zygote:
         self.pid = os.getpid()
         self.mechanisms = probe.mechanisms(disabled)
         self.workers: set[int] = set()
+        self.cgroups: set[str] = set()  # pids cgroups of dead workers, removed once empty
+        self.cgroups: set[str] = set()  # pids cgroups of dead workers, removed once empty
         self.session_ids: set[int] = set()  # a session's runner outlives its first process
         self.ready: dict[str, tuple[int, list[int], str, dict[str, Any]]] = {}
 
@@ -154,9 +156,13 @@ class Zygote:
                 break
             if pid in self.workers:
                 self.workers.discard(pid)
+                self.cgroups.add(f"{self.pid}-{pid}")
                 died = True
         if died:
             self._kill_orphans()
+        if self.mechanisms.get("pids_cgroup", {}).get("active"):
+            from .confine.cgroups import pids_v1_remove
+            self.cgroups = {name for name in self.cgroups if not pids_v1_remove(name)}
 
     def _kill_orphans(self) -> None:
         """Processes a dead worker left behind were re-parented to us: kill them."""
@@ -177,16 +183,22 @@ class Zygote:
     def shutdown(self, *_: Any) -> None:
         from .tree import kill_tree
         kill_tree(self.pid, include_root=False)
+        self._reap()
+        if self.mechanisms.get("pids_cgroup", {}).get("active"):
+            from .confine.cgroups import pids_v1_remove
+            for name in list(self.cgroups) + [f"{self.pid}-{pid}" for pid in self.workers]:
+                pids_v1_remove(name)
         os._exit(0)
 
 
 def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     disabled = [d for d in sys.argv[2].split(",") if d] if len(sys.argv) > 2 else []
+    extra_preload = [m for m in sys.argv[3].split(",") if m] if len(sys.argv) > 3 else []
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    for name in PRELOAD:
+    for name in (*PRELOAD, *extra_preload):
         with contextlib.suppress(ImportError):
             __import__(name)
     from . import tree, worker  # noqa: F401

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
-from . import landlock, namespaces, rlimits, seccomp
+from . import cgroups, landlock, namespaces, rlimits, seccomp
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -40,6 +40,9 @@ def confine(
         os._exit(1)
 
     network = bool(profile["network_access"])
+    if "pids_cgroup" in active:  # before the namespace step: the cgroup fs is still writable
+        applied["pids_cgroup"] = cgroups.pids_v1_place(
+            f"{expected_parent}-{os.getpid()}", profile["max_processes"] + 1)
     if "namespaces" in active:
         applied["namespaces"] = namespaces.enter(network=network)
     prctl(PR_SET_DUMPABLE, 0)

@@ -51,3 +51,35 @@ def probe() -> dict[str, Any]:
         "available": False,
         "detail": f"{group} is delegated, but cgroup placement is not implemented yet",
     }
+
+
+# -- cgroup v1 pids controller --------------------------------------------------------------------
+# Where the v1 "pids" hierarchy is writable (root on hosts that still mount cgroup v1), each
+# worker gets its own pids cgroup: the kernel then refuses fork/clone beyond max_processes. This
+# is what makes max_processes hold for root, whom RLIMIT_NPROC exempts.
+PIDS_V1_ROOT = Path("/sys/fs/cgroup/pids")
+
+
+def pids_v1_probe() -> dict[str, Any]:
+    if not (PIDS_V1_ROOT / "cgroup.procs").exists():
+        return {"available": False, "detail": "no cgroup v1 pids hierarchy"}
+    if not os.access(PIDS_V1_ROOT, os.W_OK):
+        return {"available": False, "detail": f"{PIDS_V1_ROOT} is not writable"}
+    return {"available": True, "detail": f"cgroup v1 pids controller writable at {PIDS_V1_ROOT}"}
+
+
+def pids_v1_place(name: str, max_processes: int) -> str:
+    """Create ``agenticraft/<name>`` with pids.max and move this process into it."""
+    group = PIDS_V1_ROOT / "agenticraft" / name
+    group.mkdir(parents=True, exist_ok=True)
+    (group / "pids.max").write_text(str(max_processes))
+    (group / "cgroup.procs").write_text("0")
+    return str(group)
+
+
+def pids_v1_remove(name: str) -> bool:
+    try:
+        (PIDS_V1_ROOT / "agenticraft" / name).rmdir()
+        return True
+    except OSError:
+        return False

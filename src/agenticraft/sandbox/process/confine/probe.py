@@ -15,7 +15,7 @@ from typing import Any
 from ....security.policy import SYSTEM_POLICY_PATH
 from . import cgroups, landlock, namespaces, rlimits, seccomp
 
-MECHANISMS = ("rlimits", "namespaces", "landlock", "seccomp", "cgroups")
+MECHANISMS = ("rlimits", "namespaces", "landlock", "seccomp", "cgroups", "pids_cgroup")
 DISABLE_ENV = "AGENTICRAFT_DISABLE"
 
 
@@ -43,6 +43,7 @@ def mechanisms(disabled: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
         "landlock": landlock.probe(),
         "seccomp": seccomp.probe(),
         "cgroups": cgroups.probe(),
+        "pids_cgroup": cgroups.pids_v1_probe(),
     }
     report = {}
     for name, info in found.items():
@@ -67,7 +68,7 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
         )
         if ok
     ]
-    nproc = on["rlimits"] and (on["namespaces"] or not root)
+    nproc = on["rlimits"] and not root  # uid 0 is exempt from RLIMIT_NPROC, namespace or not
     return {
         "timeout_seconds": "supervisor wall clock; process tree frozen then killed",
         "memory_mb": (
@@ -93,20 +94,22 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
             else "NOT ENFORCED: Landlock unavailable or off; code can read "
             "and write whatever this OS user can"
         ),
-        "max_processes": (
-            (
-                "RLIMIT_NPROC counted in a private user namespace"
-                if on["namespaces"]
-                else "RLIMIT_NPROC (per OS user)"
-            )
-            + " + supervisor watchdog"
-            if nproc
-            else "DEGRADED: supervisor watchdog only ("
-            + ("uid 0 is exempt from RLIMIT_NPROC" if root and on["rlimits"] else "rlimits off")
-            + ")"
-        ),
+        "max_processes": _max_processes(on, nproc, root),
         "max_output_bytes": "supervisor stream cap (cut with a marker)",
     }
+
+
+def _max_processes(on: Mapping[str, bool], nproc: bool, root: bool) -> str:
+    parts = []
+    if on["pids_cgroup"]:
+        parts.append("cgroup v1 pids.max per worker")
+    if nproc:
+        parts.append("RLIMIT_NPROC counted in a private user namespace" if on["namespaces"]
+                     else "RLIMIT_NPROC (per OS user)")
+    if parts:
+        return " + ".join([*parts, "supervisor watchdog"])
+    why = "uid 0 is exempt from RLIMIT_NPROC" if root and on["rlimits"] else "rlimits off"
+    return f"DEGRADED: supervisor watchdog only ({why})"
 
 
 def host_report(disabled: Iterable[str] | None = None) -> dict[str, Any]:

@@ -1,0 +1,27 @@
+"""Command line: ``python -m agenticraft_kernel doctor|install|...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m agenticraft_kernel",
+                                     description="AgentiCraft Secure for Jupyter")
+    sub = parser.add_subparsers(dest="command", required=True)
+    doctor = sub.add_parser("doctor", help="show which protections this host enforces")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        from .doctor import run_doctor
+        return run_doctor(as_json=args.json)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
