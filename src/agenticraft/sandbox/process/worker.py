@@ -24,6 +24,7 @@ from . import protocol
 from .executors import EXECUTORS
 
 PR_SET_CHILD_SUBREAPER = 36
+_LIMIT_ERRNOS = {errno.EFBIG: "max_file_size_mb", errno.ENOMEM: "memory_mb"}
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -131,8 +132,9 @@ class Worker:
             reply.update(ok=False, limit={"limit": "memory_mb"})
             keep = False
         except BaseException as exc:  # the user's exception, SystemExit included, is a result
-            if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
-                reply.update(ok=False, limit={"limit": "max_file_size_mb"})
+            limit = _LIMIT_ERRNOS.get(exc.errno) if isinstance(exc, OSError) else None
+            if limit is not None:  # RLIMIT_FSIZE / RLIMIT_AS refusals are limit violations
+                reply.update(ok=False, limit={"limit": limit, "detail": str(exc)})
                 keep = False
             else:
                 reply.update(ok=False, error=self.executor.format_exception(exc)

@@ -39,7 +39,6 @@ class Zygote:
         self.mechanisms = probe.mechanisms(disabled)
         self.workers: set[int] = set()
         self.cgroups: set[str] = set()  # pids cgroups of dead workers, removed once empty
-        self.cgroups: set[str] = set()  # pids cgroups of dead workers, removed once empty
         self.session_ids: set[int] = set()  # a session's runner outlives its first process
         self.ready: dict[str, tuple[int, list[int], str, dict[str, Any]]] = {}
 

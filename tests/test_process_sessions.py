@@ -1,0 +1,114 @@
+"""Sessions keep their variables across runs and roll back when a run is killed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agenticraft.security import SecurityContext
+from agenticraft.security.exceptions import ResourceLimitExceeded
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def session(process_sandbox):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 2, "memory_mb": 256})
+    async with process_sandbox.session(ctx) as session:
+        yield session
+
+
+async def test_variables_persist(session):
+    await session.run("x = 40")
+    result = await session.run("y = x + 2")
+    assert result["y"] == 42
+
+
+@pytest.mark.parametrize(("code", "limit"), [
+    ("x = 'lost'\nwhile True:\n    pass", "timeout_seconds"),
+    ("x = 'lost'\nblocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))",
+     "memory_mb"),
+])
+async def test_rollback_after_limit(session, code, limit):
+    await session.run("x = 'kept'\nitems = list(range(1000))")
+    with pytest.raises(ResourceLimitExceeded) as info:
+        await session.run(code)
+    assert info.value.limit == limit
+    assert info.value.rolled_back
+    assert "rolled back" in str(info.value)
+    result = await session.run("same = (x, len(items))")
+    assert result["same"] == ["kept", 1000]
+
+
+@pytest.mark.parametrize("code", [
+    "import os\nx = 'lost'\nos._exit(7)",
+    "import ctypes\nx = 'lost'\nctypes.string_at(0)",
+])
+async def test_rollback_after_crash(session, code):
+    await session.run("x = 'kept'")
+    result = await session.run(code)
+    assert not result.success
+    assert result.error.ename == "WorkerExited"
+    assert "rolled back" in result.error.evalue
+    assert (await session.run("same = x"))["same"] == "kept"
+
+
+async def test_exception_keeps_changes_made_before_it(session):
+    result = await session.run("x = 1\nraise ValueError('boom')")
+    assert result.error.ename == "ValueError"
+    assert "boom" in result.error.traceback
+    assert (await session.run("y = x"))["y"] == 1
+
+
+async def test_interrupt_stops_a_loop(session):
+    await session.run("x = 'kept'")
+    started = asyncio.Event()
+
+    def on_output(item):
+        started.set()
+
+    task = asyncio.ensure_future(session.run(
+        "print('looping', flush=True)\nx = 'changed'\nwhile True:\n    pass",
+        on_output=on_output))
+    await started.wait()
+    session.interrupt()
+    result = await task
+    assert result.error.ename == "KeyboardInterrupt"
+    assert (await session.run("y = x"))["y"] == "changed"  # it stopped cleanly: no rollback
+
+
+async def test_interrupt_ignored_is_killed_and_rolled_back(session):
+    await session.run("x = 'kept'")
+    started = asyncio.Event()
+    code = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nx = 'changed'\n"
+            "print('ignoring', flush=True)\nwhile True:\n    pass")
+    task = asyncio.ensure_future(session.run(code, on_output=lambda item: started.set()))
+    await started.wait()
+    session.interrupt()
+    result = await task
+    assert result.error.ename == "KeyboardInterrupt"
+    assert "rolled back" in result.error.evalue
+    assert (await session.run("y = x"))["y"] == "kept"
+
+
+async def test_checkpoint_with_large_state_is_cheap(session):
+    ctx_result = await session.run("big = bytearray(64 * 1024 * 1024)\nn = len(big)")
+    assert ctx_result["n"] == 64 * 1024 * 1024
+    result = await session.run("m = len(big)")
+    assert result["m"] == 64 * 1024 * 1024
+
+
+async def test_session_output_streams_while_running(session):
+    seen = []
+    result = await session.run("for i in range(3):\n    print(i)",
+                               on_output=lambda item: seen.append(item.data))
+    assert "".join(seen) == "0\n1\n2\n"
+    assert result.stdout == "0\n1\n2\n"
+
+
+async def test_session_writes_audit_records(process_sandbox, session):
+    await session.run("z = 1")
+    records = process_sandbox.manager.audit.query(user_id="student", event_type="execution")
+    assert records and records[-1]["outcome"] == "ok"
+    assert records[-1]["code_sha256"]
