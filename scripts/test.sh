@@ -18,4 +18,8 @@ if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: failing on purpose" >&2
     exit 1
 fi
+if [ "$status" -eq 0 ] && [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
+    # As root, run the security suites once more as an ordinary user (see the script).
+    bash scripts/test-unprivileged.sh || status=$?
+fi
 exit "$status"

@@ -69,7 +69,7 @@ async def test_interrupt_stops_a_loop(session):
         started.set()
 
     task = asyncio.ensure_future(session.run(
-        "print('looping', flush=True)\nx = 'changed'\nwhile True:\n    pass",
+        "x = 'changed'\nprint('looping', flush=True)\nwhile True:\n    pass",
         on_output=on_output))
     await started.wait()
     session.interrupt()

@@ -182,6 +182,7 @@ class WorkerHandle:
 
     def __init__(self, pid: int, fds: list[int], scratch: str) -> None:
         self.pid = pid          # the worker (for a session: the live state holder)
+        self.session_id = pid   # the worker called setsid(): its descendants keep this id
         self.chan = socket.socket(fileno=fds[0])
         self.chan.setblocking(False)
         self.out_fd, self.err_fd = fds[1], fds[2]
@@ -286,6 +287,8 @@ class Watchdog:
         self.peak_rss = 0
 
     def _tree(self) -> list[psutil.Process]:
+        if self.runner <= 0:
+            return []
         try:
             root = psutil.Process(self.runner)
             return [root, *root.children(recursive=True)]
@@ -440,8 +443,9 @@ class Supervisor:
                                              return_when=asyncio.FIRST_COMPLETED)
             if interrupt is not None and tasks[2] in finished and done_task not in finished:
                 outcome.interrupted = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(runner, signal.SIGINT)
+                if runner > 0:  # 0 would be a process-group signal: never send that
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(runner, signal.SIGINT)
                 finished, _ = await asyncio.wait([done_task], timeout=grace)
             if done_task in finished:
                 frame = done_task.result()
@@ -452,7 +456,7 @@ class Supervisor:
                     failed_limit = "limit" in frame or "violation" in frame
                     if checkpoint and failed_limit:
                         outcome.rolled_back = await self._await_rollback(handle, run_id, runner)
-                    elif checkpoint:
+                    elif checkpoint and runner > 0:
                         handle.pid = runner  # the runner is the live session now
                     elif failed_limit:
                         handle.alive = False
@@ -529,12 +533,17 @@ class Supervisor:
             if pid != handle.pid:
                 raise protocol.ProtocolError("started frame names another process")
             return pid
+        if pid <= 0:
+            raise protocol.ProtocolError("started frame names an invalid pid")
+        # The runner may already have finished and been promoted (re-parented) by now, so check
+        # the session it belongs to: the worker's own, which sandboxed code cannot leave
+        # (setsid/setpgid are denied by seccomp).
         try:
-            if psutil.Process(pid).ppid() != handle.pid:
-                raise protocol.ProtocolError("started frame names a process that is not ours")
-        except psutil.Error:
-            raise protocol.ProtocolError("started frame names a process that does not exist")\
-                from None
+            session = os.getsid(pid)
+        except ProcessLookupError:
+            return -1  # the runner already died (and was reaped): the checkpoint reports it
+        if session != handle.session_id:
+            raise protocol.ProtocolError("started frame names a process that is not ours")
         return pid
 
     def _ended_early(self, handle: WorkerHandle, frame: dict[str, Any] | None,

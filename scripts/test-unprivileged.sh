@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Run the sandbox's security suites again as an unprivileged OS user. CI runs as root, and root
+# is exempt from some limits (RLIMIT_NPROC) and holds capabilities a shared-server user does not,
+# so the escape suite must also pass where it matters: as an ordinary user.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test-unprivileged: already unprivileged; the main suite covers this" >&2
+    exit 0
+fi
+user=acs-ci
+id -u "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$user"
+home=$(getent passwd "$user" | cut -d: -f6)
+work="$home/agenticraft"
+rm -rf "$work"
+mkdir -p "$work"
+git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work"
+chown -R "$user:$user" "$work"
+# The interpreter must be one this user can reach (a pyenv under /root is not).
+py=/usr/bin/python3
+[ -x "$py" ] || py=$(command -v python3)
+setpriv --reuid="$user" --regid="$user" --init-groups --reset-env -- env HOME="$home" \
+    PATH=/usr/local/bin:/usr/bin:/bin sh -euc "
+        cd '$work'
+        '$py' -m venv .venv
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e . \
+            pytest pytest-asyncio pytest-timeout hypothesis
+        echo \"unprivileged run as \$(id -un) (uid \$(id -u))\"
+        .venv/bin/python -m pytest -p no:cacheprovider tests/test_process_escapes.py \
+            tests/test_process_sessions.py tests/test_process_mechanisms.py \
+            tests/test_confine_landlock_seccomp.py
+    "

@@ -1,0 +1,177 @@
+"""Worker side: the one path by which the executor talks to the kernel while a cell runs.
+
+Everything the cell produces (stream text, displays, results, errors, comm messages, input
+requests) becomes an event frame on the worker's channel, in the order it happened. Stream text is
+buffered and sent in batches (at most every ``FLUSH_INTERVAL`` seconds, before any other event and
+at the end of the run) so a loop of prints costs a few frames, not one per ``print``.
+
+Runs after confinement, on the untrusted side: nothing here decides anything about security.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+FLUSH_INTERVAL = 0.05
+MAX_BUFFER = 64 * 1024
+
+
+def encode_bundle(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A mime bundle with ``bytes`` values (PNG, JPEG, PDF) as base64 text, as Jupyter expects."""
+    out: dict[str, Any] = {}
+    for mime, value in data.items():
+        if isinstance(value, bytes | bytearray | memoryview):
+            raw = bytes(value)
+            out[mime] = (raw.decode("utf-8", "replace") if mime.startswith("text/")
+                         else base64.b64encode(raw).decode("ascii"))
+        else:
+            out[mime] = value
+    return out
+
+
+class Channel:
+    """Ordered, thread-safe event output with batched streams.
+
+    ``emit`` sends one event after flushing pending stream text. A background thread flushes
+    streams that sit in the buffer for ``FLUSH_INTERVAL``. SIGINT is blocked while a frame is being
+    written, so an interrupt can never leave half a frame on the channel.
+    """
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self._pending: list[tuple[str, str]] = []
+        self._size = 0
+        self._last = 0.0
+        self.active = False
+        self.detached = False  # in a process the cell forked: the channel is not ours to use
+        self._fresh()
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_parent,
+                            after_in_child=self._after_fork_child)
+
+    # -- fork safety: the checkpoint forks the live worker before every run ----------------------
+    def _fresh(self) -> None:
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def _before_fork(self) -> None:
+        self._lock.acquire()
+
+    def _after_fork_parent(self) -> None:
+        self._lock.release()
+
+    def _after_fork_child(self) -> None:
+        # The checkpoint forks between runs (inactive). A fork during a run is the cell's own
+        # (multiprocessing, os.fork): its output goes to the inherited stdout/stderr pipes.
+        self.detached = self.detached or self.active
+        self._fresh()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._flusher, name="agenticraft-flush",
+                                            daemon=True)
+            self._thread.start()
+
+    def _flusher(self) -> None:
+        with self._lock:
+            while True:
+                while not self._pending:
+                    self._wake.wait()
+                self._wake.wait(FLUSH_INTERVAL)
+                if self.active:
+                    self._flush_locked()
+
+    # -- run boundaries ------------------------------------------------------------------------
+    def begin(self) -> None:
+        with self._lock:
+            self.active = True
+            self._ensure_thread()
+
+    def end(self) -> None:
+        """Flush and stop sending: after this the worker sends its final frame alone."""
+        with self._lock:
+            self._flush_locked()
+            self.active = False
+
+    # -- output ----------------------------------------------------------------------------------
+    def write_stream(self, name: str, text: str) -> None:
+        if not text:
+            return
+        if self.detached:
+            os.write(1 if name == "stdout" else 2, text.encode("utf-8", "backslashreplace"))
+            return
+        with self._lock:
+            if self._pending and self._pending[-1][0] == name:
+                self._pending[-1] = (name, self._pending[-1][1] + text)
+            else:
+                self._pending.append((name, text))
+            self._size += len(text)
+            now = time.monotonic()
+            if self._size >= MAX_BUFFER or now - self._last >= FLUSH_INTERVAL:
+                self._flush_locked()
+            else:
+                self._wake.notify()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.detached:
+            return
+        with self._lock:
+            self._flush_locked()
+            self._send(event)
+
+    def _flush_locked(self) -> None:
+        pending, self._pending, self._size = self._pending, [], 0
+        self._last = time.monotonic()
+        for name, text in pending:
+            self._send({"type": "stream", "name": name, "text": text})
+
+    def _send(self, event: dict[str, Any]) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.worker.emit(event)
+        finally:
+            if main:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+class EventStream(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` inside the worker: text goes to the channel in order."""
+
+    def __init__(self, channel: Channel, name: str) -> None:
+        super().__init__()
+        self.channel = channel
+        self.name = name
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self.channel.write_stream(self.name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.channel.flush()
