@@ -134,7 +134,7 @@ def test_from_value_none_gives_defaults_or_base():
 
 
 @pytest.mark.parametrize("value", [[("memory_mb", 1)], "memory_mb=1", 512])
-def test_from_value_rejects_non_mappings(value):
+def test_limits_from_value_rejects_non_mappings(value):
     with pytest.raises(ConfigurationError, match="resource_limits"):
         ResourceLimits.from_value(value)
 
@@ -488,7 +488,7 @@ def test_from_value_rejects_unknown_keys(key):
 
 
 @pytest.mark.parametrize("value", ["alice", 5, ["user_id", "alice"]])
-def test_from_value_rejects_non_mappings(value):
+def test_context_from_value_rejects_non_mappings(value):
     with pytest.raises(ConfigurationError, match="user_context"):
         SecurityContext.from_value(value)
 

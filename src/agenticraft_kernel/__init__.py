@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["load_ipython_extension"]
+__all__ = ["__version__", "load_ipython_extension"]
+
+__version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]

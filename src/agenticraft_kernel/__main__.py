@@ -12,6 +12,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="show which protections this host enforces")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    from .install import add_arguments
+    add_arguments(sub.add_parser("install", help="install the AgentiCraft Secure kernelspec"))
     return parser
 
 
@@ -20,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         from .doctor import run_doctor
         return run_doctor(as_json=args.json)
+    if args.command == "install":
+        from .install import run_install
+        return run_install(args)
     return 2
 
 

@@ -100,8 +100,8 @@ class IPythonExecutor:
         shell.limit_error = None
         result = shell.run_cell(code, store_history=store_history, silent=silent,
                                 cell_id=request.get("cell_id"))
-        if shell.limit_error is not None:
-            raise shell.limit_error  # the worker reports the limit; the session rolls back
+        if shell.limit_error is not None:  # the worker reports it; the session rolls back
+            raise limit_exceeded(shell.limit_error, request.get("limits") or {})
         error = result.error_before_exec or result.error_in_exec
         reply: dict[str, Any] = {"execution_count": shell.execution_count - 1}
         if result.success:
@@ -190,6 +190,13 @@ class IPythonExecutor:
         if value == "\x04":
             raise EOFError
         return value
+
+
+def limit_exceeded(exc: BaseException, limits: dict[str, Any]) -> BaseException:
+    """MemoryError (RLIMIT_AS) or EFBIG (RLIMIT_FSIZE) as the limit that caused it."""
+    from agenticraft.security.exceptions import ResourceLimitExceeded
+    name = "memory_mb" if isinstance(exc, MemoryError) else "max_file_size_mb"
+    return ResourceLimitExceeded(name, allowed=limits.get(name))
 
 
 def classify_denial(exc: BaseException | None) -> dict[str, str] | None:

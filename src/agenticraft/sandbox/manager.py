@@ -122,7 +122,7 @@ class SandboxManager:
         A context is never trusted because it says it was resolved: every request goes through
         ``Policy.resolve`` here.
         """
-        request = SecurityContext.from_value(context)
+        request = SecurityContext.from_value(context).copy()
         if sandbox_type and request.sandbox_type is None:
             request.sandbox_type = sandbox_type
         if request.sandbox_type is None:

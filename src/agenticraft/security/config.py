@@ -60,20 +60,32 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise ConfigurationError(f"Config file {path} line {exc.lineno}: {exc.msg}") from None
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id == "SECURITY_CONFIG"):
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError:
+    found: ast.Assign | None = None
+    for node in ast.walk(tree):
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+        for target in targets:
+            touches = any(isinstance(n, ast.Name) and n.id == "SECURITY_CONFIG"
+                          for n in ast.walk(target))
+            if not touches:
+                continue
+            if (found is not None or not isinstance(node, ast.Assign)
+                    or not isinstance(target, ast.Name) or node not in tree.body):
                 raise ConfigurationError(
-                    f"Config file {path} line {node.lineno}: SECURITY_CONFIG must be a literal "
-                    "dict (strings, numbers, booleans)") from None
-            if not isinstance(value, dict):
-                raise ConfigurationError(f"Config file {path}: SECURITY_CONFIG must be a dict")
-            return value
-    raise ConfigurationError(f"Config file {path} defines no SECURITY_CONFIG dict")
+                    f"Config file {path} line {node.lineno}: assign SECURITY_CONFIG exactly "
+                    "once, as a literal dict at the top level (the file is read, not run)")
+            found = node
+    if found is None:
+        raise ConfigurationError(f"Config file {path} defines no SECURITY_CONFIG dict")
+    try:
+        value = ast.literal_eval(found.value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ConfigurationError(
+            f"Config file {path} line {found.lineno}: SECURITY_CONFIG must be a literal "
+            "dict (strings, numbers, booleans)") from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"Config file {path}: SECURITY_CONFIG must be a dict")
+    return value
 
 
 def load_settings(config_path: str | Path | None = None,
@@ -144,6 +156,9 @@ def _apply(values: dict[str, Any], origins: dict[str, str], key: str, value: Any
     try:
         if key in LIMIT_NAMES:
             value = coerce_limit(key, value)
+        elif key == "audit_log_path":
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigurationError(f"audit_log_path must be a path string, not {value!r}")
         elif key == "enable_audit_logging":
             value = coerce_limit("network_access", value)  # same boolean parsing
         elif key == "default_sandbox_type":

@@ -60,6 +60,14 @@ class SecurityContext:
         data.setdefault("user_id", default_user)
         return cls(**data)
 
+    def copy(self) -> SecurityContext:
+        """An independent request with the same fields (callers' objects are never changed)."""
+        other = SecurityContext(self.user_id, self._permissions, self.resource_limits,
+                                groups=self.groups, sandbox_type=self.sandbox_type,
+                                working_dir=self.working_dir)
+        other.limit_request = dict(self.limit_request)
+        return other
+
     @property
     def permissions(self) -> frozenset[str]:
         """The permissions held (``admin`` expanded to all)."""

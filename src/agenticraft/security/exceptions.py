@@ -65,13 +65,17 @@ class SandboxError(SecurityException):
     """The sandbox machinery itself failed (a worker crashed, the protocol was violated)."""
 
 
-_HOW_TO_RAISE = {
-    "timeout_seconds": "raise timeout_seconds (or %%secure --timeout)",
-    "memory_mb": "raise memory_mb (or %%secure --memory) or use less memory",
-    "cpu_percent": "raise cpu_percent",
-    "max_file_size_mb": "raise max_file_size_mb or write smaller files",
-    "max_output_bytes": "raise max_output_bytes or print less",
-    "max_processes": "raise max_processes or start fewer processes/threads",
+_HOW_TO_CHANGE = {
+    "timeout_seconds": "raise timeout_seconds (%%secure --timeout) within the administrator's "
+                       "ceiling, or make the code finish sooner",
+    "memory_mb": "raise memory_mb (%%secure --memory) within the administrator's ceiling, or use "
+                 "less memory",
+    "cpu_percent": "raise cpu_percent within the administrator's ceiling",
+    "max_file_size_mb": "raise max_file_size_mb within the administrator's ceiling, or write "
+                        "smaller files",
+    "max_output_bytes": "raise max_output_bytes within the administrator's ceiling, or print less",
+    "max_processes": "raise max_processes within the administrator's ceiling, or start fewer "
+                     "processes and threads",
     "recursion": "use less recursion",
     "value_size": "compute smaller values",
 }
@@ -87,8 +91,8 @@ def limit_message(limit: str, value: Any, allowed: Any) -> str:
         if value is not None:
             text += f", reached {value}{unit}"
         text += ")"
-    hint = _HOW_TO_RAISE.get(limit)
-    text += "." + (f" To change it, {hint} within the administrator's ceiling." if hint else "")
+    hint = _HOW_TO_CHANGE.get(limit)
+    text += "." + (f" To fix it, {hint}." if hint else "")
     return text
 
 

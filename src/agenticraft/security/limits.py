@@ -81,14 +81,14 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ConfigurationError(f"{name} must be a positive number, not {value!r}") from None
     if not math.isfinite(number) or number <= 0:
         raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
     if name in INTEGER_LIMITS:
         if number != int(number):
             raise ConfigurationError(f"{name} must be a whole number, not {value!r}")
-        return int(number)
+        return value if isinstance(value, int) else int(number)  # no float rounding of ints
     if name == "cpu_percent" and number > CPU_PERCENT_MAX:
         raise ConfigurationError(f"cpu_percent must be at most {CPU_PERCENT_MAX:g}, not {value!r}")
     return number

@@ -153,8 +153,10 @@ class Policy:
                                   else self.default_sandbox_type),
             allow_unsandboxed=self.allow_unsandboxed and other.allow_unsandboxed,
             allowed_imports=self.allowed_imports & other.allowed_imports,
-            api_keys={**other.api_keys, **self.api_keys},
-            signing_key=self.signing_key or other.signing_key,
+            # Identities come only from the base policy: a later file may not add API keys or a
+            # signing key, or it could make itself any user.
+            api_keys=dict(self.api_keys),
+            signing_key=self.signing_key,
             sources=self.sources + other.sources,
             also=(*self.also, other),
         )
@@ -170,20 +172,24 @@ class Policy:
                                "signing_key"}, source)
         kwargs: dict[str, Any] = {"sources": (source,)}
         if "ceilings" in data:
-            kwargs["ceilings"] = ResourceLimits.from_value(_limits(data["ceilings"], source),
-                                                           base=BUILTIN_CEILINGS)
+            kwargs["ceilings"] = ResourceLimits.from_value(
+                _limits(data["ceilings"], f"{source} [ceilings]"), base=BUILTIN_CEILINGS)
         if "defaults" in data:
-            kwargs["defaults"] = ResourceLimits.from_value(_limits(data["defaults"], source))
+            kwargs["defaults"] = ResourceLimits.from_value(
+                _limits(data["defaults"], f"{source} [defaults]"))
         grants = data.get("grants", {})
         _reject_unknown(grants, {"default", "users", "groups"}, f"{source} [grants]")
         if "default" in grants:
-            kwargs["default_grants"] = perms.normalize_all(grants["default"])
-        kwargs["user_grants"] = {u: perms.normalize_all(p)
-                                 for u, p in grants.get("users", {}).items()}
-        kwargs["group_grants"] = {g: perms.normalize_all(p)
-                                  for g, p in grants.get("groups", {}).items()}
-        kwargs["groups"] = {g: frozenset(_strings(m, f"groups.{g}"))
-                            for g, m in data.get("groups", {}).items()}
+            kwargs["default_grants"] = _permissions(grants["default"], f"{source} grants.default")
+        kwargs["user_grants"] = {
+            u: _permissions(p, f"{source} grants.users.{u}")
+            for u, p in _table(grants.get("users", {}), f"{source} [grants.users]").items()}
+        kwargs["group_grants"] = {
+            g: _permissions(p, f"{source} grants.groups.{g}")
+            for g, p in _table(grants.get("groups", {}), f"{source} [grants.groups]").items()}
+        members = _table(data.get("groups", {}), f"{source} [groups]")
+        kwargs["groups"] = {g: frozenset(_strings(m, f"{source} groups.{g}"))
+                            for g, m in members.items()}
         sandbox = data.get("sandbox", {})
         _reject_unknown(sandbox, {"allowed_types", "default_type", "allow_unsandboxed",
                                   "allowed_imports"}, f"{source} [sandbox]")
@@ -202,9 +208,15 @@ class Policy:
         if "allowed_imports" in sandbox:
             kwargs["allowed_imports"] = frozenset(_strings(sandbox["allowed_imports"],
                                                            "sandbox.allowed_imports"))
-        kwargs["api_keys"] = dict(data.get("api_keys", {}))
+        keys = _table(data.get("api_keys", {}), f"{source} [api_keys]")
+        if not all(isinstance(v, str) for v in keys.values()):
+            raise ConfigurationError(f"{source} [api_keys]: each key's SHA-256 digest must map "
+                                     "to a user id string")
+        kwargs["api_keys"] = dict(keys)
         if "signing_key" in data:
-            kwargs["signing_key"] = str(data["signing_key"])
+            if not isinstance(data["signing_key"], str) or not data["signing_key"]:
+                raise ConfigurationError(f"{source}: signing_key must be a non-empty string")
+            kwargs["signing_key"] = data["signing_key"]
         policy = cls(**kwargs)
         if policy.default_sandbox_type not in policy.allowed_sandbox_types:
             raise ConfigurationError(f"{source}: default_type {policy.default_sandbox_type!r} "
@@ -217,6 +229,8 @@ class Policy:
         try:
             with path.open("rb") as fh:
                 data = tomllib.load(fh)
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"Policy file {path} is not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"Policy file {path} is not valid TOML: {exc}") from None
         except OSError as exc:
@@ -231,6 +245,8 @@ def load_policy(extra: Iterable[str | Path] = (), *,
     if system_path is not None and Path(system_path).exists():
         policy = Policy.from_file(system_path)
     for path in extra:
+        # Extra files only tighten, and never add identities (API keys, signing keys): those
+        # come from the system file or from a Policy object the host program builds.
         policy = policy.intersect(Policy.from_file(path))
     return policy
 
@@ -244,8 +260,18 @@ def _reject_unknown(data: Any, allowed: set[str], where: str) -> None:
             f"{where}: unknown key(s) {unknown}; valid keys: {sorted(allowed)}")
 
 
+def _table(data: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(f"{where}: expected a table, got {type(data).__name__}")
+    return data
+
+
+def _permissions(value: Any, where: str) -> frozenset[str]:
+    return perms.normalize_all(_strings(value, where))
+
+
 def _limits(data: Any, where: str) -> dict[str, Any]:
-    _reject_unknown(data, set(LIMIT_NAMES), f"{where} limits")
+    _reject_unknown(data, set(LIMIT_NAMES), where)
     return {k: coerce_limit(k, v) for k, v in data.items()}
 
 

@@ -24,13 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from ...security.exceptions import SandboxError, SandboxUnavailable
 from ...security.limits import ResourceLimits
 from ..result import Output
 from . import protocol
-from .tree import kill_tree
+from .tree import descendants, kill_tree
 
 MB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -286,14 +284,10 @@ class Watchdog:
         self.spare = set(spare)
         self.peak_rss = 0
 
-    def _tree(self) -> list[psutil.Process]:
+    def _tree(self) -> list[int]:
         if self.runner <= 0:
             return []
-        try:
-            root = psutil.Process(self.runner)
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
+        return [self.runner, *descendants(self.runner)]
 
     async def watch(self) -> tuple[str, Any, Any]:
         limits = self.limits
@@ -310,8 +304,7 @@ class Watchdog:
             interval = min(interval * 2, 0.05)
             tick += 1
             if tick % 4 == 1:
-                procs = self._tree()
-                tree = [p.pid for p in procs if p.pid not in self.spare]
+                tree = [p for p in self._tree() if p not in self.spare]
                 if len(tree) > limits.max_processes:
                     return ("max_processes", len(tree), limits.max_processes)
             rss = sum(rss_bytes(pid) for pid in tree)
@@ -429,10 +422,11 @@ class Supervisor:
         try:
             handle.send({"op": "run", "run": run_id, "code": code, "checkpoint": checkpoint,
                          "limits": limits.as_dict(), **(extra or {})})
-            first = await self._frame(handle, run_id, deadline, event)
-            if first is None or first.get("ev") != "started":
-                return self._ended_early(handle, first, outcome, checkpoint)
-            runner = self._verify_runner(first, handle, checkpoint)
+            if checkpoint:
+                first = await self._frame(handle, run_id, deadline, event)
+                if first is None or first.get("ev") != "started":
+                    return self._ended_early(handle, first, outcome, checkpoint)
+                runner = self._verify_runner(first, handle)
             watchdog = Watchdog(runner, limits, handle.scratch)
             done_task = asyncio.ensure_future(self._frame(handle, run_id, None, event))
             watch_task = asyncio.ensure_future(watchdog.watch())
@@ -523,16 +517,11 @@ class Supervisor:
             if frame is None or frame.get("run") == run_id:
                 return frame
 
-    def _verify_runner(self, frame: dict[str, Any], handle: WorkerHandle,
-                       checkpoint: bool) -> int:
-        """The runner pid comes from the untrusted side: accept only the holder or its child."""
+    def _verify_runner(self, frame: dict[str, Any], handle: WorkerHandle) -> int:
+        """The runner pid comes from the untrusted side: accept only one of the session's."""
         pid = frame.get("pid")
         if not isinstance(pid, int):
             raise protocol.ProtocolError("started frame without a pid")
-        if not checkpoint:
-            if pid != handle.pid:
-                raise protocol.ProtocolError("started frame names another process")
-            return pid
         if pid <= 0:
             raise protocol.ProtocolError("started frame names an invalid pid")
         # The runner may already have finished and been promoted (re-parented) by now, so check

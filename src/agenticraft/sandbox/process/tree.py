@@ -7,14 +7,31 @@ import os
 import signal
 from collections.abc import Iterable
 
-import psutil
+
+def children(pid: int) -> list[int]:
+    """Direct children, from /proc/<pid>/task/<tid>/children (no scan of all of /proc)."""
+    found: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return found
 
 
 def descendants(pid: int) -> list[int]:
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return []
+    result: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children(stack.pop()):
+            result.append(child)
+            stack.append(child)
+    return result
 
 
 def kill_tree(root: int, *, include_root: bool = True, spare: Iterable[int] = ()) -> int:
@@ -22,6 +39,8 @@ def kill_tree(root: int, *, include_root: bool = True, spare: Iterable[int] = ()
 
     Freezing first means a fork bomb cannot outrun the walk. Returns how many were killed.
     """
+    if root <= 0:
+        return 0
     spared = set(spare)
     frozen: set[int] = set()
     if include_root:
@@ -40,5 +59,6 @@ def kill_tree(root: int, *, include_root: bool = True, spare: Iterable[int] = ()
 
 
 def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)

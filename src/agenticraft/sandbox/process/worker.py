@@ -110,7 +110,8 @@ class Worker:
 
     def _run(self, msg: dict[str, Any]) -> None:
         run_id = msg["run"]
-        protocol.send(self.chan, {"ev": "started", "run": run_id, "pid": os.getpid()})
+        if self.promote_fd is not None:  # a forked runner: tell the supervisor who runs
+            protocol.send(self.chan, {"ev": "started", "run": run_id, "pid": os.getpid()})
         reply: dict[str, Any] = {"ev": "done", "run": run_id}
         keep = True
         try:

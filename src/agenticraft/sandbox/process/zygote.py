@@ -24,6 +24,7 @@ from typing import Any
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 CHILD_FD = 3
+PREFORK = 2  # confined workers kept ready for the default profile
 #: Modules worth having in memory before the first fork (a fork then shares them).
 PRELOAD = ("json", "re", "math", "collections", "itertools", "functools", "datetime", "decimal",
            "fractions", "statistics", "random", "string", "traceback", "io", "gc", "ctypes",
@@ -37,10 +38,15 @@ class Zygote:
         self.control = control
         self.pid = os.getpid()
         self.mechanisms = probe.mechanisms(disabled)
+        if self.mechanisms["seccomp"]["active"]:
+            from .confine import seccomp
+            seccomp.precompile()  # workers then load ready-made BPF instead of building it
         self.workers: set[int] = set()
         self.cgroups: set[str] = set()  # pids cgroups of dead workers, removed once empty
         self.session_ids: set[int] = set()  # a session's runner outlives its first process
-        self.ready: dict[str, tuple[int, list[int], str, dict[str, Any]]] = {}
+        # Workers forked and confined ahead of time for the most recent pre-forked profile.
+        self.ready_key = ""
+        self.ready: list[tuple[int, list[int], str]] = []
 
     # -- main loop ------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -69,8 +75,8 @@ class Zygote:
         if op == "spawn":
             profile = msg["profile"]
             key = json.dumps(profile, sort_keys=True)
-            if key in self.ready:
-                pid, fds, scratch, _ = self.ready.pop(key)
+            if key == self.ready_key and self.ready:
+                pid, fds, scratch = self.ready.pop(0)
             else:
                 pid, fds, scratch = self._fork_worker(profile)
             if msg.get("session"):
@@ -79,14 +85,23 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
             if msg.get("prefork"):
-                self.ready.clear()
-                self.ready[key] = (*self._fork_worker(profile), profile)
+                self._refill(key, profile)
         elif op == "ping":
             self._reply({"ok": True, "pid": self.pid, "workers": len(self.workers)})
         elif op == "shutdown":
             self.shutdown()
         else:
             self._reply({"ok": False, "error": f"unknown op {op!r}"})
+
+    def _refill(self, key: str, profile: dict[str, Any]) -> None:
+        if key != self.ready_key:
+            for _pid, fds, _scratch in self.ready:  # the worker sees EOF and exits
+                for fd in fds:
+                    os.close(fd)
+            self.ready = []
+            self.ready_key = key
+        while len(self.ready) < PREFORK:
+            self.ready.append(self._fork_worker(profile))
 
     def _reply(self, message: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
         data = json.dumps(message).encode()
@@ -165,19 +180,17 @@ class Zygote:
 
     def _kill_orphans(self) -> None:
         """Processes a dead worker left behind were re-parented to us: kill them."""
-        import psutil
-
-        from .tree import kill_tree
-        waiting = {entry[0] for entry in self.ready.values()}
-        for child in psutil.Process(self.pid).children():
-            if child.pid in self.workers or child.pid in waiting:
+        from .tree import children, kill_tree
+        waiting = {entry[0] for entry in self.ready}
+        for child in children(self.pid):
+            if child in self.workers or child in waiting:
                 continue
             try:
-                if os.getsid(child.pid) in self.session_ids:
+                if os.getsid(child) in self.session_ids:
                     continue  # a promoted session runner: the supervisor owns its lifetime
             except OSError:
                 continue
-            kill_tree(child.pid)
+            kill_tree(child)
 
     def shutdown(self, *_: Any) -> None:
         from .tree import kill_tree

@@ -52,6 +52,7 @@ from .guards import (
     estimate_lshift_bytes,
     estimate_mul_bytes,
     estimate_pow_bytes,
+    needs_full_getattr,
     violation_text,
 )
 from .modules import SAFE_MODULES
@@ -276,7 +277,8 @@ class SandboxTransformer(RestrictingNodeTransformer):
             self.check_attribute(node, node.attr)
         node = self.node_contents_visit(node)
         if loading:
-            return _guard_call("_getattr_", [node.value, ast.Constant(node.attr)], node)
+            hook = "_getattr_" if needs_full_getattr(node.attr) else "_getattr_vetted_"
+            return _guard_call(hook, [node.value, ast.Constant(node.attr)], node)
         writer = _guard_call("_write_", [node.value], node.value)
         node.value = writer
         return node

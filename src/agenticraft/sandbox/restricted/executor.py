@@ -8,6 +8,7 @@ killed from outside when it overruns them.
 """
 
 from __future__ import annotations
+import __future__
 
 import sys
 import types
@@ -30,6 +31,7 @@ RECURSION_FRAMES = 400
 HOOKS: dict[str, Any] = {
     "__metaclass__": guards.sandbox_class,
     "_getattr_": guards.guarded_getattr,
+    "_getattr_vetted_": guards.guarded_getattr_vetted,
     "_getitem_": guards.guarded_getitem,
     "_getiter_": guards.guarded_getiter,
     "_write_": guards.guarded_write,
@@ -58,6 +60,7 @@ _SKIPPED_VALUE_TYPES = (
     type, types.ModuleType, ModuleProxy, types.FunctionType, types.BuiltinFunctionType,
     types.MethodType, types.MethodWrapperType, types.WrapperDescriptorType,
     types.MethodDescriptorType, types.ClassMethodDescriptorType, guards.OutputLimiter,
+    __future__._Feature,
 )
 
 
@@ -204,12 +207,13 @@ def format_user_exception(exc: BaseException, *, source: str | None = None,
         else:
             current = None
     parts: list[str] = []
-    for index, item in enumerate(reversed(chain)):
-        if index:
-            newer = chain[len(chain) - index - 1]
+    older: BaseException | None = None
+    for item in reversed(chain):
+        if older is not None:
             parts.append("\nThe above exception was the direct cause of the following "
-                         "exception:\n\n" if newer.__cause__ is item else
+                         "exception:\n\n" if item.__cause__ is older else
                          "\nDuring handling of the above exception, another exception "
                          "occurred:\n\n")
         parts.extend(_format_one(item, lines, filename))
+        older = item
     return type(exc).__name__, _safe_str(exc), "".join(parts)

@@ -362,7 +362,9 @@ INTERNAL_ATTRIBUTES = frozenset({
 CLASS_INTERNAL_ATTRIBUTES = frozenset({"mro"})
 
 #: Dunder attributes that may be *read*; checked at run time (see :func:`_dunder_getattr`).
-READABLE_DUNDERS = frozenset({"__init__"})
+#: The names are plain strings (or None) on every object; ``__init__`` only via ``super()``.
+NAME_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__"})
+READABLE_DUNDERS = NAME_DUNDERS | {"__init__"}
 
 # Objects whose only safe attributes are the ones listed (generators, coroutines ...).
 _RESUMABLE_TYPES = frozenset({types.GeneratorType, types.CoroutineType,
@@ -387,6 +389,16 @@ _DENIED_CLASSES = frozenset({
 _SPECIAL_ATTRIBUTES = (INTERNAL_ATTRIBUTES | CLASS_INTERNAL_ATTRIBUTES
                        | {"obj", "format", "format_map", "register"})
 
+#: Prefixes of interpreter internals (frame f_*, code co_*, generator gi_* ...). Attribute names
+#: written in the source with these prefixes always use the full guard.
+INTERNAL_PREFIXES = ("f_", "co_", "gi_", "cr_", "ag_", "tb_", "func_", "im_")
+
+
+def needs_full_getattr(name: str) -> bool:
+    """For the compiler: can ``obj.<name>`` use :func:`guarded_getattr_vetted`?"""
+    return (name in _SPECIAL_ATTRIBUTES or name.startswith("_")
+            or name.startswith(INTERNAL_PREFIXES))
+
 PRIVATE_REASON = "names starting with '_' are private to the sandbox"
 INTERNAL_REASON = "frame, code, generator and traceback internals are not available in the sandbox"
 
@@ -402,6 +414,20 @@ def guarded_getattr(obj: Any, name: Any) -> Any:
                         f"{type(name).__name__!r}", construct="getattr")
     if name in _SPECIAL_ATTRIBUTES or name[:1] == "_" or type(obj) in _RESUMABLE_TYPES:
         return _special_getattr(obj, name)
+    value = getattr(obj, name)
+    tv = type(value)
+    if tv in _DENIED_VALUE_TYPES or (tv is type and value in _DENIED_CLASSES):
+        raise _denied_value(name, value)
+    return value
+
+
+def guarded_getattr_vetted(obj: Any, name: str) -> Any:
+    """``obj.name`` for a name written in the source and vetted by the compiler.
+
+    The compiler only uses this hook for constant names that passed every name check and for
+    which :func:`needs_full_getattr` is false, so only the value check is left (it is what
+    makes method-heavy code 2x faster than going through :func:`guarded_getattr`).
+    """
     value = getattr(obj, name)
     tv = type(value)
     if tv in _DENIED_VALUE_TYPES or (tv is type and value in _DENIED_CLASSES):
@@ -443,7 +469,12 @@ def _special_getattr(obj: Any, name: str) -> Any:
 
 
 def _dunder_getattr(obj: Any, name: str) -> Any:
-    """``super().__init__`` and ``Base.__init__`` for classes defined in the sandbox only."""
+    """Names/docstrings, and ``super().__init__``/``Base.__init__`` for sandbox classes."""
+    if name in NAME_DUNDERS:
+        value = getattr(obj, name)
+        if value is None or type(value) is str:
+            return value
+        raise _denied_value(name, value)
     if type(obj) is super:
         if is_sandbox_class(obj.__self_class__):
             value = getattr(obj, name)

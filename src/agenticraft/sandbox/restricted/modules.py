@@ -12,9 +12,11 @@ would change process-wide state (``decimal.getcontext``, the shared ``random`` g
 from __future__ import annotations
 import __future__
 
+import builtins
 import collections
 import datetime
 import decimal
+import dis
 import fractions
 import functools
 import itertools
@@ -24,6 +26,7 @@ import random
 import re
 import statistics
 import string
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -245,9 +248,23 @@ _FUTURE = ModuleProxy("__future__", _pick(__future__, __future__.all_feature_nam
 _PER_RUN_BUILDERS: dict[str, Callable[[], ModuleProxy]] = {"random": make_random_proxy}
 
 
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+
+
 def guarded_import(name: Any, globals: Any = None, locals: Any = None,
-                   fromlist: Any = (), level: Any = 0) -> ModuleProxy:
-    """``__import__`` for sandboxed code: vetted proxies of allowed modules, nothing else."""
+                   fromlist: Any = (), level: Any = 0) -> ModuleProxy | None:
+    """``__import__`` for sandboxed code: vetted proxies of allowed modules, nothing else.
+
+    C functions also call the *current frame's* ``__import__`` (``PyImport_Import``: e.g.
+    ``datetime.strftime`` imports ``time``). Those calls do not come from an ``IMPORT_NAME``
+    instruction of the sandboxed frame; they are served with the host's import and get ``None``
+    back (``PyImport_Import`` ignores the result and reads ``sys.modules`` itself), so no module
+    object ever reaches user code.
+    """
+    caller = sys._getframe(1)
+    if caller.f_code.co_code[caller.f_lasti] != _IMPORT_NAME:
+        builtins.__import__(name, None, None, fromlist, 0)
+        return None
     if type(name) is not str or level != 0:
         raise violation("relative imports are not allowed in the sandbox", construct="import")
     if name == "__future__":

@@ -196,6 +196,67 @@ def apply(*, network_access: bool, allow_process_creation: bool = True) -> dict[
     "unknown": [...]}``.  ``denied`` names every syscall that got at least one EPERM/ENOSYS
     rule (conditional ones included: ``clone``, ``socket``, ``socketpair``);
     ``unknown`` names requested syscalls libseccomp does not know on this architecture.
+    A filter compiled ahead of time by ``precompile`` (in the zygote) is loaded directly, which
+    saves building it with libseccomp in every worker.
+    Raises :class:`OSError` when seccomp is unavailable or the filter cannot be loaded.
+    """
+    key = (bool(network_access), bool(allow_process_creation))
+    if key in _COMPILED and _thread_count() == 1:
+        program, info = _COMPILED[key]
+        _set_no_new_privs()
+        _load_bpf(program)
+        return dict(info)
+    filt, info = _build(network_access, allow_process_creation)
+    try:
+        filt.load()
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"seccomp_load failed, process NOT filtered: {exc.strerror}"
+        ) from None
+    return info
+
+
+_COMPILED: dict[tuple[bool, bool], tuple[bytes, dict[str, Any]]] = {}
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+
+def precompile() -> None:
+    """Build every filter variant once (as BPF bytes) so forked workers only have to load it."""
+    import tempfile
+
+    for network in (False, True):
+        for processes in (False, True):
+            filt, info = _build(network, processes)
+            with tempfile.TemporaryFile() as fh:
+                filt.export_bpf(fh)
+                fh.seek(0)
+                _COMPILED[(network, processes)] = (fh.read(), info)
+
+
+def _load_bpf(program: bytes) -> None:
+    """prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sock_fprog) with a compiled program."""
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    if len(program) % 8:
+        raise OSError(errno.EINVAL, "compiled seccomp program has a partial instruction")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp load failed, process NOT filtered: {os.strerror(err)}")
+
+
+def _build(network_access: bool, allow_process_creation: bool) -> tuple[Any, dict[str, Any]]:
+    """Load the sandbox seccomp filter into the calling process (irreversible).
+
+    Returns ``{"denied": [...], "network": "unix-only"|"allowed", "process_creation": bool,
+    "unknown": [...]}``.  ``denied`` names every syscall that got at least one EPERM/ENOSYS
+    rule (conditional ones included: ``clone``, ``socket``, ``socketpair``);
+    ``unknown`` names requested syscalls libseccomp does not know on this architecture.
     Raises :class:`OSError` when seccomp is unavailable or the filter cannot be loaded.
     """
     kernel_ok, kernel_info = _kernel_seccomp_status()
@@ -274,14 +335,7 @@ def apply(*, network_access: bool, allow_process_creation: bool = True) -> dict[
             seccomp.Arg(_CLONE_FLAGS_ARG, seccomp.MASKED_EQ, CLONE_THREAD, 0),
         )
 
-    try:
-        filt.load()
-    except OSError as exc:
-        raise OSError(
-            exc.errno, f"seccomp_load failed, process NOT filtered: {exc.strerror}"
-        ) from None
-
-    return {
+    return filt, {
         "denied": denied,
         "network": "allowed" if network_access else "unix-only",
         "process_creation": bool(allow_process_creation),
