@@ -53,7 +53,7 @@ class Sandbox(abc.ABC):
         if not isinstance(code, str):
             raise ConfigurationError(f"code must be a string, not {type(code).__name__}")
         ctx = self.manager.authorize(context, "execute", sandbox_type=self.sandbox_type.value,
-                                     action="execute_code")
+                                     action="execute_code", record_allowed=False)
         return await self.manager.audited(self.sandbox_type.value, code, ctx,
                                           lambda: self._run(code, ctx, on_output))
 

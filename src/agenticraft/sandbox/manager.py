@@ -116,11 +116,13 @@ class SandboxManager:
     # -- authorization and audit ----------------------------------------------------------------
     def authorize(self, context: SecurityContext | Mapping[str, Any] | None, permission: str, *,
                   sandbox_type: str | None = None, action: str = "",
-                  limit_overrides: Mapping[str, Any] | None = None) -> SecurityContext:
+                  limit_overrides: Mapping[str, Any] | None = None,
+                  record_allowed: bool = True) -> SecurityContext:
         """Resolve ``context`` through the policy and require ``permission``; audit the decision.
 
         A context is never trusted because it says it was resolved: every request goes through
-        ``Policy.resolve`` here.
+        ``Policy.resolve`` here. Denials are always recorded; ``record_allowed=False`` is for
+        callers whose own execution record carries the allowed decision (one write, not two).
         """
         request = SecurityContext.from_value(context).copy()
         if sandbox_type and request.sandbox_type is None:
@@ -138,16 +140,18 @@ class SandboxManager:
             raise
         if ctx.working_dir is None:
             ctx.working_dir = self.working_dir
-        self.audit.record({"type": "authorization", "user_id": ctx.user_id,
-                           "permission": permission, "allowed": True, "action": action,
-                           "sandbox_type": ctx.sandbox_type})
+        if record_allowed:
+            self.audit.record({"type": "authorization", "user_id": ctx.user_id,
+                               "permission": permission, "allowed": True, "action": action,
+                               "sandbox_type": ctx.sandbox_type})
         return ctx
 
     async def audited(self, sandbox_type: str, code: str, ctx: SecurityContext,
                       run: Callable[[], Awaitable[ExecutionResult]],
                       extra: Mapping[str, Any] | None = None) -> ExecutionResult:
         """Run ``run()`` and write the execution (and any violation) to the audit log."""
-        base = {"user_id": ctx.user_id, "sandbox_type": sandbox_type,
+        base = {"user_id": ctx.user_id, "sandbox_type": sandbox_type, "permission": "execute",
+                "authorized": True,
                 "code_sha256": code_digest(code), "limits": ctx.resource_limits.as_dict(),
                 **(extra or {})}
         started = time.perf_counter()

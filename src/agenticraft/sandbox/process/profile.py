@@ -7,6 +7,7 @@ decision here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import sysconfig
@@ -27,7 +28,8 @@ NETWORK_READ_PATHS = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/
 WRITE_DEVICES = ("/dev/null",)
 
 
-def python_paths() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def python_paths() -> tuple[str, ...]:
     """The interpreter, its standard library and every site-packages directory on sys.path."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(os.path.realpath(sys.executable))}
@@ -37,12 +39,18 @@ def python_paths() -> list[str]:
     paths.update(p for p in sys.path if p and os.path.isabs(p))
     package_root = str(Path(__file__).resolve().parents[3])  # where agenticraft is imported from
     paths.add(package_root)
-    return sorted(p for p in paths if p and os.path.exists(p))
+    return tuple(sorted(p for p in paths if p and os.path.exists(p)))
 
 
 def protected_paths(extra: Iterable[str] = ()) -> list[str]:
     """Never readable from a sandbox, even inside an allowed directory: the Jupyter runtime dir
     (connection files), the audit log, the administrator's policy, the user's secrets."""
+    env = tuple(os.environ.get(k, "") for k in ("JUPYTER_RUNTIME_DIR", "XDG_RUNTIME_DIR", "HOME"))
+    return list(_protected_paths(tuple(extra), env))
+
+
+@functools.lru_cache(maxsize=64)
+def _protected_paths(extra: tuple[str, ...], env: tuple[str, ...]) -> tuple[str, ...]:
     home = Path.home()
     candidates = [
         os.environ.get("JUPYTER_RUNTIME_DIR", ""),
@@ -54,7 +62,7 @@ def protected_paths(extra: Iterable[str] = ()) -> list[str]:
         "/etc/agenticraft",
         *extra,
     ]
-    return sorted({str(Path(p).resolve()) for p in candidates if p})
+    return tuple(sorted({str(Path(p).resolve()) for p in candidates if p}))
 
 
 def build_profile(ctx: SecurityContext, *, scratch_root: str,

@@ -499,7 +499,8 @@ def combine_violations(violations: Iterable[Violation]) -> SecurityViolation:
 # Compilation with an LRU cache
 # ----------------------------------------------------------------------------------------------
 
-_CACHE: OrderedDict[tuple[bytes, str, tuple[str, ...]], types.CodeType] = OrderedDict()
+_CACHE: OrderedDict[tuple[bytes, str, frozenset[str]], types.CodeType] = OrderedDict()
+_SAFE_MODULE_NAMES = frozenset(SAFE_MODULES)
 _CACHE_LOCK = threading.Lock()
 
 
@@ -548,7 +549,8 @@ def _compile(source: str, allowed: frozenset[str], requested: frozenset[str],
 
 def compile_restricted_code(source: str, *, allowed_imports: frozenset[str] = frozenset(),
                             filename: str = DEFAULT_FILENAME) -> types.CodeType:
-    """Check, rewrite and compile ``source``; cached by sha256(source) and the allowed imports.
+    """Check, rewrite and compile ``source``; cached by sha256(source), filename and the allowed
+    imports (``allowed_imports`` ∩ :data:`SAFE_MODULES`, order-insensitive).
 
     Raises ``SyntaxError`` for invalid Python and :class:`SecurityViolation` (listing every
     problem with its line) for code that breaks the sandbox policy.
@@ -557,16 +559,17 @@ def compile_restricted_code(source: str, *, allowed_imports: frozenset[str] = fr
         raise TypeError(f"source must be a str, not {type(source).__name__}")
     if isinstance(allowed_imports, str):
         raise TypeError("allowed_imports must be a set of module names, not a str")
-    requested = frozenset(allowed_imports)
-    allowed = requested & SAFE_MODULES.keys()
+    requested = (allowed_imports if type(allowed_imports) is frozenset
+                 else frozenset(allowed_imports))
+    allowed = requested & _SAFE_MODULE_NAMES
     digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).digest()
-    key = (digest, filename, tuple(sorted(allowed)))
+    key = (digest, filename, allowed)  # a frozenset: the same key in any order
     with _CACHE_LOCK:
         code = _CACHE.get(key)
         if code is not None:
             _CACHE.move_to_end(key)
             return code
-    code = _compile(source, frozenset(allowed), requested, filename)
+    code = _compile(source, allowed, requested, filename)
     with _CACHE_LOCK:
         _CACHE[key] = code
         while len(_CACHE) > CACHE_SIZE:

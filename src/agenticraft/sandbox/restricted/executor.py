@@ -23,6 +23,8 @@ from .builtins import SAFE_BUILTINS
 from .compiler import DEFAULT_FILENAME, compile_restricted_code
 from .modules import SAFE_MODULES, ModuleProxy
 
+_SAFE_MODULE_NAMES = frozenset(SAFE_MODULES)
+
 #: Frames granted to sandboxed code above the caller's current stack depth.
 RECURSION_FRAMES = 400
 
@@ -85,7 +87,7 @@ def run_restricted(source: str, limits: ResourceLimits, *, write: Callable[[str]
     code = compile_restricted_code(source, allowed_imports=allowed_imports)
     printer = guards.OutputLimiter(write, limits.max_output_bytes)
     context = guards.SandboxContext(limits.memory_mb,
-                                    frozenset(allowed_imports) & SAFE_MODULES.keys(), printer)
+                                    frozenset(allowed_imports) & _SAFE_MODULE_NAMES, printer)
     namespace = dict(_GLOBALS_TEMPLATE)
     namespace["_print_"] = printer
 
@@ -116,10 +118,14 @@ def run_restricted(source: str, limits: ResourceLimits, *, write: Callable[[str]
     return collect_results(namespace)
 
 
+_PLAIN_TYPES = frozenset({int, float, str, bool, list, dict, tuple, set, type(None), bytes})
+
+
 def collect_results(namespace: dict[str, Any]) -> dict[str, Any]:
     """The user's variables: no ``_`` names, no modules, functions, classes or built-ins."""
     return {name: value for name, value in namespace.items()
-            if name[:1] != "_" and not isinstance(value, _SKIPPED_VALUE_TYPES)}
+            if name[:1] != "_" and (type(value) in _PLAIN_TYPES
+                                    or not isinstance(value, _SKIPPED_VALUE_TYPES))}
 
 
 def clean_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:

@@ -240,18 +240,23 @@ def estimate_lshift_bytes(a: Any, b: Any) -> int:
 # Size-capped arithmetic: _mul_, _pow_, _lshift_ and the in-place variants
 # --------------------------------------------------------------------------------------------
 
-_SMALL = 1 << 62  # products/powers of ints below this are computed without any estimate
+# Fast paths: ints within +-(2**30 - 1) are "single digit" for CPython (its int comparisons are
+# specialised for them), and products/powers/shifts of such ints below are always small.
+# The bounds are written as literals because a global lookup costs as much as the check.
 
 
 def guarded_mul(a: Any, b: Any) -> Any:
     """``a * b`` unless the result would be larger than the run's value cap."""
     ta = type(a)
-    tb = type(b)
-    if ta is int and tb is int:
-        if -_SMALL < a < _SMALL and -_SMALL < b < _SMALL:
+    if ta is int:
+        tb = type(b)
+        if tb is int:
+            if -0x3FFFFFFF <= a <= 0x3FFFFFFF and -0x3FFFFFFF <= b <= 0x3FFFFFFF:
+                return a * b
+        elif tb is float:
             return a * b
-    elif ta is float or tb is float:
-        return a * b
+    elif ta is float or type(b) is float:
+        return a * b  # a float product is never a repeated sequence
     nbytes = estimate_mul_bytes(a, b)
     if nbytes > _CONTEXT.get().max_value_bytes:
         refuse_size("'*'", nbytes)
@@ -261,11 +266,14 @@ def guarded_mul(a: Any, b: Any) -> Any:
 def guarded_pow(a: Any, b: Any) -> Any:
     """``a ** b`` with the result size estimated from exponent x bit length of the base."""
     ta = type(a)
-    tb = type(b)
-    if ta is int and tb is int:
-        if b <= 64 and -_SMALL < a < _SMALL:
+    if ta is int:
+        tb = type(b)
+        if tb is int:
+            if -64 <= b <= 64 and -0x3FFFFFFF <= a <= 0x3FFFFFFF:
+                return a ** b
+        elif tb is float:
             return a ** b
-    elif ta is float or tb is float:
+    elif ta is float or type(b) is float:
         return a ** b
     a = normalize_pow_operand(a)
     b = normalize_pow_operand(b)
@@ -277,7 +285,7 @@ def guarded_pow(a: Any, b: Any) -> Any:
 
 def guarded_lshift(a: Any, b: Any) -> Any:
     """``a << b`` unless the shifted integer would be larger than the value cap."""
-    if type(a) is int and type(b) is int and 0 <= b <= 64 and -_SMALL < a < _SMALL:
+    if type(a) is int and type(b) is int and 0 <= b <= 64 and -0x3FFFFFFF <= a <= 0x3FFFFFFF:
         return a << b
     nbytes = estimate_lshift_bytes(a, b)
     if nbytes > _CONTEXT.get().max_value_bytes:
