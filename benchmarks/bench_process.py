@@ -16,12 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ameasure, fmt, measure, print_table, row  # noqa: E402
-
-from agenticraft.sandbox import SandboxManager  # noqa: E402
-from agenticraft.security import SecurityContext  # noqa: E402
-from agenticraft.security.config import Settings  # noqa: E402
-from agenticraft.security.policy import Policy  # noqa: E402
+from _common import ameasure, fmt, measure, print_table, row
+from agenticraft.sandbox import SandboxManager
+from agenticraft.security import SecurityContext
+from agenticraft.security.config import Settings
+from agenticraft.security.policy import Policy
 
 CODE = "result = sum([1, 2, 3, 4, 5])"
 

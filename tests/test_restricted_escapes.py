@@ -441,6 +441,8 @@ def test_user_exception_traceback_and_chain() -> None:
     assert "direct cause" in text
     assert text.rstrip().endswith("ValueError: bad")
     assert "executor.py" not in text
+    # run_restricted remembers the source, so callers need not pass it
+    assert format_user_exception(info.value)[2] == text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ class ResourceLimits:
         return ResourceLimits.from_value(changes, base=self)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in LIMIT_NAMES}
 
     def looser_than(self, other: ResourceLimits) -> list[str]:
         """Names of the limits where ``self`` allows more than ``other``."""

@@ -204,11 +204,16 @@ class WorkerHandle:
 
     def send(self, message: dict[str, Any]) -> None:
         data = protocol.encode(message)
-        self.chan.setblocking(True)
-        try:
-            self.chan.sendall(data)
-        finally:
-            self.chan.setblocking(False)
+        try:  # the common case: the whole frame fits in the socket buffer at once
+            sent = self.chan.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.chan.setblocking(True)
+            try:
+                self.chan.sendall(data[sent:])
+            finally:
+                self.chan.setblocking(False)
 
     def drain(self, sink: OutputSink) -> None:
         for fd, name in ((self.out_fd, "stdout"), (self.err_fd, "stderr")):
@@ -232,18 +237,13 @@ class WorkerHandle:
 
 
 def read_usage(pid: int) -> tuple[float, float]:
-    """(cpu seconds, peak RSS MB) of one process, from /proc."""
+    """(cpu seconds including reaped children, resident MB now) of one process, from one read
+    of /proc/<pid>/stat; the watchdog keeps the peak over the run."""
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / CLK_TCK
-        peak = 0.0
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    peak = int(line.split()[1]) / 1024
-                    break
-        return cpu, peak
+        return cpu, int(fields[21]) * PAGE / MB
     except (OSError, IndexError, ValueError):
         return 0.0, 0.0
 

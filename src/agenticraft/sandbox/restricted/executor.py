@@ -10,6 +10,7 @@ killed from outside when it overruns them.
 from __future__ import annotations
 import __future__
 
+import contextlib
 import sys
 import types
 from collections.abc import Callable
@@ -102,11 +103,14 @@ def run_restricted(source: str, limits: ResourceLimits, *, write: Callable[[str]
             "recursion", None, RECURSION_FRAMES,
             f"Resource limit exceeded: recursion deeper than about {RECURSION_FRAMES} frames. "
             "Use less recursion (for example a loop instead of a recursive call).")
+        _remember_source(error, source)
         raise error.with_traceback(clean_traceback(exc.__traceback__)) from None
     except MemoryError as exc:
         error = ResourceLimitExceeded("memory_mb", None, limits.memory_mb)
+        _remember_source(error, source)
         raise error.with_traceback(clean_traceback(exc.__traceback__)) from None
     except BaseException as exc:
+        _remember_source(exc, source)
         raise exc.with_traceback(clean_traceback(exc.__traceback__))  # noqa: B904
     finally:
         sys.setrecursionlimit(old_limit)
@@ -126,6 +130,15 @@ def collect_results(namespace: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in namespace.items()
             if name[:1] != "_" and (type(value) in _PLAIN_TYPES
                                     or not isinstance(value, _SKIPPED_VALUE_TYPES))}
+
+
+_SOURCE_ATTRIBUTE = "__agenticraft_sandbox_source__"
+
+
+def _remember_source(exc: BaseException, source: str) -> None:
+    """Let :func:`format_user_exception` show code lines without being given the source."""
+    with contextlib.suppress(AttributeError, TypeError):
+        exc.__dict__[_SOURCE_ATTRIBUTE] = source
 
 
 def clean_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
@@ -197,8 +210,12 @@ def format_user_exception(exc: BaseException, *, source: str | None = None,
     """``(ename, evalue, traceback_text)`` for an exception from sandboxed code.
 
     The traceback shows only frames of sandboxed code (never guard or host frames), with source
-    lines when ``source`` is given, and the ``raise ... from`` chain the user built.
+    lines (``source``, or the source ``run_restricted`` recorded on the exception), and the
+    ``raise ... from`` chain the user built.
     """
+    if source is None:
+        remembered = getattr(exc, "__dict__", {}).get(_SOURCE_ATTRIBUTE)
+        source = remembered if type(remembered) is str else None
     lines = source.splitlines() if source is not None else None
     chain: list[BaseException] = []
     seen: set[int] = set()
