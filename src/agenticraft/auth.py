@@ -154,7 +154,7 @@ class HMACAuthenticator(Authenticator):
 
     def claims(self, token: str) -> dict[str, Any]:
         """The verified payload of ``token``; raises AuthenticationError."""
-        if not isinstance(token, str) or token.count(".") != 1:
+        if not isinstance(token, str) or not token.isascii() or token.count(".") != 1:
             raise AuthenticationError("Authentication failed: malformed token.")
         body, signature = token.split(".")
         try:

@@ -167,13 +167,6 @@ class SecureKernel(Kernel):
         return info
 
     # -- concurrency: parent-only requests never wait for a running cell -------------------------
-    async def dispatch_shell(self, msg, /, subshell_id=None, *, concurrent=False):
-        if len(msg) == 1:
-            self.log.warning("DBG sentinel")
-        else:
-            self.log.warning("DBG dispatch aborting=%s", self._aborting)
-        return await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
-
     async def shell_main(self, subshell_id: str | None, msg: Any) -> None:
         lock = self._main_asyncio_lock
         if lock.locked() and self.session is not None:
@@ -201,12 +194,11 @@ class SecureKernel(Kernel):
         those: the "stop aborting" marker goes through the same path as the queued messages, as
         ipykernel does with its shell-channel thread (which this kernel does not run)."""
         self._aborting = True
-        self.log.warning("DBG abort_queues")
         stream = self.shell_stream
         if stream is None or stream._recv_callback is None:
             self._aborting = False
             return
-        stream.flush()
+        stream.flush(zmq.POLLIN)  # not POLLOUT: the reply must not go out before the marker
         stream._run_callback(stream._recv_callback, [zmq.Frame(b"stop aborting")])
 
     def pre_handler_hook(self) -> None:

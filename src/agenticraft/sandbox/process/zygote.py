@@ -112,6 +112,10 @@ class Zygote:
 
     # -- children -------------------------------------------------------------------------------
     def _fork_worker(self, profile: dict[str, Any]) -> tuple[int, list[int], str]:
+        if self.mechanisms["landlock"]["active"]:
+            from .confine import landlock
+            landlock.prepare([*profile["read_paths"], *profile["write_paths"],
+                              *profile.get("deny_paths", ())])
         scratch = tempfile.mkdtemp(prefix="w-", dir=profile["scratch_root"])
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
@@ -215,8 +219,6 @@ def main() -> None:
             __import__(name)
     from . import tree, worker  # noqa: F401
     from .confine import apply, landlock, namespaces, seccomp  # noqa: F401
-    with contextlib.suppress(ImportError):
-        from .. import restricted  # noqa: F401  (warm the restricted compiler too)
     zygote = Zygote(control, disabled)
     signal.signal(signal.SIGTERM, zygote.shutdown)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import stat
 from collections.abc import Iterable, Sequence
@@ -312,7 +313,20 @@ def _set_no_new_privs() -> None:
 
 
 def _norm(path: str | os.PathLike[str]) -> str:
-    return os.path.realpath(os.path.abspath(os.fspath(path)))
+    return _realpath(os.path.abspath(os.fspath(path)))
+
+
+@functools.lru_cache(maxsize=512)
+def _realpath(path: str) -> str:
+    """Cached: the zygote warms it (``prepare``) so forked workers skip the lstat walks."""
+    return os.path.realpath(path)
+
+
+def prepare(paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Resolve paths ahead of time in a long-lived parent (the zygote) before it forks."""
+    for path in paths:
+        if os.fspath(path):
+            _norm(path)
 
 
 def _within(path: str, base: str) -> bool:
