@@ -112,3 +112,36 @@ async def test_session_writes_audit_records(process_sandbox, session):
     records = process_sandbox.manager.audit.query(user_id="student", event_type="execution")
     assert records and records[-1]["outcome"] == "ok"
     assert records[-1]["code_sha256"]
+
+
+async def test_background_thread_is_held_to_the_cpu_share(process_sandbox):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 5, "cpu_percent": 20})
+    async with process_sandbox.session(ctx) as session:
+        await session.run("import threading\n"
+                          "def spin():\n    while True:\n        pass\n"
+                          "threading.Thread(target=spin, daemon=True).start()")
+        holder = session.pid
+        import psutil
+        proc = psutil.Process(holder)
+        before = sum(proc.cpu_times()[:2])
+        await asyncio.sleep(3)  # measuring a rate over time: this sleep is the measurement
+        used = sum(proc.cpu_times()[:2]) - before
+        assert used < 3 * 0.45, used  # unthrottled it would be ~3 s of CPU
+
+
+async def test_background_memory_growth_stops_the_session(process_sandbox):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 5, "memory_mb": 128})
+    async with process_sandbox.session(ctx) as session:
+        await session.run("import threading, time\nhog = []\n"
+                          "def grow():\n    while True:\n"
+                          "        hog.append(bytearray(8 * 1024 * 1024))\n"
+                          "        time.sleep(0.01)\n"
+                          "threading.Thread(target=grow, daemon=True).start()")
+        holder = session.pid
+        from helpers import wait_gone
+        assert wait_gone(holder)
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await session.run("x = 1")
+        assert info.value.limit == "memory_mb"
+        assert "variables are lost" in str(info.value)
+        assert (await session.run("x = 2"))["x"] == 2  # a fresh session works

@@ -14,7 +14,7 @@ from ..result import ExecutionError, ExecutionResult
 from ..types import SandboxType
 from .confine import probe as host_probe
 from .profile import build_profile
-from .supervisor import RunOutcome, Supervisor, WorkerHandle
+from .supervisor import IdleWatch, RunOutcome, Supervisor, WorkerHandle
 
 
 class ProcessSandbox(Sandbox):
@@ -106,6 +106,27 @@ class ProcessSession:
         self.handle: WorkerHandle | None = None
         self._lock = asyncio.Lock()
         self._interrupt: asyncio.Event | None = None
+        self._idle: IdleWatch | None = None
+        self._lost: tuple[str, Any, Any] | None = None  # set when killed between runs
+
+    def _watch_idle(self) -> None:
+        if self.handle is not None and self.handle.alive:
+            self._idle = IdleWatch(self.handle.pid, self.context.resource_limits,
+                                   self.handle.scratch, self._killed_while_idle)
+
+    def _killed_while_idle(self, violation: tuple[str, Any, Any]) -> None:
+        self._lost = violation
+        limit, value, allowed = violation
+        self.sandbox.manager.audit.record({
+            "type": "violation", "user_id": self.context.user_id, "limit": limit,
+            "value": value if isinstance(value, int | float | str) else repr(value),
+            "allowed": allowed if isinstance(allowed, int | float | str) else repr(allowed),
+            "sandbox_type": self.sandbox.sandbox_type.value, "detail": "between runs"})
+
+    def _stop_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.stop()
+            self._idle = None
 
     async def start(self) -> None:
         if self.handle is None or not self.handle.alive:
@@ -115,6 +136,7 @@ class ProcessSession:
                                                               session=True)
             self.sandbox.manager.audit.record({"type": "session", "user_id": self.context.user_id,
                                                "event": "started", "pid": self.handle.pid})
+            self._watch_idle()
 
     @property
     def pid(self) -> int | None:
@@ -141,14 +163,29 @@ class ProcessSession:
             ctx = SecurityContext(ctx.user_id, ctx.permissions, limits,
                                   sandbox_type=ctx.sandbox_type, working_dir=ctx.working_dir)
         async with self._lock:
+            self._stop_idle()
+            if self._lost is not None:
+                limit, value, allowed = self._lost
+                self._lost = None
+                if self.handle is not None:
+                    self.handle.close()
+                    self.handle = None
+                raise ResourceLimitExceeded(
+                    limit, value, allowed,
+                    "Code left running after an earlier run (a thread or a process) went over "
+                    f"{limit} (allowed {allowed}, reached {value}), so the session was stopped "
+                    "and its variables are lost. This run did not start; run it again to start "
+                    "a fresh session.")
             await self.start()
             assert self.handle is not None
             self._interrupt = asyncio.Event()
             handle = self.handle
-            outcome = await self.sandbox.manager.audited(
-                self.sandbox.sandbox_type.value, code, ctx,
-                lambda: self._run(handle, code, ctx, on_output, on_event, extra))
-            return outcome
+            try:
+                return await self.sandbox.manager.audited(
+                    self.sandbox.sandbox_type.value, code, ctx,
+                    lambda: self._run(handle, code, ctx, on_output, on_event, extra))
+            finally:
+                self._watch_idle()
 
     async def _run(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
                    on_output: OutputCallback | None, on_event: Any,
@@ -167,6 +204,7 @@ class ProcessSession:
                          self.sandbox.enforced_for(ctx), session=True)
 
     async def close(self) -> None:
+        self._stop_idle()
         if self.handle is not None:
             self.sandbox.supervisor.discard(self.handle)
             self.handle = None

@@ -273,8 +273,14 @@ def dir_size(path: str) -> int:
 
 
 class Watchdog:
-    """Polls a running tree: RSS against memory_mb, process count against max_processes,
-    scratch size, and CPU share (duty-cycle throttling with SIGSTOP/SIGCONT)."""
+    """Polls a process tree: RSS against memory_mb, process count against max_processes,
+    scratch size, and CPU share (duty-cycle throttling with SIGSTOP/SIGCONT).
+
+    ``check`` is one poll; ``watch`` polls while code runs, ``IdleWatch`` between the runs of a
+    session (background threads and processes obey the same limits).
+    """
+
+    WINDOW = 2.0  # seconds over which cpu_percent is averaged
 
     def __init__(self, runner: int, limits: ResourceLimits, scratch: str,
                  spare: tuple[int, ...] = ()) -> None:
@@ -283,56 +289,104 @@ class Watchdog:
         self.scratch = scratch
         self.spare = set(spare)
         self.peak_rss = 0
+        self.tick = 0
+        self.tree = [runner]
+        self.cpu_share = limits.cpu_percent / 100.0
+        self.throttle = self.cpu_share < (os.cpu_count() or 1)
+        self._window: tuple[float, float] | None = None  # (start time, cpu used then)
 
     def _tree(self) -> list[int]:
         if self.runner <= 0:
             return []
         return [self.runner, *descendants(self.runner)]
 
-    async def watch(self) -> tuple[str, Any, Any]:
+    def check(self) -> tuple[tuple[str, Any, Any] | None, float]:
+        """One poll: (violation or None, seconds to pause the tree for the CPU share)."""
         limits = self.limits
-        mem_cap = limits.memory_mb * MB
-        cpu_share = limits.cpu_percent / 100.0
-        throttle = cpu_share < os.cpu_count()  # type: ignore[operator]
-        scratch_cap = limits.max_file_size_mb * MB * SCRATCH_FACTOR
-        started = time.monotonic()
+        self.tick += 1
+        if self.tick % 4 == 1:
+            self.tree = [p for p in self._tree() if p not in self.spare]
+            if len(self.tree) > limits.max_processes:
+                return ("max_processes", len(self.tree), limits.max_processes), 0.0
+        rss = sum(rss_bytes(pid) for pid in self.tree)
+        self.peak_rss = max(self.peak_rss, rss)
+        if rss > limits.memory_mb * MB:
+            return ("memory_mb", round(rss / MB, 1), limits.memory_mb), 0.0
+        if self.tick % 20 == 0:
+            used_bytes = dir_size(self.scratch)
+            if used_bytes > limits.max_file_size_mb * MB * SCRATCH_FACTOR:
+                return ("max_file_size_mb", f"{used_bytes // MB} MB in scratch",
+                        f"{limits.max_file_size_mb} MB per file, "
+                        f"{limits.max_file_size_mb * SCRATCH_FACTOR} MB in total"), 0.0
+        if not self.throttle:
+            return None, 0.0
+        now = time.monotonic()
+        used = sum(read_usage(pid)[0] for pid in self.tree)
+        if self._window is None or now - self._window[0] > self.WINDOW:
+            self._window = (now, used)
+            return None, 0.0
+        start, base = self._window
+        excess = (used - base) - self.cpu_share * (now - start) - 0.05
+        return None, (excess / self.cpu_share if excess > 0 else 0.0)
+
+    async def watch(self) -> tuple[str, Any, Any]:
         interval = 0.005
-        tick = 0
-        tree = [self.runner]
         while True:
             await asyncio.sleep(interval)
             interval = min(interval * 2, 0.05)
-            tick += 1
-            if tick % 4 == 1:
-                tree = [p for p in self._tree() if p not in self.spare]
-                if len(tree) > limits.max_processes:
-                    return ("max_processes", len(tree), limits.max_processes)
-            rss = sum(rss_bytes(pid) for pid in tree)
-            self.peak_rss = max(self.peak_rss, rss)
-            if rss > mem_cap:
-                return ("memory_mb", round(rss / MB, 1), limits.memory_mb)
-            if tick % 20 == 0 and dir_size(self.scratch) > scratch_cap:
-                return ("max_file_size_mb",
-                        f"{dir_size(self.scratch) // MB} MB in scratch",
-                        f"{limits.max_file_size_mb} MB per file, "
-                        f"{limits.max_file_size_mb * SCRATCH_FACTOR} MB in total")
-            if throttle:
-                elapsed = time.monotonic() - started
-                used = sum(read_usage(pid)[0] for pid in tree)
-                excess = used - cpu_share * elapsed - 0.05
-                if excess > 0:
-                    pause = excess / cpu_share
-                    self._signal_all(tree, signal.SIGSTOP)
-                    try:
-                        await asyncio.sleep(pause)
-                    finally:
-                        self._signal_all(tree, signal.SIGCONT)
+            violation, pause = self.check()
+            if violation is not None:
+                return violation
+            if pause:
+                self.signal_tree(signal.SIGSTOP)
+                try:
+                    await asyncio.sleep(pause)
+                finally:
+                    self.signal_tree(signal.SIGCONT)
 
-    @staticmethod
-    def _signal_all(pids: list[int], sig: int) -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
+    def signal_tree(self, sig: int) -> None:
+        for pid in self.tree:
+            if pid > 0:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+
+class IdleWatch:
+    """Enforces a session's limits between runs, from a thread (independent of event loops).
+
+    A cell may leave threads or processes running; they get the same CPU share and memory cap.
+    Over a cap, the session is killed (there is no checkpoint between runs) and ``on_violation``
+    is called with the violation.
+    """
+
+    INTERVAL = 0.25
+
+    def __init__(self, holder: int, limits: ResourceLimits, scratch: str,
+                 on_violation: Callable[[tuple[str, Any, Any]], Any]) -> None:
+        self.watchdog = Watchdog(holder, limits, scratch)
+        self.on_violation = on_violation
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="agenticraft-idle-watch",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            violation, pause = self.watchdog.check()
+            if violation is not None:
+                kill_tree(self.watchdog.runner)
+                self.on_violation(violation)
+                return
+            if pause:
+                self.watchdog.signal_tree(signal.SIGSTOP)
+                self._stop.wait(pause)
+                self.watchdog.signal_tree(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stop watching (before the next run, which has its own watchdog)."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 class Supervisor:

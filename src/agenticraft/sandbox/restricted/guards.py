@@ -17,9 +17,11 @@ Design rules, because the hooks sit on the hot path of every sandboxed program:
 from __future__ import annotations
 
 import _string  # the C parser behind str.format; used to vet format strings
+import abc
 import contextvars
 import functools
 import operator
+import re
 import sys
 import types
 from collections import ChainMap, Counter, OrderedDict, defaultdict, deque
@@ -263,6 +265,9 @@ def guarded_mul(a: Any, b: Any) -> Any:
     return a * b
 
 
+_FRACTION_PARTNERS = frozenset({int, float, complex, Fraction})
+
+
 def guarded_pow(a: Any, b: Any) -> Any:
     """``a ** b`` with the result size estimated from exponent x bit length of the base."""
     ta = type(a)
@@ -277,6 +282,11 @@ def guarded_pow(a: Any, b: Any) -> Any:
         return a ** b
     a = normalize_pow_operand(a)
     b = normalize_pow_operand(b)
+    if (type(a) is Fraction and type(b) not in _FRACTION_PARTNERS) or (
+            type(b) is Fraction and type(a) not in _FRACTION_PARTNERS):
+        # Fraction's ** trusts .numerator/.denominator of anything isinstance() calls Rational.
+        raise TypeError(f"unsupported operand type(s) for ** or pow(): "
+                        f"'{type(a).__name__}' and '{type(b).__name__}'")
     nbytes = estimate_pow_bytes(a, b)
     if nbytes > _CONTEXT.get().max_value_bytes:
         refuse_size("'**'", nbytes)
@@ -407,6 +417,8 @@ def needs_full_getattr(name: str) -> bool:
     return (name in _SPECIAL_ATTRIBUTES or name.startswith("_")
             or name.startswith(INTERNAL_PREFIXES))
 
+_ABC_REGISTER = abc.ABCMeta.register
+
 PRIVATE_REASON = "names starting with '_' are private to the sandbox"
 INTERNAL_REASON = "frame, code, generator and traceback internals are not available in the sandbox"
 
@@ -439,8 +451,15 @@ def guarded_getattr_vetted(obj: Any, name: str) -> Any:
     value = getattr(obj, name)
     tv = type(value)
     if tv in _DENIED_VALUE_TYPES or (tv is type and value in _DENIED_CLASSES):
-        raise _denied_value(name, value)
+        return _unusual_value(obj, name, value)
     return value
+
+
+def _unusual_value(obj: Any, name: str, value: Any) -> Any:
+    """The rare values the fast check flags: refused, except a few known-harmless ones."""
+    if type(value) is types.MappingProxyType and type(obj) is re.Pattern:
+        return value  # Pattern.groupindex: a read-only view of a plain {name: number} dict
+    raise _denied_value(name, value)
 
 
 def _denied_value(name: str, value: Any) -> SecurityViolation:
@@ -463,16 +482,19 @@ def _special_getattr(obj: Any, name: str) -> Any:
     if name == "obj" and isinstance(obj, BaseException):
         # AttributeError.obj (3.10+) carries the object whose lookup failed.
         raise _deny_attribute(name, "exceptions do not expose the object they were raised for")
-    if name == "register" and isinstance(obj, type) and not is_sandbox_class(obj):
-        raise _deny_attribute(name, "classes outside the sandbox cannot be changed")
     value = getattr(obj, name)
+    if name == "register" and type(value) is types.MethodType and value.__func__ is _ABC_REGISTER:
+        # Registering a virtual subclass changes isinstance() for the whole process (e.g. makes
+        # any object a numbers.Rational, whose .numerator Fraction.__pow__ then trusts).
+        raise _deny_attribute(name, "registering virtual subclasses of ABCs changes the host's "
+                                    "isinstance() checks")
     if name in ("format", "format_map"):
         safe = _safe_str_format(value)
         if safe is not None:
             return safe
     tv = type(value)
     if tv in _DENIED_VALUE_TYPES or (tv is type and value in _DENIED_CLASSES):
-        raise _denied_value(name, value)
+        return _unusual_value(obj, name, value)
     return value
 
 
