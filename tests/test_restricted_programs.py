@@ -134,6 +134,16 @@ parts = list(v)
 first = v[0]
 unique = len({Vec(1, 1), Vec(1, 1)})
 """,
+    "classmethod_named_register": """
+class Registry:
+    items = []
+    @classmethod
+    def register(cls, item):
+        cls.items.append(item)
+        return item
+Registry.register('a')
+registered = list(Registry.items)
+""",
     "class_attribute_write": """
 class Counter:
     count = 0
@@ -435,8 +445,9 @@ SAFE_MODULE_PROGRAMS = {
              {"a": [1, 2.5, None, True]}),
     "re": ("import re\nm = re.search(r'(\\d+)-(\\d+)', 'ab 12-34')\n"
            "x = (m.group(1), re.findall('a.', 'abacad'), re.sub('[aeiou]', '_', 'hello'), "
-           "re.compile('b+').match('bbc').end(), re.split(',', 'a,b'), bool(re.I))",
-           ("12", ["ab", "ac", "ad"], "h_ll_", 2, ["a", "b"], True)),
+           "re.compile('b+').match('bbc').end(), re.split(',', 'a,b'), bool(re.I), "
+           "dict(re.compile('(?P<y>\\d+)').groupindex))",
+           ("12", ["ab", "ac", "ad"], "h_ll_", 2, ["a", "b"], True, {"y": 1})),
     "datetime": ("import datetime as dt\nd = dt.date(2024, 2, 28) + dt.timedelta(days=2)\n"
                  "x = (d.isoformat(), d.strftime('%Y/%m/%d'), f'{d:%d.%m}', d.weekday(), "
                  "dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc).year)",

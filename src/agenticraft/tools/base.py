@@ -31,7 +31,7 @@ from ..security import permissions as perms
 from ..security.context import SecurityContext
 from ..security.exceptions import ConfigurationError
 
-__all__ = ["FunctionTool", "Param", "Tool", "ToolRegistry", "json_literal", "tool"]
+__all__ = ["FunctionTool", "Param", "Tool", "ToolRegistry", "json_literal", "tool", "with_values"]
 
 JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "any")
 _PY_TO_JSON = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array",
@@ -210,6 +210,12 @@ class FunctionTool(Tool):
             "",
         ])
 
+    def finish(self, result: ExecutionResult) -> ExecutionResult:
+        """Only the function's return value comes back (``result["result"]``)."""
+        if not result.success:
+            return with_values(result, {})
+        return with_values(result, {"result": result.get("result")})
+
     def _preamble(self) -> list[str]:
         lines = []
         env = self.func.__globals__
@@ -301,6 +307,16 @@ def tool(func: Callable[..., Any] | None = None, /, *, name: str | None = None,
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def with_values(result: ExecutionResult, values: Mapping[str, Any]) -> ExecutionResult:
+    """A copy of ``result`` holding ``values`` instead of the names the code bound."""
+    return ExecutionResult(values, success=result.success, error=result.error,
+                           stdout=result.stdout, stderr=result.stderr,
+                           resource_usage=result.resource_usage,
+                           execution_time_ms=result.execution_time_ms,
+                           sandbox_type=result.sandbox_type, enforced=result.enforced,
+                           truncated=result.truncated, outputs=result.outputs)
+
+
 def json_literal(value: Any, what: str = "value") -> str:
     """``value`` as a Python literal of plain JSON data (a safe way to embed data in code)."""
     try:

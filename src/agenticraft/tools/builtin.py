@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from ..sandbox.result import ExecutionResult
 from ..security.context import SecurityContext
 from ..security.exceptions import ConfigurationError, PermissionDenied
-from .base import Param, Tool, ToolRegistry, json_literal
+from .base import Param, Tool, ToolRegistry, json_literal, with_values
 
 __all__ = ["CalculatorTool", "PythonTool", "ReadFileTool", "SearchBackend", "WebSearchBackend",
            "WebSearchTool", "builtin_tools", "default_registry"]
@@ -250,12 +250,7 @@ class WebSearchTool(Tool):
     def finish(self, result: ExecutionResult) -> ExecutionResult:
         if not result.success:
             return result
-        items = self.resolve_backend().parse(result.get("result"))
-        return ExecutionResult({"result": items}, success=True, stdout=result.stdout,
-                               stderr=result.stderr, resource_usage=result.resource_usage,
-                               execution_time_ms=result.execution_time_ms,
-                               sandbox_type=result.sandbox_type, enforced=result.enforced,
-                               truncated=result.truncated, outputs=result.outputs)
+        return with_values(result, {"result": self.resolve_backend().parse(result.get("result"))})
 
 
 def builtin_tools(search_backend: SearchBackend | None = None) -> list[Tool]:

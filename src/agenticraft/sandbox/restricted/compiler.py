@@ -180,11 +180,9 @@ def _guard_call(name: str, args: list[ast.expr], like: ast.AST) -> ast.Call:
 class SandboxTransformer(RestrictingNodeTransformer):
     """RestrictedPython's policy with our messages, size guards and a few relaxations."""
 
-    def __init__(self, allowed_imports: frozenset[str],
-                 requested_imports: frozenset[str] = frozenset()) -> None:
+    def __init__(self, allowed_imports: frozenset[str]) -> None:
         super().__init__(errors=[], warnings=[], used_names={})
         self.allowed_imports = allowed_imports
-        self.requested_imports = requested_imports
         self.violations: list[Violation] = []
         self._scopes: list[str] = ["module"]
 
@@ -518,8 +516,7 @@ def _clean_syntax_error(exc: SyntaxError, filename: str) -> SyntaxError:
 _TOO_DEEP = "the code is nested too deeply to compile"
 
 
-def _compile(source: str, allowed: frozenset[str], requested: frozenset[str],
-             filename: str) -> types.CodeType:
+def _compile(source: str, allowed: frozenset[str], filename: str) -> types.CodeType:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SyntaxWarning/DeprecationWarning of user code
         try:
@@ -530,7 +527,7 @@ def _compile(source: str, allowed: frozenset[str], requested: frozenset[str],
             raise _syntax_error(str(exc), filename) from None
         except (RecursionError, MemoryError):
             raise _syntax_error(_TOO_DEEP, filename) from None
-        transformer = SandboxTransformer(allowed, requested)
+        transformer = SandboxTransformer(allowed)
         try:
             check_finally_blocks(tree, transformer)
             tree = transformer.visit(tree)
@@ -569,7 +566,7 @@ def compile_restricted_code(source: str, *, allowed_imports: frozenset[str] = fr
         if code is not None:
             _CACHE.move_to_end(key)
             return code
-    code = _compile(source, allowed, requested, filename)
+    code = _compile(source, allowed, filename)
     with _CACHE_LOCK:
         _CACHE[key] = code
         while len(_CACHE) > CACHE_SIZE:

@@ -85,6 +85,8 @@ def run_restricted(source: str, limits: ResourceLimits, *, write: Callable[[str]
     (``memory_mb`` size caps, ``max_output_bytes``, ``recursion``) or whatever ``Exception`` the
     user's code raised, with a traceback limited to the user's own frames.
     """
+    if type(limits) is not ResourceLimits:
+        limits = ResourceLimits.from_value(limits)  # a mapping of limits is accepted too
     code = compile_restricted_code(source, allowed_imports=allowed_imports)
     printer = guards.OutputLimiter(write, limits.max_output_bytes)
     context = guards.SandboxContext(limits.memory_mb,
@@ -109,7 +111,8 @@ def run_restricted(source: str, limits: ResourceLimits, *, write: Callable[[str]
         error = ResourceLimitExceeded("memory_mb", None, limits.memory_mb)
         _remember_source(error, source)
         raise error.with_traceback(clean_traceback(exc.__traceback__)) from None
-    except BaseException as exc:
+    except Exception as exc:
+        # (KeyboardInterrupt & co. come from the host, not the user's code: left untouched.)
         _remember_source(exc, source)
         raise exc.with_traceback(clean_traceback(exc.__traceback__))  # noqa: B904
     finally:

@@ -34,7 +34,7 @@ from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack
 from agenticraft.security.exceptions import ResourceLimitExceeded, SecurityViolation
 
 # --------------------------------------------------------------------------------------------
-# Marks: which classes, functions and globals belong to the sandbox
+# Marks: which classes, functions and frames belong to the sandbox
 # --------------------------------------------------------------------------------------------
 
 #: Key put into the namespace of every class created by sandboxed code. User code can never
@@ -416,6 +416,7 @@ def needs_full_getattr(name: str) -> bool:
     """For the compiler: can ``obj.<name>`` use :func:`guarded_getattr_vetted`?"""
     return (name in _SPECIAL_ATTRIBUTES or name.startswith("_")
             or name.startswith(INTERNAL_PREFIXES))
+
 
 _ABC_REGISTER = abc.ABCMeta.register
 

@@ -1,0 +1,14 @@
+"""Workflows run a task as sandboxed, audited steps under the caller's resolved context.
+
+``Workflow.run(task=..., user_context=...)`` requires ``execute_workflow``; the results are
+returned only with ``read_results``. ``ResearchTeam`` gathers sources through its tools and
+writes a cited report (extractive offline, or written by a model provider).
+"""
+
+from __future__ import annotations
+
+from .base import Step, StepRecord, Workflow, WorkflowResult, WorkflowRun
+from .research import Finding, ResearchReport, ResearchTeam, Source, extractive_findings
+
+__all__ = ["Finding", "ResearchReport", "ResearchTeam", "Source", "Step", "StepRecord",
+           "Workflow", "WorkflowResult", "WorkflowRun", "extractive_findings"]
