@@ -7,6 +7,7 @@ The kernel adds an IPython executor. Executors run on the untrusted side, after 
 from __future__ import annotations
 
 import builtins
+import functools
 import traceback
 from typing import Any
 
@@ -42,8 +43,7 @@ class RestrictedExecutor:
     def run(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
         import sys
 
-        from ...security.limits import ResourceLimits
-        limits = ResourceLimits.from_value(request.get("limits") or {})
+        limits = _limits(tuple(sorted((request.get("limits") or {}).items())))
         names = self._run(code, limits, write=sys.stdout.write,
                           allowed_imports=frozenset(request.get("allowed_imports") or ()))
         return {name: to_safe(value) for name, value in names.items()}
@@ -52,6 +52,12 @@ class RestrictedExecutor:
         from ..restricted import format_user_exception
         ename, evalue, text = format_user_exception(exc)
         return {"ename": ename, "evalue": evalue, "traceback": text}
+
+
+@functools.lru_cache(maxsize=16)
+def _limits(items: tuple[tuple[str, Any], ...]) -> Any:
+    from ...security.limits import ResourceLimits
+    return ResourceLimits.from_value(dict(items))
 
 
 EXECUTORS = {"exec": ExecExecutor, "restricted": RestrictedExecutor}

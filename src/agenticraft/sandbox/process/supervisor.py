@@ -191,6 +191,8 @@ class WorkerHandle:
         self.pending: list[dict[str, Any]] = []
         self.alive = True
         self.ready: dict[str, Any] = {}
+        self.sink: OutputSink | None = None
+        self._pipe_loop: asyncio.AbstractEventLoop | None = None
 
     async def recv(self) -> dict[str, Any] | None:
         """Next frame, or None at end of stream. Raises ProtocolError on garbage."""
@@ -215,6 +217,36 @@ class WorkerHandle:
             finally:
                 self.chan.setblocking(False)
 
+    def watch_pipes(self, loop: asyncio.AbstractEventLoop, sink: OutputSink) -> None:
+        """Route the output pipes to ``sink`` (readers stay registered across runs)."""
+        self.sink = sink
+        if self._pipe_loop is loop:
+            return
+        self.unwatch_pipes()
+        for fd, name in ((self.out_fd, "stdout"), (self.err_fd, "stderr")):
+            loop.add_reader(fd, self._pump, fd, name)
+        self._pipe_loop = loop
+
+    def unwatch_pipes(self) -> None:
+        loop, self._pipe_loop = self._pipe_loop, None
+        if loop is not None and not loop.is_closed():
+            for fd in (self.out_fd, self.err_fd):
+                with contextlib.suppress(OSError, ValueError):
+                    loop.remove_reader(fd)
+
+    def _pump(self, fd: int, name: str) -> None:
+        try:
+            data = os.read(fd, 1 << 16)
+        except (BlockingIOError, OSError):
+            return
+        if not data:
+            with contextlib.suppress(OSError, ValueError):
+                asyncio.get_running_loop().remove_reader(fd)
+            return
+        if self.sink is not None:
+            self.sink.feed(name, data)
+        # between runs (a background thread printing) output has no run to go to: dropped
+
     def drain(self, sink: OutputSink) -> None:
         for fd, name in ((self.out_fd, "stdout"), (self.err_fd, "stderr")):
             while True:
@@ -228,6 +260,7 @@ class WorkerHandle:
 
     def close(self) -> None:
         self.alive = False
+        self.unwatch_pipes()
         with contextlib.suppress(OSError):
             self.chan.close()
         for fd in (self.out_fd, self.err_fd):
@@ -451,18 +484,7 @@ class Supervisor:
         started = time.monotonic()
         deadline = started + limits.timeout_seconds
 
-        def pump(fd: int, name: str) -> None:
-            try:
-                data = os.read(fd, 1 << 16)
-            except (BlockingIOError, OSError):
-                return
-            if data:
-                sink.feed(name, data)
-            else:
-                loop.remove_reader(fd)
-
-        loop.add_reader(handle.out_fd, pump, handle.out_fd, "stdout")
-        loop.add_reader(handle.err_fd, pump, handle.err_fd, "stderr")
+        handle.watch_pipes(loop, sink)
         def event(data: dict[str, Any]) -> None:
             # Streams sent over the channel keep their order with rich output; both are capped.
             if data.get("type") == "stream" and data.get("name") in ("stdout", "stderr"):
@@ -483,6 +505,7 @@ class Supervisor:
                 runner = self._verify_runner(first, handle)
             watchdog = Watchdog(runner, limits, handle.scratch)
             done_task = asyncio.ensure_future(self._frame(handle, run_id, None, event))
+            # Most runs finish in microseconds: the watchdog starts polling only after 5 ms.
             watch_task = asyncio.ensure_future(watchdog.watch())
             tasks = [done_task, watch_task]
             if interrupt is not None:
@@ -541,8 +564,7 @@ class Supervisor:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             handle.drain(sink)
-            loop.remove_reader(handle.out_fd)
-            loop.remove_reader(handle.err_fd)
+            handle.sink = None
             outcome.stdout = "".join(sink.parts["stdout"])
             outcome.stderr = "".join(sink.parts["stderr"])
             outcome.outputs = sink.outputs

@@ -67,11 +67,16 @@ class RestrictedSandbox(Sandbox):
     async def _run(self, code: str, ctx: SecurityContext,
                    on_output: OutputCallback | None) -> ExecutionResult:
         await self.start()
-        profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
-        profile["executor"] = "restricted"
-        key = (ctx.user_id, json.dumps(profile, sort_keys=True))
+        # Workers are pooled per user and per confinement-relevant part of the context.
+        key = (ctx.user_id, json.dumps([ctx.resource_limits.as_dict(), ctx.working_dir,
+                                        ctx.has_permission("write")]))
         idle = self._idle.setdefault(key, [])
-        handle = idle.pop() if idle else await self.supervisor.spawn(profile, prefork=False)
+        if idle:
+            handle = idle.pop()
+        else:
+            profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
+            profile["executor"] = "restricted"
+            handle = await self.supervisor.spawn(profile, prefork=False)
         extra = {"allowed_imports": sorted(self.manager.policy.allowed_imports)}
         try:
             outcome = await self.supervisor.run(handle, code, ctx.resource_limits,
