@@ -65,6 +65,7 @@ from .tools.runtime import (
     identify,
     invoke_tool,
     maybe_sync,
+    on_engine,
     run_code,
 )
 
@@ -340,12 +341,22 @@ class Agent:
         """
         if not isinstance(code, str):
             raise ConfigurationError(f"code must be a string, not {type(code).__name__}")
-        return await self._execute(code, self._request(user_context))
+        if not self.sandbox_enabled:
+            return await self._execute_unsandboxed(code, self._request(user_context))
+        # Identity, authorization and the run all happen on the engine loop: one thread does
+        # the work while the caller waits, which keeps concurrent callers off each other's GIL.
+        return await on_engine(self._sandboxed(code, user_context, None))
 
     async def _execute(self, code: str, request: SecurityContext) -> ExecutionResult:
-        manager = self.manager
         if not self.sandbox_enabled:
             return await self._execute_unsandboxed(code, request)
+        return await on_engine(self._sandboxed(code, None, request))
+
+    async def _sandboxed(self, code: str, user_context: Any,
+                         request: SecurityContext | None) -> ExecutionResult:
+        manager = self.manager
+        if request is None:
+            request = self._request(user_context)
         ctx = authorize(manager, request, perms.EXECUTE, sandbox_type=self.sandbox_type,
                         action="execute_secure", limits=self.limits)
         return await run_code(manager, ctx, code,
@@ -384,11 +395,13 @@ class Agent:
         the resolved context does not allow raises ``PermissionDenied`` before anything runs.
         Tools always run sandboxed, whatever ``sandbox_enabled`` says.
         """
-        return await self._tool(tool_name, self._request(user_context), arguments)
+        return await on_engine(self._tool(tool_name, None, arguments, user_context))
 
-    async def _tool(self, tool_name: str, request: SecurityContext,
-                    arguments: Mapping[str, Any]) -> ExecutionResult:
+    async def _tool(self, tool_name: str, request: SecurityContext | None,
+                    arguments: Mapping[str, Any], user_context: Any = None) -> ExecutionResult:
         manager = self.manager
+        if request is None:
+            request = self._request(user_context)
         try:
             tool = self.tools.get(tool_name)
         except ConfigurationError as exc:

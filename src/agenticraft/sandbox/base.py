@@ -54,8 +54,18 @@ class Sandbox(abc.ABC):
             raise ConfigurationError(f"code must be a string, not {type(code).__name__}")
         ctx = self.manager.authorize(context, "execute", sandbox_type=self.sandbox_type.value,
                                      action="execute_code", record_allowed=False)
+        return await self.run_authorized(code, ctx, on_output=on_output)
+
+    async def run_authorized(self, code: str, ctx: SecurityContext, *,
+                             on_output: OutputCallback | None = None,
+                             audit_extra: Mapping[str, Any] | None = None) -> ExecutionResult:
+        """Run with a context the caller already got from ``manager.authorize`` (audited).
+
+        For callers (tools, workflows) that authorize once for a larger action.
+        """
         return await self.manager.audited(self.sandbox_type.value, code, ctx,
-                                          lambda: self._run(code, ctx, on_output))
+                                          lambda: self._run(code, ctx, on_output),
+                                          extra=audit_extra)
 
     @abc.abstractmethod
     async def _run(self, code: str, context: SecurityContext,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -64,7 +64,7 @@ class SandboxManager:
         self.process_preload = process_preload  # modules the zygote imports before forking
         self._sandboxes: dict[SandboxType, Sandbox] = {}
         self._missing: dict[SandboxType, list[str]] = {}
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()  # guards the dict only; never held across an await
         self.initialized = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -82,20 +82,20 @@ class SandboxManager:
 
     async def get_sandbox(self, sandbox_type: SandboxType | str | None = None) -> Sandbox:
         kind = SandboxType.parse(sandbox_type or self.default_sandbox_type)
-        async with self._lock:
-            if kind in self._sandboxes:
-                return self._sandboxes[kind]
-            if not self.initialized:
-                await self.initialize()
-            missing = self._missing.get(kind, [])
-            if missing:
-                other = [t.value for t in self.available_types()]
-                raise SandboxUnavailable(kind.value, missing, (
-                    f"Try sandbox_type={other[0]!r}." if other else "No sandbox can run here."))
-            sandbox = _sandbox_classes()[kind](self)
-            await sandbox.start()
-            self._sandboxes[kind] = sandbox
-            return sandbox
+        if not self.initialized:
+            await self.initialize()
+        with self._lock:
+            sandbox = self._sandboxes.get(kind)
+            if sandbox is None:
+                missing = self._missing.get(kind, [])
+                if missing:
+                    other = [t.value for t in self.available_types()]
+                    raise SandboxUnavailable(kind.value, missing, (
+                        f"Try sandbox_type={other[0]!r}." if other
+                        else "No sandbox can run here."))
+                sandbox = self._sandboxes[kind] = _sandbox_classes()[kind](self)
+        await sandbox.start()  # idempotent; concurrent callers share one start
+        return sandbox
 
     async def close(self) -> None:
         for sandbox in self._sandboxes.values():
@@ -131,15 +131,14 @@ class SandboxManager:
             request.sandbox_type = self.default_sandbox_type
         defaults = {**self.settings.limit_defaults, **(limit_overrides or {})}
         try:
-            ctx = self.policy.resolve(request, limit_defaults=defaults)
+            ctx = self.policy.resolve(request, limit_defaults=defaults,
+                                      working_root=self.working_dir)
             ctx.require(permission)
         except PermissionDenied as exc:
             self.audit.record({"type": "authorization", "user_id": request.user_id,
                                "permission": permission, "allowed": False, "action": action,
                                "reason": str(exc)})
             raise
-        if ctx.working_dir is None:
-            ctx.working_dir = self.working_dir
         if record_allowed:
             self.audit.record({"type": "authorization", "user_id": ctx.user_id,
                                "permission": permission, "allowed": True, "action": action,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -76,11 +77,14 @@ class Policy:
     # -- resolution -----------------------------------------------------------------------------
     def resolve(self, requested: SecurityContext | Mapping[str, Any] | None,
                 *, limit_defaults: Mapping[str, Any] | None = None,
-                default_user: str = "anonymous") -> SecurityContext:
+                default_user: str = "anonymous",
+                working_root: str | Path | None = None) -> SecurityContext:
         """Intersect a request with this policy and return the effective, resolved context.
 
         ``limit_defaults`` are user-level defaults (config file, environment, kernel config):
         they are requests like any other and may not exceed a ceiling either.
+        ``working_root`` is the directory the host program works in: a requested
+        ``working_dir`` may narrow it to a subdirectory, never point elsewhere.
         """
         request = SecurityContext.from_value(requested, default_user=default_user)
         user = request.user_id
@@ -115,9 +119,27 @@ class Policy:
 
         sandbox_type = request.sandbox_type or self.default_sandbox_type
         self.check_sandbox_type(sandbox_type, user)
+        working_dir = self.check_working_dir(request.working_dir, working_root, user)
         return SecurityContext(user, effective_perms, limits, groups=self.groups_of(user),
-                               sandbox_type=sandbox_type, working_dir=request.working_dir,
+                               sandbox_type=sandbox_type, working_dir=working_dir,
                                _resolved=True)
+
+    @staticmethod
+    def check_working_dir(requested: str | None, root: str | Path | None,
+                          user: str = "") -> str | None:
+        """A requested working directory must lie inside the host's working root."""
+        if root is None:
+            return requested
+        base = os.path.realpath(root)
+        if requested is None:
+            return base
+        wanted = os.path.realpath(os.path.join(base, requested))
+        if wanted != base and not wanted.startswith(base.rstrip("/") + "/"):
+            raise PermissionDenied(
+                f"Permission denied: working_dir {requested!r} is outside the working directory "
+                f"{base!r} that this host allows; ask for {base!r} or a directory inside it.",
+                permission="working_dir", user_id=user, ceiling=base)
+        return wanted
 
     def check_sandbox_type(self, sandbox_type: str, user: str = "") -> None:
         if sandbox_type not in SANDBOX_TYPES:

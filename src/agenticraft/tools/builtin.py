@@ -71,7 +71,9 @@ class CalculatorTool(Tool):
                     "tool for general code)")
 
     def build_code(self, arguments: dict[str, Any], ctx: SecurityContext) -> str:
-        return f"result = ({arguments['expression'].strip()})\n"
+        # Regenerated from the checked syntax tree: no comments or layout tricks get through.
+        tree = ast.parse(arguments["expression"].strip(), mode="eval")
+        return f"result = ({ast.unparse(tree)})\n"
 
 
 class PythonTool(Tool):

@@ -255,8 +255,7 @@ async def _execute(manager: SandboxManager, ctx: SecurityContext, code: str,
     sandbox = await manager.get_sandbox(kind)
     # The context was resolved by manager.authorize just before: run it through the audited
     # path without a second authorization record.
-    return await manager.audited(kind, code, ctx, lambda: sandbox._run(code, ctx, None),
-                                 extra=extra)
+    return await sandbox.run_authorized(code, ctx, audit_extra=extra)
 
 
 async def run_code(manager: SandboxManager, ctx: SecurityContext, code: str, *,
@@ -274,8 +273,18 @@ async def invoke_tool(manager: SandboxManager, tool: Tool, arguments: Mapping[st
     ``permission`` is the call site's base permission (``execute``, or ``execute_workflow``
     for a workflow's steps). The tool runs with network and filesystem access switched off
     unless it declares them, and refuses to run (``PermissionDenied``, before anything runs)
-    when it declares one that the resolved context does not allow.
+    when it declares one that the resolved context does not allow. The whole call runs on the
+    engine loop.
     """
+    return await on_engine(_invoke_tool(manager, tool, arguments, request,
+                                        permission=permission, limits=limits, action=action,
+                                        audit_fields=audit_fields))
+
+
+async def _invoke_tool(manager: SandboxManager, tool: Tool, arguments: Mapping[str, Any],
+                       request: SecurityContext, *, permission: str,
+                       limits: Mapping[str, Any] | None, action: str | None,
+                       audit_fields: Mapping[str, Any] | None) -> ExecutionResult:
     action = action or f"tool:{tool.name}"
     record = {"type": "tool", "user_id": request.user_id, "name": tool.name,
               "sandbox_type": tool.sandbox_type, **(audit_fields or {})}

@@ -42,7 +42,7 @@ class ProcessSandbox(Sandbox):
 
     async def start(self) -> None:
         if not self._started:
-            await asyncio.to_thread(self.supervisor.start)
+            await self.supervisor.astart()
             self._started = True
 
     async def close(self) -> None:

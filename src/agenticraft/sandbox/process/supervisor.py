@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -35,6 +36,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 SCRATCH_FACTOR = 4  # total scratch usage may be at most this many times max_file_size_mb
+#: Zygotes are started from this one long-lived thread: the zygote's parent-death signal fires
+#: when the *thread* that started it exits, so a short-lived executor thread would kill it.
+LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="agenticraft-launcher")
 
 
 class Zygote:
@@ -84,7 +89,7 @@ class Zygote:
               session: bool = False) -> tuple[dict[str, Any], list[int]]:
         with self._lock:
             if self.proc is None or self.proc.poll() is not None:
-                self.start()
+                LAUNCHER.submit(self.start).result()
             assert self.sock is not None
             self.sock.send(json.dumps({"op": "spawn", "profile": profile, "prefork": prefork,
                                        "session": session}).encode())
@@ -428,13 +433,20 @@ class Supervisor:
     def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = ()) -> None:
         self.zygote = Zygote(disabled, preload)
         self._run_ids = 0
+        self._start_lock = threading.Lock()
 
     @property
     def mechanisms(self) -> dict[str, Any]:
         return self.zygote.mechanisms
 
     def start(self) -> None:
-        self.zygote.start()
+        """Start the zygote (idempotent, thread-safe; call it from ``LAUNCHER``)."""
+        with self._start_lock:
+            if self.zygote.proc is None or self.zygote.proc.poll() is not None:
+                self.zygote.start()
+
+    async def astart(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(LAUNCHER, self.start)
 
     def close(self) -> None:
         self.zygote.close()

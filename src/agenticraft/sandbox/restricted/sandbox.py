@@ -9,7 +9,6 @@ kill or failure, and never shared between users.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -46,7 +45,7 @@ class RestrictedSandbox(Sandbox):
 
     async def start(self) -> None:
         if not self._started:
-            await asyncio.to_thread(self.supervisor.start)
+            await self.supervisor.astart()
             self._started = True
 
     async def close(self) -> None:
@@ -71,19 +70,27 @@ class RestrictedSandbox(Sandbox):
         key = (ctx.user_id, json.dumps([ctx.resource_limits.as_dict(), ctx.working_dir,
                                         ctx.has_permission("write")]))
         idle = self._idle.setdefault(key, [])
-        if idle:
-            handle = idle.pop()
-        else:
-            profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
-            profile["executor"] = "restricted"
-            handle = await self.supervisor.spawn(profile, prefork=False)
         extra = {"allowed_imports": sorted(self.manager.policy.allowed_imports)}
-        try:
-            outcome = await self.supervisor.run(handle, code, ctx.resource_limits,
-                                                on_output=on_output, extra=extra)
-        except BaseException:
-            self.supervisor.discard(handle)
-            raise
+        while True:
+            pooled = bool(idle)
+            if pooled:
+                handle = idle.pop()
+            else:
+                profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
+                profile["executor"] = "restricted"
+                handle = await self.supervisor.spawn(profile, prefork=False)
+            try:
+                outcome = await self.supervisor.run(handle, code, ctx.resource_limits,
+                                                    on_output=on_output, extra=extra)
+                break
+            except (BrokenPipeError, ConnectionResetError):
+                self.supervisor.discard(handle)
+                if not pooled:
+                    raise
+                # a pooled worker died while idle (its zygote was restarted): use a fresh one
+            except BaseException:
+                self.supervisor.discard(handle)
+                raise
         if handle.alive and outcome.crashed is None and len(idle) < POOL_PER_USER:
             idle.append(handle)  # healthy: keep it warm for this user
         elif handle.alive:
