@@ -9,6 +9,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The browser test drives JupyterLab in Debian's Chromium (never a downloaded browser build).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+            >/dev/null
+    else
+        echo "note: chromium is not installed; the browser test will be skipped" >&2
+    fi
+fi
 .venv/bin/ruff check src tests benchmarks
 set +e
 .venv/bin/python -m pytest "$@"

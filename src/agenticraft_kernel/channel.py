@@ -94,7 +94,6 @@ class Channel:
     def begin(self) -> None:
         with self._lock:
             self.active = True
-            self._ensure_thread()
 
     def end(self) -> None:
         """Flush and stop sending: after this the worker sends its final frame alone."""
@@ -118,7 +117,8 @@ class Channel:
             now = time.monotonic()
             if self._size >= MAX_BUFFER or now - self._last >= FLUSH_INTERVAL:
                 self._flush_locked()
-            else:
+            else:  # the flusher sends it if nothing else does within FLUSH_INTERVAL
+                self._ensure_thread()
                 self._wake.notify()
 
     def flush(self) -> None:

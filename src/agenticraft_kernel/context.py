@@ -1,9 +1,9 @@
 """Who the kernel runs cells for, and what it asks the administrator's policy for.
 
-Precedence (low to high), as in the architecture: built-in defaults < config file < ``AGENTICRAFT_*``
-environment < the kernel's traitlets config (``c.SecureKernel.limits``, ``sandbox_type``). The
-result is only a *request*: ``SandboxManager.authorize`` resolves it through the policy, which no
-user setting can loosen. Nothing here compares a limit with a ceiling.
+Precedence (low to high), as in the architecture: built-in defaults < config file <
+``AGENTICRAFT_*`` environment < the kernel's traitlets config (``c.SecureKernel.limits``,
+``sandbox_type``). The result is only a *request*: ``SandboxManager.authorize`` resolves it
+through the policy, which no user setting can loosen. Nothing here compares a limit with a ceiling.
 """
 
 from __future__ import annotations

@@ -98,6 +98,8 @@ class IPythonExecutor:
             shell.execution_count = request["execution_count"]
         shell._last_traceback = None
         shell.limit_error = None
+        # From here a KeyboardInterrupt is the cell's: the kernel holds interrupts until now.
+        self.channel.emit({"type": "cell_started"})
         result = shell.run_cell(code, store_history=store_history, silent=silent,
                                 cell_id=request.get("cell_id"))
         if shell.limit_error is not None:  # the worker reports it; the session rolls back

@@ -34,12 +34,13 @@ from agenticraft.security.exceptions import (
 )
 from agenticraft.security.policy import load_policy
 
-from . import __version__
+from . import __version__, audit_view
 from .audit import KernelAudit
 from .context import PRELOAD, build_request, kernel_user
 from .history import CellHistory
 from .relay import Relay
 from .runner import ProcessRunner, RestrictedRunner, make_runner
+from .stdin import ask_frontend
 
 #: Shell messages answered without the worker: served at once even while a cell runs.
 PARENT_ONLY = frozenset({"kernel_info_request", "comm_info_request", "connect_request",
@@ -75,7 +76,7 @@ class SecureKernel(Kernel):
     }
     help_links = List([
         {"text": "Python Reference",
-         "url": "https://docs.python.org/%i.%i" % sys.version_info[:2]},
+         "url": "https://docs.python.org/{}.{}".format(*sys.version_info[:2])},
         {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
     ])
 
@@ -118,6 +119,10 @@ class SecureKernel(Kernel):
         self._boot_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._input_cancel = threading.Event()
+        self._tasks: set[asyncio.Future[None]] = set()
+        # None (idle) | "waiting" (request in, worker not yet in the cell) | "interrupted"
+        # (interrupt arrived while waiting) | "running" (worker inside the cell)
+        self._cell: str | None = None
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -209,15 +214,19 @@ class SecureKernel(Kernel):
 
     # -- publishing ------------------------------------------------------------------------------
     def _relay(self, parent: dict[str, Any], ident: Any = None) -> Relay:
-        def publish(msg_type: str, content: dict[str, Any], buffers: list[bytes] | None) -> None:
+        def publish(msg_type: str, content: dict[str, Any], buffers: list[bytes] | None,
+                    metadata: dict[str, Any] | None = None) -> None:
             assert self.session is not None
             self.session.send(self.iopub_socket, msg_type, content, parent=parent,
-                              ident=self._topic(msg_type), buffers=buffers)
+                              ident=self._topic(msg_type), buffers=buffers, metadata=metadata)
 
         def on_input(prompt: str, password: bool) -> None:
-            asyncio.ensure_future(self._serve_input(prompt, password, parent, ident))
+            task = asyncio.ensure_future(self._serve_input(prompt, password, parent, ident))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-        return Relay(publish, on_input if ident is not None else None, self._track_comm)
+        return Relay(publish, on_input if ident is not None else None, self._track_comm,
+                     self._cell_started)
 
     def _track_comm(self, kind: str, content: dict[str, Any]) -> None:
         comm_id = str(content.get("comm_id", ""))
@@ -237,10 +246,15 @@ class SecureKernel(Kernel):
         if store_history and not silent:
             self.history.add(count, code)
         relay = self._relay(parent, ident)
+        self._cell = "waiting"
         try:
             runner = await self._ready()
         except Exception as exc:
+            self._cell = None
             return self._refused(relay, exc, code, count, cell_id)
+        if audit_view.requested(code) is not None:
+            self._cell = None
+            return self._audit_trail(relay, runner, code, count, cell_id)
         extra = {"kind": "execute", "silent": silent, "store_history": store_history,
                  "user_expressions": user_expressions or {}, "allow_stdin": allow_stdin,
                  "execution_count": count, "cell_id": cell_id}
@@ -271,6 +285,7 @@ class SecureKernel(Kernel):
             note = LOST_STATE if runner.lost_state else ""
             return self._error_reply(relay, type(exc).__name__, f"{exc}{note}", count)
         finally:
+            self._cell = None
             self._input_cancel.set()
             relay.flush()
         values = dict(result)
@@ -303,6 +318,20 @@ class SecureKernel(Kernel):
                          traceback=list(values.get("traceback") or []))
         return reply
 
+    def _audit_trail(self, relay: Relay, runner: ProcessRunner | RestrictedRunner, code: str,
+                     count: int, cell_id: str | None) -> dict[str, Any]:
+        """``%audit_trail [N]``, answered by the parent (see ``audit_view``)."""
+        assert self.manager is not None and self.kaudit is not None
+        started = time.perf_counter()
+        n = audit_view.requested(code) or 0
+        records = audit_view.kernel_records(self.manager.audit, self.kernel_id, n)
+        relay.publish("display_data", {"data": audit_view.render(
+            records, self.manager.audit.path), "metadata": {}, "transient": {}}, None)
+        self.kaudit.cell(runner.context, code, outcome="ok", started=started, usage={},
+                         execution_count=count, cell_id=cell_id, served_by="kernel")
+        return {"status": "ok", "execution_count": count, "user_expressions": {},
+                "payload": []}
+
     def _error_reply(self, relay: Relay, ename: str, evalue: str, count: int) -> dict[str, Any]:
         traceback = [f"\x1b[0;31m{ename}\x1b[0m: {evalue}"]
         relay.error(ename, evalue, traceback)
@@ -323,7 +352,16 @@ class SecureKernel(Kernel):
         """SIGINT (interrupt_mode "signal") or interrupt_request: KeyboardInterrupt in the cell;
         the session kills and rolls back the run if it does not stop within the grace period."""
         self._input_cancel.set()
-        if self.runner is not None:
+        if self._cell == "running" and self.runner is not None:
+            self.runner.interrupt()
+        elif self._cell == "waiting":
+            self._cell = "interrupted"  # delivered as soon as the worker is inside the cell
+
+    def _cell_started(self) -> None:
+        """The worker entered the cell: from now on SIGINT lands in user code."""
+        pending = self._cell == "interrupted"
+        self._cell = "running"
+        if pending and self.runner is not None:
             self.runner.interrupt()
 
     async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
@@ -333,29 +371,12 @@ class SecureKernel(Kernel):
 
     async def _serve_input(self, prompt: str, password: bool, parent: dict[str, Any],
                            ident: Any) -> None:
-        value = await asyncio.to_thread(self._ask_frontend, prompt, password, parent, ident)
+        assert self.session is not None
+        value = await asyncio.to_thread(ask_frontend, self.session, self.stdin_socket, prompt,
+                                        password, parent, ident, self._input_cancel)
         if value is not None and self.runner is not None:
             with contextlib.suppress(SandboxError, OSError):
                 self.runner.send({"op": "input_reply", "value": value})
-
-    def _ask_frontend(self, prompt: str, password: bool, parent: dict[str, Any],
-                      ident: Any) -> str | None:
-        """Blocking stdin round trip (in a thread); None if the cell ended or was interrupted."""
-        assert self.session is not None
-        while True:  # stale replies
-            try:
-                self.stdin_socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.ZMQError:
-                break
-        self.session.send(self.stdin_socket, "input_request",
-                          {"prompt": prompt, "password": password}, parent, ident=ident)
-        while not self._input_cancel.is_set():
-            readable, _, _ = zmq.select([self.stdin_socket], [], [], 0.05)
-            if readable:
-                _, reply = self.session.recv(self.stdin_socket)
-                if reply is not None:
-                    return str(reply.get("content", {}).get("value", ""))
-        return None
 
     # -- introspection (in the worker, not audited as executions) --------------------------------
     async def _ask_worker(self, kind: str, code: str, default: dict[str, Any],

@@ -21,12 +21,17 @@ IOPUB_EVENTS = ("display_data", "update_display_data", "execute_result", "clear_
 
 
 class Relay:
-    """IOPub publisher for one request (a cell, or a comm message from the frontend)."""
+    """IOPub publisher for one request (a cell, or a comm message from the frontend).
 
-    def __init__(self, publish: Callable[[str, dict[str, Any], list[bytes] | None], None],
+    ``publish(msg_type, content, buffers, metadata=None)`` sends one IOPub message.
+    """
+
+    def __init__(self, publish: Callable[..., None],
                  on_input: Callable[[str, bool], None] | None = None,
-                 on_comm: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_comm: Callable[[str, dict[str, Any]], None] | None = None,
+                 on_started: Callable[[], None] | None = None) -> None:
         self.publish = publish
+        self.on_started = on_started
         self.on_input = on_input
         self.on_comm = on_comm
         self._streams: list[tuple[str, str]] = []
@@ -57,6 +62,10 @@ class Relay:
     def event(self, event: dict[str, Any]) -> None:
         """``on_event`` of the session: one executor event."""
         kind = event.get("type")
+        if kind == "cell_started":
+            if self.on_started is not None:
+                self.on_started()
+            return
         if kind == "input_request":
             self.flush()
             if self.on_input is not None:
@@ -70,7 +79,8 @@ class Relay:
             buffers = [base64.b64decode(b) for b in event.get("buffers") or []]
             if self.on_comm is not None:
                 self.on_comm(kind, content)
-            self.publish(kind, content, buffers or None)
+            metadata = event.get("metadata") if isinstance(event.get("metadata"), dict) else {}
+            self.publish(kind, content, buffers or None, metadata)  # e.g. the widget protocol
             return
         content = {k: v for k, v in event.items() if k != "type"}
         if kind == "error":

@@ -32,15 +32,8 @@ class KernelSession(ProcessSession):
     async def run_unaudited(self, code: str, *, on_output: OnOutput | None = None,
                             on_event: OnEvent | None = None,
                             extra: dict[str, Any] | None = None) -> ExecutionResult:
-        async with self._lock:
-            await self.start()
-            assert self.handle is not None
-            self._interrupt = asyncio.Event()
-            return await self._run(self.handle, code, self.context, on_output, on_event, extra)
-
-    @property
-    def running(self) -> bool:
-        return self._interrupt is not None
+        return await self.run(code, on_output=on_output, on_event=on_event, extra=extra,
+                              audit=False)
 
 
 async def process_sandbox(manager: SandboxManager) -> tuple[ProcessSandbox, bool]:
@@ -141,6 +134,8 @@ class RestrictedRunner:
                                     "metadata": {}, "comms": {}})
         self._task = asyncio.ensure_future(
             self._sandbox.execute_code(code, self.context, on_output=on_output))
+        if on_event is not None:
+            on_event({"type": "cell_started"})
         self.running = True
         try:
             result: ExecutionResult = await self._task

@@ -68,6 +68,38 @@ class ChannelDisplayHook(DisplayHook):
             self.channel.emit(pending)
 
 
+class SessionShim:
+    """``get_ipython().kernel.session``: code written for ipykernel publishes IOPub messages
+    with ``session.send(kernel.iopub_socket, msg_type, content, parent=ip.parent_header)``; here
+    that becomes a channel event the kernel republishes (under the cell's request)."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    def send(self, stream: Any, msg_or_type: Any, content: dict[str, Any] | None = None,
+             parent: Any = None, ident: Any = None, buffers: Any = None, track: bool = False,
+             header: Any = None, metadata: Any = None) -> dict[str, Any]:
+        if isinstance(msg_or_type, dict):
+            msg_type = msg_or_type["header"]["msg_type"]
+            content = msg_or_type.get("content", content)
+        else:
+            msg_type = str(msg_or_type)
+        event = dict(content or {})
+        if isinstance(event.get("data"), dict):
+            event["data"] = encode_bundle(event["data"])
+        self.channel.emit({**event, "type": msg_type})
+        return {"header": {"msg_type": msg_type}, "content": content or {}}
+
+
+class KernelShim:
+    """The part of ipykernel's kernel object that notebooks use directly."""
+
+    iopub_socket = "iopub"
+
+    def __init__(self, channel: Channel) -> None:
+        self.session = SessionShim(channel)
+
+
 class WorkerShell(InteractiveShell):
     """The shell inside the sandbox. History is in memory (``:memory:``); output is events."""
 
@@ -76,6 +108,12 @@ class WorkerShell(InteractiveShell):
     channel = AnyTrait(None)
     _last_traceback: list[str] | None = None
     limit_error: BaseException | None = None
+
+    parent_header: dict[str, Any] = {}
+
+    @property
+    def kernel(self) -> KernelShim:
+        return KernelShim(self.channel)
 
     def init_display_pub(self) -> None:
         super().init_display_pub()

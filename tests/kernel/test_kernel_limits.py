@@ -84,7 +84,7 @@ def test_denied_network_is_an_error_and_audited(kernel: Kernel) -> None:
 
 
 def test_denied_filesystem_write(kernel: Kernel) -> None:
-    reply, outputs = kernel.execute("open('/usr/agenticraft-test', 'w')")
+    _reply, outputs = kernel.execute("open('/usr/agenticraft-test', 'w')")
     assert error_of(outputs)["ename"] == "PermissionError"
     assert any(r["type"] == "violation" and r["limit"] == "filesystem_access"
                for r in kernel.audit())

@@ -6,11 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import time
 from pathlib import Path
-
-import pytest
 
 from agenticraft.security.audit import AuditLog
 
@@ -95,7 +92,7 @@ def test_input_round_trip(kernel: Kernel) -> None:
 
     reply, outputs = kernel.execute("name = input('Who? ')\nprint('hello', name)",
                                     stdin_hook=answer)
-    assert reply["status"] == "ok"
+    assert reply["status"] == "ok", reply
     assert prompts == ["Who? "]
     assert [o["text"] for o in outputs if o["msg_type"] == "stream"] == ["hello Ada\n"]
 
@@ -112,7 +109,7 @@ def test_widget_comm_both_ways(kernel: Kernel) -> None:
              and o["data"]["state"].get("_model_name") == "IntSliderModel"]
     assert len(opens) == 1
     comm_id = opens[0]["comm_id"]
-    view = [o for o in outputs if o["msg_type"] == "execute_result"][0]
+    view = next(o for o in outputs if o["msg_type"] == "execute_result")
     assert view["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] == comm_id
     # frontend -> kernel: the user drags the slider
     msg = kernel.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {
@@ -142,7 +139,7 @@ def test_worker_cannot_read_connection_file_or_signal_parent(kernel: Kernel) -> 
     code = (f"import os, signal\nfor pid in {(kernel_pid, *zygote_pids)}:\n"
             "    try:\n        os.kill(pid, signal.SIGKILL)\n        print('KILLED', pid)\n"
             "    except OSError as exc:\n        print(type(exc).__name__)\n")
-    reply, outputs = kernel.execute(code)
+    _reply, outputs = kernel.execute(code)
     text = "".join(o.get("text", "") for o in outputs)
     assert "KILLED" not in text, text
     assert kernel.km.is_alive()
@@ -220,16 +217,20 @@ def test_policy_ceiling_cannot_be_loosened(data_dir: Path, tmp_path: Path) -> No
 
 def test_filesystem_access_still_hides_runtime_dir(data_dir: Path, tmp_path: Path) -> None:
     """With the notebook directory granted, the connection file inside it stays unreadable."""
+    notebook_dir = tmp_path / "notebooks"
+    (notebook_dir / "out").mkdir(parents=True)
+    (notebook_dir / "data.txt").write_text("notebook data")
     env = kernel_env(tmp_path, filesystem_access="true")
-    (tmp_path / "data.txt").write_text("notebook data")
-    k = Kernel(data_dir, env, cwd=tmp_path)
+    env["JUPYTER_RUNTIME_DIR"] = str(notebook_dir / ".runtime")
+    k = Kernel(data_dir, env, cwd=notebook_dir)
     try:
+        assert Path(k.km.connection_file).parent == notebook_dir / ".runtime"
         assert k.value("open('data.txt').read()") == "'notebook data'"
-        assert Path(k.km.connection_file).parent == tmp_path / "runtime"
         reply, _ = k.execute(f"open({k.km.connection_file!r}).read()")
         assert reply["ename"] == "PermissionError"
-        reply, _ = k.execute("open('written.txt', 'w').write('x')")
-        assert reply["status"] == "ok" and (tmp_path / "written.txt").read_text() == "x"
+        reply, _ = k.execute("open('out/written.txt', 'w').write('x')")
+        assert reply["status"] == "ok", reply
+        assert (notebook_dir / "out" / "written.txt").read_text() == "x"
     finally:
         k.close()
 
@@ -242,8 +243,51 @@ def test_shutdown_leaves_no_worker(data_dir: Path, tmp_path: Path) -> None:
     descendants = kernel_proc.children(recursive=True)
     assert descendants  # zygote and session worker
     k.close()
-    gone, alive = psutil.wait_procs(descendants, timeout=10)
+    _gone, alive = psutil.wait_procs(descendants, timeout=10)
     assert not alive
-    with pytest.raises(queue.Empty):
-        k.kc.get_iopub_msg(timeout=0.1)
     assert not os.path.exists(k.km.connection_file)
+    assert any(r["type"] == "session" and r.get("event") == "kernel_shutdown" for r in k.audit())
+
+
+def test_restricted_kernel_runs_cells_in_restricted_sandbox(data_dir: Path, tmp_path: Path) -> None:
+    k = Kernel(data_dir, kernel_env(tmp_path, timeout_seconds=2),
+               extra_arguments=["--SecureKernel.sandbox_type=restricted"])
+    try:
+        reply, outputs = k.execute("result = sum([1, 2, 3])\nprint('sum is', result)")
+        assert reply["status"] == "ok"
+        assert outputs[0]["text"] == "sum is 6\n"
+        assert outputs[1]["data"]["text/plain"] == "result = 6"
+        reply, outputs = k.execute("import os")
+        assert reply["ename"] == "SecurityViolation"
+        assert [o["ename"] for o in outputs if o["msg_type"] == "error"] == ["SecurityViolation"]
+        reply, _ = k.execute("while True: pass")
+        assert reply["ename"] == "ResourceLimitExceeded" and "timeout_seconds" in reply["evalue"]
+        records = k.audit()
+        assert any(r["type"] == "violation" and r["limit"] == "code_policy" for r in records)
+        cells = [r for r in records if r["type"] == "execution" and "kernel_id" in r]
+        assert {r["sandbox_type"] for r in cells} == {"restricted"}
+    finally:
+        k.close()
+
+
+def test_prints_arrive_while_the_cell_still_runs(kernel: Kernel) -> None:
+    """Buffered prints are flushed by time, not only at the end of the cell."""
+    kernel.drain_iopub()
+    msg_id = kernel.kc.execute("print('first')\nprint('second')\nimport time\ntime.sleep(2)")
+    text, seen_at = "", None
+    while "second" not in text:
+        msg = kernel.kc.get_iopub_msg(timeout=10)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            text += msg["content"]["text"]
+            seen_at = time.monotonic()
+    reply = kernel.shell_reply(msg_id)
+    assert reply["content"]["status"] == "ok"
+    assert seen_at is not None and time.monotonic() - seen_at > 1.0
+    assert text == "first\nsecond\n"
+
+
+def test_display_order_with_streams(kernel: Kernel) -> None:
+    _, outputs = kernel.execute(
+        "from IPython.display import display\nprint('a')\ndisplay('b')\nprint('c')")
+    assert [(o["msg_type"], o.get("text") or o["data"]["text/plain"]) for o in outputs] == [
+        ("stream", "a\n"), ("display_data", "'b'"), ("stream", "c\n")]

@@ -139,6 +139,11 @@ class ProcessSession:
             self._watch_idle()
 
     @property
+    def running(self) -> bool:
+        """True while a run is in progress (an interrupt would reach it)."""
+        return self._interrupt is not None
+
+    @property
     def pid(self) -> int | None:
         return self.handle.pid if self.handle else None
 
@@ -155,9 +160,15 @@ class ProcessSession:
 
     async def run(self, code: str, *, on_output: OutputCallback | None = None,
                   limits: Any = None, on_event: Any = None,
-                  extra: dict[str, Any] | None = None) -> ExecutionResult:
+                  extra: dict[str, Any] | None = None, audit: bool = True,
+                  grace: float = 2.0) -> ExecutionResult:
         """Run ``code`` in the session. A limit raises ``ResourceLimitExceeded`` with
-        ``rolled_back=True``: the variables are as they were before this run."""
+        ``rolled_back=True``: the variables are as they were before this run.
+
+        ``audit=False`` is for callers that write their own, richer record of the run (the
+        kernel records cells with its kernel id); ``grace`` is how long an interrupted run may
+        take to stop before it is killed and rolled back.
+        """
         ctx = self.context
         if limits is not None:  # a per-run tightening (already resolved by the caller)
             ctx = SecurityContext(ctx.user_id, ctx.permissions, limits,
@@ -181,20 +192,22 @@ class ProcessSession:
             self._interrupt = asyncio.Event()
             handle = self.handle
             try:
+                if not audit:
+                    return await self._run(handle, code, ctx, on_output, on_event, extra, grace)
                 return await self.sandbox.manager.audited(
                     self.sandbox.sandbox_type.value, code, ctx,
-                    lambda: self._run(handle, code, ctx, on_output, on_event, extra))
+                    lambda: self._run(handle, code, ctx, on_output, on_event, extra, grace))
             finally:
                 self._watch_idle()
 
     async def _run(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
                    on_output: OutputCallback | None, on_event: Any,
-                   extra: dict[str, Any] | None) -> ExecutionResult:
+                   extra: dict[str, Any] | None, grace: float = 2.0) -> ExecutionResult:
         try:
             outcome = await self.sandbox.supervisor.run(
                 handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,
                 extra={**self.sandbox.run_extra(ctx), **(extra or {})},
-                interrupt=self._interrupt, on_event=on_event)
+                interrupt=self._interrupt, on_event=on_event, grace=grace)
         finally:
             self._interrupt = None
         if not handle.alive:

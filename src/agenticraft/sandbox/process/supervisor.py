@@ -35,6 +35,8 @@ MB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+#: Executor events that steer the run rather than show output: exempt from max_output_bytes.
+CONTROL_EVENTS = frozenset({"input_request", "cell_started"})
 SCRATCH_FACTOR = 4  # total scratch usage may be at most this many times max_file_size_mb
 #: Zygotes are started from this one long-lived thread: the zygote's parent-death signal fires
 #: when the *thread* that started it exits, so a short-lived executor thread would kill it.
@@ -501,6 +503,9 @@ class Supervisor:
             # Streams sent over the channel keep their order with rich output; both are capped.
             if data.get("type") == "stream" and data.get("name") in ("stdout", "stderr"):
                 sink.feed(data["name"], str(data.get("text", "")).encode())
+            elif data.get("type") in CONTROL_EVENTS and len(repr(data)) < 65536:
+                if on_event is not None:  # small control messages are not output: never cut
+                    on_event(data)
             elif sink.admit(len(json.dumps(data, default=repr))) and on_event is not None:
                 on_event(data)
 

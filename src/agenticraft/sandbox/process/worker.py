@@ -115,6 +115,9 @@ class Worker:
         reply: dict[str, Any] = {"ev": "done", "run": run_id}
         keep = True
         try:
+            # An interrupt that arrived early was held (blocked) until now: it is raised here,
+            # inside the run, as KeyboardInterrupt, never in the worker's own code.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             if self.executor is None:
                 self.executor = load_executor(self.executor_name)()
                 if hasattr(self.executor, "attach"):
@@ -141,6 +144,7 @@ class Worker:
                 reply.update(ok=False, error=self.executor.format_exception(exc)
                              if self.executor else {"ename": type(exc).__name__,
                                                     "evalue": str(exc), "traceback": ""})
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         _flush()
         try:
             data = protocol.encode(reply)
@@ -176,6 +180,7 @@ def main(chan_fd: int, executor: str, ready: dict[str, Any]) -> None:
     """Entry point in the confined child (called by the zygote after ``confine``)."""
     _streams()
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # unblocked only inside a run
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes fail with EFBIG instead
     chan = socket.socket(fileno=chan_fd)
     chan.setblocking(True)
