@@ -125,9 +125,18 @@ class IPythonExecutor:
         from IPython.core.completer import provisionalcompleter, rectify_completions
         cursor = request.get("cursor_pos")
         cursor = len(code) if cursor is None else int(cursor)
-        with provisionalcompleter():
-            completions = list(rectify_completions(
-                code, self.shell.Completer.completions(code, cursor)))
+        completer = self.shell.Completer
+        try:
+            with provisionalcompleter():
+                completions = list(rectify_completions(code, completer.completions(code, cursor)))
+        except Exception:  # jedi can fail inside the sandbox: fall back to IPython's own matcher
+            use_jedi, completer.use_jedi = completer.use_jedi, False
+            try:
+                with provisionalcompleter():
+                    completions = list(rectify_completions(
+                        code, completer.completions(code, cursor)))
+            finally:
+                completer.use_jedi = use_jedi
         meta = [{"start": c.start, "end": c.end, "text": c.text, "type": c.type,
                  "signature": c.signature} for c in completions]
         start, end = (completions[0].start, completions[0].end) if completions else (cursor,

@@ -393,7 +393,10 @@ class SecureKernel(Kernel):
             if relay is not None:
                 relay.flush()
         values = dict(result)
-        return values if result.success and values.get("status") == "ok" else default
+        if result.success and values.get("status") == "ok":
+            return values
+        self.log.warning("%s request failed in the sandbox: %s", kind, result.error)
+        return default
 
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
         cursor = len(code) if cursor_pos is None else cursor_pos
