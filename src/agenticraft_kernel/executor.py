@@ -129,7 +129,11 @@ class IPythonExecutor:
         try:
             with provisionalcompleter():
                 completions = list(rectify_completions(code, completer.completions(code, cursor)))
-        except Exception:  # jedi can fail inside the sandbox: fall back to IPython's own matcher
+        except Exception:
+            completions = []
+        if not completions and completer.use_jedi:
+            # IPython swallows jedi's own failures and then returns nothing (seen on a first,
+            # cold run inside the sandbox): ask IPython's own matchers instead.
             use_jedi, completer.use_jedi = completer.use_jedi, False
             try:
                 with provisionalcompleter():
