@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import time
 
-import psutil
 import pytest
 
 from agenticraft.security import SecurityContext
@@ -15,7 +14,7 @@ from agenticraft.security.exceptions import (
     SecurityViolation,
 )
 
-from helpers import make_manager
+from helpers import make_manager, wait_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -103,16 +102,20 @@ async def test_workers_are_reused_per_user_and_never_shared(restricted):
 
 
 async def test_killed_worker_is_replaced(restricted):
+    def carol_workers() -> set[int]:
+        return {h.pid for (user, _), hs in restricted._idle.items() if user == "carol"
+                for h in hs}
+
     await run(restricted, "x = 1", user="carol")
-    before = {h.pid for (user, _), hs in restricted._idle.items() if user == "carol" for h in hs}
+    before = carol_workers()
+    assert len(before) == 1
     with pytest.raises(ResourceLimitExceeded):
         await run(restricted, "while True:\n    pass", user="carol")
-    for pid in before:
-        if psutil.pid_exists(pid):
-            assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE or pid not in {
-                h.pid for (user, _), hs in restricted._idle.items() if user == "carol"
-                for h in hs}
+    (killed,) = before
+    assert killed not in carol_workers()
+    assert wait_gone(killed)
     assert (await run(restricted, "result = 2 * 3", user="carol"))["result"] == 6
+    assert carol_workers() and killed not in carol_workers()
 
 
 async def test_names_do_not_leak_between_calls(restricted):
