@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from helpers import make_manager
+
+
+@pytest.fixture
+def isolated_agent_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Agents, tools and workflows share a default manager: give each test its own, with its
+    audit log under tmp_path, so no test touches the real audit log or another test's state."""
+    from agenticraft.tools import close_default_manager, set_default_manager
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("AGENTICRAFT_AUDIT_LOG", str(tmp_path / "state" / "audit.jsonl"))
+    previous = set_default_manager(None)
+    yield
+    close_default_manager()
+    set_default_manager(previous)
 
 
 @pytest.fixture(scope="module")

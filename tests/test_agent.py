@@ -26,16 +26,7 @@ from agenticraft.tools.runtime import close_manager, default_user
 
 from helpers import make_manager, wait_gone
 
-
-@pytest.fixture(autouse=True)
-def _isolated_state(tmp_path, monkeypatch):
-    """Never touch the real audit log: any default manager made here lives in tmp_path."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("AGENTICRAFT_AUDIT_LOG", str(tmp_path / "state" / "audit.jsonl"))
-    previous = set_default_manager(None)
-    yield
-    close_default_manager()
-    set_default_manager(previous)
+pytestmark = pytest.mark.usefixtures("isolated_agent_state")
 
 
 POLICY = Policy.from_dict({

@@ -21,19 +21,10 @@ from agenticraft.agent import (
     ProviderError,
     provider_from_env,
 )
-from agenticraft.tools import WebSearchBackend, close_default_manager, set_default_manager
+from agenticraft.tools import WebSearchBackend
 from agenticraft.tools.builtin import SEARCH_URL_ENV
 
-
-@pytest.fixture(autouse=True)
-def _isolated_state(tmp_path, monkeypatch):
-    """Never touch the real audit log: any default manager made here lives in tmp_path."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("AGENTICRAFT_AUDIT_LOG", str(tmp_path / "state" / "audit.jsonl"))
-    previous = set_default_manager(None)
-    yield
-    close_default_manager()
-    set_default_manager(previous)
+pytestmark = pytest.mark.usefixtures("isolated_agent_state")
 
 
 class LoopbackServer:

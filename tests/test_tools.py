@@ -20,9 +20,7 @@ from agenticraft.tools import (
     ToolRegistry,
     WebSearchBackend,
     WebSearchTool,
-    close_default_manager,
     default_registry,
-    set_default_manager,
     tool,
 )
 from agenticraft.tools.runtime import close_manager
@@ -30,16 +28,7 @@ from test_agent_http import SEARCH_RESULTS, search_handler, serve
 
 from helpers import make_manager
 
-
-@pytest.fixture(autouse=True)
-def _isolated_state(tmp_path, monkeypatch):
-    """Never touch the real audit log: any default manager made here lives in tmp_path."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("AGENTICRAFT_AUDIT_LOG", str(tmp_path / "state" / "audit.jsonl"))
-    previous = set_default_manager(None)
-    yield
-    close_default_manager()
-    set_default_manager(previous)
+pytestmark = pytest.mark.usefixtures("isolated_agent_state")
 
 
 NET = {"user_id": "alice", "resource_limits": {"network_access": True}}

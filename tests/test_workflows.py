@@ -14,7 +14,7 @@ from agenticraft.sandbox import SandboxManager
 from agenticraft.security import ResourceLimits
 from agenticraft.security.exceptions import ConfigurationError, PermissionDenied
 from agenticraft.security.policy import Policy
-from agenticraft.tools import WebSearchBackend, close_default_manager, set_default_manager
+from agenticraft.tools import WebSearchBackend
 from agenticraft.tools.runtime import close_manager
 from agenticraft.workflows import (
     ResearchReport,
@@ -28,16 +28,7 @@ from test_agent_http import search_handler, serve
 
 from helpers import make_manager
 
-
-@pytest.fixture(autouse=True)
-def _isolated_state(tmp_path, monkeypatch):
-    """Never touch the real audit log: any default manager made here lives in tmp_path."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("AGENTICRAFT_AUDIT_LOG", str(tmp_path / "state" / "audit.jsonl"))
-    previous = set_default_manager(None)
-    yield
-    close_default_manager()
-    set_default_manager(previous)
+pytestmark = pytest.mark.usefixtures("isolated_agent_state")
 
 
 POLICY = Policy.from_dict({"grants": {
