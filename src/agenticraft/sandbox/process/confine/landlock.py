@@ -40,6 +40,8 @@ import stat
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .process_state import set_no_new_privs, thread_count
+
 __all__ = [
     "ACCESS_FILE",
     "ACCESS_FS_ABI1",
@@ -294,24 +296,6 @@ def probe() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- helpers
-def _thread_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        import threading
-
-        return threading.active_count()
-
-
-def _set_no_new_privs() -> None:
-    libc = _get_libc()
-    if libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1:
-        return
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(err)}")
-
-
 def _norm(path: str | os.PathLike[str]) -> str:
     return _realpath(os.path.abspath(os.fspath(path)))
 
@@ -439,7 +423,7 @@ def apply(
             errno.EOPNOTSUPP,
             f"Landlock confinement requested but unavailable: {_abi_reason or 'unknown'}",
         )
-    threads = _thread_count()
+    threads = thread_count()
     if threads != 1:
         raise OSError(
             errno.EBUSY,
@@ -493,7 +477,7 @@ def apply(
             else:
                 builder.add_path(root, access, follow=True, report_as=shown)
 
-        _set_no_new_privs()
+        set_no_new_privs()
         try:
             _syscall(SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset_fd), ctypes.c_uint32(0))
         except OSError as exc:

@@ -28,6 +28,8 @@ import os
 import platform
 from typing import Any
 
+from .process_state import set_no_new_privs, thread_count
+
 __all__ = [
     "ALWAYS_DENIED",
     "CLONE_NAMESPACE_FLAGS",
@@ -169,26 +171,6 @@ def probe() -> dict[str, Any]:
     }
 
 
-def _thread_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        import threading
-
-        return threading.active_count()
-
-
-def _set_no_new_privs() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.restype = ctypes.c_int
-    libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-    if libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1:
-        return
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(err)}")
-
-
 def apply(*, network_access: bool, allow_process_creation: bool = True) -> dict[str, Any]:
     """Load the sandbox seccomp filter into the calling process (irreversible).
 
@@ -201,9 +183,9 @@ def apply(*, network_access: bool, allow_process_creation: bool = True) -> dict[
     Raises :class:`OSError` when seccomp is unavailable or the filter cannot be loaded.
     """
     key = (bool(network_access), bool(allow_process_creation))
-    if key in _COMPILED and _thread_count() == 1:
+    if key in _COMPILED and thread_count() == 1:
         program, info = _COMPILED[key]
-        _set_no_new_privs()
+        set_no_new_privs()
         _load_bpf(program)
         return dict(info)
     filt, info = _build(network_access, allow_process_creation)
@@ -266,7 +248,7 @@ def _build(network_access: bool, allow_process_creation: bool) -> tuple[Any, dic
     if seccomp is None:
         raise OSError(errno.ENOSYS, f"seccomp confinement requested but unavailable: {reason}")
 
-    _set_no_new_privs()
+    set_no_new_privs()
 
     eperm = seccomp.ERRNO(errno.EPERM)
     try:
@@ -281,7 +263,7 @@ def _build(network_access: bool, allow_process_creation: bool) -> tuple[Any, dic
     with contextlib.suppress(OSError, AttributeError):
         filt.set_attr(seccomp.Attr.CTL_TSYNC, 1)
         tsync = True
-    if not tsync and _thread_count() != 1:
+    if not tsync and thread_count() != 1:
         raise OSError(
             errno.EBUSY,
             "seccomp thread synchronisation unsupported and the process has several threads; "
