@@ -129,19 +129,45 @@ async def test_background_thread_is_held_to_the_cpu_share(process_sandbox):
         assert used < 3 * 0.45, used  # unthrottled it would be ~3 s of CPU
 
 
-async def test_background_memory_growth_stops_the_session(process_sandbox):
+async def test_background_memory_growth_stops_the_session(tmp_path, monkeypatch):
+    """With RLIMIT_AS on, a growing thread may die of MemoryError first (also a stop); switch
+    rlimits off so that the idle watchdog alone has to catch it."""
+    from agenticraft.sandbox.process.sandbox import ProcessSandbox
+
+    from helpers import make_manager, wait_gone
+
+    monkeypatch.setenv("AGENTICRAFT_DISABLE", "rlimits")
+    sandbox = ProcessSandbox(make_manager(tmp_path))
     ctx = SecurityContext("student", resource_limits={"timeout_seconds": 5, "memory_mb": 128})
-    async with process_sandbox.session(ctx) as session:
-        await session.run("import threading, time\nhog = []\n"
-                          "def grow():\n    while True:\n"
-                          "        hog.append(bytearray(8 * 1024 * 1024))\n"
-                          "        time.sleep(0.01)\n"
-                          "threading.Thread(target=grow, daemon=True).start()")
-        holder = session.pid
-        from helpers import wait_gone
-        assert wait_gone(holder)
-        with pytest.raises(ResourceLimitExceeded) as info:
-            await session.run("x = 1")
-        assert info.value.limit == "memory_mb"
-        assert "variables are lost" in str(info.value)
-        assert (await session.run("x = 2"))["x"] == 2  # a fresh session works
+    try:
+        async with sandbox.session(ctx) as session:
+            # The thread starts growing only after the run that started it has returned.
+            await session.run("import threading, time\nhog = []\n"
+                              "def grow():\n    time.sleep(0.3)\n    while True:\n"
+                              "        hog.append(bytearray(8 * 1024 * 1024))\n"
+                              "        time.sleep(0.01)\n"
+                              "threading.Thread(target=grow, daemon=True).start()")
+            holder = session.pid
+            assert wait_gone(holder)
+            with pytest.raises(ResourceLimitExceeded) as info:
+                await session.run("x = 1")
+            assert info.value.limit == "memory_mb"
+            assert "variables are lost" in str(info.value)
+            assert (await session.run("x = 2"))["x"] == 2  # a fresh session works
+    finally:
+        await sandbox.close()
+
+async def test_cancelled_one_shot_run_kills_its_worker(process_sandbox):
+    """An interrupted caller (a %%secure cell in a fresh sandbox) must not leave code running."""
+    from helpers import wait_gone
+
+    started: asyncio.Queue = asyncio.Queue()
+    task = asyncio.ensure_future(process_sandbox.execute_code(
+        "import os\nprint(os.getpid(), flush=True)\nwhile True:\n    pass",
+        {"user_id": "t", "resource_limits": {"timeout_seconds": 30}},
+        on_output=lambda item: started.put_nowait(item.data)))
+    pid = int(await asyncio.wait_for(started.get(), timeout=10))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert wait_gone(pid)

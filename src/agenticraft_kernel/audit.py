@@ -10,7 +10,7 @@ worker reported) and because completions and inspections are not executions to a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agenticraft.sandbox.base import code_digest
@@ -20,9 +20,11 @@ from agenticraft.security.context import SecurityContext
 class KernelAudit:
     """Writes this kernel's records to the manager's audit log."""
 
-    def __init__(self, log: Any, kernel_id: str) -> None:
+    def __init__(self, log: Any, kernel_id: str,
+                 on_cell: Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.log = log
         self.kernel_id = kernel_id
+        self.on_cell = on_cell  # sees every cell record as written (the panel's "last cells")
 
     def _base(self, ctx: SecurityContext | None, user_id: str) -> dict[str, Any]:
         return {"user_id": ctx.user_id if ctx else user_id, "kernel_id": self.kernel_id}
@@ -39,12 +41,14 @@ class KernelAudit:
              cell_id: str | None = None, **fields: Any) -> str:
         """The execution record of one cell; returns the cell digest for related records."""
         digest = code_digest(code)
-        self.log.record({
+        record = self.log.record({
             "type": "execution", **self._base(ctx, ""), "sandbox_type": ctx.sandbox_type,
             "code_sha256": digest, "execution_count": execution_count, "cell_id": cell_id,
             "limits": ctx.resource_limits.as_dict(), "usage": dict(usage or {}),
             "outcome": outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             **fields})
+        if self.on_cell is not None:
+            self.on_cell(record)
         return digest
 
     def violation(self, ctx: SecurityContext | None, user_id: str, limit: str,

@@ -20,7 +20,7 @@ from agenticraft.security.limits import coerce_limit
 #: The process sandbox preloads these in its zygote so a notebook's worker starts warm.
 PRELOAD = ("IPython", "IPython.core.interactiveshell", "IPython.core.completer", "jedi",
            "comm", "agenticraft_kernel.executor", "agenticraft_kernel.shell",
-           "agenticraft_kernel.comms", "traitlets.config")
+           "agenticraft_kernel.comms", "agenticraft_kernel.magics", "traitlets.config")
 
 
 def kernel_user(env: Mapping[str, str] | None = None) -> str:

@@ -73,6 +73,8 @@ class IPythonExecutor:
         sys.stdout = EventStream(self.channel, "stdout")
         sys.stderr = EventStream(self.channel, "stderr")
         self.shell = WorkerShell.instance(config=config, channel=self.channel)
+        from .magics import KernelAnsweredMagics
+        self.shell.register_magics(KernelAnsweredMagics)
         builtins.input = self._input
         getpass.getpass = self._getpass
         self._install_comms()
@@ -173,6 +175,30 @@ class IPythonExecutor:
         if msg.get("msg_type") not in ("comm_open", "comm_msg", "comm_close") or handler is None:
             return {"status": "error"}
         handler(None, None, msg)
+        return {"status": "ok"}
+
+    def _get_vars(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``%%secure --in``: named variables of the session, if they are plain data (the kernel
+        checks them again: this side is untrusted)."""
+        from .transfer import TransferError, literal
+        values: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name in request.get("names") or []:
+            if name not in self.shell.user_ns:
+                errors[name] = f"--in {name}: no variable named {name!r} in this notebook"
+                continue
+            try:
+                literal(self.shell.user_ns[name], name)
+            except TransferError as exc:
+                errors[name] = str(exc)
+                continue
+            values[name] = self.shell.user_ns[name]
+        return {"status": "ok", "values": values, "errors": errors}
+
+    def _set_vars(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``%%secure --out``: results of a fresh sandbox become session variables."""
+        values = request.get("values") or {}
+        self.shell.user_ns.update({str(k): v for k, v in values.items()})
         return {"status": "ok"}
 
     def _comm_info(self, code: str, request: dict[str, Any]) -> dict[str, Any]:

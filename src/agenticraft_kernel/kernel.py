@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from contextvars import copy_context
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Dict, List, Unicode, default
 
 from agenticraft.sandbox import SandboxManager
+from agenticraft.security.context import SecurityContext
 from agenticraft.security.exceptions import (
     ResourceLimitExceeded,
     SandboxError,
@@ -34,10 +36,12 @@ from agenticraft.security.exceptions import (
 )
 from agenticraft.security.policy import load_policy
 
-from . import __version__, audit_view
+from . import __version__, audit_view, parent_magics
 from .audit import KernelAudit
 from .context import PRELOAD, build_request, kernel_user
 from .history import CellHistory
+from .kernel_magics import KernelMagics
+from .panel_host import PanelHost
 from .relay import Relay
 from .runner import ProcessRunner, RestrictedRunner, make_runner
 from .stdin import ask_frontend
@@ -48,6 +52,7 @@ PARENT_ONLY = frozenset({"kernel_info_request", "comm_info_request", "connect_re
 COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
 LOST_STATE = (" The sandbox session could not be restored and was restarted: variables from "
               "earlier cells are gone.")
+RECENT_CELLS = 20
 
 
 def kernel_id_from(connection_file: str) -> str:
@@ -123,6 +128,11 @@ class SecureKernel(Kernel):
         # None (idle) | "waiting" (request in, worker not yet in the cell) | "interrupted"
         # (interrupt arrived while waiting) | "running" (worker inside the cell)
         self._cell: str | None = None
+        self._fresh: asyncio.Future[Any] | None = None  # a %%secure cell in a fresh sandbox
+        self.magics = KernelMagics(self)
+        #: The kernel's newest cell records (what the panel's "last cells" shows).
+        self.recent_cells: deque[dict[str, Any]] = deque(maxlen=RECENT_CELLS)
+        self.panels = PanelHost(self)
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -141,7 +151,8 @@ class SecureKernel(Kernel):
             self.manager = SandboxManager(
                 policy=load_policy(extra=request.policy_files), audit_log=self.audit_log or None,
                 working_dir=os.getcwd(), process_preload=PRELOAD)
-            self.kaudit = KernelAudit(self.manager.audit, self.kernel_id)
+            self.kaudit = KernelAudit(self.manager.audit, self.kernel_id,
+                                      on_cell=self.recent_cells.append)
             ctx = self.manager.authorize(request.context_request(), "execute",
                                          action="kernel_start",
                                          limit_overrides=request.limit_overrides)
@@ -226,7 +237,11 @@ class SecureKernel(Kernel):
             task.add_done_callback(self._tasks.discard)
 
         return Relay(publish, on_input if ident is not None else None, self._track_comm,
-                     self._cell_started)
+                     self._cell_started, blocked=self._is_parent_comm)
+
+    def _is_parent_comm(self, comm_id: str) -> bool:
+        """Comm ids of the parent's own widgets (the panel): never the worker's to use."""
+        return self.panels.owns(comm_id)
 
     def _track_comm(self, kind: str, content: dict[str, Any]) -> None:
         comm_id = str(content.get("comm_id", ""))
@@ -252,39 +267,45 @@ class SecureKernel(Kernel):
         except Exception as exc:
             self._cell = None
             return self._refused(relay, exc, code, count, cell_id)
-        if audit_view.requested(code) is not None:
-            self._cell = None
-            return self._audit_trail(relay, runner, code, count, cell_id)
         extra = {"kind": "execute", "silent": silent, "store_history": store_history,
                  "user_expressions": user_expressions or {}, "allow_stdin": allow_stdin,
                  "execution_count": count, "cell_id": cell_id}
-        ctx = runner.context
+        try:
+            if audit_view.requested(code) is not None:
+                self._cell = None
+                return self._audit_trail(relay, runner, code, count, cell_id)
+            call = parent_magics.detect(code)
+            if call is not None:
+                return await self.magics.run(call, relay, runner, code, count, cell_id, extra)
+            return await self._run_cell(relay, runner, code, code, extra, count, cell_id)
+        finally:
+            self._cell = None
+            self.panels.idle()
+
+    async def _run_cell(self, relay: Relay, runner: ProcessRunner | RestrictedRunner, code: str,
+                        run_code: str, extra: dict[str, Any], count: int, cell_id: str | None,
+                        *, ctx: SecurityContext | None = None,
+                        fields: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run ``run_code`` in the session and audit it as the cell ``code``. ``ctx`` is a
+        tightened context for this cell only (``%%secure``); ``fields`` go into its records."""
+        kernel_ctx = runner.context
+        ctx = ctx or kernel_ctx
+        limits = None if ctx is kernel_ctx else ctx.resource_limits
+        fields = fields or {}
         assert self.kaudit is not None
         started = time.perf_counter()
         self._input_cancel.clear()
+        monitor = self.panels.start(f"cell [{count}]", ctx.resource_limits, lambda: runner.pid)
         try:
-            result = await runner.run(code, extra, relay.output, relay.event)
+            result = await runner.run(run_code, extra, relay.output, relay.event, limits=limits)
         except ResourceLimitExceeded as exc:
-            message = str(exc) + (LOST_STATE if runner.lost_state else "")
-            digest = self.kaudit.cell(ctx, code, outcome="limit_exceeded", started=started,
-                                      usage=getattr(exc, "usage", None), execution_count=count,
-                                      cell_id=cell_id, limit=exc.limit,
-                                      rolled_back=exc.rolled_back)
-            self.kaudit.violation(ctx, ctx.user_id, exc.limit, value=_plain(exc.value),
-                                  allowed=_plain(exc.allowed), code_sha256=digest,
-                                  rolled_back=exc.rolled_back)
-            return self._error_reply(relay, type(exc).__name__, message, count)
+            return self._limit_failure(relay, runner, ctx, code, exc, started, count, cell_id,
+                                       fields)
         except (SecurityException, OSError) as exc:
-            outcome = "sandbox_error" if isinstance(exc, SandboxError | OSError) else "denied"
-            digest = self.kaudit.cell(ctx, code, outcome=outcome, started=started, usage=None,
-                                      execution_count=count, cell_id=cell_id,
-                                      detail=f"{type(exc).__name__}: {exc}"[:500])
-            if outcome == "denied":
-                self.kaudit.violation(ctx, ctx.user_id, "code_policy", code_sha256=digest,
-                                      detail=str(exc)[:500])
-            note = LOST_STATE if runner.lost_state else ""
-            return self._error_reply(relay, type(exc).__name__, f"{exc}{note}", count)
+            return self._security_failure(relay, runner, ctx, code, exc, started, count,
+                                          cell_id, fields)
         finally:
+            self.panels.stop(monitor)
             self._cell = None
             self._input_cancel.set()
             relay.flush()
@@ -295,7 +316,7 @@ class SecureKernel(Kernel):
             outcome = "interrupted" if ename == "KeyboardInterrupt" else "crashed"
             self.kaudit.cell(ctx, code, outcome=outcome, started=started,
                              usage=result.resource_usage, execution_count=count,
-                             cell_id=cell_id, detail=f"{ename}: {evalue}"[:500])
+                             cell_id=cell_id, detail=f"{ename}: {evalue}"[:500], **fields)
             note = LOST_STATE if runner.lost_state else ""
             return self._error_reply(relay, ename, evalue + note, count)
         status = "ok" if values.get("status") == "ok" else "error"
@@ -304,7 +325,7 @@ class SecureKernel(Kernel):
                                   usage=result.resource_usage, execution_count=count,
                                   cell_id=cell_id, truncated=result.truncated,
                                   error=(f"{values.get('ename')}: {values.get('evalue')}"[:500]
-                                         if status == "error" else None))
+                                         if status == "error" else None), **fields)
         if denial is not None:
             self.kaudit.violation(ctx, ctx.user_id, str(denial.get("limit", "os_operation")),
                                   code_sha256=digest, detail=str(denial.get("detail", ""))[:300],
@@ -317,6 +338,38 @@ class SecureKernel(Kernel):
                          evalue=str(values.get("evalue", "")),
                          traceback=list(values.get("traceback") or []))
         return reply
+
+    def _limit_failure(self, relay: Relay, runner: ProcessRunner | RestrictedRunner | None,
+                       ctx: SecurityContext, code: str, exc: ResourceLimitExceeded,
+                       started: float, count: int, cell_id: str | None,
+                       fields: dict[str, Any]) -> dict[str, Any]:
+        """A cell stopped for a limit: its records, and the error output naming the limit."""
+        assert self.kaudit is not None
+        message = str(exc) + (LOST_STATE if runner is not None and runner.lost_state else "")
+        digest = self.kaudit.cell(ctx, code, outcome="limit_exceeded", started=started,
+                                  usage=getattr(exc, "usage", None), execution_count=count,
+                                  cell_id=cell_id, limit=exc.limit,
+                                  rolled_back=exc.rolled_back, **fields)
+        self.kaudit.violation(ctx, ctx.user_id, exc.limit, value=_plain(exc.value),
+                              allowed=_plain(exc.allowed), code_sha256=digest,
+                              rolled_back=exc.rolled_back)
+        return self._error_reply(relay, type(exc).__name__, message, count)
+
+    def _security_failure(self, relay: Relay, runner: ProcessRunner | RestrictedRunner | None,
+                          ctx: SecurityContext, code: str, exc: BaseException, started: float,
+                          count: int, cell_id: str | None,
+                          fields: dict[str, Any]) -> dict[str, Any]:
+        """A cell refused by the code policy, or a failure of the sandbox machinery."""
+        assert self.kaudit is not None
+        outcome = "sandbox_error" if isinstance(exc, SandboxError | OSError) else "denied"
+        digest = self.kaudit.cell(ctx, code, outcome=outcome, started=started, usage=None,
+                                  execution_count=count, cell_id=cell_id,
+                                  detail=f"{type(exc).__name__}: {exc}"[:500], **fields)
+        if outcome == "denied":
+            self.kaudit.violation(ctx, ctx.user_id, "code_policy", code_sha256=digest,
+                                  detail=str(exc)[:500])
+        note = LOST_STATE if runner is not None and runner.lost_state else ""
+        return self._error_reply(relay, type(exc).__name__, f"{exc}{note}", count)
 
     def _audit_trail(self, relay: Relay, runner: ProcessRunner | RestrictedRunner, code: str,
                      count: int, cell_id: str | None) -> dict[str, Any]:
@@ -332,8 +385,9 @@ class SecureKernel(Kernel):
         return {"status": "ok", "execution_count": count, "user_expressions": {},
                 "payload": []}
 
-    def _error_reply(self, relay: Relay, ename: str, evalue: str, count: int) -> dict[str, Any]:
-        traceback = [f"\x1b[0;31m{ename}\x1b[0m: {evalue}"]
+    def _error_reply(self, relay: Relay, ename: str, evalue: str, count: int,
+                     traceback: list[str] | None = None) -> dict[str, Any]:
+        traceback = traceback or [f"\x1b[0;31m{ename}\x1b[0m: {evalue}"]
         relay.error(ename, evalue, traceback)
         return {"status": "error", "execution_count": count, "ename": ename, "evalue": evalue,
                 "traceback": traceback, "user_expressions": {}, "payload": []}
@@ -352,7 +406,9 @@ class SecureKernel(Kernel):
         """SIGINT (interrupt_mode "signal") or interrupt_request: KeyboardInterrupt in the cell;
         the session kills and rolls back the run if it does not stop within the grace period."""
         self._input_cancel.set()
-        if self._cell == "running" and self.runner is not None:
+        if self._fresh is not None and not self._fresh.done():
+            self._fresh.cancel()  # a %%secure cell in a fresh sandbox: the worker is killed
+        elif self._cell == "running" and self.runner is not None:
             self.runner.interrupt()
         elif self._cell == "waiting":
             self._cell = "interrupted"  # delivered as soon as the worker is inside the cell
@@ -430,6 +486,9 @@ class SecureKernel(Kernel):
     async def _comm(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
         msg_type = parent["header"]["msg_type"]
         content = dict(parent.get("content") or {})
+        if self._is_parent_comm(str(content.get("comm_id", ""))):
+            self.panels.handle(msg_type, parent)  # the panel's widgets: never relayed
+            return
         if msg_type == "comm_open":
             self.comms[str(content.get("comm_id", ""))] = str(content.get("target_name", ""))
         elif msg_type == "comm_close":
@@ -444,7 +503,8 @@ class SecureKernel(Kernel):
 
     async def comm_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
         target = (parent.get("content") or {}).get("target_name")
-        comms = {cid: {"target_name": name} for cid, name in self.comms.items()
+        known = {**self.comms, **self.panels.targets()}
+        comms = {cid: {"target_name": name} for cid, name in known.items()
                  if target is None or name == target}
         assert self.session is not None
         self.session.send(stream, "comm_info_reply", {"status": "ok", "comms": comms}, parent,

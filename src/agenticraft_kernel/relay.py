@@ -29,8 +29,10 @@ class Relay:
     def __init__(self, publish: Callable[..., None],
                  on_input: Callable[[str, bool], None] | None = None,
                  on_comm: Callable[[str, dict[str, Any]], None] | None = None,
-                 on_started: Callable[[], None] | None = None) -> None:
+                 on_started: Callable[[], None] | None = None,
+                 blocked: Callable[[str], bool] | None = None) -> None:
         self.publish = publish
+        self.blocked = blocked  # comm ids the worker may not use (the parent's panel)
         self.on_started = on_started
         self.on_input = on_input
         self.on_comm = on_comm
@@ -76,6 +78,8 @@ class Relay:
         self.flush()
         if kind in ("comm_open", "comm_msg", "comm_close"):
             content = event.get("content") if isinstance(event.get("content"), dict) else {}
+            if self.blocked is not None and self.blocked(str(content.get("comm_id", ""))):
+                return  # user code forging a message of the parent's panel: dropped
             buffers = [base64.b64decode(b) for b in event.get("buffers") or []]
             if self.on_comm is not None:
                 self.on_comm(kind, content)

@@ -16,6 +16,7 @@ from agenticraft.sandbox import ExecutionResult, SandboxManager
 from agenticraft.sandbox.process.sandbox import ProcessSandbox, ProcessSession
 from agenticraft.security.context import SecurityContext
 from agenticraft.security.exceptions import SandboxError
+from agenticraft.security.limits import ResourceLimits
 
 EXECUTOR = "agenticraft_kernel.executor:IPythonExecutor"
 OnOutput = Callable[[Any], Any]
@@ -31,9 +32,10 @@ class KernelSession(ProcessSession):
 
     async def run_unaudited(self, code: str, *, on_output: OnOutput | None = None,
                             on_event: OnEvent | None = None,
-                            extra: dict[str, Any] | None = None) -> ExecutionResult:
+                            extra: dict[str, Any] | None = None,
+                            limits: ResourceLimits | None = None) -> ExecutionResult:
         return await self.run(code, on_output=on_output, on_event=on_event, extra=extra,
-                              audit=False)
+                              audit=False, limits=limits)
 
 
 async def process_sandbox(manager: SandboxManager) -> tuple[ProcessSandbox, bool]:
@@ -74,11 +76,20 @@ class ProcessRunner:
         return self.session.pid if self.session else None
 
     async def run(self, code: str, extra: dict[str, Any], on_output: OnOutput | None,
-                  on_event: OnEvent | None) -> ExecutionResult:
+                  on_event: OnEvent | None,
+                  limits: ResourceLimits | None = None) -> ExecutionResult:
+        """One request in the session; ``limits`` tightens the supervisor's limits for this run
+        (a ``%%secure`` cell, already resolved by the kernel)."""
         if self.session is None:
             raise SandboxError("the sandbox session is not running")
         return await self.session.run_unaudited(code, on_output=on_output, on_event=on_event,
-                                                extra=extra)
+                                                extra=extra, limits=limits)
+
+    def enforcement(self) -> dict[str, str]:
+        """Which mechanism enforces which limit of this kernel's context, on this host."""
+        if self._sandbox is None:
+            return {}
+        return self._sandbox.enforced_for(self.context)
 
     @property
     def lost_state(self) -> bool:
@@ -127,8 +138,14 @@ class RestrictedRunner:
     async def start(self) -> None:
         self._sandbox = await self.manager.get_sandbox("restricted")
 
+    def enforcement(self) -> dict[str, str]:
+        return dict(self._sandbox.host_report()) if self._sandbox is not None else {}
+
     async def run(self, code: str, extra: dict[str, Any], on_output: OnOutput | None,
-                  on_event: OnEvent | None) -> ExecutionResult:
+                  on_event: OnEvent | None,
+                  limits: ResourceLimits | None = None) -> ExecutionResult:
+        """One cell under the kernel's context (``limits`` is not used: the kernel runs
+        ``%%secure`` cells of a restricted kernel in a fresh sandbox of their own)."""
         if extra.get("kind", "execute") != "execute":
             return ExecutionResult({"status": "ok", "matches": [], "found": False, "data": {},
                                     "metadata": {}, "comms": {}})

@@ -58,11 +58,16 @@ class Sandbox(abc.ABC):
 
     async def run_authorized(self, code: str, ctx: SecurityContext, *,
                              on_output: OutputCallback | None = None,
-                             audit_extra: Mapping[str, Any] | None = None) -> ExecutionResult:
+                             audit_extra: Mapping[str, Any] | None = None,
+                             audit: bool = True) -> ExecutionResult:
         """Run with a context the caller already got from ``manager.authorize`` (audited).
 
-        For callers (tools, workflows) that authorize once for a larger action.
+        For callers (tools, workflows) that authorize once for a larger action. ``audit=False``
+        is for callers that write their own, richer record of the run (the kernel records a
+        ``%%secure`` cell with its kernel id), as with ``ProcessSession.run``.
         """
+        if not audit:
+            return await self._run(code, ctx, on_output)
         return await self.manager.audited(self.sandbox_type.value, code, ctx,
                                           lambda: self._run(code, ctx, on_output),
                                           extra=audit_extra)

@@ -41,7 +41,7 @@ from .base import Tool
 
 __all__ = ["audit_denial", "authorize", "close_default_manager", "default_manager",
            "default_user", "identify", "invoke_tool", "maybe_sync", "merge_limits",
-           "on_engine", "run_code", "run_sync", "set_default_manager"]
+           "on_engine", "run_code", "run_sync", "set_default_manager", "submit"]
 
 T = TypeVar("T")
 
@@ -98,6 +98,13 @@ async def on_engine(coro: Coroutine[Any, Any, T]) -> T:
     if current is loop:
         return await coro
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coro`` on the engine loop and return its future at once (synchronous callers
+    that want to do something while it runs, e.g. print output as it arrives; cancelling the
+    future cancels the run)."""
+    return asyncio.run_coroutine_threadsafe(coro, _ENGINE.get())
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

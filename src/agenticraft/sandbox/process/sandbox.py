@@ -76,11 +76,13 @@ class ProcessSandbox(Sandbox):
         try:
             outcome = await self.supervisor.run(handle, code, ctx.resource_limits,
                                                 on_output=on_output, extra=self.run_extra(ctx))
-        finally:
-            if handle.alive:
-                self.supervisor.release(handle)
-            else:
-                handle.close()
+        except BaseException:  # cancelled (an interrupt) or failed: the code may still run
+            self.supervisor.discard(handle)
+            raise
+        if handle.alive:
+            self.supervisor.release(handle)
+        else:
+            handle.close()
         return to_result(outcome, self.sandbox_type.value, self.enforced_for(ctx))
 
     def run_extra(self, ctx: SecurityContext) -> dict[str, Any]:
