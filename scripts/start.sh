@@ -3,12 +3,7 @@
 # "AgentiCraft Secure" kernel into it, show what this host enforces, and start JupyterLab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[lab]'
+bash scripts/setup-venv.sh lab
 .venv/bin/python -m agenticraft_kernel install --sys-prefix
 .venv/bin/python -m agenticraft_kernel doctor
 extra=()

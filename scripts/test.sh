@@ -3,12 +3,7 @@
 # the whole suite: lint, then pytest. A run that collects no tests fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+bash scripts/setup-venv.sh test
 # The browser test drives JupyterLab in Debian's Chromium (never a downloaded browser build).
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

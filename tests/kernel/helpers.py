@@ -100,6 +100,16 @@ class Kernel:
                     and msg["msg_type"] == "execute_input"):
                 return
 
+    def wait_stream(self, msg_id: str, text: str, timeout: float = 30) -> None:
+        """Wait until the cell ``msg_id`` has printed ``text`` (proof it is running its code)."""
+        deadline = time.monotonic() + timeout
+        seen = ""
+        while text not in seen:
+            msg = self.kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+            if (msg["parent_header"].get("msg_id") == msg_id
+                    and msg["msg_type"] == "stream"):
+                seen += msg["content"]["text"]
+
     def drain_iopub(self) -> None:
         while True:
             try:

@@ -38,9 +38,8 @@ def test_ipython_semantics(kernel: Kernel) -> None:
 
 def test_interrupt_signal_mode_stops_busy_loop(kernel: Kernel) -> None:
     kernel.execute("kept = 'yes'")
-    msg_id = kernel.kc.execute("while True: pass")
-    kernel.wait_busy(msg_id)
-    time.sleep(0.3)  # let the loop start in the worker (nothing to wait on: it prints nothing)
+    msg_id = kernel.kc.execute("print('looping', flush=True)\nwhile True: pass")
+    kernel.wait_stream(msg_id, "looping")
     started = time.monotonic()
     kernel.km.interrupt_kernel()
     reply = kernel.shell_reply(msg_id)
@@ -54,9 +53,8 @@ def test_interrupt_ignored_is_killed_and_rolled_back(kernel: Kernel) -> None:
     kernel.execute("kept = 'still'")
     msg_id = kernel.kc.execute(
         "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nkept = 'changed'\n"
-        "while True: pass")
-    kernel.wait_busy(msg_id)
-    time.sleep(0.3)
+        "print('ignoring', flush=True)\nwhile True: pass")
+    kernel.wait_stream(msg_id, "ignoring")
     kernel.km.interrupt_kernel()
     reply = kernel.shell_reply(msg_id)["content"]
     assert reply["ename"] == "KeyboardInterrupt"
@@ -185,9 +183,8 @@ def test_message_mode_interrupt(data_dir: Path, tmp_path: Path) -> None:
     k = Kernel(data_dir, kernel_env(tmp_path), name=KERNEL_MSG)
     try:
         assert k.km.kernel_spec.interrupt_mode == "message"
-        msg_id = k.kc.execute("while True: pass")
-        k.wait_busy(msg_id)
-        time.sleep(0.3)
+        msg_id = k.kc.execute("print('looping', flush=True)\nwhile True: pass")
+        k.wait_stream(msg_id, "looping")
         k.km.interrupt_kernel()
         assert k.shell_reply(msg_id)["content"]["ename"] == "KeyboardInterrupt"
         assert k.value("'alive'") == "'alive'"
