@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ameasure, fmt, percentile, print_table, row
 from agenticraft import Agent
+from agenticraft.agents.tools.runtime import close_manager
 from agenticraft.sandbox import SandboxManager
 from agenticraft.security import SecurityContext
 from agenticraft.security.config import Settings
 from agenticraft.security.policy import Policy
-from agenticraft.tools.runtime import close_manager
 
 CODE = "result = sum([1, 2, 3, 4, 5])"
 CALLERS = 8

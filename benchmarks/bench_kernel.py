@@ -28,7 +28,7 @@ from jupyter_client.manager import KernelManager
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import fmt, print_table, row
-from agenticraft_kernel.install import KERNEL_NAME, write_kernel_spec
+from agenticraft_kernel.cli.install import KERNEL_NAME, write_kernel_spec
 
 
 def start(name: str, ksm: KernelSpecManager, env: dict[str, str],

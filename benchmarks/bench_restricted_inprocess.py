@@ -30,9 +30,9 @@ from RestrictedPython import compile_restricted, safe_builtins
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 from RestrictedPython.PrintCollector import PrintCollector
 
-from agenticraft.sandbox.restricted import run_restricted
-from agenticraft.sandbox.restricted.compiler import clear_cache, compile_restricted_code
-from agenticraft.security.limits import ResourceLimits
+from agenticraft.jail.restricted import run_restricted
+from agenticraft.jail.restricted.compiler import clear_cache, compile_restricted_code
+from agenticraft.wire.limits import ResourceLimits
 
 
 @dataclass(frozen=True)

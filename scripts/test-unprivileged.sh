@@ -26,7 +26,7 @@ setpriv --reuid="$user" --regid="$user" --init-groups --reset-env -- env HOME="$
         .venv/bin/python -m pip install --quiet --disable-pip-version-check -e . \
             pytest pytest-asyncio pytest-timeout hypothesis
         echo \"unprivileged run as \$(id -un) (uid \$(id -u))\"
-        .venv/bin/python -m pytest -p no:cacheprovider tests/test_process_escapes.py \
-            tests/test_process_sessions.py tests/test_process_mechanisms.py \
-            tests/test_confine_landlock_seccomp.py
+        .venv/bin/python -m pytest -p no:cacheprovider tests/sandbox/test_process_escapes.py \
+            tests/sandbox/test_process_sessions.py tests/sandbox/test_process_mechanisms.py \
+            tests/jail/test_confine_landlock_seccomp.py
     "

@@ -13,7 +13,7 @@ if ! command -v chromium >/dev/null 2>&1; then
         echo "note: chromium is not installed; the browser test will be skipped" >&2
     fi
 fi
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff check agenticraft agenticraft_kernel tests benchmarks
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

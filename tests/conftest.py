@@ -14,7 +14,7 @@ from helpers import make_manager
 def isolated_agent_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Agents, tools and workflows share a default manager: give each test its own, with its
     audit log under tmp_path, so no test touches the real audit log or another test's state."""
-    from agenticraft.tools import close_default_manager, set_default_manager
+    from agenticraft.agents.tools import close_default_manager, set_default_manager
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("AGENTICRAFT_AUDIT_LOG", str(tmp_path / "state" / "audit.jsonl"))
@@ -27,7 +27,7 @@ def isolated_agent_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 @pytest.fixture(scope="module")
 def process_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """A started ProcessSandbox (the zygote runs for the whole module)."""
-    from agenticraft.sandbox.process.sandbox import ProcessSandbox
+    from agenticraft.sandbox.process import ProcessSandbox
 
     tmp = tmp_path_factory.mktemp("process")
     manager = make_manager(tmp)

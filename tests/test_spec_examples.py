@@ -23,17 +23,17 @@ from typing import Any
 
 import pytest
 
-from agenticraft.auth import HMACAuthenticator
+from agenticraft.agents.auth import HMACAuthenticator
+from agenticraft.agents.tools import close_default_manager, set_default_manager
+from agenticraft.agents.tools.runtime import default_user
 from agenticraft.sandbox import SandboxManager, SandboxType
 from agenticraft.security import ResourceLimits, SecurityContext
 from agenticraft.security.audit import AuditLog
 from agenticraft.security.config import load_settings
 from agenticraft.security.exceptions import PermissionDenied
 from agenticraft.security.policy import Policy
-from agenticraft.tools import close_default_manager, set_default_manager
-from agenticraft.tools.runtime import default_user
 from agenticraft.workflows import ResearchReport, ResearchTeam
-from test_agent_http import SEARCH_RESULTS, arithmetic_chat, search_handler, serve
+from agents.test_agent_http import SEARCH_RESULTS, arithmetic_chat, search_handler, serve
 
 SPEC_CANDIDATES = (
     os.environ.get("AGENTICRAFT_SPEC", ""),
@@ -300,7 +300,7 @@ def test_secure_tool_execution_succeeds_when_policy_allows_network(env, search_s
 # -- Audit logging ------------------------------------------------------------------------------
 def test_audit_logging_block_claims_hold(env):
     from agenticraft import Agent
-    from agenticraft.auth import AuthenticationError
+    from agenticraft.agents.auth import AuthenticationError
 
     run_block(block(7), {})  # comments only: the claims are checked below
     auth = HMACAuthenticator("s" * 32)
@@ -465,7 +465,7 @@ def test_config_file_block(env):
 
 # -- Migration guide --------------------------------------------------------------------------
 def test_migration_agent_run_without_provider_says_how_to_configure(env):
-    from agenticraft.agent import ProviderNotConfigured
+    from agenticraft.agents.agent import ProviderNotConfigured
 
     ns = names()
     with pytest.raises(ProviderNotConfigured) as info:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import Kernel, install_specs, kernel_env
+from kernel.harness import Kernel, install_specs, kernel_env
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,69 @@
+"""Confine the current (freshly forked, single-threaded) process, in a fixed order.
+
+Order: new session, parent-death signal, user + network namespace, not dumpable, no_new_privs,
+rlimits, Landlock, seccomp. (Not-dumpable comes after the namespace step because writing
+``/proc/self/uid_map`` needs a dumpable process.) Every step that is switched off or not
+supported is recorded, so the result says exactly what holds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from agenticraft.jail.confine import cgroups, landlock, namespaces, rlimits, seccomp
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, arg: int) -> None:
+    if _libc.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}) failed: {os.strerror(err)}")
+
+
+def confine(
+    profile: Mapping[str, Any], mechanisms: Mapping[str, Mapping[str, Any]], expected_parent: int
+) -> dict[str, Any]:
+    """Apply ``profile`` (see ``profile.build_profile``) with the mechanisms that are active."""
+    active = {name for name, info in mechanisms.items() if info.get("active")}
+    applied: dict[str, Any] = {}
+    os.setsid()
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != expected_parent:  # parent died before the death signal was armed
+        os._exit(1)
+
+    network = bool(profile["network_access"])
+    if "pids_cgroup" in active:  # before the namespace step: the cgroup fs is still writable
+        applied["pids_cgroup"] = cgroups.pids_v1_place(
+            f"{expected_parent}-{os.getpid()}", profile["max_processes"] + 1)
+    if "namespaces" in active:
+        applied["namespaces"] = namespaces.enter(network=network)
+    prctl(PR_SET_DUMPABLE, 0)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if "rlimits" in active:
+        applied["rlimits"] = rlimits.apply(
+            memory_mb=profile["memory_mb"],
+            max_file_size_mb=profile["max_file_size_mb"],
+            max_processes=profile["max_processes"],
+            nproc_baseline=0 if "namespaces" in active else profile.get("nproc_baseline", 0),
+        )
+    if "landlock" in active:
+        applied["landlock"] = landlock.apply(
+            profile["read_paths"],
+            profile["write_paths"],
+            allow_tcp=network,
+            deny_paths=profile.get("deny_paths", ()),
+            scope=True,
+        )
+    if "seccomp" in active:
+        applied["seccomp"] = seccomp.apply(
+            network_access=network, allow_process_creation=profile["max_processes"] > 1
+        )
+    return applied

@@ -1,0 +1,244 @@
+"""Run compiled sandbox code in-process and hand back what it bound.
+
+One call: compile (cached), build fresh globals from a shared template (the guards and the
+built-ins are shared, only the output budget is per run), ``exec`` the native code object with a
+modest recursion limit, and return the plain values the code left in its namespace. Hard
+wall-clock and memory limits are not enforced here: the worker process running this code is
+killed from outside when it overruns them.
+"""
+
+from __future__ import annotations
+import __future__
+
+import contextlib
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+from agenticraft.jail.restricted import guards
+from agenticraft.jail.restricted.builtins import SAFE_BUILTINS
+from agenticraft.jail.restricted.compiler import DEFAULT_FILENAME, compile_restricted_code
+from agenticraft.jail.restricted.modules import SAFE_MODULES, ModuleProxy
+from agenticraft.wire.errors import ResourceLimitExceeded
+from agenticraft.wire.limits import ResourceLimits
+
+_SAFE_MODULE_NAMES = frozenset(SAFE_MODULES)
+
+#: Frames granted to sandboxed code above the caller's current stack depth.
+RECURSION_FRAMES = 400
+
+#: Hooks called by the compiled code. They live in the shared ``__builtins__`` dict (user code
+#: cannot name them: they start with '_'), so the per-run globals stay tiny.
+HOOKS: dict[str, Any] = {
+    "__metaclass__": guards.sandbox_class,
+    "_getattr_": guards.guarded_getattr,
+    "_getattr_vetted_": guards.guarded_getattr_vetted,
+    "_getitem_": guards.guarded_getitem,
+    "_getiter_": guards.guarded_getiter,
+    "_write_": guards.guarded_write,
+    "_iter_unpack_sequence_": guards.guarded_iter_unpack,
+    "_unpack_sequence_": guards.guarded_unpack,
+    "_inplacevar_": guards.guarded_inplacevar,
+    "_apply_": guards.guarded_apply,
+    "_mul_": guards.guarded_mul,
+    "_pow_": guards.guarded_pow,
+    "_lshift_": guards.guarded_lshift,
+    "_aug_attr_": guards.guarded_aug_attr,
+    "_aug_item_": guards.guarded_aug_item,
+    "_catchable_": Exception,
+}
+guards.SANDBOX_BUILTINS.clear()
+guards.SANDBOX_BUILTINS.update(SAFE_BUILTINS)
+guards.SANDBOX_BUILTINS.update(HOOKS)
+
+_GLOBALS_TEMPLATE: dict[str, Any] = {
+    "__builtins__": guards.SANDBOX_BUILTINS,
+    "__name__": "__main__",
+}
+
+# Values the caller gets no use from (and should not hold): code, classes, modules, callables.
+_SKIPPED_VALUE_TYPES = (
+    type, types.ModuleType, ModuleProxy, types.FunctionType, types.BuiltinFunctionType,
+    types.MethodType, types.MethodWrapperType, types.WrapperDescriptorType,
+    types.MethodDescriptorType, types.ClassMethodDescriptorType, guards.OutputLimiter,
+    __future__._Feature,
+)
+
+
+def _stack_depth() -> int:
+    frame: types.FrameType | None = sys._getframe(1)
+    depth = 0
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    return depth
+
+
+def run_restricted(source: str, limits: ResourceLimits, *, write: Callable[[str], None],
+                   allowed_imports: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Run ``source`` in the restricted sandbox and return the names it bound.
+
+    ``write`` receives everything the code prints (at most ``limits.max_output_bytes`` bytes).
+    Raises ``SyntaxError``, :class:`SecurityViolation` (policy), ``ResourceLimitExceeded``
+    (``memory_mb`` size caps, ``max_output_bytes``, ``recursion``) or whatever ``Exception`` the
+    user's code raised, with a traceback limited to the user's own frames.
+    """
+    if type(limits) is not ResourceLimits:
+        limits = ResourceLimits.from_value(limits)  # a mapping of limits is accepted too
+    code = compile_restricted_code(source, allowed_imports=allowed_imports)
+    printer = guards.OutputLimiter(write, limits.max_output_bytes)
+    context = guards.SandboxContext(limits.memory_mb,
+                                    frozenset(allowed_imports) & _SAFE_MODULE_NAMES, printer)
+    namespace = dict(_GLOBALS_TEMPLATE)
+    namespace["_print_"] = printer
+
+    old_limit = sys.getrecursionlimit()
+    new_limit = min(old_limit, _stack_depth() + RECURSION_FRAMES)
+    token = guards.activate(context)
+    sys.setrecursionlimit(new_limit)
+    try:
+        exec(code, namespace)
+    except RecursionError as exc:
+        error = ResourceLimitExceeded(
+            "recursion", None, RECURSION_FRAMES,
+            f"Resource limit exceeded: recursion deeper than about {RECURSION_FRAMES} frames. "
+            "Use less recursion (for example a loop instead of a recursive call).")
+        _remember_source(error, source)
+        raise error.with_traceback(clean_traceback(exc.__traceback__)) from None
+    except MemoryError as exc:
+        error = ResourceLimitExceeded("memory_mb", None, limits.memory_mb)
+        _remember_source(error, source)
+        raise error.with_traceback(clean_traceback(exc.__traceback__)) from None
+    except Exception as exc:
+        # (KeyboardInterrupt & co. come from the host, not the user's code: left untouched.)
+        _remember_source(exc, source)
+        raise exc.with_traceback(clean_traceback(exc.__traceback__))  # noqa: B904
+    finally:
+        sys.setrecursionlimit(old_limit)
+        guards.deactivate(token)
+    if printer.exceeded is not None:
+        # The code caught the ResourceLimitExceeded raised by print() and went on: the output
+        # is truncated all the same, so the run still ends with the limit error.
+        raise printer.error()
+    return collect_results(namespace)
+
+
+_PLAIN_TYPES = frozenset({int, float, str, bool, list, dict, tuple, set, type(None), bytes})
+
+
+def collect_results(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The user's variables: no ``_`` names, no modules, functions, classes or built-ins."""
+    return {name: value for name, value in namespace.items()
+            if name[:1] != "_" and (type(value) in _PLAIN_TYPES
+                                    or not isinstance(value, _SKIPPED_VALUE_TYPES))}
+
+
+_SOURCE_ATTRIBUTE = "__agenticraft_sandbox_source__"
+
+
+def _remember_source(exc: BaseException, source: str) -> None:
+    """Let :func:`format_user_exception` show code lines without being given the source."""
+    with contextlib.suppress(AttributeError, TypeError):
+        exc.__dict__[_SOURCE_ATTRIBUTE] = source
+
+
+def clean_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """A copy of ``tb`` with only sandboxed frames (no guard or executor internals)."""
+    kept: list[types.TracebackType] = []
+    while tb is not None:
+        if guards.is_sandbox_frame(tb.tb_frame):
+            kept.append(tb)
+        tb = tb.tb_next
+    result: types.TracebackType | None = None
+    for item in reversed(kept):
+        result = types.TracebackType(result, item.tb_frame, item.tb_lasti, item.tb_lineno)
+    return result
+
+
+def _safe_str(value: BaseException) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__} object>"
+
+
+def _format_one(exc: BaseException, lines: list[str] | None, filename: str) -> list[str]:
+    name = type(exc).__name__
+    message = _safe_str(exc)
+    if isinstance(exc, SyntaxError) and not isinstance(exc, guards.SecurityViolation):
+        where = f'  File "{exc.filename or filename}", line {exc.lineno}\n'
+        out = [where]
+        if exc.text:
+            out.append(f"    {exc.text.strip()}\n")
+        out.append(f"{name}: {exc.msg}\n")
+        return out
+    frames: list[str] = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if guards.is_sandbox_frame(frame):
+            code = frame.f_code
+            frames.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, '
+                          f"in {code.co_name}\n")
+            if lines and code.co_filename == filename and 0 < tb.tb_lineno <= len(lines):
+                frames.append(f"    {lines[tb.tb_lineno - 1].strip()}\n")
+        tb = tb.tb_next
+    out = []
+    if frames:
+        out.append("Traceback (most recent call last):\n")
+        out.extend(_collapse_repeats(frames))
+    out.append(f"{name}: {message}\n" if message else f"{name}\n")
+    return out
+
+
+def _collapse_repeats(frames: list[str], keep: int = 3) -> list[str]:
+    """Long recursions: show a repeated frame a few times, then a count (like CPython)."""
+    out: list[str] = []
+    index = 0
+    while index < len(frames):
+        count = 1
+        while index + count < len(frames) and frames[index + count] == frames[index]:
+            count += 1
+        out.extend(frames[index:index + min(count, keep)])
+        if count > keep:
+            out.append(f"  [Previous line repeated {count - keep} more times]\n")
+        index += count
+    return out
+
+
+def format_user_exception(exc: BaseException, *, source: str | None = None,
+                          filename: str = DEFAULT_FILENAME) -> tuple[str, str, str]:
+    """``(ename, evalue, traceback_text)`` for an exception from sandboxed code.
+
+    The traceback shows only frames of sandboxed code (never guard or host frames), with source
+    lines (``source``, or the source ``run_restricted`` recorded on the exception), and the
+    ``raise ... from`` chain the user built.
+    """
+    if source is None:
+        remembered = getattr(exc, "__dict__", {}).get(_SOURCE_ATTRIBUTE)
+        source = remembered if type(remembered) is str else None
+    lines = source.splitlines() if source is not None else None
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(chain) < 20:
+        seen.add(id(current))
+        chain.append(current)
+        if current.__cause__ is not None:
+            current = current.__cause__
+        elif not current.__suppress_context__:
+            current = current.__context__
+        else:
+            current = None
+    parts: list[str] = []
+    older: BaseException | None = None
+    for item in reversed(chain):
+        if older is not None:
+            parts.append("\nThe above exception was the direct cause of the following "
+                         "exception:\n\n" if item.__cause__ is older else
+                         "\nDuring handling of the above exception, another exception "
+                         "occurred:\n\n")
+        parts.extend(_format_one(item, lines, filename))
+        older = item
+    return type(exc).__name__, _safe_str(exc), "".join(parts)

@@ -1,0 +1,187 @@
+"""The worker's main loop, inside the confined child: receive code, run it, report.
+
+Sessions: before each run the live worker forks. The child runs the code; the parent waits as the
+checkpoint. If the run ends normally the child tells the parent to exit and becomes the live
+worker. If the child is killed (or hits a limit), the parent resumes with the state from before
+the run: a rollback costs one fork, not a replay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import gc
+import io
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from agenticraft.jail.executors import EXECUTORS
+from agenticraft.wire import protocol
+from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation
+
+PR_SET_CHILD_SUBREAPER = 36
+_LIMIT_ERRNOS = {errno.EFBIG: "max_file_size_mb", errno.ENOMEM: "memory_mb"}
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _streams() -> None:
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        raw = io.FileIO(fd, "w", closefd=False)
+        setattr(sys, name, io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace",
+                                            write_through=True))
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+class Worker:
+    def __init__(self, chan: socket.socket, executor: str) -> None:
+        self.chan = chan
+        self.executor_name = executor
+        self.executor: Any = None
+        self.promote_fd: int | None = None
+
+    def serve(self, ready: dict[str, Any]) -> None:
+        protocol.send(self.chan, {"ev": "ready", **ready})
+        while True:
+            try:
+                msg = protocol.recv(self.chan)
+            except protocol.ProtocolError:
+                os._exit(3)
+            if msg is None or msg.get("op") == "exit":
+                _flush()
+                os._exit(0)
+            if msg.get("op") == "run":
+                if msg.get("checkpoint") and not self._fork_runner(msg):
+                    continue  # this process is the checkpoint and was just restored
+                self._run(msg)
+
+    def emit(self, data: dict[str, Any]) -> None:
+        """Send an executor event (display data, an input request) to the supervisor now."""
+        _flush()
+        protocol.send(self.chan, {"ev": "event", "data": data})
+
+    def receive(self) -> dict[str, Any] | None:
+        """Block for the supervisor's next message (an input reply, for example)."""
+        return protocol.recv(self.chan)
+
+    def _fork_runner(self, msg: dict[str, Any]) -> bool:
+        """True in the runner; in the checkpoint, returns False after a rollback."""
+        gc.freeze()
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            gc.unfreeze()
+            os.close(r)
+            os.close(w)
+            protocol.send(self.chan, {"ev": "done", "run": msg["run"], "ok": False,
+                                      "limit": {"limit": "max_processes",
+                                                "detail": f"checkpoint fork failed: {exc}"}})
+            return False
+        if pid == 0:
+            os.close(r)
+            gc.unfreeze()
+            _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+            self.promote_fd = w
+            return True
+        os.close(w)
+        while True:
+            try:
+                data = os.read(r, 1)
+                break
+            except InterruptedError:
+                continue
+        os.close(r)
+        if data == b"P":
+            os._exit(0)  # the runner is the live session now
+        _, status = os.waitpid(pid, 0)
+        gc.unfreeze()
+        protocol.send(self.chan, {"ev": "rolled_back", "run": msg["run"], "status": status})
+        return False
+
+    def _run(self, msg: dict[str, Any]) -> None:
+        run_id = msg["run"]
+        if self.promote_fd is not None:  # a forked runner: tell the supervisor who runs
+            protocol.send(self.chan, {"ev": "started", "run": run_id, "pid": os.getpid()})
+        reply: dict[str, Any] = {"ev": "done", "run": run_id}
+        keep = True
+        try:
+            # An interrupt that arrived early was held (blocked) until now: it is raised here,
+            # inside the run, as KeyboardInterrupt, never in the worker's own code.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            if self.executor is None:
+                self.executor = load_executor(self.executor_name)()
+                if hasattr(self.executor, "attach"):
+                    self.executor.attach(self)
+            values = self.executor.run(msg["code"], msg)
+            reply.update(ok=True, values=values)
+        except ResourceLimitExceeded as exc:
+            reply.update(ok=False, limit={"limit": exc.limit, "value": _plain(exc.value),
+                                          "allowed": _plain(exc.allowed), "message": str(exc)})
+            keep = False
+        except SecurityViolation as exc:
+            reply.update(ok=False, violation={"message": str(exc), "lineno": exc.lineno,
+                                              "construct": exc.construct})
+            keep = False
+        except MemoryError:
+            reply.update(ok=False, limit={"limit": "memory_mb"})
+            keep = False
+        except BaseException as exc:  # the user's exception, SystemExit included, is a result
+            limit = _LIMIT_ERRNOS.get(exc.errno) if isinstance(exc, OSError) else None
+            if limit is not None:  # RLIMIT_FSIZE / RLIMIT_AS refusals are limit violations
+                reply.update(ok=False, limit={"limit": limit, "detail": str(exc)})
+                keep = False
+            else:
+                reply.update(ok=False, error=self.executor.format_exception(exc)
+                             if self.executor else {"ename": type(exc).__name__,
+                                                    "evalue": str(exc), "traceback": ""})
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        _flush()
+        try:
+            data = protocol.encode(reply)
+        except (TypeError, ValueError) as exc:
+            data = protocol.encode({"ev": "done", "run": run_id, "ok": False,
+                                    "error": {"ename": "ResultError", "evalue": str(exc),
+                                              "traceback": ""}})
+        self.chan.sendall(data)
+        if self.promote_fd is not None:
+            if keep:
+                os.write(self.promote_fd, b"P")
+                os.close(self.promote_fd)
+                self.promote_fd = None
+            else:
+                os._exit(0)  # hand the session back to the checkpoint
+
+
+def load_executor(name: str) -> Any:
+    """A built-in executor, or ``package.module:Class`` for one provided elsewhere (the kernel's
+    IPython executor lives in agenticraft_kernel)."""
+    if name in EXECUTORS:
+        return EXECUTORS[name]
+    module_name, _, attr = name.partition(":")
+    import importlib
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, int | float | str | bool | type(None)) else repr(value)
+
+
+def main(chan_fd: int, executor: str, ready: dict[str, Any]) -> None:
+    """Entry point in the confined child (called by the zygote after ``confine``)."""
+    _streams()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # unblocked only inside a run
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes fail with EFBIG instead
+    chan = socket.socket(fileno=chan_fd)
+    chan.setblocking(True)
+    Worker(chan, executor).serve(ready)

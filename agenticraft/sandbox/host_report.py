@@ -1,0 +1,131 @@
+"""The host report: which mechanisms this host supports and which limit each one enforces.
+
+``doctor`` prints it; every ``ExecutionResult.enforced`` carries the per-limit part. A mechanism
+can be switched off for testing with ``AGENTICRAFT_DISABLE=landlock,seccomp,namespaces,rlimits``
+(ignored when an administrator's policy file exists, so users cannot weaken a managed host).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agenticraft.jail.confine.probe import MECHANISMS, mechanisms
+from agenticraft.security.policy import SYSTEM_POLICY_PATH
+
+DISABLE_ENV = "AGENTICRAFT_DISABLE"
+
+
+def disabled_from_env(env: Mapping[str, str] | None = None) -> frozenset[str]:
+    env = os.environ if env is None else env
+    names = {n.strip().lower() for n in env.get(DISABLE_ENV, "").split(",") if n.strip()}
+    unknown = names - set(MECHANISMS)
+    if unknown:
+        from agenticraft.wire.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"{DISABLE_ENV}: unknown mechanism(s) {sorted(unknown)}; valid: {', '.join(MECHANISMS)}"
+        )
+    if names and SYSTEM_POLICY_PATH.exists():
+        return frozenset()  # a managed host: testing switches are not honoured
+    return frozenset(names)
+
+
+def limit_enforcement(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """For each limit, the mechanism that enforces it here, or DEGRADED/NOT ENFORCED and why."""
+    on = {name: bool(info["active"]) for name, info in mech.items()}
+    ll = mech["landlock"]
+    root = os.geteuid() == 0
+    network = [
+        m
+        for m, ok in (
+            ("network namespace", on["namespaces"]),
+            ("seccomp socket filter (AF_UNIX only)", on["seccomp"]),
+            ("Landlock TCP deny", on["landlock"] and ll.get("tcp")),
+        )
+        if ok
+    ]
+    nproc = on["rlimits"] and not root  # uid 0 is exempt from RLIMIT_NPROC, namespace or not
+    return {
+        "timeout_seconds": "supervisor wall clock; process tree frozen then killed",
+        "memory_mb": (
+            "RLIMIT_AS (baseline + limit) + supervisor RSS watchdog"
+            if on["rlimits"]
+            else "DEGRADED: supervisor RSS watchdog only (polling; rlimits off)"
+        ),
+        "cpu_percent": "supervisor duty-cycle throttling (SIGSTOP/SIGCONT); cgroup cpu.max "
+        "not delegated here",
+        "max_file_size_mb": (
+            "RLIMIT_FSIZE + scratch size watchdog"
+            if on["rlimits"]
+            else "DEGRADED: scratch size watchdog only (rlimits off)"
+        ),
+        "network_access": (
+            " + ".join(network)
+            if network
+            else "NOT ENFORCED: no namespaces, seccomp or Landlock TCP here"
+        ),
+        "filesystem_access": (
+            f"Landlock ABI {ll.get('abi')} (read-only system paths, private scratch)"
+            if on["landlock"]
+            else "NOT ENFORCED: Landlock unavailable or off; code can read "
+            "and write whatever this OS user can"
+        ),
+        "max_processes": _max_processes(on, nproc, root),
+        "max_output_bytes": "supervisor stream cap (cut with a marker)",
+    }
+
+
+def _max_processes(on: Mapping[str, bool], nproc: bool, root: bool) -> str:
+    parts = []
+    if on["pids_cgroup"]:
+        parts.append("cgroup v1 pids.max per worker")
+    if nproc:
+        parts.append("RLIMIT_NPROC counted in a private user namespace" if on["namespaces"]
+                     else "RLIMIT_NPROC (per OS user)")
+    if parts:
+        return " + ".join([*parts, "supervisor watchdog"])
+    why = "uid 0 is exempt from RLIMIT_NPROC" if root and on["rlimits"] else "rlimits off"
+    return f"DEGRADED: supervisor watchdog only ({why})"
+
+
+def host_report(disabled: Iterable[str] | None = None) -> dict[str, Any]:
+    """Everything ``doctor`` prints, as data."""
+    disabled = disabled_from_env() if disabled is None else frozenset(disabled)
+    mech = mechanisms(disabled)
+    return {
+        "host": {
+            "kernel": platform.release(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "euid": os.geteuid(),
+        },
+        "mechanisms": mech,
+        "limits": limit_enforcement(mech),
+        "disabled": sorted(disabled),
+    }
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """Plain-text table for ``python -m agenticraft_kernel doctor``."""
+    lines = ["AgentiCraft Secure: what this host enforces", ""]
+    host = report["host"]
+    lines.append(
+        f"kernel {host['kernel']} ({host['machine']}), Python {host['python']}, euid {host['euid']}"
+    )
+    lines += ["", "Mechanisms:"]
+    for name, info in report["mechanisms"].items():
+        state = (
+            "off (disabled for testing)"
+            if info["disabled"]
+            else "yes"
+            if info["available"]
+            else "no"
+        )
+        lines.append(f"  {name:<11} {state:<27} {info.get('detail', '')}")
+    lines += ["", "Limits:"]
+    for limit, how in report["limits"].items():
+        lines.append(f"  {limit:<18} {how}")
+    return "\n".join(lines)

@@ -1,0 +1,282 @@
+"""ProcessSandbox: each execution in a separate, confined process; sessions that roll back."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from agenticraft.sandbox import host_report as host_probe
+from agenticraft.sandbox.base import OutputCallback, Sandbox
+from agenticraft.sandbox.profile import build_profile
+from agenticraft.sandbox.result import ExecutionError, ExecutionResult
+from agenticraft.sandbox.supervisor import IdleWatch, RunOutcome, Supervisor, WorkerHandle
+from agenticraft.sandbox.types import SandboxType
+from agenticraft.security.context import SecurityContext
+from agenticraft.wire.errors import ResourceLimitExceeded, SandboxError, SecurityViolation
+
+
+class ProcessSandbox(Sandbox):
+    """Runs code in a forked, confined worker (rlimits, namespaces, Landlock, seccomp)."""
+
+    sandbox_type = SandboxType.PROCESS
+    executor = "exec"
+
+    def __init__(self, manager: Any) -> None:
+        super().__init__(manager)
+        self.supervisor = Supervisor(host_probe.disabled_from_env(),
+                                     tuple(getattr(manager, "process_preload", ())))
+        self._started = False
+
+    @classmethod
+    def probe(cls) -> list[str]:
+        missing = []
+        if not sys.platform.startswith("linux"):
+            missing.append("Linux (fork, /proc, prctl)")
+        try:
+            import resource  # noqa: F401
+        except ImportError:
+            missing.append("the resource module")
+        return missing
+
+    async def start(self) -> None:
+        if not self._started:
+            await self.supervisor.astart()
+            self._started = True
+
+    async def close(self) -> None:
+        if self._started:
+            self.supervisor.close()
+            self._started = False
+
+    def host_report(self) -> dict[str, str]:
+        return host_probe.limit_enforcement(self.supervisor.mechanisms)
+
+    def enforced_for(self, ctx: SecurityContext) -> dict[str, str]:
+        report = self.host_report()
+        limits = ctx.resource_limits
+        if limits.network_access:
+            report["network_access"] = "allowed by the context (network_access=True)"
+        if limits.filesystem_access:
+            mode = "read-write" if ctx.has_permission("write") else "read-only"
+            report["filesystem_access"] = (f"working directory {mode}; "
+                                           + report["filesystem_access"])
+        return report
+
+    def profile_for(self, ctx: SecurityContext, executor: str | None = None) -> dict[str, Any]:
+        profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
+        profile["executor"] = executor or self.executor
+        return profile
+
+    async def _run(self, code: str, ctx: SecurityContext,
+                   on_output: OutputCallback | None) -> ExecutionResult:
+        await self.start()
+        handle = await self.supervisor.spawn(self.profile_for(ctx), prefork=True)
+        try:
+            outcome = await self.supervisor.run(handle, code, ctx.resource_limits,
+                                                on_output=on_output, extra=self.run_extra(ctx))
+        except BaseException:  # cancelled (an interrupt) or failed: the code may still run
+            self.supervisor.discard(handle)
+            raise
+        if handle.alive:
+            self.supervisor.release(handle)
+        else:
+            handle.close()
+        return to_result(outcome, self.sandbox_type.value, self.enforced_for(ctx))
+
+    def run_extra(self, ctx: SecurityContext) -> dict[str, Any]:
+        return {}
+
+    def session(self, context: SecurityContext | Mapping[str, Any] | None = None,
+                **kwargs: Any) -> ProcessSession:
+        """A long-lived worker keeping its variables across ``run`` calls, rolled back when a
+        run is killed. Authorized now; started on first use (or ``await session.start()``)."""
+        ctx = self.manager.authorize(context, "execute", sandbox_type=self.sandbox_type.value,
+                                     action="session")
+        return ProcessSession(self, ctx, **kwargs)
+
+
+class ProcessSession:
+    """A stateful sandbox session (kernel cells, multi-step agents)."""
+
+    def __init__(self, sandbox: ProcessSandbox, ctx: SecurityContext, *,
+                 executor: str | None = None) -> None:
+        self.sandbox = sandbox
+        self.context = ctx
+        self.executor = executor
+        self.handle: WorkerHandle | None = None
+        self._lock = asyncio.Lock()
+        self._interrupt: asyncio.Event | None = None
+        self._idle: IdleWatch | None = None
+        self._lost: tuple[str, Any, Any] | None = None  # set when killed between runs
+
+    def _watch_idle(self) -> None:
+        if self.handle is not None and self.handle.alive:
+            self._idle = IdleWatch(self.handle.pid, self.context.resource_limits,
+                                   self.handle.scratch, self._killed_while_idle)
+
+    def _killed_while_idle(self, violation: tuple[str, Any, Any]) -> None:
+        self._lost = violation
+        limit, value, allowed = violation
+        self.sandbox.manager.audit.record({
+            "type": "violation", "user_id": self.context.user_id, "limit": limit,
+            "value": value if isinstance(value, int | float | str) else repr(value),
+            "allowed": allowed if isinstance(allowed, int | float | str) else repr(allowed),
+            "sandbox_type": self.sandbox.sandbox_type.value, "detail": "between runs"})
+
+    def _stop_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.stop()
+            self._idle = None
+
+    async def start(self) -> None:
+        if self.handle is None or not self.handle.alive:
+            await self.sandbox.start()
+            profile = self.sandbox.profile_for(self.context, self.executor)
+            self.handle = await self.sandbox.supervisor.spawn(profile, prefork=False,
+                                                              session=True)
+            self.sandbox.manager.audit.record({"type": "session", "user_id": self.context.user_id,
+                                               "event": "started", "pid": self.handle.pid})
+            self._watch_idle()
+
+    @property
+    def running(self) -> bool:
+        """True while a run is in progress (an interrupt would reach it)."""
+        return self._interrupt is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self.handle.pid if self.handle else None
+
+    def interrupt(self) -> None:
+        """Interrupt the running code (KeyboardInterrupt; killed and rolled back if ignored)."""
+        if self._interrupt is not None:
+            self._interrupt.set()
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send a message to the executor (e.g. an input reply while the code waits for it)."""
+        if self.handle is None or not self.handle.alive:
+            raise SandboxError("the session is not running")
+        self.handle.send(message)
+
+    async def run(self, code: str, *, on_output: OutputCallback | None = None,
+                  limits: Any = None, on_event: Any = None,
+                  extra: dict[str, Any] | None = None, audit: bool = True,
+                  grace: float = 2.0) -> ExecutionResult:
+        """Run ``code`` in the session. A limit raises ``ResourceLimitExceeded`` with
+        ``rolled_back=True``: the variables are as they were before this run.
+
+        ``audit=False`` is for callers that write their own, richer record of the run (the
+        kernel records cells with its kernel id); ``grace`` is how long an interrupted run may
+        take to stop before it is killed and rolled back.
+        """
+        ctx = self.context
+        if limits is not None:  # a per-run tightening (already resolved by the caller)
+            ctx = SecurityContext(ctx.user_id, ctx.permissions, limits,
+                                  sandbox_type=ctx.sandbox_type, working_dir=ctx.working_dir)
+        async with self._lock:
+            self._stop_idle()
+            if self._lost is not None:
+                limit, value, allowed = self._lost
+                self._lost = None
+                if self.handle is not None:
+                    self.handle.close()
+                    self.handle = None
+                raise ResourceLimitExceeded(
+                    limit, value, allowed,
+                    "Code left running after an earlier run (a thread or a process) went over "
+                    f"{limit} (allowed {allowed}, reached {value}), so the session was stopped "
+                    "and its variables are lost. This run did not start; run it again to start "
+                    "a fresh session.")
+            await self.start()
+            assert self.handle is not None
+            self._interrupt = asyncio.Event()
+            handle = self.handle
+            try:
+                if not audit:
+                    return await self._run(handle, code, ctx, on_output, on_event, extra, grace)
+                return await self.sandbox.manager.audited(
+                    self.sandbox.sandbox_type.value, code, ctx,
+                    lambda: self._run(handle, code, ctx, on_output, on_event, extra, grace))
+            finally:
+                self._watch_idle()
+
+    async def _run(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
+                   on_output: OutputCallback | None, on_event: Any,
+                   extra: dict[str, Any] | None, grace: float = 2.0) -> ExecutionResult:
+        try:
+            outcome = await self.sandbox.supervisor.run(
+                handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,
+                extra={**self.sandbox.run_extra(ctx), **(extra or {})},
+                interrupt=self._interrupt, on_event=on_event, grace=grace)
+        finally:
+            self._interrupt = None
+        if not handle.alive:
+            handle.close()
+            self.handle = None
+        return to_result(outcome, self.sandbox.sandbox_type.value,
+                         self.sandbox.enforced_for(ctx), session=True)
+
+    async def close(self) -> None:
+        self._stop_idle()
+        if self.handle is not None:
+            self.sandbox.supervisor.discard(self.handle)
+            self.handle = None
+
+    async def __aenter__(self) -> ProcessSession:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def to_result(outcome: RunOutcome, sandbox_type: str, enforced: dict[str, str], *,
+              session: bool = False) -> ExecutionResult:
+    """Turn what the supervisor saw into an ExecutionResult, or raise for a violation."""
+    usage = {"memory_mb": round(outcome.usage.get("memory_mb", 0.0), 2),
+             "cpu_seconds": round(outcome.usage.get("cpu_seconds", 0.0), 4),
+             "output_bytes": outcome.usage.get("output_bytes", 0)}
+    frame = outcome.frame or {}
+    limit = outcome.violation
+    if limit is None and "limit" in frame:
+        info = frame["limit"] if isinstance(frame["limit"], dict) else {}
+        limit = (str(info.get("limit", "unknown")), info.get("value"), info.get("allowed"))
+    if limit is not None:
+        exc = ResourceLimitExceeded(*limit, rolled_back=outcome.rolled_back)
+        exc.usage = usage  # type: ignore[attr-defined]
+        exc.stdout, exc.stderr = outcome.stdout, outcome.stderr  # type: ignore[attr-defined]
+        raise exc
+    if "violation" in frame and isinstance(frame["violation"], dict):
+        info = frame["violation"]
+        raise SecurityViolation(str(info.get("message", "security violation")),
+                                lineno=info.get("lineno"), construct=info.get("construct"))
+    if (outcome.crashed and "protocol" in outcome.crashed) or (
+            outcome.crashed and "control channel" in outcome.crashed):
+        raise SandboxError(outcome.crashed)
+    error = None
+    success = bool(frame.get("ok"))
+    if outcome.crashed:
+        note = " The session was rolled back to its state before this run." if (
+            session and outcome.rolled_back) else ""
+        error = ExecutionError("WorkerExited", outcome.crashed + "." + note)
+        success = False
+    elif outcome.interrupted and not frame:
+        error = ExecutionError("KeyboardInterrupt", "interrupted; the code did not stop in time "
+                               "and was killed" + (", the session was rolled back"
+                                                   if outcome.rolled_back else ""))
+        success = False
+    elif isinstance(frame.get("error"), dict):
+        info = frame["error"]
+        error = ExecutionError(str(info.get("ename", "Error")), str(info.get("evalue", "")),
+                               str(info.get("traceback", "")))
+    values = frame.get("values") if isinstance(frame.get("values"), dict) else {}
+    return ExecutionResult(values, success=success, error=error, stdout=outcome.stdout,
+                           stderr=outcome.stderr, resource_usage=usage,
+                           execution_time_ms=round(outcome.wall * 1000, 3),
+                           sandbox_type=sandbox_type, enforced=enforced,
+                           truncated=outcome.truncated, outputs=tuple(outcome.outputs))
+
+
+__all__ = ["ProcessSandbox", "ProcessSession"]

@@ -1,0 +1,93 @@
+"""From a resolved SecurityContext to the confinement profile a worker applies to itself.
+
+This module decides which paths a sandboxed process may read and write. Keep every such
+decision here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import sysconfig
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from agenticraft.security.context import SecurityContext
+
+#: System locations Python and its extension modules need (read and execute only).
+SYSTEM_READ_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cache",
+                     "/etc/localtime", "/etc/mime.types", "/dev/null", "/dev/zero",
+                     "/dev/urandom", "/dev/random", "/proc/cpuinfo", "/proc/meminfo",
+                     "/sys/devices/system/cpu")
+#: The directory ``agenticraft`` is imported from (the zygote puts it first on its sys.path).
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+#: What name resolution and TLS need, granted only together with network access.
+NETWORK_READ_PATHS = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl",
+                      "/etc/ca-certificates", "/etc/gai.conf", "/etc/host.conf")
+WRITE_DEVICES = ("/dev/null",)
+
+
+@functools.lru_cache(maxsize=1)
+def python_paths() -> tuple[str, ...]:
+    """The interpreter, its standard library and every site-packages directory on sys.path."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable))}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        with contextlib.suppress(KeyError):
+            paths.add(sysconfig.get_path(key))
+    paths.update(p for p in sys.path if p and os.path.isabs(p))
+    paths.add(PACKAGE_ROOT)
+    return tuple(sorted(p for p in paths if p and os.path.exists(p)))
+
+
+def protected_paths(extra: Iterable[str] = ()) -> list[str]:
+    """Never readable from a sandbox, even inside an allowed directory: the Jupyter runtime dir
+    (connection files), the audit log, the administrator's policy, the user's secrets."""
+    env = tuple(os.environ.get(k, "") for k in ("JUPYTER_RUNTIME_DIR", "XDG_RUNTIME_DIR", "HOME"))
+    return list(_protected_paths(tuple(extra), env))
+
+
+@functools.lru_cache(maxsize=64)
+def _protected_paths(extra: tuple[str, ...], env: tuple[str, ...]) -> tuple[str, ...]:
+    home = Path.home()
+    candidates = [
+        os.environ.get("JUPYTER_RUNTIME_DIR", ""),
+        str(home / ".local" / "share" / "jupyter" / "runtime"),
+        str(Path(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent")) / "jupyter"),
+        str(home / ".local" / "state" / "agenticraft"),
+        str(home / ".config" / "agenticraft"),
+        str(home / ".ssh"), str(home / ".aws"), str(home / ".gnupg"),
+        "/etc/agenticraft",
+        *extra,
+    ]
+    return tuple(sorted({str(Path(p).resolve()) for p in candidates if p}))
+
+
+def build_profile(ctx: SecurityContext, *, scratch_root: str,
+                  protect: Iterable[str] = ()) -> dict[str, Any]:
+    """The profile sent to the zygote. ``scratch_root`` holds per-worker scratch directories."""
+    limits = ctx.resource_limits
+    read = [*SYSTEM_READ_PATHS, *python_paths()]
+    write: list[str] = list(WRITE_DEVICES)
+    workdir = None
+    if limits.network_access:
+        read += NETWORK_READ_PATHS
+    if limits.filesystem_access and ctx.working_dir:
+        workdir = str(Path(ctx.working_dir).resolve())
+        (write if ctx.has_permission("write") else read).append(workdir)
+    deny = protected_paths(protect)
+    return {
+        "memory_mb": limits.memory_mb,
+        "max_file_size_mb": limits.max_file_size_mb,
+        "max_processes": limits.max_processes,
+        "network_access": limits.network_access,
+        "filesystem_access": limits.filesystem_access,
+        "read_paths": sorted(set(read)),
+        "write_paths": write,
+        "deny_paths": deny,
+        "workdir": workdir,
+        "scratch_root": scratch_root,
+    }

@@ -1,0 +1,100 @@
+"""RestrictedSandbox: the restricted Python subset, run in warm, lightly confined workers.
+
+In-process code cannot be stopped while it sits inside one C call (``sum(iter(int, 1))``, a
+catastrophic regex), so restricted code runs in a worker process from the same zygote as the
+process sandbox. Workers are reused for the same user and profile while healthy (the restricted
+executor builds fresh globals on every run, so nothing leaks between calls), replaced after any
+kill or failure, and never shared between users.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agenticraft.sandbox import host_report as host_probe
+from agenticraft.sandbox.base import OutputCallback, Sandbox
+from agenticraft.sandbox.process import to_result
+from agenticraft.sandbox.profile import build_profile
+from agenticraft.sandbox.result import ExecutionResult
+from agenticraft.sandbox.supervisor import Supervisor, WorkerHandle
+from agenticraft.sandbox.types import SandboxType
+from agenticraft.security.context import SecurityContext
+
+POOL_PER_USER = 4
+
+
+class RestrictedSandbox(Sandbox):
+    sandbox_type = SandboxType.RESTRICTED
+
+    def __init__(self, manager: Any) -> None:
+        super().__init__(manager)
+        self.supervisor = Supervisor(host_probe.disabled_from_env(),
+                                     ("agenticraft.jail.restricted",))
+        self._idle: dict[tuple[str, str], list[WorkerHandle]] = {}
+        self._started = False
+
+    @classmethod
+    def probe(cls) -> list[str]:
+        try:
+            import RestrictedPython  # noqa: F401
+        except ImportError:
+            return ["the RestrictedPython package (pip install RestrictedPython)"]
+        from agenticraft.sandbox.process import ProcessSandbox
+        return ProcessSandbox.probe()
+
+    async def start(self) -> None:
+        if not self._started:
+            await self.supervisor.astart()
+            self._started = True
+
+    async def close(self) -> None:
+        for handles in self._idle.values():
+            for handle in handles:
+                self.supervisor.discard(handle)
+        self._idle.clear()
+        if self._started:
+            self.supervisor.close()
+            self._started = False
+
+    def host_report(self) -> dict[str, str]:
+        report = host_probe.limit_enforcement(self.supervisor.mechanisms)
+        report["code_policy"] = ("RestrictedPython compile-time policy + runtime guards "
+                                 "(no imports, no private attributes, curated built-ins)")
+        return report
+
+    async def _run(self, code: str, ctx: SecurityContext,
+                   on_output: OutputCallback | None) -> ExecutionResult:
+        await self.start()
+        # Workers are pooled per user and per confinement-relevant part of the context.
+        key = (ctx.user_id, json.dumps([ctx.resource_limits.as_dict(), ctx.working_dir,
+                                        ctx.has_permission("write")]))
+        idle = self._idle.setdefault(key, [])
+        extra = {"allowed_imports": sorted(self.manager.policy.allowed_imports)}
+        while True:
+            pooled = bool(idle)
+            if pooled:
+                handle = idle.pop()
+            else:
+                profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
+                profile["executor"] = "restricted"
+                handle = await self.supervisor.spawn(profile, prefork=False)
+            try:
+                outcome = await self.supervisor.run(handle, code, ctx.resource_limits,
+                                                    on_output=on_output, extra=extra)
+                break
+            except (BrokenPipeError, ConnectionResetError):
+                self.supervisor.discard(handle)
+                if not pooled:
+                    raise
+                # a pooled worker died while idle (its zygote was restarted): use a fresh one
+            except BaseException:
+                self.supervisor.discard(handle)
+                raise
+        if handle.alive and outcome.crashed is None and len(idle) < POOL_PER_USER:
+            idle.append(handle)  # healthy: keep it warm for this user
+        elif handle.alive:
+            self.supervisor.discard(handle)
+        else:
+            handle.close()
+        return to_result(outcome, self.sandbox_type.value, self.host_report())

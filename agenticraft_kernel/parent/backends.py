@@ -1,0 +1,190 @@
+"""Parent side: where cells run. A process-sandbox session (IPython executor) or, for
+``sandbox_type="restricted"`` kernels, the restricted sandbox.
+
+Both expose the same small interface to the kernel: ``start``, ``run(code, extra, on_output,
+on_event)`` returning an ``ExecutionResult`` (or raising the engine's exceptions), ``interrupt``,
+``send`` and ``close``. The kernel never touches sandbox internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from agenticraft.sandbox import ExecutionResult, SandboxManager
+from agenticraft.sandbox.process import ProcessSandbox, ProcessSession
+from agenticraft.security.context import SecurityContext
+from agenticraft.wire.errors import SandboxError
+from agenticraft.wire.limits import ResourceLimits
+
+EXECUTOR = "agenticraft_kernel.worker.ipython_executor:IPythonExecutor"
+OnOutput = Callable[[Any], Any]
+OnEvent = Callable[[dict[str, Any]], Any]
+
+
+class KernelSession(ProcessSession):
+    """A process session whose runs the kernel audits itself (see ``audit.py``).
+
+    ``ProcessSession.run`` writes a generic execution record for every run, completions and
+    comm messages included; the kernel needs one record per *cell* with kernel fields instead.
+    """
+
+    async def run_unaudited(self, code: str, *, on_output: OnOutput | None = None,
+                            on_event: OnEvent | None = None,
+                            extra: dict[str, Any] | None = None,
+                            limits: ResourceLimits | None = None) -> ExecutionResult:
+        return await self.run(code, on_output=on_output, on_event=on_event, extra=extra,
+                              audit=False, limits=limits)
+
+
+async def process_sandbox(manager: SandboxManager) -> tuple[ProcessSandbox, bool]:
+    """The manager's process sandbox; (sandbox, owned) where owned means we must close it.
+
+    Falls back to constructing it directly when the manager cannot list its sandbox classes
+    (an engine build without the restricted sandbox module).
+    """
+    try:
+        sandbox = await manager.get_sandbox("process")
+    except ImportError:
+        sandbox = ProcessSandbox(manager)
+        await sandbox.start()
+        return sandbox, True
+    assert isinstance(sandbox, ProcessSandbox)
+    return sandbox, False
+
+
+class ProcessRunner:
+    """Cells in one long-lived confined IPython session that rolls back on a kill."""
+
+    sandbox_type = "process"
+
+    def __init__(self, manager: SandboxManager, context: SecurityContext) -> None:
+        self.manager = manager
+        self.context = context
+        self.session: KernelSession | None = None
+        self._sandbox: ProcessSandbox | None = None
+        self._owned = False
+
+    async def start(self) -> None:
+        self._sandbox, self._owned = await process_sandbox(self.manager)
+        self.session = KernelSession(self._sandbox, self.context, executor=EXECUTOR)
+        await self.session.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.session.pid if self.session else None
+
+    async def run(self, code: str, extra: dict[str, Any], on_output: OnOutput | None,
+                  on_event: OnEvent | None,
+                  limits: ResourceLimits | None = None) -> ExecutionResult:
+        """One request in the session; ``limits`` tightens the supervisor's limits for this run
+        (a ``%%secure`` cell, already resolved by the kernel)."""
+        if self.session is None:
+            raise SandboxError("the sandbox session is not running")
+        return await self.session.run_unaudited(code, on_output=on_output, on_event=on_event,
+                                                extra=extra, limits=limits)
+
+    def enforcement(self) -> dict[str, str]:
+        """Which mechanism enforces which limit of this kernel's context, on this host."""
+        if self._sandbox is None:
+            return {}
+        return self._sandbox.enforced_for(self.context)
+
+    @property
+    def lost_state(self) -> bool:
+        """True when the last run killed the session beyond rollback (next run starts fresh)."""
+        return self.session is not None and self.session.handle is None
+
+    @property
+    def running(self) -> bool:
+        return self.session is not None and self.session.running
+
+    def interrupt(self) -> None:
+        if self.session is not None:
+            self.session.interrupt()
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.session is not None:
+            self.session.send(message)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        if self._owned and self._sandbox is not None:
+            await self._sandbox.close()
+        self._sandbox = None
+
+
+class RestrictedRunner:
+    """Cells through the restricted sandbox (the restricted Python subset, no IPython).
+
+    Each cell is one ``execute_code`` call: names a cell binds are returned as its result, and
+    the cell's printed output is relayed. Completion and inspection are not available.
+    """
+
+    sandbox_type = "restricted"
+    pid = None
+    lost_state = False
+    running = False
+
+    def __init__(self, manager: SandboxManager, context: SecurityContext) -> None:
+        self.manager = manager
+        self.context = context
+        self._sandbox: Any = None
+        self._task: asyncio.Task[Any] | None = None
+
+    async def start(self) -> None:
+        self._sandbox = await self.manager.get_sandbox("restricted")
+
+    def enforcement(self) -> dict[str, str]:
+        return dict(self._sandbox.host_report()) if self._sandbox is not None else {}
+
+    async def run(self, code: str, extra: dict[str, Any], on_output: OnOutput | None,
+                  on_event: OnEvent | None,
+                  limits: ResourceLimits | None = None) -> ExecutionResult:
+        """One cell under the kernel's context (``limits`` is not used: the kernel runs
+        ``%%secure`` cells of a restricted kernel in a fresh sandbox of their own)."""
+        if extra.get("kind", "execute") != "execute":
+            return ExecutionResult({"status": "ok", "matches": [], "found": False, "data": {},
+                                    "metadata": {}, "comms": {}})
+        self._task = asyncio.ensure_future(
+            self._sandbox.execute_code(code, self.context, on_output=on_output))
+        if on_event is not None:
+            on_event({"type": "cell_started"})
+        self.running = True
+        try:
+            result: ExecutionResult = await self._task
+        finally:
+            self.running = False
+            self._task = None
+        values = {"status": "ok" if result.success else "error"}
+        if result.success and on_event is not None and len(result):
+            text = "\n".join(f"{k} = {v!r}" for k, v in result.items())
+            on_event({"type": "display_data", "data": {"text/plain": text}, "metadata": {}})
+        elif result.error is not None:
+            values.update(ename=result.error.ename, evalue=result.error.evalue,
+                          traceback=result.error.traceback.splitlines())
+            if on_event is not None:
+                on_event({"type": "error", **{k: values[k]
+                                               for k in ("ename", "evalue", "traceback")}})
+        return ExecutionResult(values, success=True, resource_usage=result.resource_usage,
+                               stdout=result.stdout, stderr=result.stderr)
+
+    def interrupt(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def send(self, message: dict[str, Any]) -> None:
+        """The restricted sandbox has no stdin."""
+
+    async def close(self) -> None:
+        self._sandbox = None
+
+
+def make_runner(manager: SandboxManager, context: SecurityContext) -> ProcessRunner | \
+        RestrictedRunner:
+    if context.sandbox_type == "restricted":
+        return RestrictedRunner(manager, context)
+    return ProcessRunner(manager, context)

@@ -1,0 +1,543 @@
+"""``SecureKernel``: the parent kernel. It never runs user code.
+
+It resolves the kernel's ``SecurityContext`` through the administrator's policy, opens one
+process-sandbox session per notebook, and relays the Jupyter protocol: cells, completion,
+inspection, ``input()``, comms and interrupts go to the confined worker; its frames come back as
+IOPub messages under the frontend's parent header. The event loop only ever *awaits* the worker,
+so heartbeats, interrupts, shutdown and ``kernel_info`` requests are answered while a cell runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from contextvars import copy_context
+from pathlib import Path
+from typing import Any
+
+import zmq
+from ipykernel.kernelbase import Kernel
+from traitlets import Any as AnyTrait
+from traitlets import Dict, List, Unicode, default
+
+from agenticraft.sandbox import SandboxManager
+from agenticraft.security.context import SecurityContext
+from agenticraft.security.policy import load_policy
+from agenticraft.wire.errors import (
+    ResourceLimitExceeded,
+    SandboxError,
+    SecurityException,
+)
+from agenticraft_kernel import __version__
+from agenticraft_kernel.parent import magic_detect as parent_magics
+from agenticraft_kernel.parent.backends import ProcessRunner, RestrictedRunner, make_runner
+from agenticraft_kernel.parent.cell_audit import KernelAudit
+from agenticraft_kernel.parent.history import CellHistory
+from agenticraft_kernel.parent.kernel_context import PRELOAD, build_request, kernel_user
+from agenticraft_kernel.parent.magics import KernelMagics
+from agenticraft_kernel.parent.panel_host import PanelHost
+from agenticraft_kernel.parent.relay import Relay
+from agenticraft_kernel.parent.stdin import ask_frontend
+from agenticraft_kernel.views import audit_table as audit_view
+
+#: Shell messages answered without the worker: served at once even while a cell runs.
+PARENT_ONLY = frozenset({"kernel_info_request", "comm_info_request", "connect_request",
+                         "is_complete_request", "history_request"})
+COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
+LOST_STATE = (" The sandbox session could not be restored and was restarted: variables from "
+              "earlier cells are gone.")
+RECENT_CELLS = 20
+
+
+def kernel_id_from(connection_file: str) -> str:
+    """Jupyter names connection files ``kernel-<id>.json``: the id the server shows."""
+    name = Path(connection_file or "").name
+    if name.startswith("kernel-") and name.endswith(".json"):
+        return name[len("kernel-"):-len(".json")]
+    return name or "unknown"
+
+
+class SecureKernel(Kernel):
+    """The AgentiCraft Secure kernel (see the module docstring)."""
+
+    implementation = "agenticraft-secure"
+    implementation_version = __version__
+    banner = (f"AgentiCraft Secure {__version__} - IPython {sys.version.split()[0]} in a "
+              "sandbox; limits and the audit trail follow the administrator's policy")
+    language_info = {
+        "name": "python",
+        "version": sys.version.split()[0],
+        "mimetype": "text/x-python",
+        "codemirror_mode": {"name": "ipython", "version": sys.version_info[0]},
+        "pygments_lexer": "ipython3",
+        "nbconvert_exporter": "python",
+        "file_extension": ".py",
+    }
+    help_links = List([
+        {"text": "Python Reference",
+         "url": "https://docs.python.org/{}.{}".format(*sys.version_info[:2])},
+        {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
+    ])
+
+    msg_types = [*Kernel.msg_types, *sorted(COMM_MESSAGES)]
+    # No debugger and no subshells: only what this kernel really serves.
+    control_msg_types = [*msg_types, "usage_request"]
+
+    # -- configuration (c.SecureKernel.*) --------------------------------------------------------
+    sandbox_type = Unicode(None, allow_none=True, help="""Sandbox for cells: "process"
+        (default, IPython in a confined process) or "restricted". The policy must allow it.""",
+                           ).tag(config=True)
+    user_id = Unicode(None, allow_none=True, help="""User the cells run as; default
+        JUPYTERHUB_USER, else the OS user.""").tag(config=True)
+    limits = Dict(help="""Resource limits requested for every cell, e.g.
+        {"memory_mb": 256, "timeout_seconds": 60}. Above the policy's ceilings the kernel
+        refuses to run cells (PermissionDenied).""").tag(config=True)
+    policy_files = List(Unicode(), help="""Extra policy files; they can only tighten the
+        system policy (/etc/agenticraft/policy.toml).""").tag(config=True)
+    audit_log = Unicode(None, allow_none=True, help="""Audit log path (default: the
+        engine's setting, AGENTICRAFT_AUDIT_LOG or ~/.local/state/agenticraft/audit.jsonl).""",
+                        ).tag(config=True)
+    kernel_id = Unicode(help="Kernel id for audit records (default: from the connection file)")
+
+    # Accepted from IPKernelApp.init_kernel, unused by this kernel.
+    user_ns = AnyTrait(None)
+    debugpy_stream = AnyTrait(None)
+
+    @default("kernel_id")
+    def _kernel_id_default(self) -> str:
+        return kernel_id_from(getattr(self.parent, "connection_file", "") or "")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.history = CellHistory()
+        self.comms: dict[str, str] = {}
+        self.manager: SandboxManager | None = None
+        self.runner: ProcessRunner | RestrictedRunner | None = None
+        self.kaudit: KernelAudit | None = None
+        self._boot: asyncio.Task[None] | None = None
+        self._boot_error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._input_cancel = threading.Event()
+        self._tasks: set[asyncio.Future[None]] = set()
+        # None (idle) | "waiting" (request in, worker not yet in the cell) | "interrupted"
+        # (interrupt arrived while waiting) | "running" (worker inside the cell)
+        self._cell: str | None = None
+        self._fresh: asyncio.Future[Any] | None = None  # a %%secure cell in a fresh sandbox
+        self.magics = KernelMagics(self)
+        #: The kernel's newest cell records (what the panel's "last cells" shows).
+        self.recent_cells: deque[dict[str, Any]] = deque(maxlen=RECENT_CELLS)
+        self.panels = PanelHost(self)
+
+    # -- start-up --------------------------------------------------------------------------------
+    def start(self) -> None:
+        super().start()
+        self._loop = asyncio.get_event_loop()
+        self._loop.add_signal_handler(signal.SIGINT, self.interrupt_cell)
+        self._boot = self._loop.create_task(self._start_sandbox())
+
+    async def _start_sandbox(self) -> None:
+        """Resolve the context through the policy and start the worker, in the background so
+        the kernel answers ``kernel_info`` at once. A refusal is reported on every cell."""
+        request = None
+        try:
+            request = build_request(user_id=self.user_id, sandbox_type=self.sandbox_type,
+                                    limits=self.limits, policy_files=self.policy_files)
+            self.manager = SandboxManager(
+                policy=load_policy(extra=request.policy_files), audit_log=self.audit_log or None,
+                working_dir=os.getcwd(), process_preload=PRELOAD)
+            self.kaudit = KernelAudit(self.manager.audit, self.kernel_id,
+                                      on_cell=self.recent_cells.append)
+            ctx = self.manager.authorize(request.context_request(), "execute",
+                                         action="kernel_start",
+                                         limit_overrides=request.limit_overrides)
+            self.runner = make_runner(self.manager, ctx)
+            await self.runner.start()
+            self.kaudit.kernel_event("kernel_started", ctx.user_id, ctx,
+                                     worker_pid=self.runner.pid, pid=os.getpid())
+        except Exception as exc:
+            self._boot_error = exc
+            self.log.error("AgentiCraft Secure could not start its sandbox: %s", exc)
+            if self.kaudit is not None:
+                self.kaudit.kernel_event("kernel_refused",
+                                         request.user_id if request else "unknown",
+                                         detail=f"{type(exc).__name__}: {exc}"[:500])
+
+    async def _ready(self) -> ProcessRunner | RestrictedRunner:
+        if self._boot is not None:
+            await asyncio.shield(self._boot)
+        if self._boot_error is not None:
+            raise self._boot_error
+        assert self.runner is not None
+        return self.runner
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info = dict(super().kernel_info)
+        info["supported_features"] = []
+        return info
+
+    # -- concurrency: parent-only requests never wait for a running cell -------------------------
+    async def shell_main(self, subshell_id: str | None, msg: Any) -> None:
+        lock = self._main_asyncio_lock
+        if lock.locked() and self.session is not None:
+            try:
+                _, frames = self.session.feed_identities(msg, copy=False)
+                msg_type = self.session.deserialize(frames, content=False,
+                                                    copy=False)["header"]["msg_type"]
+            except Exception:
+                msg_type = ""
+            if msg_type in PARENT_ONLY or msg_type in COMM_MESSAGES:
+                parent = self.get_parent("shell")
+                ident = self._get_shell_context_var(self._shell_parent_ident)
+                try:
+                    await asyncio.create_task(
+                        self.dispatch_shell(msg, subshell_id=subshell_id, concurrent=True),
+                        context=copy_context())
+                finally:
+                    self.set_parent(ident, parent, channel="shell")
+                return
+        async with lock:
+            await self.dispatch_shell(msg, subshell_id=subshell_id)
+
+    def _abort_queues(self, subshell_id: str | None = None) -> None:
+        """After an error, abort the execute requests already queued (stop_on_error), and only
+        those: the "stop aborting" marker goes through the same path as the queued messages, as
+        ipykernel does with its shell-channel thread (which this kernel does not run)."""
+        self._aborting = True
+        stream = self.shell_stream
+        if stream is None or stream._recv_callback is None:
+            self._aborting = False
+            return
+        stream.flush(zmq.POLLIN)  # not POLLOUT: the reply must not go out before the marker
+        stream._run_callback(stream._recv_callback, [zmq.Frame(b"stop aborting")])
+
+    def pre_handler_hook(self) -> None:
+        """SIGINT stays with the event loop's handler (it interrupts the cell, not the kernel)."""
+
+    def post_handler_hook(self) -> None:
+        pass
+
+    # -- publishing ------------------------------------------------------------------------------
+    def _relay(self, parent: dict[str, Any], ident: Any = None) -> Relay:
+        def publish(msg_type: str, content: dict[str, Any], buffers: list[bytes] | None,
+                    metadata: dict[str, Any] | None = None) -> None:
+            assert self.session is not None
+            self.session.send(self.iopub_socket, msg_type, content, parent=parent,
+                              ident=self._topic(msg_type), buffers=buffers, metadata=metadata)
+
+        def on_input(prompt: str, password: bool) -> None:
+            task = asyncio.ensure_future(self._serve_input(prompt, password, parent, ident))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return Relay(publish, on_input if ident is not None else None, self._track_comm,
+                     self._cell_started, blocked=self._is_parent_comm)
+
+    def _is_parent_comm(self, comm_id: str) -> bool:
+        """Comm ids of the parent's own widgets (the panel): never the worker's to use."""
+        return self.panels.owns(comm_id)
+
+    def _track_comm(self, kind: str, content: dict[str, Any]) -> None:
+        comm_id = str(content.get("comm_id", ""))
+        if kind == "comm_open":
+            self.comms[comm_id] = str(content.get("target_name", ""))
+        elif kind == "comm_close":
+            self.comms.pop(comm_id, None)
+
+    # -- execution -------------------------------------------------------------------------------
+    async def do_execute(self, code: str, silent: bool, store_history: bool = True,
+                         user_expressions: dict[str, Any] | None = None,
+                         allow_stdin: bool = False, *, cell_meta: Any = None,
+                         cell_id: str | None = None) -> dict[str, Any]:
+        parent = self.get_parent("shell")
+        ident = self._get_shell_context_var(self._shell_parent_ident) if allow_stdin else None
+        count = self.execution_count
+        if store_history and not silent:
+            self.history.add(count, code)
+        relay = self._relay(parent, ident)
+        self._cell = "waiting"
+        try:
+            runner = await self._ready()
+        except Exception as exc:
+            self._cell = None
+            return self._refused(relay, exc, code, count, cell_id)
+        extra = {"kind": "execute", "silent": silent, "store_history": store_history,
+                 "user_expressions": user_expressions or {}, "allow_stdin": allow_stdin,
+                 "execution_count": count, "cell_id": cell_id}
+        try:
+            if audit_view.requested(code) is not None:
+                self._cell = None
+                return self._audit_trail(relay, runner, code, count, cell_id)
+            call = parent_magics.detect(code)
+            if call is not None:
+                return await self.magics.run(call, relay, runner, code, count, cell_id, extra)
+            return await self._run_cell(relay, runner, code, code, extra, count, cell_id)
+        finally:
+            self._cell = None
+            self.panels.idle()
+
+    async def _run_cell(self, relay: Relay, runner: ProcessRunner | RestrictedRunner, code: str,
+                        run_code: str, extra: dict[str, Any], count: int, cell_id: str | None,
+                        *, ctx: SecurityContext | None = None,
+                        fields: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run ``run_code`` in the session and audit it as the cell ``code``. ``ctx`` is a
+        tightened context for this cell only (``%%secure``); ``fields`` go into its records."""
+        kernel_ctx = runner.context
+        ctx = ctx or kernel_ctx
+        limits = None if ctx is kernel_ctx else ctx.resource_limits
+        fields = fields or {}
+        assert self.kaudit is not None
+        started = time.perf_counter()
+        self._input_cancel.clear()
+        monitor = self.panels.start(f"cell [{count}]", ctx.resource_limits, lambda: runner.pid)
+        try:
+            result = await runner.run(run_code, extra, relay.output, relay.event, limits=limits)
+        except ResourceLimitExceeded as exc:
+            return self._limit_failure(relay, runner, ctx, code, exc, started, count, cell_id,
+                                       fields)
+        except (SecurityException, OSError) as exc:
+            return self._security_failure(relay, runner, ctx, code, exc, started, count,
+                                          cell_id, fields)
+        finally:
+            self.panels.stop(monitor)
+            self._cell = None
+            self._input_cancel.set()
+            relay.flush()
+        values = dict(result)
+        if not result.success:  # killed: os._exit, a crash, an interrupt that was not honoured
+            error = result.error
+            ename, evalue = (error.ename, error.evalue) if error else ("WorkerExited", "")
+            outcome = "interrupted" if ename == "KeyboardInterrupt" else "crashed"
+            self.kaudit.cell(ctx, code, outcome=outcome, started=started,
+                             usage=result.resource_usage, execution_count=count,
+                             cell_id=cell_id, detail=f"{ename}: {evalue}"[:500], **fields)
+            note = LOST_STATE if runner.lost_state else ""
+            return self._error_reply(relay, ename, evalue + note, count)
+        status = "ok" if values.get("status") == "ok" else "error"
+        denial = values.get("denial") if isinstance(values.get("denial"), dict) else None
+        digest = self.kaudit.cell(ctx, code, outcome=status, started=started,
+                                  usage=result.resource_usage, execution_count=count,
+                                  cell_id=cell_id, truncated=result.truncated,
+                                  error=(f"{values.get('ename')}: {values.get('evalue')}"[:500]
+                                         if status == "error" else None), **fields)
+        if denial is not None:
+            self.kaudit.violation(ctx, ctx.user_id, str(denial.get("limit", "os_operation")),
+                                  code_sha256=digest, detail=str(denial.get("detail", ""))[:300],
+                                  reported_by="worker")
+        reply: dict[str, Any] = {"status": status, "execution_count": count,
+                                 "user_expressions": values.get("user_expressions") or {},
+                                 "payload": values.get("payload") or []}
+        if status == "error":
+            reply.update(ename=str(values.get("ename", "Error")),
+                         evalue=str(values.get("evalue", "")),
+                         traceback=list(values.get("traceback") or []))
+        return reply
+
+    def _limit_failure(self, relay: Relay, runner: ProcessRunner | RestrictedRunner | None,
+                       ctx: SecurityContext, code: str, exc: ResourceLimitExceeded,
+                       started: float, count: int, cell_id: str | None,
+                       fields: dict[str, Any]) -> dict[str, Any]:
+        """A cell stopped for a limit: its records, and the error output naming the limit."""
+        assert self.kaudit is not None
+        message = str(exc) + (LOST_STATE if runner is not None and runner.lost_state else "")
+        digest = self.kaudit.cell(ctx, code, outcome="limit_exceeded", started=started,
+                                  usage=getattr(exc, "usage", None), execution_count=count,
+                                  cell_id=cell_id, limit=exc.limit,
+                                  rolled_back=exc.rolled_back, **fields)
+        self.kaudit.violation(ctx, ctx.user_id, exc.limit, value=_plain(exc.value),
+                              allowed=_plain(exc.allowed), code_sha256=digest,
+                              rolled_back=exc.rolled_back)
+        return self._error_reply(relay, type(exc).__name__, message, count)
+
+    def _security_failure(self, relay: Relay, runner: ProcessRunner | RestrictedRunner | None,
+                          ctx: SecurityContext, code: str, exc: BaseException, started: float,
+                          count: int, cell_id: str | None,
+                          fields: dict[str, Any]) -> dict[str, Any]:
+        """A cell refused by the code policy, or a failure of the sandbox machinery."""
+        assert self.kaudit is not None
+        outcome = "sandbox_error" if isinstance(exc, SandboxError | OSError) else "denied"
+        digest = self.kaudit.cell(ctx, code, outcome=outcome, started=started, usage=None,
+                                  execution_count=count, cell_id=cell_id,
+                                  detail=f"{type(exc).__name__}: {exc}"[:500], **fields)
+        if outcome == "denied":
+            self.kaudit.violation(ctx, ctx.user_id, "code_policy", code_sha256=digest,
+                                  detail=str(exc)[:500])
+        note = LOST_STATE if runner is not None and runner.lost_state else ""
+        return self._error_reply(relay, type(exc).__name__, f"{exc}{note}", count)
+
+    def _audit_trail(self, relay: Relay, runner: ProcessRunner | RestrictedRunner, code: str,
+                     count: int, cell_id: str | None) -> dict[str, Any]:
+        """``%audit_trail [N]``, answered by the parent (see ``audit_view``)."""
+        assert self.manager is not None and self.kaudit is not None
+        started = time.perf_counter()
+        n = audit_view.requested(code) or 0
+        records = audit_view.kernel_records(self.manager.audit, self.kernel_id, n)
+        relay.publish("display_data", {"data": audit_view.render(
+            records, self.manager.audit.path), "metadata": {}, "transient": {}}, None)
+        self.kaudit.cell(runner.context, code, outcome="ok", started=started, usage={},
+                         execution_count=count, cell_id=cell_id, served_by="kernel")
+        return {"status": "ok", "execution_count": count, "user_expressions": {},
+                "payload": []}
+
+    def _error_reply(self, relay: Relay, ename: str, evalue: str, count: int,
+                     traceback: list[str] | None = None) -> dict[str, Any]:
+        traceback = traceback or [f"\x1b[0;31m{ename}\x1b[0m: {evalue}"]
+        relay.error(ename, evalue, traceback)
+        return {"status": "error", "execution_count": count, "ename": ename, "evalue": evalue,
+                "traceback": traceback, "user_expressions": {}, "payload": []}
+
+    def _refused(self, relay: Relay, exc: BaseException, code: str, count: int,
+                 cell_id: str | None) -> dict[str, Any]:
+        """The kernel's context was refused (or misconfigured): every cell says why."""
+        if self.kaudit is not None:
+            self.kaudit.violation(None, self.user_id or kernel_user(), "authorization", code=code,
+                                  detail=f"{type(exc).__name__}: {exc}"[:500],
+                                  execution_count=count, cell_id=cell_id)
+        return self._error_reply(relay, type(exc).__name__, str(exc), count)
+
+    # -- interrupt, stdin ------------------------------------------------------------------------
+    def interrupt_cell(self) -> None:
+        """SIGINT (interrupt_mode "signal") or interrupt_request: KeyboardInterrupt in the cell;
+        the session kills and rolls back the run if it does not stop within the grace period."""
+        self._input_cancel.set()
+        if self._fresh is not None and not self._fresh.done():
+            self._fresh.cancel()  # a %%secure cell in a fresh sandbox: the worker is killed
+        elif self._cell == "running" and self.runner is not None:
+            self.runner.interrupt()
+        elif self._cell == "waiting":
+            self._cell = "interrupted"  # delivered as soon as the worker is inside the cell
+
+    def _cell_started(self) -> None:
+        """The worker entered the cell: from now on SIGINT lands in user code."""
+        pending = self._cell == "interrupted"
+        self._cell = "running"
+        if pending and self.runner is not None:
+            self.runner.interrupt()
+
+    async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        assert self._loop is not None and self.session is not None
+        self._loop.call_soon_threadsafe(self.interrupt_cell)
+        self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    async def _serve_input(self, prompt: str, password: bool, parent: dict[str, Any],
+                           ident: Any) -> None:
+        assert self.session is not None
+        value = await asyncio.to_thread(ask_frontend, self.session, self.stdin_socket, prompt,
+                                        password, parent, ident, self._input_cancel)
+        if value is not None and self.runner is not None:
+            with contextlib.suppress(SandboxError, OSError):
+                self.runner.send({"op": "input_reply", "value": value})
+
+    # -- introspection (in the worker, not audited as executions) --------------------------------
+    async def _ask_worker(self, kind: str, code: str, default: dict[str, Any],
+                          relay: Relay | None = None, **extra: Any) -> dict[str, Any]:
+        try:
+            runner = await self._ready()
+            result = await runner.run(code, {"kind": kind, **extra},
+                                      relay.output if relay else None,
+                                      relay.event if relay else None)
+        except Exception as exc:
+            self.log.warning("%s request failed in the sandbox: %s", kind, exc)
+            return default
+        finally:
+            if relay is not None:
+                relay.flush()
+        values = dict(result)
+        if result.success and values.get("status") == "ok":
+            return values
+        self.log.warning("%s request failed in the sandbox: %s", kind, result.error)
+        return default
+
+    async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
+        cursor = len(code) if cursor_pos is None else cursor_pos
+        default = {"status": "ok", "matches": [], "cursor_start": cursor, "cursor_end": cursor,
+                   "metadata": {}}
+        return await self._ask_worker("complete", code, default, cursor_pos=cursor)
+
+    async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
+                         omit_sections: Any = ()) -> dict[str, Any]:
+        default = {"status": "ok", "data": {}, "metadata": {}, "found": False}
+        return await self._ask_worker("inspect", code, default, cursor_pos=cursor_pos,
+                                      detail_level=detail_level,
+                                      omit_sections=sorted(omit_sections or ()))
+
+    async def do_is_complete(self, code: str) -> dict[str, Any]:
+        from IPython.core.inputtransformer2 import TransformerManager
+        status, indent = TransformerManager().check_complete(code)
+        reply: dict[str, Any] = {"status": status}
+        if status == "incomplete":
+            reply["indent"] = " " * (indent or 0)
+        return reply
+
+    async def do_history(self, hist_access_type: str, output: bool, raw: bool,
+                         session: int | None = None, start: int | None = None,
+                         stop: int | None = None, n: int | None = None,
+                         pattern: str | None = None, unique: bool = False) -> dict[str, Any]:
+        return self.history.reply(hist_access_type, output, raw, session=session, start=start,
+                                  stop=stop, n=n, pattern=pattern, unique=unique)
+
+    # -- comms: the frontend's side of widgets ----------------------------------------------------
+    async def _comm(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        msg_type = parent["header"]["msg_type"]
+        content = dict(parent.get("content") or {})
+        if self._is_parent_comm(str(content.get("comm_id", ""))):
+            self.panels.handle(msg_type, parent)  # the panel's widgets: never relayed
+            return
+        if msg_type == "comm_open":
+            self.comms[str(content.get("comm_id", ""))] = str(content.get("target_name", ""))
+        elif msg_type == "comm_close":
+            self.comms.pop(str(content.get("comm_id", "")), None)
+        msg = {"msg_type": msg_type, "content": content, "metadata": parent.get("metadata", {}),
+               "header": {"msg_id": parent["header"].get("msg_id"), "msg_type": msg_type},
+               "buffers": [base64.b64encode(bytes(b)).decode("ascii")
+                           for b in parent.get("buffers") or []]}
+        await self._ask_worker("comm", "", {}, self._relay(parent), msg=msg)
+
+    comm_open = comm_msg = comm_close = _comm
+
+    async def comm_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        target = (parent.get("content") or {}).get("target_name")
+        known = {**self.comms, **self.panels.targets()}
+        comms = {cid: {"target_name": name} for cid, name in known.items()
+                 if target is None or name == target}
+        assert self.session is not None
+        self.session.send(stream, "comm_info_reply", {"status": "ok", "comms": comms}, parent,
+                          ident)
+
+    # -- shutdown --------------------------------------------------------------------------------
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:
+        """Close the session (a restart starts a new kernel process, hence a fresh session)."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and asyncio.get_running_loop() is not loop:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close(), loop))
+        else:
+            await self._close()
+        return {"status": "ok", "restart": restart}
+
+    async def _close(self) -> None:
+        self.interrupt_cell()
+        if self._boot is not None and not self._boot.done():
+            self._boot.cancel()
+            with contextlib.suppress(BaseException):
+                await self._boot
+        if self.runner is not None:
+            with contextlib.suppress(Exception):
+                await self.runner.close()
+            if self.kaudit is not None:
+                self.kaudit.kernel_event("kernel_shutdown", self.runner.context.user_id)
+            self.runner = None
+        if self.manager is not None:
+            with contextlib.suppress(Exception):
+                await self.manager.close()
+            self.manager = None
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, int | float | str | bool | type(None)) else repr(value)

@@ -1,0 +1,61 @@
+"""Who the kernel runs cells for, and what it asks the administrator's policy for.
+
+Precedence (low to high), as in the architecture: built-in defaults < config file <
+``AGENTICRAFT_*`` environment < the kernel's traitlets config (``c.SecureKernel.limits``,
+``sandbox_type``). The result is only a *request*: ``SandboxManager.authorize`` resolves it
+through the policy, which no user setting can loosen. Nothing here compares a limit with a ceiling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agenticraft.wire.limits import coerce_limit
+
+#: The process sandbox preloads these in its zygote so a notebook's worker starts warm.
+PRELOAD = ("IPython", "IPython.core.interactiveshell", "IPython.core.completer", "jedi",
+           "comm", "agenticraft_kernel.worker.ipython_executor", "agenticraft_kernel.worker.shell",
+           "agenticraft_kernel.worker.comms", "agenticraft_kernel.worker.magics", "traitlets.config")
+
+
+def kernel_user(env: Mapping[str, str] | None = None) -> str:
+    """The notebook's user: ``JUPYTERHUB_USER`` (set by the hub's spawner), else the OS user."""
+    env = os.environ if env is None else env
+    hub_user = env.get("JUPYTERHUB_USER", "").strip()
+    if hub_user:
+        return hub_user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelRequest:
+    """What this kernel asks for: resolved by ``SandboxManager.authorize`` into a context."""
+
+    user_id: str
+    sandbox_type: str | None
+    limit_overrides: dict[str, Any]
+    policy_files: tuple[str, ...] = ()
+
+    def context_request(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "sandbox_type": self.sandbox_type}
+
+
+def build_request(*, user_id: str | None, sandbox_type: str | None,
+                  limits: Mapping[str, Any], policy_files: list[str] | tuple[str, ...] = (),
+                  env: Mapping[str, str] | None = None) -> KernelRequest:
+    """The kernel's request from its traitlets config (env and config file are read by
+    ``load_settings`` inside the manager). Limit names and values are validated here so a
+    typo in ``c.SecureKernel.limits`` is an error naming it, not a silent default."""
+    overrides = {str(name): coerce_limit(str(name), value) for name, value in limits.items()}
+    return KernelRequest(user_id=user_id or kernel_user(env),
+                         sandbox_type=(sandbox_type or None),
+                         limit_overrides=overrides,
+                         policy_files=tuple(str(Path(p).expanduser()) for p in policy_files))

@@ -1,0 +1,277 @@
+"""Worker side: ``IPythonExecutor``, the process sandbox executor behind the secure kernel.
+
+The process sandbox loads it by name
+(``agenticraft_kernel.worker.ipython_executor:IPythonExecutor``)
+inside the confined session worker. Every request the kernel makes (a cell, a completion, an
+inspection, a comm message from the frontend) is one ``run`` whose ``request["kind"]`` says
+which; the returned dict is the reply content. It runs on the untrusted side: it can report,
+never decide.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import errno
+import getpass
+import os
+import sys
+from typing import Any
+
+from agenticraft_kernel.worker.channel import Channel, EventStream
+
+#: errno values that mean "the sandbox said no" when an operating-system call fails in a cell.
+DENIAL_ERRNOS = {errno.EPERM, errno.EACCES, errno.EROFS, errno.ENETUNREACH,
+                 errno.EAFNOSUPPORT, errno.EHOSTUNREACH}
+
+
+class StdinNotImplementedError(NotImplementedError):
+    """``input()`` in a cell whose frontend cannot answer (same name as in ipykernel)."""
+
+
+class IPythonExecutor:
+    """One IPython shell per session worker; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.worker: Any = None
+        self.channel: Channel | None = None
+        self.shell: Any = None
+        self.allow_stdin = False
+
+    def attach(self, worker: Any) -> None:
+        self.worker = worker
+
+    # -- entry point -----------------------------------------------------------------------------
+    def run(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        if self.shell is None:
+            self._start_shell()
+        assert self.channel is not None
+        kind = request.get("kind", "execute")
+        handler = getattr(self, f"_{kind}", None)
+        if handler is None:
+            return {"status": "error", "ename": "ValueError", "evalue": f"unknown kind {kind!r}",
+                    "traceback": []}
+        self.channel.begin()
+        try:
+            return handler(code, request)
+        finally:
+            self.channel.end()
+
+    def format_exception(self, exc: BaseException) -> dict[str, str]:
+        from agenticraft.jail.executors import format_exception
+        return format_exception(exc)
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _start_shell(self) -> None:
+        from traitlets.config import Config
+
+        from agenticraft_kernel.worker.shell import WorkerShell
+        os.environ.setdefault("IPYTHONDIR", os.path.join(os.environ.get("HOME", "."), ".ipython"))
+        self.channel = Channel(self.worker)
+        config = Config()
+        config.HistoryManager.hist_file = ":memory:"
+        config.InteractiveShell.colors = "linux"
+        config.InteractiveShell.xmode = "Context"
+        sys.stdout = EventStream(self.channel, "stdout")
+        sys.stderr = EventStream(self.channel, "stderr")
+        self.shell = WorkerShell.instance(config=config, channel=self.channel)
+        from agenticraft_kernel.worker.magics import KernelAnsweredMagics
+        self.shell.register_magics(KernelAnsweredMagics)
+        builtins.input = self._input
+        getpass.getpass = self._getpass
+        self._install_comms()
+
+    def _install_comms(self) -> None:
+        import comm
+        from comm.base_comm import CommManager
+
+        from agenticraft_kernel.worker.comms import make_comm_class
+        manager = CommManager()
+        comm_class = make_comm_class(self.channel)
+        comm.create_comm = comm_class
+        comm.get_comm_manager = lambda: manager
+        self.comm_manager = manager
+
+    # -- kinds -----------------------------------------------------------------------------------
+    def _execute(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        shell = self.shell
+        silent = bool(request.get("silent", False))
+        store_history = bool(request.get("store_history", not silent))
+        self.allow_stdin = bool(request.get("allow_stdin", False))
+        if isinstance(request.get("execution_count"), int) and store_history:
+            shell.execution_count = request["execution_count"]
+        shell._last_traceback = None
+        shell.limit_error = None
+        # From here a KeyboardInterrupt is the cell's: the kernel holds interrupts until now.
+        self.channel.emit({"type": "cell_started"})
+        result = shell.run_cell(code, store_history=store_history, silent=silent,
+                                cell_id=request.get("cell_id"))
+        if shell.limit_error is not None:  # the worker reports it; the session rolls back
+            raise limit_exceeded(shell.limit_error, request.get("limits") or {})
+        error = result.error_before_exec or result.error_in_exec
+        reply: dict[str, Any] = {"execution_count": shell.execution_count - 1}
+        if result.success:
+            reply["status"] = "ok"
+            reply["user_expressions"] = shell.user_expressions(
+                request.get("user_expressions") or {})
+        else:
+            reply.update(status="error", ename=type(error).__name__, evalue=str(error),
+                         traceback=shell._last_traceback or [], user_expressions={})
+            denial = classify_denial(error)
+            network_allowed = bool((request.get("limits") or {}).get("network_access"))
+            if denial and not (denial["limit"] == "network_access" and network_allowed):
+                reply["denial"] = denial
+        reply["payload"] = shell.payload_manager.read_payload()
+        shell.payload_manager.clear_payload()
+        return reply
+
+    def _complete(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        from IPython.core.completer import provisionalcompleter, rectify_completions
+        cursor = request.get("cursor_pos")
+        cursor = len(code) if cursor is None else int(cursor)
+        completer = self.shell.Completer
+        try:
+            with provisionalcompleter():
+                completions = list(rectify_completions(code, completer.completions(code, cursor)))
+        except Exception:
+            completions = []
+        if not completions and completer.use_jedi:
+            # IPython swallows jedi's own failures and then returns nothing (seen on a first,
+            # cold run inside the sandbox): ask IPython's own matchers instead.
+            use_jedi, completer.use_jedi = completer.use_jedi, False
+            try:
+                with provisionalcompleter():
+                    completions = list(rectify_completions(
+                        code, completer.completions(code, cursor)))
+            finally:
+                completer.use_jedi = use_jedi
+        meta = [{"start": c.start, "end": c.end, "text": c.text, "type": c.type,
+                 "signature": c.signature} for c in completions]
+        start, end = (completions[0].start, completions[0].end) if completions else (cursor,
+                                                                                      cursor)
+        return {"matches": [c.text for c in completions], "cursor_start": start,
+                "cursor_end": end, "metadata": {"_jupyter_types_experimental": meta},
+                "status": "ok"}
+
+    def _inspect(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        from IPython.utils.tokenutil import token_at_cursor
+        cursor = request.get("cursor_pos")
+        name = token_at_cursor(code, len(code) if cursor is None else int(cursor))
+        reply: dict[str, Any] = {"status": "ok", "data": {}, "metadata": {}, "found": False}
+        try:
+            bundle = self.shell.object_inspect_mime(
+                name, detail_level=int(request.get("detail_level", 0)),
+                omit_sections=tuple(request.get("omit_sections") or ()))
+        except KeyError:
+            return reply
+        if not self.shell.enable_html_pager:
+            bundle.pop("text/html", None)
+        reply.update(data=bundle, found=True)
+        return reply
+
+    def _comm(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A comm message from the frontend (a widget moved, a comm opened or closed)."""
+        msg = dict(request.get("msg") or {})
+        msg["buffers"] = [base64.b64decode(b) for b in msg.get("buffers") or []]
+        handler = getattr(self.comm_manager, str(msg.get("msg_type")), None)
+        if msg.get("msg_type") not in ("comm_open", "comm_msg", "comm_close") or handler is None:
+            return {"status": "error"}
+        handler(None, None, msg)
+        return {"status": "ok"}
+
+    def _get_vars(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``%%secure --in``: named variables of the session, if they are plain data (the kernel
+        checks them again: this side is untrusted)."""
+        from agenticraft.wire.transfer import TransferError, literal
+        values: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name in request.get("names") or []:
+            if name not in self.shell.user_ns:
+                errors[name] = f"--in {name}: no variable named {name!r} in this notebook"
+                continue
+            try:
+                literal(self.shell.user_ns[name], name)
+            except TransferError as exc:
+                errors[name] = str(exc)
+                continue
+            values[name] = self.shell.user_ns[name]
+        return {"status": "ok", "values": values, "errors": errors}
+
+    def _set_vars(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``%%secure --out``: results of a fresh sandbox become session variables."""
+        values = request.get("values") or {}
+        self.shell.user_ns.update({str(k): v for k, v in values.items()})
+        return {"status": "ok"}
+
+    def _comm_info(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        target = request.get("target_name")
+        return {"status": "ok", "comms": {
+            cid: {"target_name": c.target_name}
+            for cid, c in self.comm_manager.comms.items()
+            if target is None or c.target_name == target}}
+
+    # -- stdin -----------------------------------------------------------------------------------
+    def _input(self, prompt: Any = "") -> str:
+        return self._ask(str(prompt), password=False)
+
+    def _getpass(self, prompt: str = "Password: ", stream: Any = None) -> str:
+        return self._ask(prompt, password=True)
+
+    def _ask(self, prompt: str, password: bool) -> str:
+        if not self.allow_stdin:
+            raise StdinNotImplementedError(
+                "raw_input was called, but this frontend does not support input requests.")
+        assert self.channel is not None
+        self.channel.emit({"type": "input_request", "prompt": prompt, "password": password})
+        while True:
+            msg = self.worker.receive()
+            if msg is None:
+                raise EOFError("the kernel closed the session")
+            if msg.get("op") == "input_reply":
+                break
+        value = str(msg.get("value", ""))
+        if value == "\x04":
+            raise EOFError
+        return value
+
+
+def limit_exceeded(exc: BaseException, limits: dict[str, Any]) -> BaseException:
+    """MemoryError (RLIMIT_AS) or EFBIG (RLIMIT_FSIZE) as the limit that caused it."""
+    from agenticraft.wire.errors import ResourceLimitExceeded
+    name = "memory_mb" if isinstance(exc, MemoryError) else "max_file_size_mb"
+    return ResourceLimitExceeded(name, allowed=limits.get(name))
+
+
+def classify_denial(exc: BaseException | None) -> dict[str, str] | None:
+    """If a cell failed because the sandbox refused an OS operation, say which kind.
+
+    A report for the audit log, from the untrusted side (the kernel records it as such).
+    """
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and (exc.errno in DENIAL_ERRNOS
+                                         or _is_resolver_error(exc)):
+            kind = ("filesystem_access" if exc.filename is not None else "network_access"
+                    if _from_socket(exc) else "os_operation")
+            return {"limit": kind, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _is_resolver_error(exc: OSError) -> bool:
+    import socket
+    return isinstance(exc, socket.gaierror)
+
+
+def _from_socket(exc: BaseException) -> bool:
+    import socket
+    if isinstance(exc, socket.gaierror | ConnectionError):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(("socket.py", "connection.py", "client.py", "request.py", "ssl.py")):
+            return True
+        tb = tb.tb_next
+    return exc.errno in (errno.ENETUNREACH, errno.EAFNOSUPPORT, errno.EHOSTUNREACH)

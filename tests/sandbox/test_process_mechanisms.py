@@ -1,0 +1,124 @@
+"""Each confinement mechanism switched off: the report says so, and the rest still holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from agenticraft.sandbox import host_report as probe
+from agenticraft.security import SecurityContext
+from agenticraft.wire.errors import ResourceLimitExceeded
+
+from helpers import make_manager
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture
+async def sandbox_without(request, tmp_path, monkeypatch):
+    from agenticraft.sandbox.process import ProcessSandbox
+
+    monkeypatch.setenv("AGENTICRAFT_DISABLE", request.param)
+    sandbox = ProcessSandbox(make_manager(tmp_path))
+    await sandbox.start()
+    yield sandbox
+    await sandbox.close()
+
+
+async def run(sandbox, code, **limits):
+    limits.setdefault("timeout_seconds", 3)
+    return await sandbox.execute_code(code, SecurityContext("tester", resource_limits=limits))
+
+
+def test_doctor_reports_every_limit():
+    out = subprocess.run([sys.executable, "-m", "agenticraft_kernel", "doctor", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    report = json.loads(out)
+    assert set(report["limits"]) == {"timeout_seconds", "memory_mb", "cpu_percent",
+                                     "max_file_size_mb", "network_access", "filesystem_access",
+                                     "max_processes", "max_output_bytes"}
+    assert set(report["mechanisms"]) == set(probe.MECHANISMS)
+    text = subprocess.run([sys.executable, "-m", "agenticraft_kernel", "doctor"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "filesystem_access" in text and "Mechanisms:" in text
+
+
+def test_report_marks_switched_off_mechanisms():
+    full = probe.host_report(disabled=())
+    off = probe.host_report(disabled=("landlock", "seccomp", "namespaces", "rlimits"))
+    if full["mechanisms"]["landlock"]["available"]:
+        assert "Landlock" in full["limits"]["filesystem_access"]
+    assert off["limits"]["filesystem_access"].startswith("NOT ENFORCED")
+    assert off["limits"]["network_access"].startswith("NOT ENFORCED")
+    assert off["limits"]["memory_mb"].startswith("DEGRADED")
+    assert off["mechanisms"]["landlock"]["disabled"] is True
+    assert off["limits"]["timeout_seconds"] == full["limits"]["timeout_seconds"]
+
+
+def test_unknown_mechanism_name_is_rejected():
+    from agenticraft.wire.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="valid"):
+        probe.disabled_from_env({"AGENTICRAFT_DISABLE": "landlok"})
+
+
+@pytest.mark.parametrize("sandbox_without", ["landlock"], indirect=True)
+async def test_without_landlock(sandbox_without):
+    result = await run(sandbox_without, "data = open('/etc/hostname').read()")
+    assert result.success  # honestly degraded: filesystem reads are no longer confined
+    assert result.enforced["filesystem_access"].startswith("NOT ENFORCED")
+    assert not (await run(sandbox_without, "import socket\nsocket.socket()")).success
+    with pytest.raises(ResourceLimitExceeded):
+        await run(sandbox_without, "while True:\n    pass", timeout_seconds=1)
+
+
+@pytest.mark.parametrize("sandbox_without", ["seccomp"], indirect=True)
+async def test_without_seccomp(sandbox_without):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        result = await run(sandbox_without,
+                           f"import socket\ns = socket.socket()\n"
+                           f"s.connect(('127.0.0.1', {port}))")
+        assert not result.success  # the network namespace and Landlock TCP still hold
+        assert "seccomp" not in result.enforced["network_access"]
+    finally:
+        listener.close()
+    assert not (await run(sandbox_without, "open('/etc/shadow').read()")).success
+
+
+@pytest.mark.parametrize("sandbox_without", ["namespaces"], indirect=True)
+async def test_without_namespaces(sandbox_without):
+    result = await run(sandbox_without, "import socket\nsocket.socket()")
+    assert not result.success  # seccomp still refuses non-AF_UNIX sockets
+    assert "network namespace" not in result.enforced["network_access"]
+
+
+@pytest.mark.parametrize("sandbox_without", ["rlimits"], indirect=True)
+async def test_without_rlimits(sandbox_without):
+    with pytest.raises(ResourceLimitExceeded) as info:
+        await run(sandbox_without,
+                  "blocks = []\nwhile True:\n    blocks.append(bytearray(8 * 1024 * 1024))",
+                  memory_mb=128, timeout_seconds=20)
+    assert info.value.limit == "memory_mb"  # the supervisor's RSS watchdog caught it
+
+
+@pytest.mark.parametrize("sandbox_without", ["landlock,seccomp,namespaces,rlimits,pids_cgroup"],
+                         indirect=True)
+async def test_with_everything_off_timeouts_and_output_caps_hold(sandbox_without):
+    result = await run(sandbox_without, "x = 1")
+    assert all(not v.startswith("NOT") for k, v in result.enforced.items()
+               if k in ("timeout_seconds", "max_output_bytes"))
+    assert result.enforced["network_access"].startswith("NOT ENFORCED")
+    with pytest.raises(ResourceLimitExceeded):
+        await run(sandbox_without, "while True:\n    pass", timeout_seconds=1)
+    flood = await run(sandbox_without, "print('y' * 50000)", max_output_bytes=1000)
+    assert flood.truncated
