@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version: pyproject.toml and agenticraft_kernel read it here
 __all__ = ["Agent", "__version__"]
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["__version__", "load_ipython_extension"]
+from agenticraft import __version__  # one version for both packages (pyproject reads it there)
 
-__version__ = "0.1.0"
+__all__ = ["__version__", "load_ipython_extension"]
 
 
 def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]

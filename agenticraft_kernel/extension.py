@@ -1,60 +1,113 @@
 """IPython magics of AgentiCraft Secure for stock kernels: ``%load_ext agenticraft_kernel``.
 
-``%%secure`` runs its cell in a fresh sandbox of a process-wide ``SandboxManager`` (the agent
-API's, so sandboxes stay warm): ``--in`` copies plain data in, ``--out`` copies plain results
-back, output is printed as it arrives, and a violation is a one-line error, not a traceback.
-``%secure_status``, ``%secure_audit`` and ``%secure_panel`` show the same views as in the secure
-kernel. In the secure kernel the parent answers all of these itself; inside its sandbox only
-``KernelAnsweredMagics`` is registered, which explains where a misplaced magic goes.
+``%%secure`` is ``secure_cell.SecureCell``, the implementation the secure kernel uses; here every
+cell runs in a fresh sandbox of the process-wide ``SandboxManager`` (the agent API's, so sandboxes
+stay warm) and its context is bounded by the administrator's policy. ``--in`` copies plain data
+in from the notebook, ``--out`` copies plain results back, output is printed as it arrives, and
+a violation is a one-line error, not a traceback. ``%secure_status``, ``%secure_audit`` and
+``%secure_panel`` are the secure kernel's views (``secure_cell.show_view``). In the secure kernel
+the parent answers all of these itself; inside its sandbox only ``KernelAnsweredMagics`` is
+registered, which explains where a misplaced magic goes.
+
+A cell runs on the engine's event loop; what it prints or shows, and the panel's feeds, are
+handed back to the notebook's thread (``NotebookThread``), which runs them as they come.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import queue
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
-from agenticraft.wire import transfer
-from agenticraft_kernel.views import secure_args
-from agenticraft_kernel.views.secure_args import EMPTY_CELL
+from agenticraft.wire.transfer import TransferError
+from agenticraft_kernel.parent.panel_host import PanelHost
+from agenticraft_kernel.parent.replies import one_line
+from agenticraft_kernel.parent.secure_cell import SecureCell, show_view
+from agenticraft_kernel.views import audit_table
+from agenticraft_kernel.views.secure_args import SecureRequest
 from agenticraft_kernel.worker.magics import LINE_MISUSE
 
-_DONE = object()
 RECENT_KEPT = 20
+STOCK_WHERE = ("stock kernel: each %%secure cell runs in a fresh sandbox; other cells are NOT "
+               "sandboxed")
 
 
-def one_line(exc: BaseException) -> BaseException:
+def shown_as_one_line(exc: BaseException) -> BaseException:
     """Make IPython show ``exc`` as one line ("Name: message") instead of a traceback."""
-    name = type(exc).__name__
-    exc._render_traceback_ = lambda: [f"\x1b[0;31m{name}\x1b[0m: {exc}"]  # type: ignore[attr-defined]
+    exc._render_traceback_ = lambda: one_line(type(exc).__name__, str(exc))  # type: ignore[attr-defined]
     return exc
 
 
-class SandboxedError(Exception):
-    """The cell's own exception, raised inside the sandbox; shown with the sandbox's traceback."""
+class NotebookThread:
+    """Runs calls on the notebook's thread: at once when already there, else queued for the
+    running cell's ``pump``."""
 
-    def __init__(self, ename: str, evalue: str, traceback: str) -> None:
-        super().__init__(evalue)
-        self.ename = ename
-        self.traceback_text = traceback
+    def __init__(self) -> None:
+        self.thread = threading.current_thread()
+        self.calls: queue.Queue[Callable[[], None] | None] | None = None
 
-    def _render_traceback_(self) -> list[str]:
-        lines = self.traceback_text.rstrip("\n").splitlines()
-        return lines or [f"\x1b[0;31m{self.ename}\x1b[0m: {self}"]
+    def __call__(self, call: Callable[[], None]) -> None:
+        calls = self.calls
+        if calls is None or threading.current_thread() is self.thread:
+            call()
+        else:
+            calls.put(call)
+
+    def open(self) -> None:
+        """Queue calls from other threads from now on (before the cell is submitted)."""
+        self.calls = queue.Queue()
+
+    def pump(self, future: Future[Any]) -> None:
+        """Run the queued calls until ``future`` is done (interruptible with Ctrl-C)."""
+        calls = self.calls
+        assert calls is not None
+        future.add_done_callback(lambda _f: calls.put(None))
+        try:
+            while True:
+                try:
+                    call = calls.get(timeout=0.25)
+                except queue.Empty:
+                    continue
+                if call is None:
+                    return
+                call()
+        finally:
+            self.calls = None
 
 
-def sandboxed_error(ename: str, evalue: str, traceback: str) -> SandboxedError:
-    """A ``SandboxedError`` whose class name is the cell's exception name (the error output's
-    ename), e.g. ``ZeroDivisionError``."""
-    name = ename if ename.isidentifier() else "SandboxedError"
-    cls = type(name, (SandboxedError,), {"__module__": "sandbox"})
-    return cls(ename, evalue, traceback)
+class NotebookScreen:
+    """A magic's output in a stock kernel: printed and displayed on the notebook's thread."""
+
+    def __init__(self, on_notebook: NotebookThread) -> None:
+        self.on_notebook = on_notebook
+
+    def say(self, text: str) -> None:
+        self.on_notebook(lambda: print(text))
+
+    def show(self, bundle: dict[str, Any]) -> None:
+        from IPython.display import display
+        self.on_notebook(lambda: display(bundle, raw=True))
+
+    def show_live(self, bundle: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+        from IPython.display import display
+        handle = display(bundle, raw=True, display_id=True)
+        return lambda data: self.on_notebook(lambda: handle.update(data, raw=True))
+
+    def output(self, item: Any) -> None:
+        """``on_output`` of the sandbox: the cell's stdout/stderr as it arrives."""
+        if getattr(item, "kind", "") in ("stdout", "stderr"):
+            stream = sys.stderr if item.kind == "stderr" else sys.stdout
+            self.on_notebook(lambda: stream.write(str(item.data)))
 
 
 @magics_class
@@ -65,8 +118,10 @@ class SecureMagics(Magics):
         super().__init__(shell)
         self._manager = manager
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_KEPT)
-        self.panel: Any = None
-        self._count = 0
+        self.count = 0
+        self.on_notebook = NotebookThread()
+        self.panels = PanelHost(self._make_panel, dispatch=self.on_notebook)
+        self.where = STOCK_WHERE
 
     @property
     def manager(self) -> Any:
@@ -75,19 +130,36 @@ class SecureMagics(Magics):
             self._manager = default_manager()
         return self._manager
 
-    def _context(self, request: secure_args.SecureRequest | None = None) -> Any:
+    @manager.setter
+    def manager(self, manager: Any) -> None:
+        self._manager = manager
+
+    @property
+    def panel(self) -> Any:
+        """The security panel, once ``%secure_panel`` showed it."""
+        return self.panels.panel
+
+    def context(self, request: SecureRequest | None = None) -> Any:
         """The effective context: the policy resolves the request (or the user's defaults)."""
-        from agenticraft.agents.tools.runtime import default_user
-        from agenticraft.security.context import SecurityContext
-        from agenticraft.wire.errors import SecurityException
-        request = request or secure_args.SecureRequest()
-        ctx = SecurityContext(default_user(), request.permissions, request.limits,
+        from agenticraft.security.context import SecurityContext, current_user
+        request = request or SecureRequest()
+        ctx = SecurityContext(current_user(), request.permissions, request.limits,
                               sandbox_type=request.sandbox)
-        try:
-            return self.manager.authorize(ctx, "execute", action="secure_magic",
-                                          record_allowed=False)
-        except SecurityException as exc:
-            raise one_line(exc) from None
+        return self.manager.authorize(ctx, "execute", action="secure_magic",
+                                      record_allowed=False)
+
+    def enforcement(self) -> Mapping[str, str]:
+        from agenticraft.sandbox.host_report import host_report
+        return dict(host_report()["limits"])
+
+    def audit_log(self) -> Any:
+        return self.manager.audit
+
+    def _make_panel(self) -> Any:
+        from agenticraft_kernel.views.panel import make_panel
+        return make_panel(self.context(), self.enforcement(), recent=lambda: list(self.recent),
+                          audit=functools.partial(audit_table.query, self.manager.audit),
+                          title="stock kernel (%%secure cells only)")
 
     # -- %%secure --------------------------------------------------------------------------------
     @line_cell_magic
@@ -95,164 +167,115 @@ class SecureMagics(Magics):
         """Run the cell in a fresh sandbox under tighter limits (``%%secure --help``)."""
         if cell is None:
             raise UsageError(LINE_MISUSE)
-        request = secure_args.parse_secure(line)
-        if request.help:
-            print(secure_args.secure_help())
-            return
-        if not cell.strip():
-            raise UsageError(EMPTY_CELL)
-        user_ns = self.shell.user_ns
-        missing = [name for name in request.inputs if name not in user_ns]
-        if missing:
-            raise UsageError(f"%%secure: --in {', '.join(missing)}: no such variable in this "
-                             "notebook")
-        try:
-            code = transfer.wrap(cell, {n: user_ns[n] for n in request.inputs},
-                                 request.outputs)
-        except transfer.TransferError as exc:
-            raise one_line(exc) from None
-        ctx = self._context(request)
-        self._count += 1
-        result, wall = self._run(ctx, code, request)
-        if not result.success:
-            error = result.error
-            raise sandboxed_error(error.ename, error.evalue, error.traceback) if error else \
-                one_line(RuntimeError("the sandboxed cell failed"))
-        try:
-            values = transfer.collect(result, request.outputs)
-        except transfer.TransferError as exc:
-            raise one_line(exc) from None
-        user_ns.update(values)
-        if not request.quiet:
-            from IPython.display import display
-
-            from agenticraft_kernel.views.cell_summary import summary_bundle
-            display(summary_bundle(ctx, request.limits, result.resource_usage, wall,
-                                   where="fresh sandbox", returned=list(values)), raw=True)
-
-    def _run(self, ctx: Any, code: str, request: secure_args.SecureRequest) -> tuple[Any, float]:
-        """Run on the engine loop; print output as it arrives; feed the panel meanwhile."""
         from agenticraft.agents.tools.runtime import submit
         from agenticraft.wire.errors import SecurityException
-        outputs: queue.Queue[Any] = queue.Queue()
-        started = time.monotonic()
-        fields = {"magic": request.audit_fields(), "action": "secure_magic"}
-
-        async def run() -> Any:
-            sandbox = await self.manager.get_sandbox(ctx.sandbox_type)
-            return await sandbox.run_authorized(code, ctx, on_output=outputs.put,
-                                                audit_extra=fields)
-
-        future = submit(run())
-        future.add_done_callback(lambda _f: outputs.put(_DONE))
-        panel = self.panel
-        if panel is not None:
-            panel.start_cell(f"%%secure cell {self._count}", ctx.resource_limits)
-        record: dict[str, Any] = {"execution_count": self._count, "magic": fields["magic"],
-                                  "limits": ctx.resource_limits.as_dict()}
+        self.on_notebook.open()
+        future = submit(SecureCell(line, cell).run(StockCellSite(self)))
         try:
-            while True:
-                try:
-                    item = outputs.get(timeout=0.25)
-                except queue.Empty:  # nothing printed lately: just move the time gauge
-                    if panel is not None:
-                        panel.sample(time.monotonic() - started, None, None)
-                    continue
-                if item is _DONE:
-                    break
-                if getattr(item, "kind", "") in ("stdout", "stderr"):
-                    stream = sys.stderr if item.kind == "stderr" else sys.stdout
-                    stream.write(str(item.data))
-            wall = time.monotonic() - started
-            try:
-                result = future.result()
-            except SecurityException as exc:
-                record.update(outcome="limit_exceeded" if hasattr(exc, "limit") else "denied",
-                              limit=getattr(exc, "limit", None), usage=getattr(exc, "usage", {}))
-                raise one_line(exc) from None
-            record.update(outcome="ok" if result.success else "error",
-                          usage=result.resource_usage)
-            return result, wall
+            self.on_notebook.pump(future)
         except KeyboardInterrupt:
             future.cancel()  # the engine kills the worker
-            record["outcome"] = "interrupted"
             raise
-        finally:
-            record["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
-            self.recent.append(record)
-            if panel is not None:
-                panel.end_cell()
+        try:
+            future.result()
+        except (TransferError, SecurityException) as exc:
+            raise shown_as_one_line(exc) from None
 
     # -- views -----------------------------------------------------------------------------------
-    def _enforcement(self) -> dict[str, str]:
-        from agenticraft.sandbox.host_report import host_report
-        return dict(host_report()["limits"])
+    def _view(self, name: str, line: str) -> None:
+        from agenticraft.wire.errors import SecurityException
+        try:
+            show_view(name, line, NotebookScreen(self.on_notebook), self)
+        except SecurityException as exc:
+            raise shown_as_one_line(exc) from None
 
     @line_magic
     def secure_status(self, line: str) -> None:
         """The effective security context and what this host enforces."""
-        if secure_args.parse_no_options("%secure_status", line,
-                                        secure_args.STATUS_DESCRIPTION):
-            print(secure_args.help_of("%secure_status", secure_args.STATUS_DESCRIPTION))
-            return
-        from IPython.display import display
-
-        from agenticraft_kernel.views.status import render_status
-        ctx = self._context()
-        display(render_status(ctx, self._enforcement(), where="stock kernel: each %%secure "
-                              "cell runs in a fresh sandbox; other cells are NOT sandboxed"),
-                raw=True)
+        self._view("secure_status", line)
 
     @line_magic
     def secure_audit(self, line: str) -> None:
         """Recent audit records (``%secure_audit --help``)."""
-        args = secure_args.parse_audit(line)
-        if args.help:
-            print(secure_args.audit_help())
-            return
-        from IPython.display import display
-
-        from agenticraft_kernel.views.audit_table import secure_audit
-        display(secure_audit(self.manager.audit, args.n, args.user, args.type, args.verify),
-                raw=True)
+        self._view("secure_audit", line)
 
     @line_magic
     def secure_panel(self, line: str) -> None:
         """The security panel (limits, gauges, last cells, audit history)."""
-        if secure_args.parse_no_options("%secure_panel", line, secure_args.PANEL_DESCRIPTION):
-            print(secure_args.help_of("%secure_panel", secure_args.PANEL_DESCRIPTION))
-            return
-        from IPython.display import display
-
-        from agenticraft_kernel.views.panel import make_panel
-        if self.panel is None:
-            log = self.manager.audit
-            self.panel = make_panel(
-                self._context(), self._enforcement(), recent=lambda: list(self.recent),
-                audit=lambda kind, user, n: (log.query(user_id=user, event_type=kind, limit=n)
-                                             if hasattr(log, "query") else []),
-                title="stock kernel (%%secure cells only)")
-        handle = display(self.panel.bundle(), raw=True, display_id=True)
-        self.panel.update = lambda bundle: handle.update(bundle, raw=True)
+        self._view("secure_panel", line)
 
 
-def in_secure_kernel(ipython: Any) -> bool:
-    """True inside the secure kernel's sandbox worker (its shell is ours)."""
-    return type(ipython).__name__ == "WorkerShell" and type(ipython).__module__.startswith(
-        "agenticraft_kernel")
+class StockCellSite(NotebookScreen):
+    """A ``%%secure`` cell in a stock kernel: always a fresh sandbox, bounded by the policy."""
+
+    unchanged = "default limits"
+
+    def __init__(self, magics: SecureMagics) -> None:
+        super().__init__(magics.on_notebook)
+        self.magics = magics
+
+    def resolve(self, request: SecureRequest) -> Any:
+        return self.magics.context(request)
+
+    def placement(self, ctx: Any, request: SecureRequest) -> list[str] | None:
+        return []  # every cell runs in a fresh sandbox
+
+    async def run_in_session(self, body: str, ctx: Any,
+                             fields: dict[str, Any]) -> tuple[Mapping[str, Any], float] | None:
+        raise AssertionError("a stock kernel has no sandbox session")
+
+    async def read_inputs(self, names: tuple[str, ...]) -> dict[str, Any]:
+        user_ns = self.magics.shell.user_ns
+        missing = [name for name in names if name not in user_ns]
+        if missing:
+            raise UsageError(f"%%secure: --in {', '.join(missing)}: no such variable in this "
+                             "notebook")
+        return {name: user_ns[name] for name in names}
+
+    async def run_fresh(self, code: str, ctx: Any, fields: dict[str, Any]) -> Any:
+        from agenticraft.security import records
+        from agenticraft.wire.errors import ResourceLimitExceeded, SecurityException
+        m = self.magics
+        m.count += 1
+        started = time.monotonic()
+        monitor = m.panels.start(f"%%secure cell {m.count}", ctx.resource_limits, lambda: None)
+        record: dict[str, Any] = {"execution_count": m.count, "magic": fields["magic"],
+                                  "limits": ctx.resource_limits.as_dict()}
+        try:
+            sandbox = await m.manager.get_sandbox(ctx.sandbox_type)
+            result = await sandbox.run_authorized(code, ctx, on_output=self.output,
+                                                  audit_extra={**fields, "action": "secure_magic"})
+        except ResourceLimitExceeded as exc:
+            record.update(outcome="limit_exceeded", limit=exc.limit,
+                          usage=records.usage_fields(exc.usage))
+            raise
+        except SecurityException:
+            record.update(outcome="denied", limit=None, usage={})
+            raise
+        except asyncio.CancelledError:
+            record["outcome"] = "interrupted"
+            raise
+        else:
+            record.update(outcome="ok" if result.success else "error",
+                          usage=result.resource_usage)
+        finally:
+            record["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+            m.recent.append(record)
+            m.panels.stop(monitor)
+            m.panels.idle()
+        return result
+
+    async def write_outputs(self, values: dict[str, Any]) -> None:
+        self.on_notebook(lambda: self.magics.shell.user_ns.update(values))
 
 
 def load_ipython_extension(ipython: Any, manager: Any = None) -> None:
-    """``%load_ext agenticraft_kernel``: registers the magics (a no-op in the secure kernel,
-    which provides them already)."""
-    if in_secure_kernel(ipython):
-        print("AgentiCraft Secure: %%secure, %secure_status, %secure_audit and %secure_panel "
-              "are built into this kernel.")
-        return
+    """Registers the magics in a stock kernel (``%load_ext agenticraft_kernel`` comes here
+    through the package, which answers it itself inside the secure kernel's sandbox)."""
     existing = secure_magics_of(ipython)
     if existing is not None:  # loaded again: keep its panel and history
         if manager is not None:
-            existing._manager = manager
+            existing.manager = manager
         return
     ipython.register_magics(SecureMagics(ipython, manager=manager))
 

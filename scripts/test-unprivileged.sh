@@ -22,9 +22,7 @@ py=/usr/bin/python3
 setpriv --reuid="$user" --regid="$user" --init-groups --reset-env -- env HOME="$home" \
     PATH=/usr/local/bin:/usr/bin:/bin sh -euc "
         cd '$work'
-        '$py' -m venv .venv
-        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e . \
-            pytest pytest-asyncio pytest-timeout hypothesis
+        PYTHON='$py' bash scripts/setup-venv.sh '' --group test
         echo \"unprivileged run as \$(id -un) (uid \$(id -u))\"
         .venv/bin/python -m pytest -p no:cacheprovider tests/sandbox/test_process_escapes.py \
             tests/sandbox/test_process_sessions.py tests/sandbox/test_process_mechanisms.py \

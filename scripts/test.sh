@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Set up everything the tests need (a virtualenv with the package and its test extras) and run
-# the whole suite: lint, then pytest. A run that collects no tests fails.
+# Set up everything the tests need (a virtualenv with the package, JupyterLab and the test, browser
+# and lint dependency groups) and run the whole suite: lint, then pytest; after a full run that
+# passed, the kernel tests again on the minimum declared Jupyter stack (test-min-deps.sh) and,
+# as root, the security suites as an unprivileged user (test-unprivileged.sh). A run that
+# collects no tests fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-venv.sh test
+bash scripts/setup-venv.sh lab --group test --group browser --group lint
 # The browser test drives JupyterLab in Debian's Chromium (never a downloaded browser build).
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -21,6 +24,9 @@ set -e
 if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: failing on purpose" >&2
     exit 1
+fi
+if [ "$status" -eq 0 ] && [ $# -eq 0 ]; then
+    bash scripts/test-min-deps.sh || status=$?
 fi
 if [ "$status" -eq 0 ] && [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
     # As root, run the security suites once more as an ordinary user (see the script).

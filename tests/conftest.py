@@ -1,4 +1,5 @@
-"""Shared fixtures: a process sandbox with its own audit log, started once per test module."""
+"""Shared fixtures: isolated agent state, a process sandbox with its own audit log (started once
+per test module), and the loopback HTTP servers of ``http_helpers``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_manager
+from http_helpers import LoopbackServer, arithmetic_chat, search_handler, serve
 
 
 @pytest.fixture
@@ -36,3 +38,17 @@ def process_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     sandbox._started = True
     yield sandbox
     sandbox.supervisor.close()
+
+
+@pytest.fixture
+def search_server() -> Iterator[LoopbackServer]:
+    """A loopback search API answering ``SEARCH_RESULTS``."""
+    with serve(search_handler) as server:
+        yield server
+
+
+@pytest.fixture
+def chat_server() -> Iterator[LoopbackServer]:
+    """A loopback OpenAI-compatible chat endpoint that asks the sandbox to compute 2 + 2."""
+    with serve(arithmetic_chat) as server:
+        yield server

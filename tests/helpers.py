@@ -1,18 +1,49 @@
-"""Helpers shared by the test modules."""
+"""Helpers shared by the test modules (importing this module imports no engine code, so static
+tests such as test_boundary.py run even while the engine cannot be imported)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from agenticraft.sandbox import SandboxManager
-from agenticraft.security.config import Settings
-from agenticraft.security.policy import Policy
+if TYPE_CHECKING:
+    from agenticraft.sandbox import SandboxManager
+    from agenticraft.security.policy import Policy
 
 
 def make_manager(tmp: Path, policy: Policy | None = None, **kwargs) -> SandboxManager:
+    """A manager with its audit log and working directory under ``tmp``."""
+    from agenticraft.sandbox import SandboxManager
+    from agenticraft.security.config import Settings
+    from agenticraft.security.policy import Policy
+
     return SandboxManager(policy=policy or Policy(), settings=Settings(audit_log_path=tmp / "a"),
                           audit_log=tmp / "audit.jsonl", working_dir=tmp, **kwargs)
+
+
+def audit_records(manager: SandboxManager, kind: str | None = None,
+                  **match: Any) -> list[dict[str, Any]]:
+    """The manager's audit records of type ``kind`` whose fields equal ``match``."""
+    return [r for r in manager.audit.query(event_type=kind)
+            if all(r.get(k) == v for k, v in match.items())]
+
+
+def parent_of(pid: int) -> int:
+    """The parent pid, from /proc (works for processes that are not our children)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+
+@contextlib.contextmanager
+def tcp_listener() -> Iterator[tuple[socket.socket, int]]:
+    """A listening TCP socket on 127.0.0.1 and its port: what sandboxed code must not reach."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield listener, listener.getsockname()[1]
 
 
 def is_gone(pid: int) -> bool:
@@ -26,17 +57,36 @@ def is_gone(pid: int) -> bool:
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return True
-    try:
-        proc.wait(timeout=timeout)  # works for non-children too (polls until it disappears)
-    except psutil.TimeoutExpired:
-        return is_gone(pid)
+    """Wait until ``pid`` is dead or a zombie (a zombie whose parent does not reap it, say a
+    stopped subreaper, would otherwise hold a plain wait for the whole timeout)."""
+    deadline = time.monotonic() + timeout
+    while not is_gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
     return True
 
 
 RUNNING_AS_ROOT = os.geteuid() == 0
+
+#: The first-party packages code inside the sandbox may import (plus the bare packages
+#: ``agenticraft`` and ``agenticraft_kernel``, whose ``__init__`` imports nothing first-party).
+SANDBOX_SIDE_PACKAGES = ("agenticraft.jail", "agenticraft.wire", "agenticraft_kernel.worker")
+FIRST_PARTY = ("agenticraft", "agenticraft_kernel")
+
+
+def within(name: str, packages: Iterable[str]) -> bool:
+    """``name`` is one of ``packages`` or a module inside one of them."""
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def host_modules(loaded: Iterable[str]) -> list[str]:
+    """The first-party modules in ``loaded`` that are host code (none may be loaded in a worker)."""
+    return sorted(name for name in loaded if within(name.split(".")[0], FIRST_PARTY)
+                  and name not in FIRST_PARTY and not within(name, SANDBOX_SIDE_PACKAGES))
+
+
+def assert_sandbox_side_only(loaded: Iterable[str]) -> None:
+    """Fail naming every host module in ``loaded`` (a worker's ``sys.modules``)."""
+    hosts = host_modules(loaded)
+    assert not hosts, f"host modules loaded inside the worker: {', '.join(hosts)}"

@@ -25,15 +25,16 @@ import pytest
 
 from agenticraft.agents.auth import HMACAuthenticator
 from agenticraft.agents.tools import close_default_manager, set_default_manager
-from agenticraft.agents.tools.runtime import default_user
 from agenticraft.sandbox import SandboxManager, SandboxType
 from agenticraft.security import ResourceLimits, SecurityContext
 from agenticraft.security.audit import AuditLog
 from agenticraft.security.config import load_settings
+from agenticraft.security.context import current_user
 from agenticraft.security.exceptions import PermissionDenied
 from agenticraft.security.policy import Policy
 from agenticraft.workflows import ResearchReport, ResearchTeam
-from agents.test_agent_http import SEARCH_RESULTS, arithmetic_chat, search_handler, serve
+
+from http_helpers import SEARCH_RESULTS
 
 SPEC_CANDIDATES = (
     os.environ.get("AGENTICRAFT_SPEC", ""),
@@ -154,18 +155,6 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert spec.audit.verify().ok
 
 
-@pytest.fixture
-def search_server():
-    with serve(search_handler) as server:
-        yield server
-
-
-@pytest.fixture
-def chat_server():
-    with serve(arithmetic_chat) as server:
-        yield server
-
-
 def names() -> dict[str, Any]:
     """A fresh namespace holding ``Agent``, which later blocks use without importing it."""
     from agenticraft import Agent
@@ -194,7 +183,7 @@ def test_basic_secure_agent_prints_result(env):
     assert (execution["limits"]["memory_mb"], execution["limits"]["cpu_percent"]) == (256, 50.0)
     decision = env.records("authorization")[-1]
     assert (decision["permission"], decision["allowed"], decision["user_id"]) == \
-        ("execute", True, default_user())
+        ("execute", True, current_user())
 
 
 def test_secure_workflow_execution_returns_report_offline(env):

@@ -60,6 +60,7 @@ from agenticraft.sandbox.manager import SandboxManager
 from agenticraft.sandbox.result import ExecutionError, ExecutionResult
 from agenticraft.sandbox.types import SandboxType
 from agenticraft.security import permissions as perms
+from agenticraft.security import records
 from agenticraft.security.context import SecurityContext
 from agenticraft.wire.codec import is_plain_name, to_safe
 from agenticraft.wire.errors import (
@@ -375,10 +376,9 @@ class Agent:
                          reason, agent=self.name)
             raise PermissionDenied(reason, permission="unsandboxed_execution",
                                    user_id=ctx.user_id, ceiling=False)
-        manager.audit.record({"type": "authorization", "user_id": ctx.user_id,
-                              "permission": "unsandboxed_execution", "allowed": True,
-                              "action": "execute_unsandboxed", "agent": self.name,
-                              "warning": "code runs in the host process without a sandbox"})
+        manager.audit.record(records.authorization(
+            ctx.user_id, "unsandboxed_execution", True, action="execute_unsandboxed",
+            agent=self.name, warning="code runs in the host process without a sandbox"))
 
         async def run() -> ExecutionResult:
             return _run_in_process(code)
@@ -405,9 +405,8 @@ class Agent:
         try:
             tool = self.tools.get(tool_name)
         except ConfigurationError as exc:
-            manager.audit.record({"type": "tool", "user_id": request.user_id,
-                                  "name": str(tool_name), "outcome": "unknown",
-                                  "agent": self.name, "reason": str(exc)})
+            manager.audit.record(records.tool_call(request.user_id, str(tool_name), "unknown",
+                                                   agent=self.name, reason=str(exc)))
             raise
         return await invoke_tool(manager, tool, arguments, request, limits=self.limits,
                                  audit_fields={"agent": self.name})

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from agenticraft.security import permissions as perms
+from agenticraft.security import records
 from agenticraft.security.context import SecurityContext
 from agenticraft.security.policy import Policy
 from agenticraft.wire.errors import ConfigurationError, PermissionDenied
@@ -67,15 +68,14 @@ class Authenticator(abc.ABC):
         try:
             request = self._authenticate(user_context)
         except AuthenticationError as exc:
-            audit.record({"type": "authentication", "user_id": claimed or "unknown",
-                          "method": self.method, "success": False, "reason": str(exc)})
+            audit.record(records.authentication(claimed or "unknown", self.method, False,
+                                                reason=str(exc)))
             raise
         except ConfigurationError as exc:
-            audit.record({"type": "authentication", "user_id": claimed or "unknown",
-                          "method": self.method, "success": False, "reason": str(exc)})
+            audit.record(records.authentication(claimed or "unknown", self.method, False,
+                                                reason=str(exc)))
             raise AuthenticationError(f"Authentication failed: {exc}", user_id=claimed) from None
-        audit.record({"type": "authentication", "user_id": request.user_id,
-                      "method": self.method, "success": True})
+        audit.record(records.authentication(request.user_id, self.method, True))
         return request
 
     @abc.abstractmethod

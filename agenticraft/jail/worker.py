@@ -9,7 +9,6 @@ the run: a rollback costs one fork, not a replay.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import gc
 import io
@@ -19,13 +18,13 @@ import socket
 import sys
 from typing import Any
 
+from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, prctl
 from agenticraft.jail.executors import EXECUTORS
 from agenticraft.wire import protocol
+from agenticraft.wire.codec import to_safe
 from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation
 
-PR_SET_CHILD_SUBREAPER = 36
 _LIMIT_ERRNOS = {errno.EFBIG: "max_file_size_mb", errno.ENOMEM: "memory_mb"}
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _streams() -> None:
@@ -90,7 +89,7 @@ class Worker:
         if pid == 0:
             os.close(r)
             gc.unfreeze()
-            _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+            prctl(PR_SET_CHILD_SUBREAPER, 1)
             self.promote_fd = w
             return True
         os.close(w)
@@ -125,8 +124,8 @@ class Worker:
             values = self.executor.run(msg["code"], msg)
             reply.update(ok=True, values=values)
         except ResourceLimitExceeded as exc:
-            reply.update(ok=False, limit={"limit": exc.limit, "value": _plain(exc.value),
-                                          "allowed": _plain(exc.allowed), "message": str(exc)})
+            reply.update(ok=False, limit={"limit": exc.limit, "value": to_safe(exc.value),
+                                          "allowed": to_safe(exc.allowed), "message": str(exc)})
             keep = False
         except SecurityViolation as exc:
             reply.update(ok=False, violation={"message": str(exc), "lineno": exc.lineno,
@@ -170,10 +169,6 @@ def load_executor(name: str) -> Any:
     module_name, _, attr = name.partition(":")
     import importlib
     return getattr(importlib.import_module(module_name), attr)
-
-
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, int | float | str | bool | type(None)) else repr(value)
 
 
 def main(chan_fd: int, executor: str, ready: dict[str, Any]) -> None:

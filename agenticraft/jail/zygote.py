@@ -1,6 +1,7 @@
 """The zygote: a warm Python that forks confined workers in milliseconds.
 
-Started once per supervisor with ``python -I -m agenticraft.jail.zygote FD``, an
+Started once per supervisor with ``python -I -c "...; main()" PACKAGE_ROOT FD DISABLED PRELOAD``
+(``-c`` so that the package root, passed as an argument, can go first on ``sys.path``), with an
 allow-listed environment and no descriptors but its control socket (SOCK_SEQPACKET). For each
 ``spawn`` request it forks a child that confines itself and becomes a worker; the worker's
 channel and output pipes are passed to the supervisor with SCM_RIGHTS. One child for the default
@@ -11,7 +12,6 @@ a dead worker left behind becomes its child and is killed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import select
@@ -21,8 +21,9 @@ import sys
 import tempfile
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
+from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
+from agenticraft.wire.environment import allowed_env
+
 CHILD_FD = 3
 PREFORK = 2  # confined workers kept ready for the default profile
 #: Modules worth having in memory before the first fork (a fork then shares them).
@@ -146,7 +147,7 @@ class Zygote:
         os.set_inheritable(CHILD_FD, False)
         workdir = profile.get("workdir") or scratch
         os.chdir(workdir)
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
+        env = allowed_env(os.environ)
         env.update(HOME=scratch, TMPDIR=scratch, PYTHONDONTWRITEBYTECODE="1")
         os.environ.clear()
         os.environ.update(env)
@@ -211,9 +212,8 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     disabled = [d for d in sys.argv[2].split(",") if d] if len(sys.argv) > 2 else []
     extra_preload = [m for m in sys.argv[3].split(",") if m] if len(sys.argv) > 3 else []
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     for name in (*PRELOAD, *extra_preload):
         with contextlib.suppress(ImportError):
             __import__(name)

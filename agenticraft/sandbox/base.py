@@ -1,33 +1,48 @@
-"""The sandbox interface, and the audited path every execution takes through it."""
+"""The sandbox interface: run authorized code, and the audited path the agent API takes."""
 
 from __future__ import annotations
 
 import abc
-import hashlib
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar, Protocol
 
 from agenticraft.sandbox.result import ExecutionResult, Output
 from agenticraft.sandbox.types import SandboxType
 from agenticraft.security.context import SecurityContext
 from agenticraft.wire.errors import ConfigurationError
 
-if TYPE_CHECKING:
-    from agenticraft.sandbox.manager import SandboxManager
-
 OutputCallback = Callable[[Output], Any]
+
+
+class SandboxOwner(Protocol):
+    """What a sandbox needs of the ``SandboxManager`` that created it (declared here so that
+    this module does not import the manager, which imports it)."""
+
+    audit: Any
+    policy: Any
+    process_preload: tuple[str, ...]
+
+    def authorize(self, context: SecurityContext | Mapping[str, Any] | None, permission: str, *,
+                  sandbox_type: str | None = None, action: str = "",
+                  limit_overrides: Mapping[str, Any] | None = None,
+                  record_allowed: bool = True) -> SecurityContext: ...
+
+    async def audited(self, sandbox_type: str, code: str, ctx: SecurityContext,
+                      run: Callable[[], Awaitable[ExecutionResult]],
+                      extra: Mapping[str, Any] | None = None) -> ExecutionResult: ...
 
 
 class Sandbox(abc.ABC):
     """A place to run code under a ``SecurityContext``.
 
-    ``execute_code`` is the same for every sandbox: authorize through the manager (the policy),
-    run, audit the outcome. Subclasses implement only ``_run``.
+    Two ways in, by who writes the audit record: ``run`` only runs (the caller owns the record,
+    as the kernel does for a cell); ``execute_code`` and ``run_authorized`` write the execution
+    record through ``SandboxManager.audited``. Subclasses implement only ``run``.
     """
 
     sandbox_type: ClassVar[SandboxType]
 
-    def __init__(self, manager: SandboxManager) -> None:
+    def __init__(self, manager: SandboxOwner) -> None:
         self.manager = manager
 
     @classmethod
@@ -56,27 +71,18 @@ class Sandbox(abc.ABC):
 
     async def run_authorized(self, code: str, ctx: SecurityContext, *,
                              on_output: OutputCallback | None = None,
-                             audit_extra: Mapping[str, Any] | None = None,
-                             audit: bool = True) -> ExecutionResult:
-        """Run with a context the caller already got from ``manager.authorize`` (audited).
+                             audit_extra: Mapping[str, Any] | None = None) -> ExecutionResult:
+        """Run with a context the caller already got from ``manager.authorize``; audited.
 
-        For callers (tools, workflows) that authorize once for a larger action. ``audit=False``
-        is for callers that write their own, richer record of the run (the kernel records a
-        ``%%secure`` cell with its kernel id), as with ``ProcessSession.run``.
+        For callers (tools, workflows, the stock-kernel magic) that authorize once for a
+        larger action; ``audit_extra`` goes into the execution record.
         """
-        if not audit:
-            return await self._run(code, ctx, on_output)
         return await self.manager.audited(self.sandbox_type.value, code, ctx,
-                                          lambda: self._run(code, ctx, on_output),
+                                          lambda: self.run(code, ctx, on_output),
                                           extra=audit_extra)
 
     @abc.abstractmethod
-    async def _run(self, code: str, context: SecurityContext,
-                   on_output: OutputCallback | None) -> ExecutionResult:
-        """Run already-authorized code; raise ResourceLimitExceeded for a limit."""
-
-
-def code_digest(code: str) -> str:
-    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
-
-
+    async def run(self, code: str, context: SecurityContext,
+                  on_output: OutputCallback | None = None) -> ExecutionResult:
+        """Run already-authorized code and return its outcome; write no audit record.
+        Raises ResourceLimitExceeded for a limit, SecurityViolation for the code policy."""

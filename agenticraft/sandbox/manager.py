@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agenticraft.sandbox.base import Sandbox, code_digest
+from agenticraft.sandbox.base import Sandbox
 from agenticraft.sandbox.result import ExecutionResult
 from agenticraft.sandbox.types import SandboxType
+from agenticraft.security import records
 from agenticraft.security.audit import AuditLog
 from agenticraft.security.config import Settings, load_settings
 from agenticraft.security.context import SecurityContext
@@ -135,57 +136,49 @@ class SandboxManager:
                                       working_root=self.working_dir)
             ctx.require(permission)
         except PermissionDenied as exc:
-            self.audit.record({"type": "authorization", "user_id": request.user_id,
-                               "permission": permission, "allowed": False, "action": action,
-                               "reason": str(exc)})
+            self.audit.record(records.denial(request.user_id, permission, action=action,
+                                             reason=str(exc)))
             raise
         if record_allowed:
-            self.audit.record({"type": "authorization", "user_id": ctx.user_id,
-                               "permission": permission, "allowed": True, "action": action,
-                               "sandbox_type": ctx.sandbox_type})
+            self.audit.record(records.authorization(ctx.user_id, permission, True, action=action,
+                                                    sandbox_type=ctx.sandbox_type))
         return ctx
 
     async def audited(self, sandbox_type: str, code: str, ctx: SecurityContext,
                       run: Callable[[], Awaitable[ExecutionResult]],
                       extra: Mapping[str, Any] | None = None) -> ExecutionResult:
         """Run ``run()`` and write the execution (and any violation) to the audit log."""
-        base = {"user_id": ctx.user_id, "sandbox_type": sandbox_type, "permission": "execute",
-                "authorized": True,
-                "code_sha256": code_digest(code), "limits": ctx.resource_limits.as_dict(),
-                **(extra or {})}
+        digest = records.code_digest(code)
+        limits = ctx.resource_limits.as_dict()
         started = time.perf_counter()
+
+        def execution(outcome: str, **fields: Any) -> dict[str, Any]:
+            return records.sandbox_execution(ctx.user_id, sandbox_type, digest, outcome,
+                                             limits=limits, duration_ms=_ms(started),
+                                             **(extra or {}), **fields)
+
         try:
             result = await run()
         except ResourceLimitExceeded as exc:
-            self.audit.record({"type": "violation", "user_id": ctx.user_id, "limit": exc.limit,
-                               "value": _jsonable(exc.value), "allowed": _jsonable(exc.allowed),
-                               "sandbox_type": sandbox_type, "code_sha256": base["code_sha256"]})
-            self.audit.record({**base, "type": "execution", "outcome": "limit_exceeded",
-                               "limit": exc.limit, "rolled_back": exc.rolled_back,
-                               "duration_ms": _ms(started)})
+            self.audit.record(records.limit_violation(
+                ctx.user_id, exc.limit, exc.value, exc.allowed, sandbox_type=sandbox_type,
+                code_sha256=digest))
+            self.audit.record(execution("limit_exceeded", limit=exc.limit,
+                                        rolled_back=exc.rolled_back))
             raise
         except SecurityViolation as exc:
-            self.audit.record({"type": "violation", "user_id": ctx.user_id,
-                               "limit": "code_policy", "detail": str(exc),
-                               "sandbox_type": sandbox_type, "code_sha256": base["code_sha256"]})
-            self.audit.record({**base, "type": "execution", "outcome": "denied",
-                               "duration_ms": _ms(started)})
+            self.audit.record(records.violation(ctx.user_id, "code_policy", detail=str(exc),
+                                                sandbox_type=sandbox_type, code_sha256=digest))
+            self.audit.record(execution("denied"))
             raise
         except Exception as exc:
-            self.audit.record({**base, "type": "execution", "outcome": "sandbox_error",
-                               "detail": f"{type(exc).__name__}: {exc}",
-                               "duration_ms": _ms(started)})
+            self.audit.record(execution("sandbox_error", detail=f"{type(exc).__name__}: {exc}"))
             raise
-        self.audit.record({**base, "type": "execution",
-                           "outcome": "ok" if result.success else "error",
-                           "error": None if result.error is None else str(result.error)[:500],
-                           "usage": result.resource_usage, "duration_ms": _ms(started)})
+        self.audit.record(execution("ok" if result.success else "error",
+                                    error=None if result.error is None else str(result.error)[:500],
+                                    usage=result.resource_usage))
         return result
 
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-
-
-def _jsonable(value: Any) -> Any:
-    return value if isinstance(value, int | float | str | bool | type(None)) else repr(value)

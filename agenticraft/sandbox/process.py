@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.base import OutputCallback, Sandbox
 from agenticraft.sandbox.profile import build_profile
-from agenticraft.sandbox.result import ExecutionError, ExecutionResult
-from agenticraft.sandbox.supervisor import IdleWatch, RunOutcome, Supervisor, WorkerHandle
+from agenticraft.sandbox.result import ExecutionError, ExecutionResult, RunReply
+from agenticraft.sandbox.supervisor import RunOutcome, Supervisor
 from agenticraft.sandbox.types import SandboxType
+from agenticraft.sandbox.watchdog import IdleWatch
+from agenticraft.sandbox.workers import WorkerHandle
+from agenticraft.security import records
 from agenticraft.security.context import SecurityContext
 from agenticraft.wire.errors import ResourceLimitExceeded, SandboxError, SecurityViolation
+from agenticraft.wire.limits import ResourceLimits, Usage
+
+T = TypeVar("T")
 
 
 class ProcessSandbox(Sandbox):
@@ -69,8 +75,8 @@ class ProcessSandbox(Sandbox):
         profile["executor"] = executor or self.executor
         return profile
 
-    async def _run(self, code: str, ctx: SecurityContext,
-                   on_output: OutputCallback | None) -> ExecutionResult:
+    async def run(self, code: str, ctx: SecurityContext,
+                  on_output: OutputCallback | None = None) -> ExecutionResult:
         await self.start()
         handle = await self.supervisor.spawn(self.profile_for(ctx), prefork=True)
         try:
@@ -118,12 +124,9 @@ class ProcessSession:
 
     def _killed_while_idle(self, violation: tuple[str, Any, Any]) -> None:
         self._lost = violation
-        limit, value, allowed = violation
-        self.sandbox.manager.audit.record({
-            "type": "violation", "user_id": self.context.user_id, "limit": limit,
-            "value": value if isinstance(value, int | float | str) else repr(value),
-            "allowed": allowed if isinstance(allowed, int | float | str) else repr(allowed),
-            "sandbox_type": self.sandbox.sandbox_type.value, "detail": "between runs"})
+        self.sandbox.manager.audit.record(records.limit_violation(
+            self.context.user_id, *violation, sandbox_type=self.sandbox.sandbox_type.value,
+            detail="between runs"))
 
     def _stop_idle(self) -> None:
         if self._idle is not None:
@@ -136,8 +139,8 @@ class ProcessSession:
             profile = self.sandbox.profile_for(self.context, self.executor)
             self.handle = await self.sandbox.supervisor.spawn(profile, prefork=False,
                                                               session=True)
-            self.sandbox.manager.audit.record({"type": "session", "user_id": self.context.user_id,
-                                               "event": "started", "pid": self.handle.pid})
+            self.sandbox.manager.audit.record(records.session(self.context.user_id, "started",
+                                                              pid=self.handle.pid))
             self._watch_idle()
 
     @property
@@ -161,20 +164,48 @@ class ProcessSession:
         self.handle.send(message)
 
     async def run(self, code: str, *, on_output: OutputCallback | None = None,
-                  limits: Any = None, on_event: Any = None,
-                  extra: dict[str, Any] | None = None, audit: bool = True,
-                  grace: float = 2.0) -> ExecutionResult:
-        """Run ``code`` in the session. A limit raises ``ResourceLimitExceeded`` with
-        ``rolled_back=True``: the variables are as they were before this run.
+                  limits: ResourceLimits | None = None, grace: float = 2.0) -> ExecutionResult:
+        """Run ``code`` in the session (the agent API; audited). A limit raises
+        ``ResourceLimitExceeded`` with ``rolled_back=True``: the variables are as they were
+        before this run. ``limits`` tightens this run only (already resolved by the caller);
+        ``grace`` is how long an interrupted run may take to stop before it is killed."""
+        ctx = self._context_for(limits)
 
-        ``audit=False`` is for callers that write their own, richer record of the run (the
-        kernel records cells with its kernel id); ``grace`` is how long an interrupted run may
-        take to stop before it is killed and rolled back.
-        """
+        async def audited(handle: WorkerHandle) -> ExecutionResult:
+            async def once() -> ExecutionResult:
+                outcome = await self._exchange(handle, code, ctx, on_output, None, None, grace)
+                return to_result(outcome, self.sandbox.sandbox_type.value,
+                                 self.sandbox.enforced_for(ctx), session=True)
+            return await self.sandbox.manager.audited(self.sandbox.sandbox_type.value, code, ctx,
+                                                      once)
+
+        return await self._in_turn(audited)
+
+    async def request(self, code: str, *, on_output: OutputCallback | None = None,
+                      on_event: Callable[[dict[str, Any]], Any] | None = None,
+                      extra: dict[str, Any] | None = None, limits: ResourceLimits | None = None,
+                      grace: float = 2.0) -> RunReply:
+        """Send an executor-defined request (the kernel's cells, completions, comms) and
+        return the executor's reply. Writes no audit record: the caller owns it (the kernel
+        records a cell with its kernel id, and does not audit completions). Limits, rollback
+        and ``grace`` as in ``run``; ``extra`` goes to the executor with the code."""
+        ctx = self._context_for(limits)
+
+        async def once(handle: WorkerHandle) -> RunReply:
+            outcome = await self._exchange(handle, code, ctx, on_output, on_event, extra, grace)
+            return to_reply(outcome, self.sandbox.enforced_for(ctx), session=True)
+
+        return await self._in_turn(once)
+
+    def _context_for(self, limits: ResourceLimits | None) -> SecurityContext:
         ctx = self.context
-        if limits is not None:  # a per-run tightening (already resolved by the caller)
-            ctx = SecurityContext(ctx.user_id, ctx.permissions, limits,
-                                  sandbox_type=ctx.sandbox_type, working_dir=ctx.working_dir)
+        if limits is None:
+            return ctx
+        return SecurityContext(ctx.user_id, ctx.permissions, limits,
+                               sandbox_type=ctx.sandbox_type, working_dir=ctx.working_dir)
+
+    async def _in_turn(self, work: Callable[[WorkerHandle], Awaitable[T]]) -> T:
+        """Run ``work`` on the session's worker, one run at a time, watched while idle."""
         async with self._lock:
             self._stop_idle()
             if self._lost is not None:
@@ -192,19 +223,14 @@ class ProcessSession:
             await self.start()
             assert self.handle is not None
             self._interrupt = asyncio.Event()
-            handle = self.handle
             try:
-                if not audit:
-                    return await self._run(handle, code, ctx, on_output, on_event, extra, grace)
-                return await self.sandbox.manager.audited(
-                    self.sandbox.sandbox_type.value, code, ctx,
-                    lambda: self._run(handle, code, ctx, on_output, on_event, extra, grace))
+                return await work(self.handle)
             finally:
                 self._watch_idle()
 
-    async def _run(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
-                   on_output: OutputCallback | None, on_event: Any,
-                   extra: dict[str, Any] | None, grace: float = 2.0) -> ExecutionResult:
+    async def _exchange(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
+                        on_output: OutputCallback | None, on_event: Any,
+                        extra: dict[str, Any] | None, grace: float) -> RunOutcome:
         try:
             outcome = await self.sandbox.supervisor.run(
                 handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,
@@ -215,8 +241,7 @@ class ProcessSession:
         if not handle.alive:
             handle.close()
             self.handle = None
-        return to_result(outcome, self.sandbox.sandbox_type.value,
-                         self.sandbox.enforced_for(ctx), session=True)
+        return outcome
 
     async def close(self) -> None:
         self._stop_idle()
@@ -232,22 +257,17 @@ class ProcessSession:
         await self.close()
 
 
-def to_result(outcome: RunOutcome, sandbox_type: str, enforced: dict[str, str], *,
-              session: bool = False) -> ExecutionResult:
-    """Turn what the supervisor saw into an ExecutionResult, or raise for a violation."""
-    usage = {"memory_mb": round(outcome.usage.get("memory_mb", 0.0), 2),
-             "cpu_seconds": round(outcome.usage.get("cpu_seconds", 0.0), 4),
-             "output_bytes": outcome.usage.get("output_bytes", 0)}
+def raise_for_violation(outcome: RunOutcome) -> None:
+    """Raise what stopped the run: a limit, the code policy, or a broken worker protocol."""
     frame = outcome.frame or {}
     limit = outcome.violation
     if limit is None and "limit" in frame:
         info = frame["limit"] if isinstance(frame["limit"], dict) else {}
         limit = (str(info.get("limit", "unknown")), info.get("value"), info.get("allowed"))
     if limit is not None:
-        exc = ResourceLimitExceeded(*limit, rolled_back=outcome.rolled_back)
-        exc.usage = usage  # type: ignore[attr-defined]
-        exc.stdout, exc.stderr = outcome.stdout, outcome.stderr  # type: ignore[attr-defined]
-        raise exc
+        raise ResourceLimitExceeded(*limit, rolled_back=outcome.rolled_back,
+                                    usage=Usage.measured(outcome.usage), stdout=outcome.stdout,
+                                    stderr=outcome.stderr)
     if "violation" in frame and isinstance(frame["violation"], dict):
         info = frame["violation"]
         raise SecurityViolation(str(info.get("message", "security violation")),
@@ -255,28 +275,60 @@ def to_result(outcome: RunOutcome, sandbox_type: str, enforced: dict[str, str], 
     if (outcome.crashed and "protocol" in outcome.crashed) or (
             outcome.crashed and "control channel" in outcome.crashed):
         raise SandboxError(outcome.crashed)
-    error = None
-    success = bool(frame.get("ok"))
+
+
+def unfinished(outcome: RunOutcome, session: bool) -> ExecutionError | None:
+    """Why the run did not finish (a crash, an interrupt it did not honour), or None."""
     if outcome.crashed:
         note = " The session was rolled back to its state before this run." if (
             session and outcome.rolled_back) else ""
-        error = ExecutionError("WorkerExited", outcome.crashed + "." + note)
-        success = False
-    elif outcome.interrupted and not frame:
-        error = ExecutionError("KeyboardInterrupt", "interrupted; the code did not stop in time "
-                               "and was killed" + (", the session was rolled back"
-                                                   if outcome.rolled_back else ""))
-        success = False
-    elif isinstance(frame.get("error"), dict):
-        info = frame["error"]
-        error = ExecutionError(str(info.get("ename", "Error")), str(info.get("evalue", "")),
-                               str(info.get("traceback", "")))
+        return ExecutionError("WorkerExited", outcome.crashed + "." + note)
+    if outcome.interrupted and not outcome.frame:
+        return ExecutionError("KeyboardInterrupt", "interrupted; the code did not stop in time "
+                              "and was killed" + (", the session was rolled back"
+                                                  if outcome.rolled_back else ""))
+    return None
+
+
+def reported_error(frame: dict[str, Any]) -> ExecutionError | None:
+    """The error the worker reported for code that raised (data from the sandbox, as text)."""
+    info = frame.get("error")
+    if not isinstance(info, dict):
+        return None
+    return ExecutionError(str(info.get("ename", "Error")), str(info.get("evalue", "")),
+                          str(info.get("traceback", "")))
+
+
+def to_result(outcome: RunOutcome, sandbox_type: str, enforced: dict[str, str], *,
+              session: bool = False) -> ExecutionResult:
+    """Turn what the supervisor saw into an ExecutionResult, or raise for a violation."""
+    raise_for_violation(outcome)
+    frame = outcome.frame or {}
+    error = unfinished(outcome, session)
+    success = error is None and bool(frame.get("ok"))
+    error = error or reported_error(frame)
     values = frame.get("values") if isinstance(frame.get("values"), dict) else {}
     return ExecutionResult(values, success=success, error=error, stdout=outcome.stdout,
-                           stderr=outcome.stderr, resource_usage=usage,
+                           stderr=outcome.stderr,
+                           resource_usage=Usage.measured(outcome.usage).as_dict(),
                            execution_time_ms=round(outcome.wall * 1000, 3),
                            sandbox_type=sandbox_type, enforced=enforced,
                            truncated=outcome.truncated, outputs=tuple(outcome.outputs))
+
+
+def to_reply(outcome: RunOutcome, enforced: dict[str, str], *,
+             session: bool = False) -> RunReply:
+    """Turn what the supervisor saw into the executor's reply, or raise for a violation."""
+    raise_for_violation(outcome)
+    frame = outcome.frame or {}
+    error = unfinished(outcome, session)
+    success = error is None and bool(frame.get("ok"))
+    reply = frame.get("values") if isinstance(frame.get("values"), dict) else {}
+    return RunReply(reply, success=success, error=error or reported_error(frame),
+                    stdout=outcome.stdout, stderr=outcome.stderr,
+                    usage=Usage.measured(outcome.usage),
+                    execution_time_ms=round(outcome.wall * 1000, 3), enforced=enforced,
+                    truncated=outcome.truncated)
 
 
 __all__ = ["ProcessSandbox", "ProcessSession"]

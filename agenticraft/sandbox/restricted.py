@@ -17,8 +17,9 @@ from agenticraft.sandbox.base import OutputCallback, Sandbox
 from agenticraft.sandbox.process import to_result
 from agenticraft.sandbox.profile import build_profile
 from agenticraft.sandbox.result import ExecutionResult
-from agenticraft.sandbox.supervisor import Supervisor, WorkerHandle
+from agenticraft.sandbox.supervisor import Supervisor
 from agenticraft.sandbox.types import SandboxType
+from agenticraft.sandbox.workers import WorkerHandle
 from agenticraft.security.context import SecurityContext
 
 POOL_PER_USER = 4
@@ -63,8 +64,8 @@ class RestrictedSandbox(Sandbox):
                                  "(no imports, no private attributes, curated built-ins)")
         return report
 
-    async def _run(self, code: str, ctx: SecurityContext,
-                   on_output: OutputCallback | None) -> ExecutionResult:
+    async def run(self, code: str, ctx: SecurityContext,
+                  on_output: OutputCallback | None = None) -> ExecutionResult:
         await self.start()
         # Workers are pooled per user and per confinement-relevant part of the context.
         key = (ctx.user_id, json.dumps([ctx.resource_limits.as_dict(), ctx.working_dir,

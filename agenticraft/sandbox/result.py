@@ -1,4 +1,4 @@
-"""ExecutionResult: what a sandboxed run returns to the host."""
+"""What a sandboxed run returns to the host: ``ExecutionResult`` (agent API), ``RunReply``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from agenticraft.wire.limits import Usage
 
 
 @dataclass(frozen=True)
@@ -84,18 +86,22 @@ class ExecutionResult(Mapping[str, Any]):
                 "enforced": self.enforced, "truncated": self.truncated}
 
 
-@dataclass
-class Usage:
-    """Usage measured by the supervisor (never reported by the untrusted side)."""
+@dataclass(frozen=True)
+class RunReply:
+    """What an executor-defined request returned (the kernel's cells, completions, comms).
 
-    memory_mb: float = 0.0
-    cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    output_bytes: int = 0
-    processes: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
+    Unlike ``ExecutionResult`` (the names the code bound, for the agent API), ``reply`` is the
+    executor's own answer, e.g. the content of a Jupyter reply from the IPython executor.
+    ``success`` is False when the run did not finish (a crash, an interrupt that was not
+    honoured); ``error`` then says why.
+    """
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"memory_mb": round(self.memory_mb, 2), "cpu_seconds": round(self.cpu_seconds, 4),
-                "wall_seconds": round(self.wall_seconds, 4), "output_bytes": self.output_bytes,
-                "processes": self.processes, **self.extra}
+    reply: dict[str, Any]
+    success: bool = True
+    error: ExecutionError | None = None
+    stdout: str = ""
+    stderr: str = ""
+    usage: Usage = field(default_factory=Usage)
+    execution_time_ms: float = 0.0
+    enforced: dict[str, str] = field(default_factory=dict)
+    truncated: bool = False

@@ -1,120 +1,31 @@
-"""The trusted side of the process sandbox: starts the zygote, runs code in workers, and
-enforces what a worker cannot be trusted to enforce on itself (wall clock, RSS, CPU share,
-output volume), killing the whole process tree on a violation. Usage is measured here, never
-taken from the worker.
+"""The trusted side of the process sandbox: runs code in workers and enforces what a worker
+cannot be trusted to enforce on itself (wall clock, output volume, and, through the
+``Watchdog``, RSS, process count and CPU share), killing the whole process tree on a violation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from agenticraft.jail.tree import descendants, kill_tree
-from agenticraft.sandbox.profile import PACKAGE_ROOT
+from agenticraft.jail.tree import kill_tree
 from agenticraft.sandbox.result import Output
+from agenticraft.sandbox.watchdog import MB, Watchdog, read_usage
+from agenticraft.sandbox.workers import LAUNCHER, OutputSink, WorkerHandle, ZygoteProcess
 from agenticraft.wire import protocol
-from agenticraft.wire.errors import SandboxError, SandboxUnavailable
+from agenticraft.wire.errors import SandboxError
 from agenticraft.wire.limits import ResourceLimits
 
-MB = 1024 * 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 #: Executor events that steer the run rather than show output: exempt from max_output_bytes.
 CONTROL_EVENTS = frozenset({"input_request", "cell_started"})
-SCRATCH_FACTOR = 4  # total scratch usage may be at most this many times max_file_size_mb
-#: Zygotes are started from this one long-lived thread: the zygote's parent-death signal fires
-#: when the *thread* that started it exits, so a short-lived executor thread would kill it.
-LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
-                                                 thread_name_prefix="agenticraft-launcher")
-
-
-class Zygote:
-    """Handle on the zygote process (one per supervisor)."""
-
-    def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = ()) -> None:
-        self.disabled = disabled
-        self.preload = preload
-        self.scratch_root = tempfile.mkdtemp(prefix="agenticraft-")
-        os.chmod(self.scratch_root, 0o700)
-        self._lock = threading.Lock()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.sock: socket.socket | None = None
-        self.mechanisms: dict[str, Any] = {}
-
-    def start(self) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW}
-        env["PYTHONPATH"] = PACKAGE_ROOT  # -I ignores it; kept for clarity in ps output
-        code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                "from agenticraft.jail.zygote import main; main()")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", code, PACKAGE_ROOT, str(child.fileno()),
-             ",".join(sorted(self.disabled)), ",".join(self.preload)],
-            pass_fds=[child.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL,
-            start_new_session=True)
-        child.close()
-        self.sock = parent
-        hello, _ = self._recv(timeout=30)
-        if hello.get("ev") != "hello":
-            raise SandboxUnavailable("process", [f"zygote failed to start: {hello}"])
-        self.mechanisms = hello["mechanisms"]
-
-    def _recv(self, timeout: float | None = None) -> tuple[dict[str, Any], list[int]]:
-        assert self.sock is not None
-        self.sock.settimeout(timeout)
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 20, 4)
-        except TimeoutError:
-            raise SandboxError("the zygote did not answer") from None
-        if not data:
-            raise SandboxError("the zygote exited")
-        return json.loads(data), fds
-
-    def spawn(self, profile: dict[str, Any], prefork: bool,
-              session: bool = False) -> tuple[dict[str, Any], list[int]]:
-        with self._lock:
-            if self.proc is None or self.proc.poll() is not None:
-                LAUNCHER.submit(self.start).result()
-            assert self.sock is not None
-            self.sock.send(json.dumps({"op": "spawn", "profile": profile, "prefork": prefork,
-                                       "session": session}).encode())
-            reply, fds = self._recv(timeout=30)
-        if not reply.get("ok"):
-            raise SandboxError(f"the zygote could not start a worker: {reply.get('error')}")
-        return reply, fds
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                kill_tree(self.proc.pid)
-                self.proc.wait()
-            self.proc = None
-        shutil.rmtree(self.scratch_root, ignore_errors=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc else -1
 
 
 @dataclasses.dataclass
@@ -134,305 +45,12 @@ class RunOutcome:
     wall: float = 0.0
 
 
-class OutputSink:
-    """Collects a run's stdout/stderr up to the cap; past it, one marker and then discard."""
-
-    def __init__(self, cap: int, on_output: Callable[[Output], Any] | None) -> None:
-        self.cap = cap
-        self.total = 0
-        self.truncated = False
-        self.on_output = on_output
-        self.parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self.outputs: list[Output] = []
-        self._decoders: dict[str, Any] = {}
-
-    def feed(self, name: str, data: bytes) -> None:
-        if self.truncated:
-            self.total += len(data)
-            return
-        room = self.cap - self.total
-        self.total += len(data)
-        if len(data) > room or room <= 0:
-            data = data[:max(room, 0)]
-            self.truncated = True
-        dec = self._decoders.setdefault(name, codecs.getincrementaldecoder("utf-8")("replace"))
-        text = dec.decode(data)
-        if self.truncated:
-            text += (f"\n[output truncated: more than {self.cap} bytes (max_output_bytes); "
-                     "the rest was discarded]\n")
-        if text:
-            self._emit(name, text)
-
-    def admit(self, size: int) -> bool:
-        """Count a non-stream output (display data) against the cap; False once over it."""
-        if self.truncated:
-            return False
-        self.total += size
-        if self.total > self.cap:
-            self.feed("stderr", b"")  # emits the truncation marker once
-            return False
-        return True
-
-    def _emit(self, name: str, text: str) -> None:
-        self.parts[name].append(text)
-        item = Output(name, text)
-        self.outputs.append(item)
-        if self.on_output is not None:
-            self.on_output(item)
-
-
-class WorkerHandle:
-    """A worker process as the supervisor holds it: pid, channel, output pipes, scratch."""
-
-    def __init__(self, pid: int, fds: list[int], scratch: str) -> None:
-        self.pid = pid          # the worker (for a session: the live state holder)
-        self.session_id = pid   # the worker called setsid(): its descendants keep this id
-        self.chan = socket.socket(fileno=fds[0])
-        self.chan.setblocking(False)
-        self.out_fd, self.err_fd = fds[1], fds[2]
-        for fd in (self.out_fd, self.err_fd):
-            os.set_blocking(fd, False)
-        self.scratch = scratch
-        self.frames = protocol.FrameBuffer()
-        self.pending: list[dict[str, Any]] = []
-        self.alive = True
-        self.ready: dict[str, Any] = {}
-        self.sink: OutputSink | None = None
-        self._pipe_loop: asyncio.AbstractEventLoop | None = None
-
-    async def recv(self) -> dict[str, Any] | None:
-        """Next frame, or None at end of stream. Raises ProtocolError on garbage."""
-        loop = asyncio.get_running_loop()
-        while not self.pending:
-            data = await loop.sock_recv(self.chan, 1 << 20)
-            if not data:
-                return None
-            self.pending.extend(self.frames.feed(data))
-        return self.pending.pop(0)
-
-    def send(self, message: dict[str, Any]) -> None:
-        data = protocol.encode(message)
-        try:  # the common case: the whole frame fits in the socket buffer at once
-            sent = self.chan.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(data):
-            self.chan.setblocking(True)
-            try:
-                self.chan.sendall(data[sent:])
-            finally:
-                self.chan.setblocking(False)
-
-    def watch_pipes(self, loop: asyncio.AbstractEventLoop, sink: OutputSink) -> None:
-        """Route the output pipes to ``sink`` (readers stay registered across runs)."""
-        self.sink = sink
-        if self._pipe_loop is loop:
-            return
-        self.unwatch_pipes()
-        for fd, name in ((self.out_fd, "stdout"), (self.err_fd, "stderr")):
-            loop.add_reader(fd, self._pump, fd, name)
-        self._pipe_loop = loop
-
-    def unwatch_pipes(self) -> None:
-        loop, self._pipe_loop = self._pipe_loop, None
-        if loop is not None and not loop.is_closed():
-            for fd in (self.out_fd, self.err_fd):
-                with contextlib.suppress(OSError, ValueError):
-                    loop.remove_reader(fd)
-
-    def _pump(self, fd: int, name: str) -> None:
-        try:
-            data = os.read(fd, 1 << 16)
-        except (BlockingIOError, OSError):
-            return
-        if not data:
-            with contextlib.suppress(OSError, ValueError):
-                asyncio.get_running_loop().remove_reader(fd)
-            return
-        if self.sink is not None:
-            self.sink.feed(name, data)
-        # between runs (a background thread printing) output has no run to go to: dropped
-
-    def drain(self, sink: OutputSink) -> None:
-        for fd, name in ((self.out_fd, "stdout"), (self.err_fd, "stderr")):
-            while True:
-                try:
-                    data = os.read(fd, 1 << 16)
-                except (BlockingIOError, OSError):
-                    break
-                if not data:
-                    break
-                sink.feed(name, data)
-
-    def close(self) -> None:
-        self.alive = False
-        self.unwatch_pipes()
-        with contextlib.suppress(OSError):
-            self.chan.close()
-        for fd in (self.out_fd, self.err_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-def read_usage(pid: int) -> tuple[float, float]:
-    """(cpu seconds including reaped children, resident MB now) of one process, from one read
-    of /proc/<pid>/stat; the watchdog keeps the peak over the run."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / CLK_TCK
-        return cpu, int(fields[21]) * PAGE / MB
-    except (OSError, IndexError, ValueError):
-        return 0.0, 0.0
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as fh:
-            return int(fh.read().split()[1]) * PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def dir_size(path: str) -> int:
-    total = 0
-    stack = [path]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    elif entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_blocks * 512
-        except OSError:
-            continue
-    return total
-
-
-class Watchdog:
-    """Polls a process tree: RSS against memory_mb, process count against max_processes,
-    scratch size, and CPU share (duty-cycle throttling with SIGSTOP/SIGCONT).
-
-    ``check`` is one poll; ``watch`` polls while code runs, ``IdleWatch`` between the runs of a
-    session (background threads and processes obey the same limits).
-    """
-
-    WINDOW = 2.0  # seconds over which cpu_percent is averaged
-
-    def __init__(self, runner: int, limits: ResourceLimits, scratch: str,
-                 spare: tuple[int, ...] = ()) -> None:
-        self.runner = runner
-        self.limits = limits
-        self.scratch = scratch
-        self.spare = set(spare)
-        self.peak_rss = 0
-        self.tick = 0
-        self.tree = [runner]
-        self.cpu_share = limits.cpu_percent / 100.0
-        self.throttle = self.cpu_share < (os.cpu_count() or 1)
-        self._window: tuple[float, float] | None = None  # (start time, cpu used then)
-
-    def _tree(self) -> list[int]:
-        if self.runner <= 0:
-            return []
-        return [self.runner, *descendants(self.runner)]
-
-    def check(self) -> tuple[tuple[str, Any, Any] | None, float]:
-        """One poll: (violation or None, seconds to pause the tree for the CPU share)."""
-        limits = self.limits
-        self.tick += 1
-        if self.tick % 4 == 1:
-            self.tree = [p for p in self._tree() if p not in self.spare]
-            if len(self.tree) > limits.max_processes:
-                return ("max_processes", len(self.tree), limits.max_processes), 0.0
-        rss = sum(rss_bytes(pid) for pid in self.tree)
-        self.peak_rss = max(self.peak_rss, rss)
-        if rss > limits.memory_mb * MB:
-            return ("memory_mb", round(rss / MB, 1), limits.memory_mb), 0.0
-        if self.tick % 20 == 0:
-            used_bytes = dir_size(self.scratch)
-            if used_bytes > limits.max_file_size_mb * MB * SCRATCH_FACTOR:
-                return ("max_file_size_mb", f"{used_bytes // MB} MB in scratch",
-                        f"{limits.max_file_size_mb} MB per file, "
-                        f"{limits.max_file_size_mb * SCRATCH_FACTOR} MB in total"), 0.0
-        if not self.throttle:
-            return None, 0.0
-        now = time.monotonic()
-        used = sum(read_usage(pid)[0] for pid in self.tree)
-        if self._window is None or now - self._window[0] > self.WINDOW:
-            self._window = (now, used)
-            return None, 0.0
-        start, base = self._window
-        excess = (used - base) - self.cpu_share * (now - start) - 0.05
-        return None, (excess / self.cpu_share if excess > 0 else 0.0)
-
-    async def watch(self) -> tuple[str, Any, Any]:
-        interval = 0.005
-        while True:
-            await asyncio.sleep(interval)
-            interval = min(interval * 2, 0.05)
-            violation, pause = self.check()
-            if violation is not None:
-                return violation
-            if pause:
-                self.signal_tree(signal.SIGSTOP)
-                try:
-                    await asyncio.sleep(pause)
-                finally:
-                    self.signal_tree(signal.SIGCONT)
-
-    def signal_tree(self, sig: int) -> None:
-        for pid in self.tree:
-            if pid > 0:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-
-
-class IdleWatch:
-    """Enforces a session's limits between runs, from a thread (independent of event loops).
-
-    A cell may leave threads or processes running; they get the same CPU share and memory cap.
-    Over a cap, the session is killed (there is no checkpoint between runs) and ``on_violation``
-    is called with the violation.
-    """
-
-    INTERVAL = 0.25
-
-    def __init__(self, holder: int, limits: ResourceLimits, scratch: str,
-                 on_violation: Callable[[tuple[str, Any, Any]], Any]) -> None:
-        self.watchdog = Watchdog(holder, limits, scratch)
-        self.on_violation = on_violation
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="agenticraft-idle-watch",
-                                        daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.INTERVAL):
-            violation, pause = self.watchdog.check()
-            if violation is not None:
-                kill_tree(self.watchdog.runner)
-                self.on_violation(violation)
-                return
-            if pause:
-                self.watchdog.signal_tree(signal.SIGSTOP)
-                self._stop.wait(pause)
-                self.watchdog.signal_tree(signal.SIGCONT)
-
-    def stop(self) -> None:
-        """Stop watching (before the next run, which has its own watchdog)."""
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
-
 
 class Supervisor:
     """Runs code in workers and enforces the limits a worker cannot enforce on itself."""
 
     def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = ()) -> None:
-        self.zygote = Zygote(disabled, preload)
+        self.zygote = ZygoteProcess(disabled, preload)
         self._run_ids = 0
         self._start_lock = threading.Lock()
 
@@ -662,6 +280,7 @@ class Supervisor:
         kill_tree(handle.pid)
         handle.alive = False
         return False
+
 
 
 def describe_status(status: Any) -> str:

@@ -4,7 +4,8 @@ We considered ``jupyter_events`` (JSON-Schema validated event logging) for the e
 the engine package must not import any Jupyter package: it runs in plain scripts, agents and
 sandbox workers where Jupyter is absent, and pulling Jupyter (and traitlets configuration) into
 the code that records security decisions would widen what has to be trusted. The schema is
-therefore a small hand-written table of required fields (``REQUIRED_FIELDS``).
+therefore a small hand-written table of required fields (``REQUIRED_FIELDS``), kept in
+``records`` next to the typed builders every caller uses to make its events.
 
 Each line is the canonical JSON of one record: the event's fields plus ``seq`` (1-based),
 ``ts`` (UTC, microseconds), ``prev`` (the previous record's ``hash``, 64 zeros for the first)
@@ -30,22 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from agenticraft.security.records import EVENT_TYPES, REQUIRED_FIELDS
 from agenticraft.wire.errors import ConfigurationError, SecurityException
-
-EVENT_TYPES = ("authentication", "authorization", "execution", "violation", "policy", "session",
-               "tool", "workflow")
-
-#: Required fields per event type (besides ``type``).
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "authentication": ("user_id", "method", "success"),
-    "authorization": ("user_id", "permission", "allowed"),
-    "execution": ("user_id", "sandbox_type", "code_sha256", "outcome"),
-    "violation": ("user_id", "limit"),
-    "policy": ("user_id",),
-    "session": ("user_id",),
-    "tool": ("user_id",),
-    "workflow": ("user_id",),
-}
 
 PROBLEM_KINDS = ("edited", "deleted", "inserted", "reordered", "truncated", "corrupt")
 GENESIS = "0" * 64

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agenticraft.security import permissions as perms
 from agenticraft.wire.errors import ConfigurationError, PermissionDenied
 from agenticraft.wire.limits import ResourceLimits
+
+
+def current_user(env: Mapping[str, str] | None = None) -> str:
+    """Who calls when nobody says: the hub user (``JUPYTERHUB_USER``, set by the hub's
+    spawner), else the OS user."""
+    env = os.environ if env is None else env
+    hub_user = env.get("JUPYTERHUB_USER", "").strip()
+    if hub_user:
+        return hub_user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
 
 
 class SecurityContext:

@@ -6,7 +6,10 @@ students and agent developers, not the authors of the sandbox.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agenticraft.wire.limits import Usage
 
 
 class SecurityException(Exception):
@@ -29,14 +32,22 @@ class PermissionDenied(SecurityException):
 
 
 class ResourceLimitExceeded(SecurityException):
-    """Code was stopped because it went over a resource limit."""
+    """Code was stopped because it went over a resource limit.
+
+    ``usage`` is what the stopped run used (None when it was stopped before it started, or
+    inside the sandbox); ``stdout``/``stderr`` are the output it printed before it was stopped.
+    """
 
     def __init__(self, limit: str, value: Any = None, allowed: Any = None,
-                 message: str | None = None, *, rolled_back: bool = False) -> None:
+                 message: str | None = None, *, rolled_back: bool = False,
+                 usage: Usage | None = None, stdout: str = "", stderr: str = "") -> None:
         self.limit = limit
         self.value = value
         self.allowed = allowed
         self.rolled_back = rolled_back
+        self.usage = usage
+        self.stdout = stdout
+        self.stderr = stderr
         if message is None:
             message = limit_message(limit, value, allowed)
         if rolled_back:

@@ -69,6 +69,24 @@ INTEGER_LIMITS = frozenset({"memory_mb", "max_file_size_mb", "max_output_bytes",
 CPU_PERCENT_MAX = 100.0 * 1024  # several cores may be granted: 200 means two full cores
 
 
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """What one run used, as the supervisor measured it (never as the sandboxed code says)."""
+
+    memory_mb: float = 0.0
+    cpu_seconds: float = 0.0
+    output_bytes: int = 0
+
+    @classmethod
+    def measured(cls, raw: Mapping[str, Any]) -> Usage:
+        """From the supervisor's measurements, rounded as results and records show them."""
+        return cls(round(raw.get("memory_mb", 0.0), 2), round(raw.get("cpu_seconds", 0.0), 4),
+                   raw.get("output_bytes", 0))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Validate one limit value; a clear ConfigurationError names the limit and what is valid."""
     if name in BOOLEAN_LIMITS:

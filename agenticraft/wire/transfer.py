@@ -8,13 +8,12 @@ value that is not plain data is named in a clear error instead of arriving as it
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-PLAIN = "plain data (None, bool, int, float, str, and lists, tuples and dicts with str keys)"
-MAX_DEPTH = 20
-MAX_INT = 2**63  # larger ints cannot cross as JSON numbers
+from agenticraft.wire import codec
+from agenticraft.wire.codec import MAX_DEPTH, MAX_INT, PLAIN
+
 MAX_LITERAL = 2_000_000  # characters of --in data per cell
 OUT_NAME = "agenticraft_out"
 ERRORS_NAME = "agenticraft_out_errors"
@@ -27,36 +26,12 @@ class TransferError(Exception):
         return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
 
 
-def literal(value: Any, name: str, depth: int = 0) -> str:
+def literal(value: Any, name: str) -> str:
     """``value`` as a Python literal, or ``TransferError`` naming the variable."""
-    kind = type(value)
-    if value is None or kind is bool:
-        return repr(value)
-    if kind is int:
-        if abs(value) >= MAX_INT:
-            raise TransferError(f"--in {name}: the integer is too large to cross (limit 2**63)")
-        return repr(value)
-    if kind is float:
-        if not math.isfinite(value):
-            raise TransferError(f"--in {name}: {value!r} is not a finite number")
-        return repr(value)
-    if kind is str:
-        return repr(value)
-    if depth >= MAX_DEPTH:
-        raise TransferError(f"--in {name}: nested more than {MAX_DEPTH} levels deep")
-    if kind is list or kind is tuple:
-        items = ", ".join(literal(v, name, depth + 1) for v in value)
-        return f"[{items}]" if kind is list else f"({items}{',' if len(value) == 1 else ''})"
-    if kind is dict:
-        parts = []
-        for key, item in value.items():
-            if type(key) is not str:
-                raise TransferError(f"--in {name}: dict keys must be str, not "
-                                    f"{type(key).__name__}")
-            parts.append(f"{key!r}: {literal(item, name, depth + 1)}")
-        return "{" + ", ".join(parts) + "}"
-    raise TransferError(f"--in {name}: a {kind.__name__} cannot cross into the sandbox; pass "
-                        f"{PLAIN}")
+    try:
+        return codec.literal(value)
+    except codec.NotPlain as exc:
+        raise TransferError(f"--in {name}: {exc}") from None
 
 
 def prelude(values: Mapping[str, Any]) -> str:
@@ -71,32 +46,34 @@ def prelude(values: Mapping[str, Any]) -> str:
     return text + "\n"
 
 
-_EPILOGUE = '''
+#: The codec's rules (``codec.to_plain(value, coerce=True)``) restated in the subset both
+#: sandboxes run, since the epilogue cannot import anything; the bounds come from the codec.
+_EPILOGUE = f'''
 def agenticraft_plain(value, depth):
     if value is None or value is True or value is False:
         return value
     if isinstance(value, str):
         return str(value)
     if isinstance(value, int):
-        if value >= 9223372036854775808 or value <= -9223372036854775808:
+        if value >= {MAX_INT} or value <= -{MAX_INT}:
             raise ValueError("the integer is too large to cross (limit 2**63)")
         return int(value)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError("it is not a finite number")
         return float(value)
-    if depth < 20 and isinstance(value, (list, tuple)):
+    if depth < {MAX_DEPTH} and isinstance(value, (list, tuple)):
         return [agenticraft_plain(item, depth + 1) for item in value]
-    if depth < 20 and isinstance(value, dict):
-        copy = {}
+    if depth < {MAX_DEPTH} and isinstance(value, dict):
+        copy = {{}}
         for key in value:
             if not isinstance(key, str):
                 raise ValueError("dict keys must be str")
             copy[str(key)] = agenticraft_plain(value[key], depth + 1)
         return copy
     raise ValueError(repr(value)[:60] + " is not plain data")
-agenticraft_out = {}
-agenticraft_out_errors = {}
+agenticraft_out = {{}}
+agenticraft_out_errors = {{}}
 '''
 
 _PACK = '''try:

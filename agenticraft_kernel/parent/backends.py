@@ -1,8 +1,8 @@
-"""Parent side: where cells run. A process-sandbox session (IPython executor) or, for
-``sandbox_type="restricted"`` kernels, the restricted sandbox.
+"""Parent side: the kernel's backends, where its cells run. A process-sandbox session (IPython
+executor) or, for ``sandbox_type="restricted"`` kernels, the restricted sandbox.
 
 Both expose the same small interface to the kernel: ``start``, ``run(code, extra, on_output,
-on_event)`` returning an ``ExecutionResult`` (or raising the engine's exceptions), ``interrupt``,
+on_event)`` returning a ``RunReply`` (or raising the engine's exceptions), ``interrupt``,
 ``send`` and ``close``. The kernel never touches sandbox internals.
 """
 
@@ -12,30 +12,16 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from agenticraft.sandbox import ExecutionResult, SandboxManager
+from agenticraft.sandbox import SandboxManager
 from agenticraft.sandbox.process import ProcessSandbox, ProcessSession
+from agenticraft.sandbox.result import ExecutionResult, RunReply
 from agenticraft.security.context import SecurityContext
 from agenticraft.wire.errors import SandboxError
-from agenticraft.wire.limits import ResourceLimits
+from agenticraft.wire.limits import ResourceLimits, Usage
 
 EXECUTOR = "agenticraft_kernel.worker.ipython_executor:IPythonExecutor"
 OnOutput = Callable[[Any], Any]
 OnEvent = Callable[[dict[str, Any]], Any]
-
-
-class KernelSession(ProcessSession):
-    """A process session whose runs the kernel audits itself (see ``audit.py``).
-
-    ``ProcessSession.run`` writes a generic execution record for every run, completions and
-    comm messages included; the kernel needs one record per *cell* with kernel fields instead.
-    """
-
-    async def run_unaudited(self, code: str, *, on_output: OnOutput | None = None,
-                            on_event: OnEvent | None = None,
-                            extra: dict[str, Any] | None = None,
-                            limits: ResourceLimits | None = None) -> ExecutionResult:
-        return await self.run(code, on_output=on_output, on_event=on_event, extra=extra,
-                              audit=False, limits=limits)
 
 
 async def process_sandbox(manager: SandboxManager) -> tuple[ProcessSandbox, bool]:
@@ -54,7 +40,7 @@ async def process_sandbox(manager: SandboxManager) -> tuple[ProcessSandbox, bool
     return sandbox, False
 
 
-class ProcessRunner:
+class SessionBackend:
     """Cells in one long-lived confined IPython session that rolls back on a kill."""
 
     sandbox_type = "process"
@@ -62,13 +48,13 @@ class ProcessRunner:
     def __init__(self, manager: SandboxManager, context: SecurityContext) -> None:
         self.manager = manager
         self.context = context
-        self.session: KernelSession | None = None
+        self.session: ProcessSession | None = None
         self._sandbox: ProcessSandbox | None = None
         self._owned = False
 
     async def start(self) -> None:
         self._sandbox, self._owned = await process_sandbox(self.manager)
-        self.session = KernelSession(self._sandbox, self.context, executor=EXECUTOR)
+        self.session = ProcessSession(self._sandbox, self.context, executor=EXECUTOR)
         await self.session.start()
 
     @property
@@ -77,13 +63,13 @@ class ProcessRunner:
 
     async def run(self, code: str, extra: dict[str, Any], on_output: OnOutput | None,
                   on_event: OnEvent | None,
-                  limits: ResourceLimits | None = None) -> ExecutionResult:
-        """One request in the session; ``limits`` tightens the supervisor's limits for this run
-        (a ``%%secure`` cell, already resolved by the kernel)."""
+                  limits: ResourceLimits | None = None) -> RunReply:
+        """One request in the session (the kernel audits cells itself); ``limits`` tightens
+        the supervisor's limits for this run (a ``%%secure`` cell, already resolved)."""
         if self.session is None:
             raise SandboxError("the sandbox session is not running")
-        return await self.session.run_unaudited(code, on_output=on_output, on_event=on_event,
-                                                extra=extra, limits=limits)
+        return await self.session.request(code, on_output=on_output, on_event=on_event,
+                                          extra=extra, limits=limits)
 
     def enforcement(self) -> dict[str, str]:
         """Which mechanism enforces which limit of this kernel's context, on this host."""
@@ -117,7 +103,7 @@ class ProcessRunner:
         self._sandbox = None
 
 
-class RestrictedRunner:
+class RestrictedBackend:
     """Cells through the restricted sandbox (the restricted Python subset, no IPython).
 
     Each cell is one ``execute_code`` call: names a cell binds are returned as its result, and
@@ -143,12 +129,12 @@ class RestrictedRunner:
 
     async def run(self, code: str, extra: dict[str, Any], on_output: OnOutput | None,
                   on_event: OnEvent | None,
-                  limits: ResourceLimits | None = None) -> ExecutionResult:
+                  limits: ResourceLimits | None = None) -> RunReply:
         """One cell under the kernel's context (``limits`` is not used: the kernel runs
         ``%%secure`` cells of a restricted kernel in a fresh sandbox of their own)."""
         if extra.get("kind", "execute") != "execute":
-            return ExecutionResult({"status": "ok", "matches": [], "found": False, "data": {},
-                                    "metadata": {}, "comms": {}})
+            return RunReply({"status": "ok", "matches": [], "found": False, "data": {},
+                             "metadata": {}, "comms": {}})
         self._task = asyncio.ensure_future(
             self._sandbox.execute_code(code, self.context, on_output=on_output))
         if on_event is not None:
@@ -169,8 +155,8 @@ class RestrictedRunner:
             if on_event is not None:
                 on_event({"type": "error", **{k: values[k]
                                                for k in ("ename", "evalue", "traceback")}})
-        return ExecutionResult(values, success=True, resource_usage=result.resource_usage,
-                               stdout=result.stdout, stderr=result.stderr)
+        return RunReply(values, usage=Usage.measured(result.resource_usage), stdout=result.stdout,
+                        stderr=result.stderr)
 
     def interrupt(self) -> None:
         if self._task is not None:
@@ -183,8 +169,8 @@ class RestrictedRunner:
         self._sandbox = None
 
 
-def make_runner(manager: SandboxManager, context: SecurityContext) -> ProcessRunner | \
-        RestrictedRunner:
+def make_backend(manager: SandboxManager, context: SecurityContext) -> SessionBackend | \
+        RestrictedBackend:
     if context.sandbox_type == "restricted":
-        return RestrictedRunner(manager, context)
-    return ProcessRunner(manager, context)
+        return RestrictedBackend(manager, context)
+    return SessionBackend(manager, context)

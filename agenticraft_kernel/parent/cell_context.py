@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from agenticraft.sandbox import SandboxManager
 from agenticraft.security import permissions as perms
+from agenticraft.security import records
 from agenticraft.security.context import SecurityContext
 from agenticraft.wire.errors import PermissionDenied
 from agenticraft.wire.limits import ResourceLimits
 from agenticraft_kernel.views.secure_args import SecureRequest
 from agenticraft_kernel.views.status import show_value
-
-#: Limits the supervisor enforces per run (a session can tighten them for one cell).
-PER_RUN = ("timeout_seconds", "memory_mb", "cpu_percent", "max_output_bytes", "max_processes")
 
 
 def resolve_cell(manager: SandboxManager, kernel_ctx: SecurityContext, request: SecureRequest,
@@ -49,9 +47,8 @@ def resolve_cell(manager: SandboxManager, kernel_ctx: SecurityContext, request: 
         text = ("Permission denied: %%secure can only tighten this kernel's limits: "
                 + "; ".join(reasons) + ". Nothing was run.")
         ceiling = getattr(current, first, None) if first in current.as_dict() else None
-        manager.audit.record({"type": "authorization", "user_id": kernel_ctx.user_id,
-                              "permission": first, "allowed": False, "action": action,
-                              "reason": text})
+        manager.audit.record(records.denial(kernel_ctx.user_id, first, action=action,
+                                            reason=text))
         raise PermissionDenied(text, permission=first, user_id=kernel_ctx.user_id,
                                ceiling=ceiling)
     request_ctx = SecurityContext(kernel_ctx.user_id, request.permissions, request.limits,

@@ -1,4 +1,7 @@
-"""Comms served by the parent kernel itself: the transport of the security panel's widgets.
+"""The kernel's comms in one place: the worker's (tracked) and the parent's own (served here).
+
+The worker's comms (user code's widgets) are relayed; ``CommTable`` only remembers their ids and
+target names for ``comm_info_request``. The parent's own comms carry the security panel's widgets.
 
 ipywidgets opens its comms through ``comm.create_comm`` and finds them again through
 ``comm.get_comm_manager``; in the parent process both point here, so the panel's widget models
@@ -60,3 +63,41 @@ def install(publish: Publish) -> ParentComms:
     comm.create_comm = bound
     comm.get_comm_manager = lambda: manager
     return manager
+
+
+class CommTable:
+    """Every comm of the kernel: ids the worker opened, and the parent's own comm manager."""
+
+    def __init__(self) -> None:
+        self.worker: dict[str, str] = {}  # comm id -> target name
+        self.parent: ParentComms | None = None
+
+    def track(self, kind: str, content: dict[str, Any]) -> None:
+        """A comm message between the frontend and the worker, in either direction."""
+        comm_id = str(content.get("comm_id", ""))
+        if kind == "comm_open":
+            self.worker[comm_id] = str(content.get("target_name", ""))
+        elif kind == "comm_close":
+            self.worker.pop(comm_id, None)
+
+    def is_parent(self, comm_id: str) -> bool:
+        """Comm ids of the parent's own widgets: never the worker's to use."""
+        return self.parent is not None and self.parent.owns(comm_id)
+
+    def serve_parent(self, publish: Publish) -> None:
+        """Let this process open comms of its own (on first use; see ``install``)."""
+        if self.parent is None:
+            self.parent = install(publish)
+
+    def handle_parent(self, msg_type: str, msg: dict[str, Any]) -> None:
+        """A frontend message for one of the parent's comms: answered here, never relayed."""
+        if self.parent is not None and msg_type != "comm_open":
+            self.parent.handle(msg_type, msg)
+
+    def listing(self, target: str | None = None) -> dict[str, dict[str, str]]:
+        """``comm_info_reply`` content: every open comm, or those of ``target``."""
+        known = dict(self.worker)
+        if self.parent is not None:
+            known.update({cid: c.target_name for cid, c in self.parent.comms.items()})
+        return {cid: {"target_name": name} for cid, name in known.items()
+                if target is None or name == target}

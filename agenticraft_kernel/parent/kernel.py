@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from contextvars import copy_context
@@ -28,24 +28,29 @@ from traitlets import Any as AnyTrait
 from traitlets import Dict, List, Unicode, default
 
 from agenticraft.sandbox import SandboxManager
-from agenticraft.security.context import SecurityContext
+from agenticraft.security.context import SecurityContext, current_user
 from agenticraft.security.policy import load_policy
+from agenticraft.wire.codec import to_safe
 from agenticraft.wire.errors import (
     ResourceLimitExceeded,
     SandboxError,
     SecurityException,
 )
 from agenticraft_kernel import __version__
-from agenticraft_kernel.parent import magic_detect as parent_magics
-from agenticraft_kernel.parent.backends import ProcessRunner, RestrictedRunner, make_runner
+from agenticraft_kernel.parent import magic_detect
+from agenticraft_kernel.parent.backends import RestrictedBackend, SessionBackend, make_backend
 from agenticraft_kernel.parent.cell_audit import KernelAudit
+from agenticraft_kernel.parent.cell_state import CellState
+from agenticraft_kernel.parent.comms import CommTable
 from agenticraft_kernel.parent.history import CellHistory
-from agenticraft_kernel.parent.kernel_context import PRELOAD, build_request, kernel_user
+from agenticraft_kernel.parent.kernel_context import PRELOAD, build_request
 from agenticraft_kernel.parent.magics import KernelMagics
 from agenticraft_kernel.parent.panel_host import PanelHost
 from agenticraft_kernel.parent.relay import Relay
+from agenticraft_kernel.parent.replies import error_reply
 from agenticraft_kernel.parent.stdin import ask_frontend
 from agenticraft_kernel.views import audit_table as audit_view
+from agenticraft_kernel.views.panel import make_panel
 
 #: Shell messages answered without the worker: served at once even while a cell runs.
 PARENT_ONLY = frozenset({"kernel_info_request", "comm_info_request", "connect_request",
@@ -54,6 +59,7 @@ COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
 LOST_STATE = (" The sandbox session could not be restored and was restarted: variables from "
               "earlier cells are gone.")
 RECENT_CELLS = 20
+Backend = SessionBackend | RestrictedBackend
 
 
 def kernel_id_from(connection_file: str) -> str:
@@ -117,23 +123,19 @@ class SecureKernel(Kernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.history = CellHistory()
-        self.comms: dict[str, str] = {}
+        self.comms = CommTable()
         self.manager: SandboxManager | None = None
-        self.runner: ProcessRunner | RestrictedRunner | None = None
+        self.backend: Backend | None = None
         self.kaudit: KernelAudit | None = None
         self._boot: asyncio.Task[None] | None = None
         self._boot_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._input_cancel = threading.Event()
         self._tasks: set[asyncio.Future[None]] = set()
-        # None (idle) | "waiting" (request in, worker not yet in the cell) | "interrupted"
-        # (interrupt arrived while waiting) | "running" (worker inside the cell)
-        self._cell: str | None = None
-        self._fresh: asyncio.Future[Any] | None = None  # a %%secure cell in a fresh sandbox
+        self.cell = CellState(self._interrupt_session)
         self.magics = KernelMagics(self)
         #: The kernel's newest cell records (what the panel's "last cells" shows).
         self.recent_cells: deque[dict[str, Any]] = deque(maxlen=RECENT_CELLS)
-        self.panels = PanelHost(self)
+        self.panels = PanelHost(self._make_panel, log=self.log)
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -157,10 +159,10 @@ class SecureKernel(Kernel):
             ctx = self.manager.authorize(request.context_request(), "execute",
                                          action="kernel_start",
                                          limit_overrides=request.limit_overrides)
-            self.runner = make_runner(self.manager, ctx)
-            await self.runner.start()
+            self.backend = make_backend(self.manager, ctx)
+            await self.backend.start()
             self.kaudit.kernel_event("kernel_started", ctx.user_id, ctx,
-                                     worker_pid=self.runner.pid, pid=os.getpid())
+                                     worker_pid=self.backend.pid, pid=os.getpid())
         except Exception as exc:
             self._boot_error = exc
             self.log.error("AgentiCraft Secure could not start its sandbox: %s", exc)
@@ -169,13 +171,13 @@ class SecureKernel(Kernel):
                                          request.user_id if request else "unknown",
                                          detail=f"{type(exc).__name__}: {exc}"[:500])
 
-    async def _ready(self) -> ProcessRunner | RestrictedRunner:
+    async def _ready(self) -> Backend:
         if self._boot is not None:
             await asyncio.shield(self._boot)
         if self._boot_error is not None:
             raise self._boot_error
-        assert self.runner is not None
-        return self.runner
+        assert self.backend is not None
+        return self.backend
 
     @property
     def kernel_info(self) -> dict[str, Any]:
@@ -237,19 +239,32 @@ class SecureKernel(Kernel):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        return Relay(publish, on_input if ident is not None else None, self._track_comm,
-                     self._cell_started, blocked=self._is_parent_comm)
+        return Relay(publish, on_input if ident is not None else None, self.comms.track,
+                     self.cell.started, blocked=self.comms.is_parent)
 
-    def _is_parent_comm(self, comm_id: str) -> bool:
-        """Comm ids of the parent's own widgets (the panel): never the worker's to use."""
-        return self.panels.owns(comm_id)
+    def publish_update(self, display_id: str, data: dict[str, Any]) -> None:
+        """Refresh a display the parent made (the text panel's updates)."""
+        assert self.session is not None
+        self.session.send(self.iopub_socket, "update_display_data",
+                          {"data": data, "metadata": {}, "transient": {"display_id": display_id}},
+                          parent=self.get_parent("shell"), ident=self._topic("update_display_data"))
 
-    def _track_comm(self, kind: str, content: dict[str, Any]) -> None:
-        comm_id = str(content.get("comm_id", ""))
-        if kind == "comm_open":
-            self.comms[comm_id] = str(content.get("target_name", ""))
-        elif kind == "comm_close":
-            self.comms.pop(comm_id, None)
+    def _publish_comm(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any],
+                      buffers: list[bytes] | None) -> None:
+        """IOPub for the parent's own comms (the panel's widgets)."""
+        assert self.session is not None
+        self.session.send(self.iopub_socket, msg_type, content, parent=self.get_parent("shell"),
+                          ident=f"comm-{content.get('comm_id', '')}".encode(), buffers=buffers,
+                          metadata=metadata)
+
+    def _make_panel(self) -> Any:
+        """The security panel, on the parent's own comms (created by ``%secure_panel``)."""
+        assert self.manager is not None and self.backend is not None
+        self.comms.serve_parent(self._publish_comm)
+        return make_panel(self.backend.context, self.backend.enforcement(),
+                          recent=lambda: list(self.recent_cells),
+                          audit=functools.partial(audit_view.query, self.manager.audit),
+                          title=f"kernel {self.kernel_id[:8]}")
 
     # -- execution -------------------------------------------------------------------------------
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
@@ -262,68 +277,67 @@ class SecureKernel(Kernel):
         if store_history and not silent:
             self.history.add(count, code)
         relay = self._relay(parent, ident)
-        self._cell = "waiting"
+        self.cell.waiting()
         try:
-            runner = await self._ready()
+            backend = await self._ready()
         except Exception as exc:
-            self._cell = None
+            self.cell.idle()
             return self._refused(relay, exc, code, count, cell_id)
         extra = {"kind": "execute", "silent": silent, "store_history": store_history,
                  "user_expressions": user_expressions or {}, "allow_stdin": allow_stdin,
                  "execution_count": count, "cell_id": cell_id}
         try:
             if audit_view.requested(code) is not None:
-                self._cell = None
-                return self._audit_trail(relay, runner, code, count, cell_id)
-            call = parent_magics.detect(code)
+                self.cell.idle()
+                return self._audit_trail(relay, backend, code, count, cell_id)
+            call = magic_detect.detect(code)
             if call is not None:
-                return await self.magics.run(call, relay, runner, code, count, cell_id, extra)
-            return await self._run_cell(relay, runner, code, code, extra, count, cell_id)
+                return await self.magics.run(call, relay, backend, code, count, cell_id, extra)
+            return await self.run_in_session(relay, backend, code, code, extra, count, cell_id)
         finally:
-            self._cell = None
+            self.cell.idle()
             self.panels.idle()
 
-    async def _run_cell(self, relay: Relay, runner: ProcessRunner | RestrictedRunner, code: str,
-                        run_code: str, extra: dict[str, Any], count: int, cell_id: str | None,
-                        *, ctx: SecurityContext | None = None,
-                        fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def run_in_session(self, relay: Relay, backend: Backend, code: str, run_code: str,
+                             extra: dict[str, Any], count: int, cell_id: str | None, *,
+                             ctx: SecurityContext | None = None,
+                             fields: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run ``run_code`` in the session and audit it as the cell ``code``. ``ctx`` is a
         tightened context for this cell only (``%%secure``); ``fields`` go into its records."""
-        kernel_ctx = runner.context
+        kernel_ctx = backend.context
         ctx = ctx or kernel_ctx
         limits = None if ctx is kernel_ctx else ctx.resource_limits
         fields = fields or {}
         assert self.kaudit is not None
         started = time.perf_counter()
-        self._input_cancel.clear()
-        monitor = self.panels.start(f"cell [{count}]", ctx.resource_limits, lambda: runner.pid)
+        self.cell.session_run()
+        monitor = self.panels.start(f"cell [{count}]", ctx.resource_limits, lambda: backend.pid)
         try:
-            result = await runner.run(run_code, extra, relay.output, relay.event, limits=limits)
+            result = await backend.run(run_code, extra, relay.output, relay.event, limits=limits)
         except ResourceLimitExceeded as exc:
-            return self._limit_failure(relay, runner, ctx, code, exc, started, count, cell_id,
-                                       fields)
+            return self.limit_failure(relay, backend, ctx, code, exc, started, count, cell_id,
+                                      fields)
         except (SecurityException, OSError) as exc:
-            return self._security_failure(relay, runner, ctx, code, exc, started, count,
-                                          cell_id, fields)
+            return self.security_failure(relay, backend, ctx, code, exc, started, count,
+                                         cell_id, fields)
         finally:
             self.panels.stop(monitor)
-            self._cell = None
-            self._input_cancel.set()
+            self.cell.session_done()
             relay.flush()
-        values = dict(result)
+        values = result.reply
         if not result.success:  # killed: os._exit, a crash, an interrupt that was not honoured
             error = result.error
             ename, evalue = (error.ename, error.evalue) if error else ("WorkerExited", "")
             outcome = "interrupted" if ename == "KeyboardInterrupt" else "crashed"
             self.kaudit.cell(ctx, code, outcome=outcome, started=started,
-                             usage=result.resource_usage, execution_count=count,
+                             usage=result.usage, execution_count=count,
                              cell_id=cell_id, detail=f"{ename}: {evalue}"[:500], **fields)
-            note = LOST_STATE if runner.lost_state else ""
-            return self._error_reply(relay, ename, evalue + note, count)
+            note = LOST_STATE if backend.lost_state else ""
+            return error_reply(relay, ename, evalue + note, count)
         status = "ok" if values.get("status") == "ok" else "error"
         denial = values.get("denial") if isinstance(values.get("denial"), dict) else None
         digest = self.kaudit.cell(ctx, code, outcome=status, started=started,
-                                  usage=result.resource_usage, execution_count=count,
+                                  usage=result.usage, execution_count=count,
                                   cell_id=cell_id, truncated=result.truncated,
                                   error=(f"{values.get('ename')}: {values.get('evalue')}"[:500]
                                          if status == "error" else None), **fields)
@@ -340,26 +354,24 @@ class SecureKernel(Kernel):
                          traceback=list(values.get("traceback") or []))
         return reply
 
-    def _limit_failure(self, relay: Relay, runner: ProcessRunner | RestrictedRunner | None,
-                       ctx: SecurityContext, code: str, exc: ResourceLimitExceeded,
-                       started: float, count: int, cell_id: str | None,
-                       fields: dict[str, Any]) -> dict[str, Any]:
+    def limit_failure(self, relay: Relay, backend: Backend | None, ctx: SecurityContext,
+                      code: str, exc: ResourceLimitExceeded, started: float, count: int,
+                      cell_id: str | None, fields: dict[str, Any]) -> dict[str, Any]:
         """A cell stopped for a limit: its records, and the error output naming the limit."""
         assert self.kaudit is not None
-        message = str(exc) + (LOST_STATE if runner is not None and runner.lost_state else "")
+        message = str(exc) + (LOST_STATE if backend is not None and backend.lost_state else "")
         digest = self.kaudit.cell(ctx, code, outcome="limit_exceeded", started=started,
-                                  usage=getattr(exc, "usage", None), execution_count=count,
+                                  usage=exc.usage, execution_count=count,
                                   cell_id=cell_id, limit=exc.limit,
                                   rolled_back=exc.rolled_back, **fields)
-        self.kaudit.violation(ctx, ctx.user_id, exc.limit, value=_plain(exc.value),
-                              allowed=_plain(exc.allowed), code_sha256=digest,
+        self.kaudit.violation(ctx, ctx.user_id, exc.limit, value=to_safe(exc.value),
+                              allowed=to_safe(exc.allowed), code_sha256=digest,
                               rolled_back=exc.rolled_back)
-        return self._error_reply(relay, type(exc).__name__, message, count)
+        return error_reply(relay, type(exc).__name__, message, count)
 
-    def _security_failure(self, relay: Relay, runner: ProcessRunner | RestrictedRunner | None,
-                          ctx: SecurityContext, code: str, exc: BaseException, started: float,
-                          count: int, cell_id: str | None,
-                          fields: dict[str, Any]) -> dict[str, Any]:
+    def security_failure(self, relay: Relay, backend: Backend | None, ctx: SecurityContext,
+                         code: str, exc: BaseException, started: float, count: int,
+                         cell_id: str | None, fields: dict[str, Any]) -> dict[str, Any]:
         """A cell refused by the code policy, or a failure of the sandbox machinery."""
         assert self.kaudit is not None
         outcome = "sandbox_error" if isinstance(exc, SandboxError | OSError) else "denied"
@@ -369,11 +381,11 @@ class SecureKernel(Kernel):
         if outcome == "denied":
             self.kaudit.violation(ctx, ctx.user_id, "code_policy", code_sha256=digest,
                                   detail=str(exc)[:500])
-        note = LOST_STATE if runner is not None and runner.lost_state else ""
-        return self._error_reply(relay, type(exc).__name__, f"{exc}{note}", count)
+        note = LOST_STATE if backend is not None and backend.lost_state else ""
+        return error_reply(relay, type(exc).__name__, f"{exc}{note}", count)
 
-    def _audit_trail(self, relay: Relay, runner: ProcessRunner | RestrictedRunner, code: str,
-                     count: int, cell_id: str | None) -> dict[str, Any]:
+    def _audit_trail(self, relay: Relay, backend: Backend, code: str, count: int,
+                     cell_id: str | None) -> dict[str, Any]:
         """``%audit_trail [N]``, answered by the parent (see ``audit_view``)."""
         assert self.manager is not None and self.kaudit is not None
         started = time.perf_counter()
@@ -381,45 +393,29 @@ class SecureKernel(Kernel):
         records = audit_view.kernel_records(self.manager.audit, self.kernel_id, n)
         relay.publish("display_data", {"data": audit_view.render(
             records, self.manager.audit.path), "metadata": {}, "transient": {}}, None)
-        self.kaudit.cell(runner.context, code, outcome="ok", started=started, usage={},
+        self.kaudit.cell(backend.context, code, outcome="ok", started=started, usage={},
                          execution_count=count, cell_id=cell_id, served_by="kernel")
         return {"status": "ok", "execution_count": count, "user_expressions": {},
                 "payload": []}
-
-    def _error_reply(self, relay: Relay, ename: str, evalue: str, count: int,
-                     traceback: list[str] | None = None) -> dict[str, Any]:
-        traceback = traceback or [f"\x1b[0;31m{ename}\x1b[0m: {evalue}"]
-        relay.error(ename, evalue, traceback)
-        return {"status": "error", "execution_count": count, "ename": ename, "evalue": evalue,
-                "traceback": traceback, "user_expressions": {}, "payload": []}
 
     def _refused(self, relay: Relay, exc: BaseException, code: str, count: int,
                  cell_id: str | None) -> dict[str, Any]:
         """The kernel's context was refused (or misconfigured): every cell says why."""
         if self.kaudit is not None:
-            self.kaudit.violation(None, self.user_id or kernel_user(), "authorization", code=code,
+            self.kaudit.violation(None, self.user_id or current_user(), "authorization", code=code,
                                   detail=f"{type(exc).__name__}: {exc}"[:500],
                                   execution_count=count, cell_id=cell_id)
-        return self._error_reply(relay, type(exc).__name__, str(exc), count)
+        return error_reply(relay, type(exc).__name__, str(exc), count)
 
     # -- interrupt, stdin ------------------------------------------------------------------------
     def interrupt_cell(self) -> None:
         """SIGINT (interrupt_mode "signal") or interrupt_request: KeyboardInterrupt in the cell;
         the session kills and rolls back the run if it does not stop within the grace period."""
-        self._input_cancel.set()
-        if self._fresh is not None and not self._fresh.done():
-            self._fresh.cancel()  # a %%secure cell in a fresh sandbox: the worker is killed
-        elif self._cell == "running" and self.runner is not None:
-            self.runner.interrupt()
-        elif self._cell == "waiting":
-            self._cell = "interrupted"  # delivered as soon as the worker is inside the cell
+        self.cell.interrupt()
 
-    def _cell_started(self) -> None:
-        """The worker entered the cell: from now on SIGINT lands in user code."""
-        pending = self._cell == "interrupted"
-        self._cell = "running"
-        if pending and self.runner is not None:
-            self.runner.interrupt()
+    def _interrupt_session(self) -> None:
+        if self.backend is not None:
+            self.backend.interrupt()
 
     async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
         assert self._loop is not None and self.session is not None
@@ -430,17 +426,18 @@ class SecureKernel(Kernel):
                            ident: Any) -> None:
         assert self.session is not None
         value = await asyncio.to_thread(ask_frontend, self.session, self.stdin_socket, prompt,
-                                        password, parent, ident, self._input_cancel)
-        if value is not None and self.runner is not None:
+                                        password, parent, ident, self.cell.input_cancel)
+        if value is not None and self.backend is not None:
             with contextlib.suppress(SandboxError, OSError):
-                self.runner.send({"op": "input_reply", "value": value})
+                self.backend.send({"op": "input_reply", "value": value})
 
     # -- introspection (in the worker, not audited as executions) --------------------------------
-    async def _ask_worker(self, kind: str, code: str, default: dict[str, Any],
-                          relay: Relay | None = None, **extra: Any) -> dict[str, Any]:
+    async def ask_worker(self, kind: str, code: str, default: dict[str, Any],
+                         relay: Relay | None = None, **extra: Any) -> dict[str, Any]:
+        """One request to the worker that is not a cell (completion, comms, variables)."""
         try:
-            runner = await self._ready()
-            result = await runner.run(code, {"kind": kind, **extra},
+            backend = await self._ready()
+            result = await backend.run(code, {"kind": kind, **extra},
                                       relay.output if relay else None,
                                       relay.event if relay else None)
         except Exception as exc:
@@ -449,7 +446,7 @@ class SecureKernel(Kernel):
         finally:
             if relay is not None:
                 relay.flush()
-        values = dict(result)
+        values = result.reply
         if result.success and values.get("status") == "ok":
             return values
         self.log.warning("%s request failed in the sandbox: %s", kind, result.error)
@@ -459,12 +456,12 @@ class SecureKernel(Kernel):
         cursor = len(code) if cursor_pos is None else cursor_pos
         default = {"status": "ok", "matches": [], "cursor_start": cursor, "cursor_end": cursor,
                    "metadata": {}}
-        return await self._ask_worker("complete", code, default, cursor_pos=cursor)
+        return await self.ask_worker("complete", code, default, cursor_pos=cursor)
 
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: Any = ()) -> dict[str, Any]:
         default = {"status": "ok", "data": {}, "metadata": {}, "found": False}
-        return await self._ask_worker("inspect", code, default, cursor_pos=cursor_pos,
+        return await self.ask_worker("inspect", code, default, cursor_pos=cursor_pos,
                                       detail_level=detail_level,
                                       omit_sections=sorted(omit_sections or ()))
 
@@ -487,29 +484,26 @@ class SecureKernel(Kernel):
     async def _comm(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
         msg_type = parent["header"]["msg_type"]
         content = dict(parent.get("content") or {})
-        if self._is_parent_comm(str(content.get("comm_id", ""))):
-            self.panels.handle(msg_type, parent)  # the panel's widgets: never relayed
+        if self.comms.is_parent(str(content.get("comm_id", ""))):
+            try:  # the panel's widgets: answered here, never relayed
+                self.comms.handle_parent(msg_type, parent)
+            except Exception:
+                self.log.exception("the security panel could not handle %s", msg_type)
             return
-        if msg_type == "comm_open":
-            self.comms[str(content.get("comm_id", ""))] = str(content.get("target_name", ""))
-        elif msg_type == "comm_close":
-            self.comms.pop(str(content.get("comm_id", "")), None)
+        self.comms.track(msg_type, content)
         msg = {"msg_type": msg_type, "content": content, "metadata": parent.get("metadata", {}),
                "header": {"msg_id": parent["header"].get("msg_id"), "msg_type": msg_type},
                "buffers": [base64.b64encode(bytes(b)).decode("ascii")
                            for b in parent.get("buffers") or []]}
-        await self._ask_worker("comm", "", {}, self._relay(parent), msg=msg)
+        await self.ask_worker("comm", "", {}, self._relay(parent), msg=msg)
 
     comm_open = comm_msg = comm_close = _comm
 
     async def comm_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
         target = (parent.get("content") or {}).get("target_name")
-        known = {**self.comms, **self.panels.targets()}
-        comms = {cid: {"target_name": name} for cid, name in known.items()
-                 if target is None or name == target}
         assert self.session is not None
-        self.session.send(stream, "comm_info_reply", {"status": "ok", "comms": comms}, parent,
-                          ident)
+        self.session.send(stream, "comm_info_reply",
+                          {"status": "ok", "comms": self.comms.listing(target)}, parent, ident)
 
     # -- shutdown --------------------------------------------------------------------------------
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
@@ -527,17 +521,13 @@ class SecureKernel(Kernel):
             self._boot.cancel()
             with contextlib.suppress(BaseException):
                 await self._boot
-        if self.runner is not None:
+        if self.backend is not None:
             with contextlib.suppress(Exception):
-                await self.runner.close()
+                await self.backend.close()
             if self.kaudit is not None:
-                self.kaudit.kernel_event("kernel_shutdown", self.runner.context.user_id)
-            self.runner = None
+                self.kaudit.kernel_event("kernel_shutdown", self.backend.context.user_id)
+            self.backend = None
         if self.manager is not None:
             with contextlib.suppress(Exception):
                 await self.manager.close()
             self.manager = None
-
-
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, int | float | str | bool | type(None)) else repr(value)

@@ -9,30 +9,18 @@ through the policy, which no user setting can loosen. Nothing here compares a li
 from __future__ import annotations
 
 import dataclasses
-import getpass
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agenticraft.security.context import current_user
 from agenticraft.wire.limits import coerce_limit
 
 #: The process sandbox preloads these in its zygote so a notebook's worker starts warm.
 PRELOAD = ("IPython", "IPython.core.interactiveshell", "IPython.core.completer", "jedi",
            "comm", "agenticraft_kernel.worker.ipython_executor", "agenticraft_kernel.worker.shell",
-           "agenticraft_kernel.worker.comms", "agenticraft_kernel.worker.magics", "traitlets.config")
-
-
-def kernel_user(env: Mapping[str, str] | None = None) -> str:
-    """The notebook's user: ``JUPYTERHUB_USER`` (set by the hub's spawner), else the OS user."""
-    env = os.environ if env is None else env
-    hub_user = env.get("JUPYTERHUB_USER", "").strip()
-    if hub_user:
-        return hub_user
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid-{os.getuid()}"
+           "agenticraft_kernel.worker.comms", "agenticraft_kernel.worker.magics",
+           "traitlets.config")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +43,7 @@ def build_request(*, user_id: str | None, sandbox_type: str | None,
     ``load_settings`` inside the manager). Limit names and values are validated here so a
     typo in ``c.SecureKernel.limits`` is an error naming it, not a silent default."""
     overrides = {str(name): coerce_limit(str(name), value) for name, value in limits.items()}
-    return KernelRequest(user_id=user_id or kernel_user(env),
+    return KernelRequest(user_id=user_id or current_user(env),
                          sandbox_type=(sandbox_type or None),
                          limit_overrides=overrides,
                          policy_files=tuple(str(Path(p).expanduser()) for p in policy_files))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from agenticraft.jail.tree import descendants
-from agenticraft.sandbox.supervisor import MB, read_usage, rss_bytes
+from agenticraft.sandbox.watchdog import MB, read_usage, rss_bytes
 
 
 class TreeSampler:

@@ -1,10 +1,13 @@
 """The magics the secure kernel's parent answers (the trusted side; user code never sees them).
 
-``%%secure`` is parsed and resolved here before anything runs: it can only tighten the kernel's
-context (``cell_context``). A cell whose tightening the session can apply per run runs in the
-session (variables shared); otherwise it runs in a fresh sandbox, with ``--in``/``--out``
-copying plain data from and to the session. ``%secure_status``, ``%secure_audit`` and
-``%secure_panel`` are views the parent builds from its own state and the audit log.
+``%%secure`` is ``secure_cell.SecureCell``, the same as in stock kernels; this module is only the
+secure kernel's ``CellSite``: a cell may only tighten the kernel's context (``cell_context``); one
+whose tightening the session can apply per run runs in the session (variables shared), any other
+in a fresh sandbox, with ``--in``/``--out`` copying plain data from and to the session. The kernel
+writes every cell's audit records itself (``KernelAudit``). ``%secure_status``, ``%secure_audit``
+and ``%secure_panel`` are ``secure_cell.show_view`` over the kernel's state and audit log.
+
+The kernel is reached only through ``KernelPort``, the part of it the magics use.
 """
 
 from __future__ import annotations
@@ -12,232 +15,236 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from IPython.core.error import UsageError
 
+from agenticraft.sandbox import SandboxManager
+from agenticraft.sandbox.result import ExecutionResult
+from agenticraft.security.context import SecurityContext
 from agenticraft.wire import transfer
 from agenticraft.wire.errors import ResourceLimitExceeded, SecurityException
+from agenticraft_kernel.parent.backends import RestrictedBackend, SessionBackend
+from agenticraft_kernel.parent.cell_audit import KernelAudit
 from agenticraft_kernel.parent.cell_context import fresh_reasons, resolve_cell
+from agenticraft_kernel.parent.cell_state import CellState
 from agenticraft_kernel.parent.magic_detect import MagicCall
+from agenticraft_kernel.parent.panel_host import PanelHost
 from agenticraft_kernel.parent.relay import Relay
-from agenticraft_kernel.views import audit_table as audit_view
-from agenticraft_kernel.views import secure_args
-from agenticraft_kernel.views.cell_summary import summary_bundle
-from agenticraft_kernel.views.secure_args import EMPTY_CELL
-from agenticraft_kernel.views.status import render_status
-from agenticraft_kernel.worker.magics import LINE_MISUSE
+from agenticraft_kernel.parent.replies import error_reply, ok_reply
+from agenticraft_kernel.parent.secure_cell import (
+    PREPARING,
+    Interrupted,
+    SandboxedError,
+    SecureCell,
+    show_view,
+)
+from agenticraft_kernel.views.secure_args import SecureRequest
 
-if TYPE_CHECKING:
-    from agenticraft_kernel.parent.backends import ProcessRunner, RestrictedRunner
-    from agenticraft_kernel.parent.kernel import SecureKernel
-
-    Runner = ProcessRunner | RestrictedRunner
+Backend = SessionBackend | RestrictedBackend
 
 
-def ok_reply(count: int) -> dict[str, Any]:
-    return {"status": "ok", "execution_count": count, "user_expressions": {}, "payload": []}
+class KernelPort(Protocol):
+    """What the magics use of the secure kernel (public members only)."""
+
+    kernel_id: str
+    manager: SandboxManager | None
+    kaudit: KernelAudit | None
+    recent_cells: deque[dict[str, Any]]
+    panels: PanelHost
+    cell: CellState
+
+    async def run_in_session(self, relay: Relay, backend: Backend, code: str, run_code: str,
+                             extra: dict[str, Any], count: int, cell_id: str | None, *,
+                             ctx: SecurityContext | None = None,
+                             fields: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+    async def ask_worker(self, kind: str, code: str, default: dict[str, Any],
+                         relay: Relay | None = None, **extra: Any) -> dict[str, Any]: ...
+
+    def limit_failure(self, relay: Relay, backend: Backend | None, ctx: SecurityContext,
+                      code: str, exc: ResourceLimitExceeded, started: float, count: int,
+                      cell_id: str | None, fields: dict[str, Any]) -> dict[str, Any]: ...
+
+    def security_failure(self, relay: Relay, backend: Backend | None, ctx: SecurityContext,
+                         code: str, exc: BaseException, started: float, count: int,
+                         cell_id: str | None, fields: dict[str, Any]) -> dict[str, Any]: ...
+
+    def publish_update(self, display_id: str, data: dict[str, Any]) -> None: ...
+
+
+class RelayScreen:
+    """A magic's output in the secure kernel: IOPub messages under the cell's request."""
+
+    def __init__(self, relay: Relay, publish_update: Callable[[str, dict[str, Any]], None]
+                 ) -> None:
+        self.relay = relay
+        self._publish_update = publish_update
+
+    def say(self, text: str) -> None:
+        self.relay.publish("stream", {"name": "stdout", "text": text}, None)
+
+    def show(self, bundle: dict[str, Any], display_id: str | None = None) -> None:
+        self.relay.publish("display_data", {"data": bundle, "metadata": {}, "transient":
+                                            {"display_id": display_id} if display_id else {}},
+                           None)
+
+    def show_live(self, bundle: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+        display_id = uuid.uuid4().hex
+        self.show(bundle, display_id)
+        return lambda data: self._publish_update(display_id, data)
+
+
+class KernelViews:
+    """What ``%secure_status``, ``%secure_audit`` and ``%secure_panel`` show in this kernel."""
+
+    def __init__(self, kernel: KernelPort, backend: Backend) -> None:
+        self.kernel = kernel
+        self.backend = backend
+        self.panels = kernel.panels
+        self.where = (f"secure kernel {kernel.kernel_id}: every cell runs in the "
+                      f"{backend.context.sandbox_type} sandbox")
+
+    def context(self) -> SecurityContext:
+        return self.backend.context
+
+    def enforcement(self) -> Mapping[str, str]:
+        return self.backend.enforcement()
+
+    def audit_log(self) -> Any:
+        assert self.kernel.manager is not None
+        return self.kernel.manager.audit
 
 
 class KernelMagics:
-    """Serves one ``MagicCall`` per cell for ``kernel`` (see the module docstring)."""
+    """Serves one ``MagicCall`` per cell for the kernel (see the module docstring)."""
 
-    def __init__(self, kernel: SecureKernel) -> None:
+    def __init__(self, kernel: KernelPort) -> None:
         self.kernel = kernel
 
-    async def run(self, call: MagicCall, relay: Relay, runner: Runner, code: str, count: int,
+    async def run(self, call: MagicCall, relay: Relay, backend: Backend, code: str, count: int,
                   cell_id: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-        if call.name == "secure":
-            return await self.secure(call, relay, runner, code, count, cell_id, extra)
         k = self.kernel
         assert k.kaudit is not None
-        k._cell = None
+        if call.name == "secure":
+            site = KernelCellSite(k, relay, backend, code, count, cell_id, extra)
+            return await site.serve(SecureCell(call.line, call.body))
+        k.cell.idle()
         started = time.perf_counter()
         try:
-            if call.name == "secure_line":
-                raise UsageError(LINE_MISUSE)
-            if call.name == "secure_status":
-                self.status(relay, runner, call.line)
-            elif call.name == "secure_audit":
-                self.audit(relay, call.line)
-            else:
-                self.panel(relay, runner, call.line)
+            show_view(call.name, call.line, RelayScreen(relay, k.publish_update),
+                      KernelViews(k, backend))
         except UsageError as exc:
-            k.kaudit.cell(runner.context, code, outcome="usage_error", started=started,
+            k.kaudit.cell(backend.context, code, outcome="usage_error", started=started,
                           usage={}, execution_count=count, cell_id=cell_id, served_by="kernel",
                           detail=str(exc)[:300])
-            return k._error_reply(relay, "UsageError", str(exc), count)
-        k.kaudit.cell(runner.context, code, outcome="ok", started=started, usage={},
+            return error_reply(relay, "UsageError", str(exc), count)
+        k.kaudit.cell(backend.context, code, outcome="ok", started=started, usage={},
                       execution_count=count, cell_id=cell_id, served_by="kernel")
         return ok_reply(count)
 
-    # -- views -----------------------------------------------------------------------------------
-    @staticmethod
-    def _show(relay: Relay, data: dict[str, Any], display_id: str | None = None) -> None:
-        relay.publish("display_data", {"data": data, "metadata": {}, "transient":
-                                       {"display_id": display_id} if display_id else {}}, None)
 
-    @staticmethod
-    def _print(relay: Relay, text: str) -> None:
-        relay.publish("stream", {"name": "stdout", "text": text}, None)
+class KernelCellSite(RelayScreen):
+    """One ``%%secure`` cell in the secure kernel: in the session, or in a fresh sandbox."""
 
-    def status(self, relay: Relay, runner: Runner, line: str) -> None:
-        if secure_args.parse_no_options("%secure_status", line, secure_args.STATUS_DESCRIPTION):
-            self._print(relay, secure_args.help_of("%secure_status",
-                                                   secure_args.STATUS_DESCRIPTION))
-            return
-        where = (f"secure kernel {self.kernel.kernel_id}: every cell runs in the "
-                 f"{runner.context.sandbox_type} sandbox")
-        self._show(relay, render_status(runner.context, runner.enforcement(), where=where))
+    unchanged = "the kernel's limits"
 
-    def audit(self, relay: Relay, line: str) -> None:
-        args = secure_args.parse_audit(line)
-        if args.help:
-            self._print(relay, secure_args.audit_help())
-            return
-        assert self.kernel.manager is not None
-        self._show(relay, audit_view.secure_audit(self.kernel.manager.audit, args.n, args.user,
-                                                  args.type, args.verify))
+    def __init__(self, kernel: KernelPort, relay: Relay, backend: Backend, code: str,
+                 count: int, cell_id: str | None, extra: dict[str, Any]) -> None:
+        super().__init__(relay, kernel.publish_update)
+        self.kernel = kernel
+        self.backend = backend
+        self.code = code
+        self.count = count
+        self.cell_id = cell_id
+        self.extra = extra
+        self.reply: dict[str, Any] | None = None  # the session's reply, when it ran the cell
 
-    def panel(self, relay: Relay, runner: Runner, line: str) -> None:
-        if secure_args.parse_no_options("%secure_panel", line, secure_args.PANEL_DESCRIPTION):
-            self._print(relay, secure_args.help_of("%secure_panel",
-                                                   secure_args.PANEL_DESCRIPTION))
-            return
+    async def serve(self, cell: SecureCell) -> dict[str, Any]:
+        """Run ``cell``; its records and the reply (a failure is one error output)."""
         k = self.kernel
-        panel = k.panels.ensure(runner)
-        display_id = uuid.uuid4().hex
-        self._show(relay, panel.bundle(), display_id)
-        panel.update = lambda bundle: k.panels.publish_update(display_id, bundle)
-
-    # -- %%secure --------------------------------------------------------------------------------
-    async def secure(self, call: MagicCall, relay: Relay, runner: Runner, code: str, count: int,
-                     cell_id: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-        k = self.kernel
-        assert k.kaudit is not None and k.manager is not None
-        kernel_ctx = runner.context
+        assert k.kaudit is not None
         started = time.perf_counter()
-        request = None
         try:
-            request = secure_args.parse_secure(call.line)
-            if request.help:
-                k._cell = None
-                self._print(relay, secure_args.secure_help())
-                return ok_reply(count)
-            if not call.body.strip():
-                raise UsageError(EMPTY_CELL)
-            ctx = resolve_cell(k.manager, kernel_ctx, request)
-            reasons = fresh_reasons(kernel_ctx, ctx, runner.sandbox_type)
-            if reasons and (request.inputs or request.outputs) and \
-                    runner.sandbox_type != "process":
-                raise UsageError("%%secure: --in/--out need the kernel's session, and this "
-                                 "restricted kernel keeps no variables between cells")
+            await cell.run(self)
         except (UsageError, SecurityException) as exc:
-            k._cell = None
+            if cell.stage != PREPARING:
+                return self._failed(cell, exc, started)
+            k.cell.idle()
             ename = "UsageError" if isinstance(exc, UsageError) else type(exc).__name__
-            fields = {"magic": request.audit_fields()} if request else {"magic": {
-                "line": call.line[:500]}}
-            k.kaudit.cell(kernel_ctx, code, outcome="usage_error" if ename == "UsageError"
-                          else "denied", started=started, usage={}, execution_count=count,
-                          cell_id=cell_id, detail=f"{ename}: {exc}"[:500], **fields)
-            return k._error_reply(relay, ename, str(exc), count)
-        fields = {"magic": request.audit_fields()}
-        if not reasons:
-            started_run = time.monotonic()
-            reply = await k._run_cell(relay, runner, code, call.body, extra, count, cell_id,
-                                      ctx=ctx, fields=fields)
-            if reply["status"] == "ok" and not request.quiet:
-                last = k.recent_cells[-1] if k.recent_cells else {}
-                self._show(relay, summary_bundle(
-                    ctx, request.limits, last.get("usage") or {},
-                    time.monotonic() - started_run, where="in this kernel's session",
-                    unchanged="the kernel's limits"))
-            return reply
-        fields["fresh"] = reasons
-        return await self.fresh(relay, request, ctx, call.body, code, count, cell_id, fields,
-                                reasons)
+            k.kaudit.cell(self.backend.context, self.code,
+                          outcome="usage_error" if ename == "UsageError" else "denied",
+                          started=started, usage={}, execution_count=self.count,
+                          cell_id=self.cell_id, detail=f"{ename}: {exc}"[:500],
+                          **cell.magic_fields())
+            return error_reply(self.relay, ename, str(exc), self.count)
+        except (transfer.TransferError, SandboxedError, Interrupted, OSError) as exc:
+            return self._failed(cell, exc, started)
+        if self.reply is not None:
+            return self.reply
+        if cell.result is not None:  # a fresh sandbox ran it
+            assert cell.ctx is not None
+            k.kaudit.cell(cell.ctx, self.code, outcome="ok", started=started,
+                          usage=cell.result.resource_usage, execution_count=self.count,
+                          cell_id=self.cell_id, truncated=cell.result.truncated, **cell.fields)
+        return ok_reply(self.count)
 
-    async def fresh(self, relay: Relay, request: secure_args.SecureRequest,
-                    ctx: Any, body: str, code: str, count: int, cell_id: str | None,
-                    fields: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
-        """Run the cell in a fresh sandbox (the session cannot apply these limits per run)."""
+    def _failed(self, cell: SecureCell, exc: BaseException, started: float) -> dict[str, Any]:
+        """A fresh-sandbox cell that failed: its records and its error output."""
         k = self.kernel
-        assert k.kaudit is not None and k.manager is not None
-        started = time.perf_counter()
+        assert k.kaudit is not None and cell.ctx is not None
+        if isinstance(exc, ResourceLimitExceeded):
+            return k.limit_failure(self.relay, None, cell.ctx, self.code, exc, started,
+                                   self.count, self.cell_id, cell.fields)
+        if isinstance(exc, SecurityException | OSError):
+            return k.security_failure(self.relay, None, cell.ctx, self.code, exc, started,
+                                      self.count, self.cell_id, cell.fields)
+        outcome, traceback = "error", None
+        ename = getattr(exc, "ename", type(exc).__name__)
+        if isinstance(exc, Interrupted):
+            outcome = "interrupted"
+        elif isinstance(exc, SandboxedError):
+            traceback = exc.traceback_lines()
+        usage = cell.result.resource_usage if cell.result is not None else None
+        k.kaudit.cell(cell.ctx, self.code, outcome=outcome, started=started, usage=usage,
+                      execution_count=self.count, cell_id=self.cell_id,
+                      error=f"{ename}: {exc}"[:500], **cell.fields)
+        return error_reply(self.relay, ename, str(exc), self.count, traceback)
 
-        def failed(ename: str, evalue: str, outcome: str = "error",
-                   traceback: list[str] | None = None, usage: Any = None) -> dict[str, Any]:
-            assert k.kaudit is not None
-            k.kaudit.cell(ctx, code, outcome=outcome, started=started, usage=usage,
-                          execution_count=count, cell_id=cell_id,
-                          error=f"{ename}: {evalue}"[:500], **fields)
-            return k._error_reply(relay, ename, evalue, count, traceback)
+    # -- CellSite ----------------------------------------------------------------------------
+    def resolve(self, request: SecureRequest) -> SecurityContext:
+        assert self.kernel.manager is not None
+        return resolve_cell(self.kernel.manager, self.backend.context, request)
 
-        try:
-            values = await self._session_values(request.inputs)
-            wrapped = transfer.wrap(body, values, request.outputs)
-        except transfer.TransferError as exc:
-            k._cell = None
-            return failed("TransferError", str(exc))
-        monitor = k.panels.start(f"cell [{count}] (fresh sandbox)", ctx.resource_limits,
-                                 lambda: None)
-        task: asyncio.Future[Any] | None = None
-        try:
-            sandbox = await k.manager.get_sandbox(ctx.sandbox_type)
-            task = asyncio.ensure_future(sandbox.run_authorized(
-                wrapped, ctx, on_output=relay.output, audit=False))
-            pending = k._cell == "interrupted"  # an interrupt that came while preparing
-            k._fresh = task
-            k._cell = "running"
-            if pending:
-                task.cancel()
-            result = await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if task is None or not task.cancelled() or (current and current.cancelling()):
-                raise
-            return failed("KeyboardInterrupt", "interrupted; the fresh sandbox was stopped",
-                          outcome="interrupted")
-        except ResourceLimitExceeded as exc:
-            return k._limit_failure(relay, None, ctx, code, exc, started, count, cell_id,
-                                    fields)
-        except (SecurityException, OSError) as exc:
-            return k._security_failure(relay, None, ctx, code, exc, started, count, cell_id,
-                                       fields)
-        finally:
-            k._fresh = None
-            k._cell = None
-            k.panels.stop(monitor)
-            relay.flush()
-        if not result.success:
-            error = result.error
-            ename, evalue = (error.ename, error.evalue) if error else ("Error", "")
-            lines = (error.traceback.rstrip("\n").splitlines() if error and error.traceback
-                     else None)
-            return failed(ename, evalue, traceback=lines, usage=result.resource_usage)
-        try:
-            outs = transfer.collect(result, request.outputs)
-        except transfer.TransferError as exc:
-            return failed("TransferError", str(exc), usage=result.resource_usage)
-        if outs and not await self._set_session_values(outs):
-            return failed("TransferError", "--out: the results could not be stored in the "
-                          "session", usage=result.resource_usage)
-        k.kaudit.cell(ctx, code, outcome="ok", started=started, usage=result.resource_usage,
-                      execution_count=count, cell_id=cell_id, truncated=result.truncated,
-                      **fields)
-        if not request.quiet:
-            self._show(relay, summary_bundle(
-                ctx, request.limits, result.resource_usage, result.execution_time_ms / 1000,
-                where="fresh sandbox (" + ", ".join(reasons) + ")", returned=list(outs),
-                unchanged="the kernel's limits"))
-        return ok_reply(count)
+    def placement(self, ctx: SecurityContext, request: SecureRequest) -> list[str] | None:
+        reasons = fresh_reasons(self.backend.context, ctx, self.backend.sandbox_type)
+        if not reasons:
+            return None
+        if (request.inputs or request.outputs) and self.backend.sandbox_type != "process":
+            raise UsageError("%%secure: --in/--out need the kernel's session, and this "
+                             "restricted kernel keeps no variables between cells")
+        return reasons
 
-    async def _session_values(self, names: tuple[str, ...]) -> dict[str, Any]:
+    async def run_in_session(self, body: str, ctx: SecurityContext, fields: dict[str, Any]
+                             ) -> tuple[Mapping[str, Any], float] | None:
+        k = self.kernel
+        started = time.monotonic()
+        self.reply = await k.run_in_session(self.relay, self.backend, self.code, body,
+                                            self.extra, self.count, self.cell_id, ctx=ctx,
+                                            fields=fields)
+        if self.reply["status"] != "ok":
+            return None
+        last = k.recent_cells[-1] if k.recent_cells else {}
+        return last.get("usage") or {}, time.monotonic() - started
+
+    async def read_inputs(self, names: tuple[str, ...]) -> dict[str, Any]:
         """``--in`` values from the session (checked again here: the worker is untrusted)."""
         if not names:
             return {}
-        got = await self.kernel._ask_worker("get_vars", "", {"status": "error"},
-                                            names=list(names))
+        got = await self.kernel.ask_worker("get_vars", "", {"status": "error"},
+                                           names=list(names))
         errors = got.get("errors") if isinstance(got.get("errors"), dict) else {}
         if got.get("status") != "ok" or errors:
             raise transfer.TransferError("; ".join(str(v) for v in errors.values())
@@ -249,6 +256,33 @@ class KernelMagics:
                                          "session")
         return {name: values[name] for name in names}
 
-    async def _set_session_values(self, values: dict[str, Any]) -> bool:
-        got = await self.kernel._ask_worker("set_vars", "", {"status": "error"}, values=values)
-        return got.get("status") == "ok"
+    async def run_fresh(self, code: str, ctx: SecurityContext,
+                        fields: dict[str, Any]) -> ExecutionResult:
+        k = self.kernel
+        assert k.manager is not None
+        monitor = k.panels.start(f"cell [{self.count}] (fresh sandbox)", ctx.resource_limits,
+                                 lambda: None)
+        task: asyncio.Future[ExecutionResult] | None = None
+        try:
+            sandbox = await k.manager.get_sandbox(ctx.sandbox_type)
+            # Unaudited run: this kernel writes the cell's record itself (KernelAudit.cell).
+            task = asyncio.ensure_future(sandbox.run(code, ctx, self.relay.output))
+            k.cell.fresh_run(task)
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task is None or not task.cancelled() or (current and current.cancelling()):
+                raise
+            raise Interrupted() from None
+        finally:
+            k.cell.idle()
+            k.panels.stop(monitor)
+            self.relay.flush()
+
+    async def write_outputs(self, values: dict[str, Any]) -> None:
+        if not values:
+            return
+        got = await self.kernel.ask_worker("set_vars", "", {"status": "error"}, values=values)
+        if got.get("status") != "ok":
+            raise transfer.TransferError("--out: the results could not be stored in the "
+                                         "session")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agenticraft.sandbox.result import Output
+from agenticraft.wire.streams import StreamBatch
 
 STREAM_FLUSH_DELAY = 0.02
 #: Worker event types that are IOPub messages of the same name.
@@ -36,7 +37,7 @@ class Relay:
         self.on_started = on_started
         self.on_input = on_input
         self.on_comm = on_comm
-        self._streams: list[tuple[str, str]] = []
+        self._streams = StreamBatch()
         self._timer: asyncio.TimerHandle | None = None
         self.errors: list[dict[str, Any]] = []
 
@@ -45,10 +46,7 @@ class Relay:
         """``on_output`` of the session: stdout/stderr text, already capped by the supervisor."""
         name = "stderr" if item.kind == "stderr" else "stdout"
         text = str(item.data)
-        if self._streams and self._streams[-1][0] == name:
-            self._streams[-1] = (name, self._streams[-1][1] + text)
-        else:
-            self._streams.append((name, text))
+        self._streams.add(name, text)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(STREAM_FLUSH_DELAY, self.flush)
 
@@ -56,8 +54,7 @@ class Relay:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        streams, self._streams = self._streams, []
-        for name, text in streams:
+        for name, text in self._streams.drain():
             self.publish("stream", {"name": name, "text": text}, None)
 
     # -- everything else -------------------------------------------------------------------------

@@ -24,6 +24,13 @@ def requested(code: str) -> int | None:
     return int(match.group(1) or 20)
 
 
+def query(log: Any, kind: str | None, user: str | None, n: int) -> list[dict[str, Any]]:
+    """The newest ``n`` records of ``kind`` for ``user`` (the panel's audit history)."""
+    if not hasattr(log, "query"):
+        return []  # audit logging is disabled
+    return list(log.query(user_id=user, event_type=kind, limit=n))
+
+
 def kernel_records(log: Any, kernel_id: str, n: int) -> list[dict[str, Any]]:
     if not hasattr(log, "query"):
         return []  # audit logging is disabled

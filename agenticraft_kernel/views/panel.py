@@ -1,9 +1,9 @@
 """``%secure_panel``: limits, live gauges, the last cells and the audit history.
 
-The panel knows nothing about kernels: its owner feeds it (``start_cell``, ``sample``,
-``end_cell``) and gives it two read-only sources (recent cells, an audit query). In the secure
-kernel the owner is the parent process, so user code in the sandbox cannot reach the widgets;
-in a stock kernel it is the ``%load_ext`` magics.
+The panel knows nothing about kernels: its host (``parent.panel_host.PanelHost``, in both
+kernels) feeds it (``start_cell``, ``sample``, ``end_cell``) and gives it two read-only sources
+(recent cells, an audit query). In the secure kernel the host is the parent process, so user
+code in the sandbox cannot reach the widgets; in a stock kernel it is the ``%load_ext`` magics'.
 
 ``WidgetPanel`` uses ipywidgets; ``TextPanel`` is the fallback where ipywidgets cannot be
 imported: a plain display refreshed through its display id. Every display carries a

@@ -19,6 +19,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from agenticraft.wire.streams import StreamBatch
+
 FLUSH_INTERVAL = 0.05
 MAX_BUFFER = 64 * 1024
 
@@ -46,8 +48,7 @@ class Channel:
 
     def __init__(self, worker: Any) -> None:
         self.worker = worker
-        self._pending: list[tuple[str, str]] = []
-        self._size = 0
+        self._pending = StreamBatch()
         self._last = 0.0
         self.active = False
         self.detached = False  # in a process the cell forked: the channel is not ours to use
@@ -109,13 +110,9 @@ class Channel:
             os.write(1 if name == "stdout" else 2, text.encode("utf-8", "backslashreplace"))
             return
         with self._lock:
-            if self._pending and self._pending[-1][0] == name:
-                self._pending[-1] = (name, self._pending[-1][1] + text)
-            else:
-                self._pending.append((name, text))
-            self._size += len(text)
+            self._pending.add(name, text)
             now = time.monotonic()
-            if self._size >= MAX_BUFFER or now - self._last >= FLUSH_INTERVAL:
+            if self._pending.size >= MAX_BUFFER or now - self._last >= FLUSH_INTERVAL:
                 self._flush_locked()
             else:  # the flusher sends it if nothing else does within FLUSH_INTERVAL
                 self._ensure_thread()
@@ -133,9 +130,8 @@ class Channel:
             self._send(event)
 
     def _flush_locked(self) -> None:
-        pending, self._pending, self._size = self._pending, [], 0
         self._last = time.monotonic()
-        for name, text in pending:
+        for name, text in self._pending.drain():
             self._send({"type": "stream", "name": name, "text": text})
 
     def _send(self, event: dict[str, Any]) -> None:

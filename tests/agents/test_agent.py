@@ -14,9 +14,10 @@ import pytest
 from agenticraft import Agent
 from agenticraft.agents.agent import AgentResponse, ProviderNotConfigured
 from agenticraft.agents.tools import close_default_manager, default_manager, set_default_manager
-from agenticraft.agents.tools.runtime import close_manager, default_user
+from agenticraft.agents.tools.runtime import close_manager
 from agenticraft.sandbox import SandboxManager
 from agenticraft.security import ResourceLimits, SecurityContext
+from agenticraft.security.context import current_user
 from agenticraft.security.policy import Policy
 from agenticraft.wire.errors import (
     ConfigurationError,
@@ -24,7 +25,7 @@ from agenticraft.wire.errors import (
     ResourceLimitExceeded,
 )
 
-from helpers import make_manager, wait_gone
+from helpers import audit_records, make_manager, wait_gone
 
 pytestmark = pytest.mark.usefixtures("isolated_agent_state")
 
@@ -55,11 +56,6 @@ def managers(tmp_path: Path) -> Iterator[Callable[..., SandboxManager]]:
         close_manager(manager)
 
 
-def records(manager: SandboxManager, kind: str | None = None, **match: Any) -> list[dict]:
-    return [r for r in manager.audit.query(event_type=kind)
-            if all(r.get(k) == v for k, v in match.items())]
-
-
 # -- execute_secure ---------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["restricted", "process"])
 async def test_execute_secure_returns_bound_names(managers, kind):
@@ -71,10 +67,10 @@ async def test_execute_secure_returns_bound_names(managers, kind):
     assert str(result) == '{"result": 15}'
     assert result.sandbox_type == kind and result.success
     assert result.resource_usage["memory_mb"] > 0 and result.execution_time_ms > 0
-    decision, = records(manager, "authorization", user_id="alice")
+    decision, = audit_records(manager, "authorization", user_id="alice")
     assert (decision["permission"], decision["allowed"], decision["sandbox_type"]) == \
         ("execute", True, kind)
-    execution, = records(manager, "execution", user_id="alice")
+    execution, = audit_records(manager, "execution", user_id="alice")
     assert execution["outcome"] == "ok" and execution["agent"] == "calc"
     assert (execution["limits"]["memory_mb"], execution["limits"]["cpu_percent"],
             execution["limits"]["timeout_seconds"]) == (256, 50.0, 10.0)
@@ -88,7 +84,7 @@ async def test_code_errors_are_results_and_limits_raise(managers):
     with pytest.raises(ResourceLimitExceeded) as info:
         await agent.execute_secure("x = bytearray(2 * 1024 ** 3)")
     assert info.value.limit == "memory_mb"
-    assert records(manager, "violation", limit="memory_mb")
+    assert audit_records(manager, "violation", limit="memory_mb")
 
 
 def test_agent_limits_are_validated_at_construction():
@@ -115,9 +111,9 @@ async def test_forged_user_context_gains_nothing(managers, context, needle):
     with pytest.raises(PermissionDenied, match=needle):
         await agent.execute_secure("result = 1", user_context=context)
     user = context.user_id if isinstance(context, SecurityContext) else context["user_id"]
-    denial, = records(manager, "authorization", user_id=user)
+    denial, = audit_records(manager, "authorization", user_id=user)
     assert denial["allowed"] is False and denial["action"] == "execute_secure"
-    assert not records(manager, "execution")  # nothing ran
+    assert not audit_records(manager, "execution")  # nothing ran
 
 
 async def test_permissions_come_from_the_policy(managers):
@@ -125,7 +121,7 @@ async def test_permissions_come_from_the_policy(managers):
     agent = Agent(sandbox_type="restricted", manager=manager)
     await agent.execute_secure("result = 1", {"user_id": "ada"})  # admin through her group
     await agent.execute_secure("result = 1", {"user_id": "alice"})
-    ada, alice = records(manager, "authorization")
+    ada, alice = audit_records(manager, "authorization")
     assert ada["user_id"] == "ada" and alice["user_id"] == "alice"
     assert POLICY.resolve({"user_id": "ada"}).has_permission("admin")
     assert not POLICY.resolve({"user_id": "alice"}).has_permission("write")
@@ -136,7 +132,7 @@ async def test_user_context_tightens_but_never_loosens_agent_limits(managers):
     agent = Agent(sandbox_type="restricted", memory_limit=128, timeout=20, manager=manager)
     await agent.execute_secure("result = 1", {"user_id": "alice", "resource_limits": {
         "memory_mb": 1000, "timeout_seconds": 5}})
-    limits = records(manager, "execution")[-1]["limits"]
+    limits = audit_records(manager, "execution")[-1]["limits"]
     assert (limits["memory_mb"], limits["timeout_seconds"]) == (128, 5.0)
 
 
@@ -145,7 +141,7 @@ async def test_working_dir_may_narrow_but_not_widen(managers, tmp_path):
     agent = Agent(sandbox_type="process", manager=manager)
     with pytest.raises(PermissionDenied, match="working_dir"):
         await agent.execute_secure("result = 1", {"user_id": "alice", "working_dir": "/"})
-    assert records(manager, "authorization", permission="working_dir", allowed=False)
+    assert audit_records(manager, "authorization", permission="working_dir", allowed=False)
     inner = Path(manager.working_dir) / "sub"
     inner.mkdir()
     result = await agent.execute_secure("result = 1", {"user_id": "alice",
@@ -156,10 +152,10 @@ async def test_working_dir_may_narrow_but_not_widen(managers, tmp_path):
 async def test_default_user_is_the_os_user(managers):
     manager = managers()
     await Agent(sandbox_type="restricted", manager=manager).execute_secure("result = 1")
-    assert records(manager, "execution")[-1]["user_id"] == default_user()
+    assert audit_records(manager, "execution")[-1]["user_id"] == current_user()
     agent = Agent(sandbox_type="restricted", manager=manager, user_context={"user_id": "svc"})
     await agent.execute_secure("result = 1")
-    assert records(manager, "execution")[-1]["user_id"] == "svc"
+    assert audit_records(manager, "execution")[-1]["user_id"] == "svc"
 
 
 async def test_credentials_without_an_authenticator_are_refused(managers):
@@ -174,9 +170,9 @@ async def test_unsandboxed_is_refused_unless_the_policy_allows_it(managers):
     agent = Agent(name="raw", sandbox_enabled=False, manager=manager)
     with pytest.raises(PermissionDenied, match="allow_unsandboxed"):
         await agent.execute_secure("import os\nresult = os.getpid()", {"user_id": "alice"})
-    denial = records(manager, "authorization", permission="unsandboxed_execution")[-1]
+    denial = audit_records(manager, "authorization", permission="unsandboxed_execution")[-1]
     assert denial["allowed"] is False and denial["agent"] == "raw"
-    assert not records(manager, "execution")
+    assert not audit_records(manager, "execution")
 
     permissive = managers(Policy.from_dict({"sandbox": {"allow_unsandboxed": True}}))
     agent = Agent(name="raw", sandbox_enabled=False, manager=permissive)
@@ -184,9 +180,9 @@ async def test_unsandboxed_is_refused_unless_the_policy_allows_it(managers):
                                         {"user_id": "alice"})
     assert result["result"] == os.getpid()  # really in this process: no isolation at all
     assert result.sandbox_type == "none" and result.stdout == "hi\n"
-    allowed = records(permissive, "authorization", permission="unsandboxed_execution")[-1]
+    allowed = audit_records(permissive, "authorization", permission="unsandboxed_execution")[-1]
     assert allowed["allowed"] is True
-    assert records(permissive, "execution")[-1]["sandbox_type"] == "none"
+    assert audit_records(permissive, "execution")[-1]["sandbox_type"] == "none"
     # ... and the execute permission is still required.
     with pytest.raises(PermissionDenied):
         await agent.execute_secure("result = 1", {"user_id": "alice", "permissions": ["write"]})
@@ -234,7 +230,7 @@ async def test_eight_concurrent_callers(managers):
         agents[i % 2].execute_secure(f"result = {i} * 10", {"user_id": f"u{i}"})
         for i in range(8)])
     assert [r["result"] for r in results] == [i * 10 for i in range(8)]
-    assert len(records(manager, "execution", outcome="ok")) == 8
+    assert len(audit_records(manager, "execution", outcome="ok")) == 8
 
 
 # -- Agent.run and providers ------------------------------------------------------------------
@@ -266,8 +262,8 @@ def test_run_is_synchronous_in_plain_code(managers):
     assert response.steps[0].result["result"] == 4
     feedback = provider.calls[1][-1]
     assert feedback["role"] == "user" and '"result": 4' in feedback["content"]
-    assert records(manager, "authorization", action="agent.run", user_id="alice")
-    assert records(manager, "execution", action="execute_secure", user_id="alice")
+    assert audit_records(manager, "authorization", action="agent.run", user_id="alice")
+    assert audit_records(manager, "execution", action="execute_secure", user_id="alice")
 
 
 async def test_run_is_awaitable_inside_a_loop_and_runs_tool_calls(managers):
@@ -285,7 +281,7 @@ async def test_run_is_awaitable_inside_a_loop_and_runs_tool_calls(managers):
     response = await agent.run("What is 6 * 7?", user_context={"user_id": "alice"})
     assert '"result": 42' in response.content
     assert response.steps[0].kind == "tool" and response.steps[0].result["result"] == 42
-    assert records(manager, "tool", name="calculator", outcome="ok", user_id="alice")
+    assert audit_records(manager, "tool", name="calculator", outcome="ok", user_id="alice")
 
 
 async def test_model_cannot_talk_its_way_past_a_denial(managers):
@@ -294,7 +290,7 @@ async def test_model_cannot_talk_its_way_past_a_denial(managers):
     agent = Agent(provider=provider, manager=manager)
     with pytest.raises(PermissionDenied, match="network_access"):
         await agent.arun("search", user_context={"user_id": "alice"})
-    assert records(manager, "tool", name="web_search", outcome="denied")
+    assert audit_records(manager, "tool", name="web_search", outcome="denied")
 
 
 async def test_model_errors_and_limits_go_back_to_the_model(managers):
@@ -310,7 +306,7 @@ async def test_model_errors_and_limits_go_back_to_the_model(managers):
     assert not response.finished and len(response.steps) == 3
     assert "Unknown tool" in provider.calls[1][-1]["content"]
     assert "memory_mb" in provider.calls[2][-1]["content"]
-    assert records(manager, "tool", name="no_such_tool", outcome="unknown")
+    assert audit_records(manager, "tool", name="no_such_tool", outcome="unknown")
 
 
 async def test_run_requires_execute(managers):
@@ -318,14 +314,14 @@ async def test_run_requires_execute(managers):
     agent = Agent(provider=scripted("hello"), manager=manager)
     with pytest.raises(PermissionDenied):
         await agent.arun("hi", user_context={"user_id": "mallory"})
-    assert records(manager, "authorization", user_id="mallory", action="agent.run",
+    assert audit_records(manager, "authorization", user_id="mallory", action="agent.run",
                    allowed=False)
 
 
 def test_policy_defaults_apply(managers):
     manager = managers(Policy(defaults=ResourceLimits(memory_mb=200)))
     asyncio.run(Agent(sandbox_type="restricted", manager=manager).execute_secure("result = 1"))
-    assert records(manager, "execution")[-1]["limits"]["memory_mb"] == 200
+    assert audit_records(manager, "execution")[-1]["limits"]["memory_mb"] == 200
 
 
 def test_interpreter_exit_leaves_no_sandbox_process(tmp_path):

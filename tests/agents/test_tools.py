@@ -7,7 +7,6 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,9 +23,9 @@ from agenticraft.agents.tools.runtime import close_manager
 from agenticraft.sandbox import SandboxManager
 from agenticraft.security.policy import Policy
 from agenticraft.wire.errors import ConfigurationError, PermissionDenied
-from agents.test_agent_http import SEARCH_RESULTS, search_handler, serve
 
-from helpers import make_manager
+from helpers import audit_records, make_manager
+from http_helpers import SEARCH_RESULTS, serve
 
 pytestmark = pytest.mark.usefixtures("isolated_agent_state")
 
@@ -46,17 +45,6 @@ def manager(tmp_path) -> Iterator[SandboxManager]:
     close_manager(m)
 
 
-@pytest.fixture
-def search_server():
-    with serve(search_handler) as server:
-        yield server
-
-
-def records(manager: SandboxManager, kind: str, **match: Any) -> list[dict[str, Any]]:
-    return [r for r in manager.audit.query(event_type=kind)
-            if all(r.get(k) == v for k, v in match.items())]
-
-
 # -- web_search: network needed ---------------------------------------------------------------
 async def test_web_search_fails_before_running_without_network(manager, search_server):
     agent = Agent(manager=manager, search_backend=WebSearchBackend(search_server.url))
@@ -65,9 +53,9 @@ async def test_web_search_fails_before_running_without_network(manager, search_s
                                         user_context={"user_id": "alice"})
     assert info.value.permission == "network_access"
     assert search_server.requests == []
-    assert not records(manager, "execution")
-    assert records(manager, "tool", name="web_search", outcome="denied", user_id="alice")
-    assert records(manager, "authorization", permission="network_access", allowed=False)
+    assert not audit_records(manager, "execution")
+    assert audit_records(manager, "tool", name="web_search", outcome="denied", user_id="alice")
+    assert audit_records(manager, "authorization", permission="network_access", allowed=False)
 
 
 async def test_web_search_succeeds_against_loopback_when_allowed(manager, search_server):
@@ -76,9 +64,9 @@ async def test_web_search_succeeds_against_loopback_when_allowed(manager, search
                                              max_results=1, user_context=NET)
     assert result["result"] == SEARCH_RESULTS[:1]
     assert search_server.requests[0]["path"] == "/search?q=Python+security&n=1"
-    execution, = records(manager, "execution", action="tool:web_search")
+    execution, = audit_records(manager, "execution", action="tool:web_search")
     assert execution["outcome"] == "ok" and execution["limits"]["network_access"] is True
-    assert records(manager, "tool", name="web_search", outcome="ok", user_id="alice")
+    assert audit_records(manager, "tool", name="web_search", outcome="ok", user_id="alice")
 
 
 async def test_network_ceiling_in_the_policy_wins(tmp_path, search_server):
@@ -97,7 +85,7 @@ async def test_web_search_without_backend_is_a_configuration_error(manager, monk
     agent = Agent(manager=manager)
     with pytest.raises(ConfigurationError, match="AGENTICRAFT_SEARCH_URL"):
         await agent.execute_tool_secure("web_search", query="x", user_context=NET)
-    assert records(manager, "tool", name="web_search", outcome="invalid")
+    assert audit_records(manager, "tool", name="web_search", outcome="invalid")
 
 
 async def test_backend_results_are_normalised(manager):
@@ -141,10 +129,10 @@ async def test_read_file_needs_filesystem_access(manager):
     with pytest.raises(PermissionDenied, match="filesystem_access"):
         await agent.execute_tool_secure("read_file", path="notes.txt",
                                         user_context={"user_id": "alice"})
-    assert not records(manager, "execution")
+    assert not audit_records(manager, "execution")
     result = await agent.execute_tool_secure("read_file", path="notes.txt", user_context=FS)
     assert result["result"] == "hello notes" and result["truncated"] is False
-    assert records(manager, "tool", name="read_file", outcome="ok")
+    assert audit_records(manager, "tool", name="read_file", outcome="ok")
     short = await agent.execute_tool_secure("read_file", path="notes.txt", max_bytes=5,
                                             user_context=FS)
     assert (short["result"], short["truncated"]) == ("hello", True)
@@ -158,8 +146,8 @@ async def test_read_file_stays_under_the_working_directory(manager, path):
     agent = Agent(manager=manager)
     with pytest.raises(PermissionDenied, match="outside it"):
         await agent.execute_tool_secure("read_file", path=path, user_context=FS)
-    assert records(manager, "tool", name="read_file", outcome="denied")
-    assert not records(manager, "execution")
+    assert audit_records(manager, "tool", name="read_file", outcome="denied")
+    assert not audit_records(manager, "execution")
 
 
 async def test_landlock_confines_reads_inside_the_sandbox_too(manager):
@@ -187,8 +175,8 @@ async def test_calculator_runs_arithmetic_in_the_restricted_sandbox(manager):
 async def test_calculator_refuses_anything_but_arithmetic(manager, expression):
     with pytest.raises(ConfigurationError, match="calculator"):
         await Agent(manager=manager).execute_tool_secure("calculator", expression=expression)
-    assert records(manager, "tool", name="calculator", outcome="invalid")
-    assert not records(manager, "execution")
+    assert audit_records(manager, "tool", name="calculator", outcome="invalid")
+    assert not audit_records(manager, "execution")
 
 
 async def test_python_tool_runs_in_the_process_sandbox(manager):
@@ -217,8 +205,8 @@ async def test_user_function_runs_in_the_sandbox_not_the_host(manager):
     assert value["pid"] != os.getpid() and value["tag"] == "abab"
     assert value["root"] == 12.0 and value["names"] == ["a", "b"]  # module import + constants
     assert list(result) == ["result"]
-    assert records(manager, "tool", name="where_am_i", outcome="ok", user_id="alice")
-    assert records(manager, "execution", action="tool:where_am_i")[0]["sandbox_type"] == \
+    assert audit_records(manager, "tool", name="where_am_i", outcome="ok", user_id="alice")
+    assert audit_records(manager, "execution", action="tool:where_am_i")[0]["sandbox_type"] == \
         "process"
 
 
@@ -236,7 +224,7 @@ async def test_decorated_tool_and_errors_in_tools(manager):
     agent.register_tool(failing)
     result = await agent.execute_tool_secure("_module_broken")
     assert not result.success and result.error.ename == "RuntimeError"
-    assert records(manager, "tool", name="_module_broken", outcome="error")
+    assert audit_records(manager, "tool", name="_module_broken", outcome="error")
 
 
 def _module_broken() -> None:
@@ -279,7 +267,7 @@ async def test_arguments_are_validated_on_the_host(manager):
         await agent.execute_tool_secure("calculator", expression=3)
     with pytest.raises(ConfigurationError, match="unknown argument"):
         await agent.execute_tool_secure("calculator", expression="1", extra=2)
-    assert not records(manager, "execution")
+    assert not audit_records(manager, "execution")
 
 
 async def test_tool_extra_permissions_are_required(tmp_path):
@@ -289,8 +277,8 @@ async def test_tool_extra_permissions_are_required(tmp_path):
         agent.register_tool(FunctionTool(_module_broken, name="writer", permissions=["write"]))
         with pytest.raises(PermissionDenied, match="'write' permission"):
             await agent.execute_tool_secure("writer", user_context={"user_id": "alice"})
-        assert records(manager, "authorization", permission="write", allowed=False)
-        assert not records(manager, "execution")
+        assert audit_records(manager, "authorization", permission="write", allowed=False)
+        assert not audit_records(manager, "execution")
     finally:
         close_manager(manager)
 
@@ -298,7 +286,7 @@ async def test_tool_extra_permissions_are_required(tmp_path):
 async def test_unknown_tool_is_audited(manager):
     with pytest.raises(ConfigurationError, match="registered tools: calculator"):
         await Agent(manager=manager).execute_tool_secure("nope", user_context={"user_id": "x"})
-    assert records(manager, "tool", name="nope", outcome="unknown", user_id="x")
+    assert audit_records(manager, "tool", name="nope", outcome="unknown", user_id="x")
 
 
 async def test_tool_sandbox_type_cannot_be_overridden(manager):

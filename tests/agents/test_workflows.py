@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,9 +23,9 @@ from agenticraft.workflows import (
     WorkflowResult,
     extractive_findings,
 )
-from agents.test_agent_http import search_handler, serve
 
-from helpers import make_manager
+from helpers import audit_records, make_manager
+from http_helpers import search_handler, serve
 
 pytestmark = pytest.mark.usefixtures("isolated_agent_state")
 
@@ -52,11 +51,6 @@ def manager(tmp_path) -> Iterator[SandboxManager]:
     close_manager(m)
 
 
-def records(manager: SandboxManager, kind: str, **match: Any) -> list[dict[str, Any]]:
-    return [r for r in manager.audit.query(event_type=kind)
-            if all(r.get(k) == v for k, v in match.items())]
-
-
 def calc_workflow(manager: SandboxManager) -> Workflow:
     return Workflow("calc", [
         Step("add", tool="calculator", arguments={"expression": "2 + 3"}),
@@ -73,22 +67,22 @@ async def test_workflow_runs_sandboxed_audited_steps(manager):
     assert result.outputs == {"add": 5, "double": {"result": 10, "length": 7},
                               "show": 11}
     assert [s.outcome for s in result.steps] == ["ok", "ok", "ok"]
-    kinds = [(r["event"], r.get("step")) for r in records(manager, "workflow")]
+    kinds = [(r["event"], r.get("step")) for r in audit_records(manager, "workflow")]
     assert kinds == [("started", None), ("step", "add"), ("step", "double"), ("step", "show"),
                      ("finished", None)]
-    executions = records(manager, "execution", user_id="alice")
+    executions = audit_records(manager, "execution", user_id="alice")
     assert [e["sandbox_type"] for e in executions] == ["restricted", "process", "process"]
     assert all(e["outcome"] == "ok" for e in executions)
-    assert len(records(manager, "authorization", permission="execute_workflow",
+    assert len(audit_records(manager, "authorization", permission="execute_workflow",
                        allowed=True)) == 4  # the run and each step
 
 
 async def test_workflow_needs_execute_workflow(manager):
     with pytest.raises(PermissionDenied, match="execute_workflow"):
         await calc_workflow(manager).arun("compute", {"user_id": "coder"})
-    assert records(manager, "authorization", user_id="coder", permission="execute_workflow",
+    assert audit_records(manager, "authorization", user_id="coder", permission="execute_workflow",
                    allowed=False)
-    assert not records(manager, "execution") and not records(manager, "workflow")
+    assert not audit_records(manager, "execution") and not audit_records(manager, "workflow")
 
 
 async def test_workflow_without_read_results_runs_but_returns_nothing(manager):
@@ -96,10 +90,10 @@ async def test_workflow_without_read_results_runs_but_returns_nothing(manager):
     assert result.output is None and result.outputs is None and not result.returned
     assert "read_results" in result.withheld_reason and "withheld" in str(result)
     assert [s.outcome for s in result.steps] == ["ok", "ok", "ok"]  # it did run
-    assert len(records(manager, "execution", user_id="runner", outcome="ok")) == 3
-    finished = records(manager, "workflow", event="finished")[-1]
+    assert len(audit_records(manager, "execution", user_id="runner", outcome="ok")) == 3
+    finished = audit_records(manager, "workflow", event="finished")[-1]
     assert finished["results_returned"] is False and finished["user_id"] == "runner"
-    assert records(manager, "authorization", user_id="runner", permission="read_results",
+    assert audit_records(manager, "authorization", user_id="runner", permission="read_results",
                    allowed=False)
 
 
@@ -126,7 +120,7 @@ async def test_failing_step_stops_the_workflow(manager):
     result = await workflow.arun("t", {"user_id": "alice"})
     assert not result.success and "boom" in result.error and "ValueError" in result.error
     assert [s.name for s in result.steps] == ["boom"]
-    assert records(manager, "workflow", event="finished")[-1]["outcome"] == "error"
+    assert audit_records(manager, "workflow", event="finished")[-1]["outcome"] == "error"
 
 
 async def test_denied_step_is_audited_and_raised(manager):
@@ -134,9 +128,9 @@ async def test_denied_step_is_audited_and_raised(manager):
                         manager=manager)
     with pytest.raises(PermissionDenied, match="network_access"):
         await workflow.arun("t", {"user_id": "alice"})
-    step = records(manager, "workflow", event="step")[-1]
+    step = audit_records(manager, "workflow", event="step")[-1]
     assert (step["step"], step["outcome"]) == ("search", "denied")
-    finished = records(manager, "workflow", event="finished")[-1]
+    finished = audit_records(manager, "workflow", event="finished")[-1]
     assert (finished["outcome"], finished["results_returned"]) == ("denied", False)
 
 
@@ -182,7 +176,7 @@ async def test_research_team_writes_an_extractive_cited_report(manager):
     assert set(report.citations) == {1, 2}
     assert "## Sources" in report.content and "[2] Document 2" in report.content
     assert "cat" not in report.content
-    summarize = records(manager, "execution", action="workflow:research_team:summarize")
+    summarize = audit_records(manager, "execution", action="workflow:research_team:summarize")
     assert summarize and summarize[0]["sandbox_type"] == "process"
     assert [s.name for s in report.steps] == ["gather", "summarize"]
 
@@ -193,7 +187,7 @@ async def test_research_team_reads_files_only_with_filesystem_access(manager):
     team = ResearchTeam(documents=[notes], manager=manager)
     denied = await team.research(topic="wind power", user_context={"user_id": "alice"})
     assert denied.sources == [] and any("filesystem_access" in n for n in denied.notes)
-    assert records(manager, "tool", name="read_file", outcome="denied")
+    assert audit_records(manager, "tool", name="read_file", outcome="denied")
     allowed = await team.research(topic="wind power", user_context={
         "user_id": "alice", "resource_limits": {"filesystem_access": True}})
     assert [s.origin for s in allowed.sources] == [str(notes)]
@@ -210,7 +204,7 @@ async def test_research_team_uses_web_search_only_with_network(manager):
             "user_id": "alice", "resource_limits": {"network_access": True}})
     assert [s.title for s in online.sources] == ["AI safety primer", "Python security guide"]
     assert 1 in online.citations and "[1] AI safety primer" in online.content
-    assert records(manager, "tool", name="web_search", outcome="ok", workflow="research_team")
+    assert audit_records(manager, "tool", name="web_search", outcome="ok", workflow="research_team")
 
 
 async def test_research_team_with_a_model_provider(manager):
@@ -227,7 +221,7 @@ async def test_research_team_with_a_model_provider(manager):
     assert "## Sources" in report.content and "[1] Solar power" in report.content
     assert any("unknown sources [9]" in n for n in report.notes)
     assert "[2] Document 2" in seen[0][1]["content"]
-    step = records(manager, "workflow", event="step", step="write")[-1]
+    step = audit_records(manager, "workflow", event="step", step="write")[-1]
     assert (step["kind"], step["outcome"]) == ("model", "ok")
 
 
@@ -239,7 +233,7 @@ async def test_research_report_is_withheld_without_read_results(manager):
     assert report.notes == [] and report.method is None
     assert "read_results" in report.withheld_reason and str(report).startswith("[report withh")
     assert [s.name for s in report.steps] == ["gather", "summarize", "write"]  # it ran
-    assert records(manager, "workflow", event="finished")[-1]["results_returned"] is False
+    assert audit_records(manager, "workflow", event="finished")[-1]["results_returned"] is False
 
 
 def test_research_team_run_task_form(manager):

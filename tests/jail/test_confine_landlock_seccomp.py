@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from agenticraft.jail.confine import landlock, seccomp
+from agenticraft.jail.confine.libc import LIBC
 
 LL = landlock.probe()
 SC = seccomp.probe()
@@ -54,8 +55,7 @@ NOBODY = 65534
 CLONE_NEWUSER = 0x10000000
 PTRACE_SEIZE = 0x4206
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+_libc = LIBC  # raw calls for the probes: -1 and errno, not OSError
 
 
 def _nr(name: str) -> int:

@@ -467,7 +467,7 @@ def test_guard_frames_never_appear_in_tracebacks() -> None:
     assert text.startswith("Traceback (most recent call last):\n")
     assert 'File "<sandbox>", line 4, in <module>\n    f(1)\n' in text
     assert 'File "<sandbox>", line 2, in f\n    return getattr(' in text
-    assert "guards.py" not in text and "executor.py" not in text
+    assert "guards.py" not in text and "execute.py" not in text
 
 
 def test_user_exception_traceback_and_chain() -> None:
@@ -480,7 +480,7 @@ def test_user_exception_traceback_and_chain() -> None:
     assert "ZeroDivisionError: division by zero" in text
     assert "direct cause" in text
     assert text.rstrip().endswith("ValueError: bad")
-    assert "executor.py" not in text
+    assert "execute.py" not in text
     # run_restricted remembers the source, so callers need not pass it
     assert format_user_exception(info.value)[2] == text
 

@@ -45,6 +45,13 @@ def kernel_env(tmp: Path, **settings: Any) -> dict[str, str]:
     return env
 
 
+def one_error(outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cell's only error output (fails when there is none, or more than one)."""
+    found = [o for o in outputs if o["msg_type"] == "error"]
+    assert len(found) == 1, outputs
+    return found[0]
+
+
 class Kernel:
     """A running kernel and a blocking client, with small helpers."""
 

@@ -4,7 +4,6 @@ blocked or stopped; the supervisor and the zygote survive, and a canary run righ
 from __future__ import annotations
 
 import os
-import socket
 import textwrap
 
 import psutil
@@ -13,7 +12,7 @@ import pytest
 from agenticraft.security import SecurityContext
 from agenticraft.wire.errors import ResourceLimitExceeded
 
-from helpers import wait_gone
+from helpers import tcp_listener, wait_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -137,19 +136,13 @@ async def test_no_network(process_sandbox, code):
 
 
 async def test_no_tcp_to_loopback_listener(process_sandbox):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
-    try:
+    with tcp_listener() as (listener, port):
         result = await run(process_sandbox, f"import socket\n"
                                             f"socket.create_connection(('127.0.0.1', {port}))")
         assert not result.success
         listener.setblocking(False)
         with pytest.raises(BlockingIOError):
             listener.accept()
-    finally:
-        listener.close()
 
 
 # -- the supervisor ---------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ from agenticraft.sandbox import host_report as probe
 from agenticraft.security import SecurityContext
 from agenticraft.wire.errors import ResourceLimitExceeded
 
-from helpers import make_manager
+from helpers import make_manager, tcp_listener
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = os.geteuid() == 0
@@ -80,18 +79,12 @@ async def test_without_landlock(sandbox_without):
 
 @pytest.mark.parametrize("sandbox_without", ["seccomp"], indirect=True)
 async def test_without_seccomp(sandbox_without):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
-    try:
+    with tcp_listener() as (_listener, port):
         result = await run(sandbox_without,
                            f"import socket\ns = socket.socket()\n"
                            f"s.connect(('127.0.0.1', {port}))")
         assert not result.success  # the network namespace and Landlock TCP still hold
         assert "seccomp" not in result.enforced["network_access"]
-    finally:
-        listener.close()
     assert not (await run(sandbox_without, "open('/etc/shadow').read()")).success
 
 

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.security import audit
 from agenticraft.security.audit import (
     EVENT_TYPES,
@@ -36,7 +37,6 @@ from agenticraft.security.audit import (
 )
 from agenticraft.wire.errors import ConfigurationError, SecurityException
 
-SRC = Path(__file__).resolve().parents[2]
 TS_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
 
@@ -582,7 +582,7 @@ def test_any_removed_or_duplicated_line_is_detected(pristine: tuple[bytes, bytes
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+        filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "agenticraft.security.audit", *args],
                           capture_output=True, text=True, env=env, timeout=60, check=False)
 

@@ -2,7 +2,7 @@
 
 ResourceLimits (defaults, validation, comparison), permission names, SecurityContext as the
 specification constructs it, ExecutionResult, SandboxType, the boundary data conversion
-(``safedata``) and the exceptions and imports the specification documents.
+(``wire.codec``) and the exceptions and imports the specification documents.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from agenticraft.sandbox.result import ExecutionError, ExecutionResult
 from agenticraft.sandbox.types import SandboxType
 from agenticraft.security import permissions as perms
 from agenticraft.security.context import SecurityContext
-from agenticraft.wire import codec as safedata
+from agenticraft.wire import codec
 from agenticraft.wire.errors import (
     ConfigurationError,
     PermissionDenied,
@@ -611,23 +611,23 @@ def test_docker_is_named_as_not_available_yet():
         SandboxType.parse("docker")
 
 
-# -- safedata -----------------------------------------------------------------------------------
+# -- codec --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", [
     None, True, False, 0, -7, 2**63 - 1, 1.5, -0.0, "text", "", [], {}, [1, "a", None],
     {"a": {"b": [1, 2.5, {"c": None}]}},
 ])
 def test_json_values_pass_unchanged(value):
-    out = safedata.to_safe(value)
+    out = codec.to_safe(value)
     assert out == value
     assert type(out) is type(value)
     json.dumps(out, allow_nan=False)
 
 
 def test_tuples_become_lists():
-    assert safedata.to_safe((1, (2, 3))) == [1, [2, 3]]
-    assert type(safedata.to_safe((1,))) is list
-    assert safedata.to_safe({"t": (1, 2)}) == {"t": [1, 2]}
+    assert codec.to_safe((1, (2, 3))) == [1, [2, 3]]
+    assert type(codec.to_safe((1,))) is list
+    assert codec.to_safe({"t": (1, 2)}) == {"t": [1, 2]}
 
 
 class _Thing:
@@ -640,14 +640,14 @@ class _Thing:
     (2**63, str(2**63)), (-(2**64), str(-(2**64))), (10**30, str(10**30)), (3 + 4j, "(3+4j)"),
 ])
 def test_non_json_values_become_repr(value, expected):
-    assert safedata.to_safe(value) == expected
+    assert codec.to_safe(value) == expected
 
 
 def test_non_finite_floats_become_repr():
-    assert safedata.to_safe(float("nan")) == "nan"
-    assert safedata.to_safe(float("inf")) == "inf"
-    assert safedata.to_safe([float("-inf")]) == ["-inf"]
-    json.dumps(safedata.to_safe({"x": float("nan")}), allow_nan=False)
+    assert codec.to_safe(float("nan")) == "nan"
+    assert codec.to_safe(float("inf")) == "inf"
+    assert codec.to_safe([float("-inf")]) == ["-inf"]
+    json.dumps(codec.to_safe({"x": float("nan")}), allow_nan=False)
 
 
 def test_subclasses_of_json_types_are_not_trusted():
@@ -658,22 +658,22 @@ def test_subclasses_of_json_types_are_not_trusted():
     class MyList(list):
         pass
 
-    assert safedata.to_safe(Sneaky("x")) == "sneaky"
-    assert type(safedata.to_safe(Sneaky("x"))) is str
-    assert safedata.to_safe(MyList([1])) == "[1]"
+    assert codec.to_safe(Sneaky("x")) == "sneaky"
+    assert type(codec.to_safe(Sneaky("x"))) is str
+    assert codec.to_safe(MyList([1])) == "[1]"
 
 
 def test_huge_int_that_cannot_be_printed_becomes_a_string():
-    out = safedata.to_safe(10**5000)
+    out = codec.to_safe(10**5000)
     assert isinstance(out, str)
-    assert len(out) <= safedata.REPR_LIMIT + len("...[truncated]")
+    assert len(out) <= codec.REPR_LIMIT + len("...[truncated]")
     json.dumps(out)
 
 
 def test_long_repr_is_truncated():
-    out = safedata.to_safe(_Long())
+    out = codec.to_safe(_Long())
     assert out.endswith("...[truncated]")
-    assert len(out) == safedata.REPR_LIMIT + len("...[truncated]")
+    assert len(out) == codec.REPR_LIMIT + len("...[truncated]")
 
 
 class _Long:
@@ -696,9 +696,9 @@ def test_deep_nesting_is_bounded():
     nested: list = []
     for _ in range(100):
         nested = [nested]
-    out = safedata.to_safe(nested)
+    out = codec.to_safe(nested)
     depth, inner = _list_depth(out)
-    assert depth == safedata.MAX_DEPTH
+    assert depth == codec.MAX_DEPTH
     assert isinstance(inner, str)
     json.dumps(out)
 
@@ -707,9 +707,9 @@ def test_very_deep_nesting_does_not_blow_up():
     nested: list = []
     for _ in range(100_000):
         nested = [nested]
-    out = safedata.to_safe(nested)
+    out = codec.to_safe(nested)
     depth, inner = _list_depth(out)
-    assert depth <= safedata.MAX_DEPTH
+    assert depth <= codec.MAX_DEPTH
     assert isinstance(inner, str)
     json.dumps(out)
 
@@ -731,15 +731,15 @@ class _NotAString:
 
 @pytest.mark.parametrize("cls", [_Hostile, _HostileExit, _NotAString])
 def test_hostile_repr_gives_a_placeholder(cls):
-    out = safedata.to_safe(cls())
+    out = codec.to_safe(cls())
     assert isinstance(out, str)
     assert cls.__name__ in out
-    assert safedata.to_safe([cls()]) == [out]
-    assert safedata.to_safe({"k": cls()}) == {"k": out}
+    assert codec.to_safe([cls()]) == [out]
+    assert codec.to_safe({"k": cls()}) == {"k": out}
 
 
 def test_dict_with_hostile_key_gives_placeholder():
-    out = safedata.to_safe({_Hostile(): 1})
+    out = codec.to_safe({_Hostile(): 1})
     assert isinstance(out, str)
     assert "dict" in out
 
@@ -757,23 +757,23 @@ _json_like = st.recursive(
 @settings(max_examples=200, deadline=None)
 @given(_json_like)
 def test_to_safe_output_is_always_strict_json(value):
-    out = safedata.to_safe(value)
+    out = codec.to_safe(value)
     text = json.dumps(out, allow_nan=False)
     assert json.loads(text) == out
 
 
 def test_is_plain_name():
-    assert safedata.is_plain_name("result", 15)
-    assert safedata.is_plain_name("data", [1, 2])
-    assert safedata.is_plain_name("obj", _Thing())
-    assert not safedata.is_plain_name("_private", 1)
-    assert not safedata.is_plain_name("__builtins__", {})
-    assert not safedata.is_plain_name("json", json)
-    assert not safedata.is_plain_name("f", lambda: 1)
-    assert not safedata.is_plain_name("length", len)
-    assert not safedata.is_plain_name("cls", _Thing)
-    assert not safedata.is_plain_name("m", _Thing().__repr__)
-    assert not safedata.is_plain_name("mod", types.ModuleType("x"))
+    assert codec.is_plain_name("result", 15)
+    assert codec.is_plain_name("data", [1, 2])
+    assert codec.is_plain_name("obj", _Thing())
+    assert not codec.is_plain_name("_private", 1)
+    assert not codec.is_plain_name("__builtins__", {})
+    assert not codec.is_plain_name("json", json)
+    assert not codec.is_plain_name("f", lambda: 1)
+    assert not codec.is_plain_name("length", len)
+    assert not codec.is_plain_name("cls", _Thing)
+    assert not codec.is_plain_name("m", _Thing().__repr__)
+    assert not codec.is_plain_name("mod", types.ModuleType("x"))
 
 
 # -- exceptions and the specification's imports -------------------------------------------------
@@ -849,3 +849,37 @@ def test_permission_denied_attributes():
     exc = PermissionDenied("nope", permission="write", user_id="bob", ceiling=3)
     assert (exc.permission, exc.user_id, exc.ceiling) == ("write", "bob", 3)
     assert str(exc) == "nope"
+
+
+def test_strict_side_refuses_what_to_safe_would_repr():
+    assert codec.literal({"t": (1,), "l": [None, True, 1.5, "s"]}) == \
+        "{'t': (1,), 'l': [None, True, 1.5, 's']}"
+    assert codec.to_plain({"t": (1, 2)}) == {"t": [1, 2]}
+    for value, why in [({1, 2}, "a set cannot cross"), (2**63, "too large"),
+                       (math.inf, "not a finite number"), ({1: "a"}, "keys must be str, not int"),
+                       ([[[]]], None)]:
+        if why is None:
+            assert codec.to_plain(value) == value
+            continue
+        with pytest.raises(codec.NotPlain, match=why):
+            codec.to_plain(value)
+    nested: list = []
+    for _ in range(codec.MAX_DEPTH + 1):
+        nested = [nested]
+    with pytest.raises(codec.NotPlain, match="levels deep"):
+        codec.to_plain(nested)
+
+
+def test_coerce_accepts_subclasses_as_their_base_type():
+    class Flag(int):
+        pass
+
+    class Name(str):
+        def __str__(self):
+            return "hostile"
+
+    out = codec.to_plain({Name("k"): [Flag(3), Name("v")], "t": (1,)}, coerce=True)
+    assert out == {"k": [3, "v"], "t": [1]}
+    assert [type(v) for v in out["k"]] == [int, str]
+    with pytest.raises(codec.NotPlain):
+        codec.to_plain([Flag(3)])

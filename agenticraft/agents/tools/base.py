@@ -19,7 +19,6 @@ import builtins
 import dataclasses
 import dis
 import inspect
-import json
 import textwrap
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,6 +28,7 @@ from agenticraft.sandbox.result import ExecutionResult
 from agenticraft.sandbox.types import SandboxType
 from agenticraft.security import permissions as perms
 from agenticraft.security.context import SecurityContext
+from agenticraft.wire import codec
 from agenticraft.wire.errors import ConfigurationError
 
 __all__ = ["FunctionTool", "Param", "Tool", "ToolRegistry", "json_literal", "tool", "with_values"]
@@ -318,13 +318,16 @@ def with_values(result: ExecutionResult, values: Mapping[str, Any]) -> Execution
 
 
 def json_literal(value: Any, what: str = "value") -> str:
-    """``value`` as a Python literal of plain JSON data (a safe way to embed data in code)."""
+    """``value`` as a Python literal of plain JSON data (a safe way to embed data in code).
+
+    Host values: subclasses of the plain types (a numpy float, an IntEnum) count as their base
+    type, and tuples become lists, as JSON would have them.
+    """
     try:
-        data = json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
+        return codec.literal(value, coerce=True, keep_tuples=False)
+    except codec.NotPlain as exc:
         raise ConfigurationError(f"The {what} must be JSON data (str, int, float, bool, None, "
                                  f"lists and dicts with string keys): {exc}") from None
-    return repr(data)
 
 
 def function_source(func: Callable[..., Any]) -> tuple[str, set[str]]:

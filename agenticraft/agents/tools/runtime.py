@@ -18,7 +18,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import getpass
 import os
 import threading
 from collections.abc import Awaitable, Coroutine, Mapping
@@ -30,7 +29,8 @@ from agenticraft.agents.tools.base import Tool
 from agenticraft.sandbox.manager import SandboxManager
 from agenticraft.sandbox.result import ExecutionResult
 from agenticraft.security import permissions as perms
-from agenticraft.security.context import SecurityContext
+from agenticraft.security import records
+from agenticraft.security.context import SecurityContext, current_user
 from agenticraft.wire.errors import (
     ConfigurationError,
     PermissionDenied,
@@ -40,7 +40,7 @@ from agenticraft.wire.errors import (
 from agenticraft.wire.limits import coerce_limit, strictest
 
 __all__ = ["audit_denial", "authorize", "close_default_manager", "default_manager",
-           "default_user", "identify", "invoke_tool", "maybe_sync", "merge_limits",
+           "identify", "invoke_tool", "maybe_sync", "merge_limits",
            "on_engine", "run_code", "run_sync", "set_default_manager", "submit"]
 
 T = TypeVar("T")
@@ -181,18 +181,6 @@ def _shutdown() -> None:
 
 
 # -- identity and authorization -----------------------------------------------------------------
-def default_user(env: Mapping[str, str] | None = None) -> str:
-    """Who calls when no ``user_context`` is given: the hub user, else the OS user."""
-    env = os.environ if env is None else env
-    hub = env.get("JUPYTERHUB_USER", "").strip()
-    if hub:
-        return hub
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid-{os.getuid()}"
-
-
 def identify(manager: SandboxManager, user_context: Any, *,
              authenticator: Authenticator | None = None,
              default_user_id: str | None = None) -> SecurityContext:
@@ -210,7 +198,7 @@ def identify(manager: SandboxManager, user_context: Any, *,
                 f"user_context carries {creds} but no authenticator is configured; pass "
                 "authenticator=HMACAuthenticator(secret) or APIKeyAuthenticator(policy).")
     return SecurityContext.from_value(user_context,
-                                      default_user=default_user_id or default_user())
+                                      default_user=default_user_id or current_user())
 
 
 def merge_limits(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -225,8 +213,8 @@ def merge_limits(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def audit_denial(manager: SandboxManager, user_id: str, permission: str, action: str,
                  reason: str, **fields: Any) -> None:
-    manager.audit.record({"type": "authorization", "user_id": user_id, "permission": permission,
-                          "allowed": False, "action": action, "reason": reason, **fields})
+    manager.audit.record(records.denial(user_id, permission, action=action, reason=reason,
+                                        **fields))
 
 
 def authorize(manager: SandboxManager, request: SecurityContext, permission: str, *,
@@ -293,8 +281,13 @@ async def _invoke_tool(manager: SandboxManager, tool: Tool, arguments: Mapping[s
                        limits: Mapping[str, Any] | None, action: str | None,
                        audit_fields: Mapping[str, Any] | None) -> ExecutionResult:
     action = action or f"tool:{tool.name}"
-    record = {"type": "tool", "user_id": request.user_id, "name": tool.name,
-              "sandbox_type": tool.sandbox_type, **(audit_fields or {})}
+    user_id = request.user_id
+    fields = {"sandbox_type": tool.sandbox_type, **(audit_fields or {})}
+
+    def record(outcome: str, **details: Any) -> None:
+        manager.audit.record(records.tool_call(user_id, tool.name, outcome, **fields,
+                                               **details))
+
     try:
         if request.sandbox_type not in (None, tool.sandbox_type):
             raise ConfigurationError(
@@ -308,32 +301,31 @@ async def _invoke_tool(manager: SandboxManager, tool: Tool, arguments: Mapping[s
             narrow["filesystem_access"] = False
         ctx = authorize(manager, request, permission, sandbox_type=tool.sandbox_type,
                         action=action, limits=limits, narrow=narrow)
-        record["user_id"] = ctx.user_id
+        user_id = ctx.user_id
         _check_needs(manager, tool, ctx, action)
         tool.check(arguments, ctx)
         code = tool.build_code(arguments, ctx)
     except PermissionDenied as exc:
-        manager.audit.record({**record, "outcome": "denied", "reason": str(exc)})
+        record("denied", reason=str(exc))
         raise
     except ConfigurationError as exc:
-        manager.audit.record({**record, "outcome": "invalid", "reason": str(exc)})
+        record("invalid", reason=str(exc))
         raise
     try:
         result = await run_code(manager, ctx, code, extra={"action": action})
         result = tool.finish(result)
     except ResourceLimitExceeded as exc:
-        manager.audit.record({**record, "outcome": "limit_exceeded", "limit": exc.limit})
+        record("limit_exceeded", limit=exc.limit)
         raise
     except SecurityException as exc:
-        manager.audit.record({**record, "outcome": "denied", "reason": str(exc)[:500]})
+        record("denied", reason=str(exc)[:500])
         raise
     except Exception as exc:
-        manager.audit.record({**record, "outcome": "sandbox_error",
-                              "reason": f"{type(exc).__name__}: {exc}"[:500]})
+        record("sandbox_error", reason=f"{type(exc).__name__}: {exc}"[:500])
         raise
-    manager.audit.record({**record, "outcome": "ok" if result.success else "error",
-                          "error": None if result.error is None else str(result.error)[:500],
-                          "duration_ms": result.execution_time_ms})
+    record("ok" if result.success else "error",
+           error=None if result.error is None else str(result.error)[:500],
+           duration_ms=result.execution_time_ms)
     return result
 
 

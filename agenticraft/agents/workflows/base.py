@@ -36,6 +36,7 @@ from agenticraft.sandbox.manager import SandboxManager
 from agenticraft.sandbox.result import ExecutionResult
 from agenticraft.sandbox.types import SandboxType
 from agenticraft.security import permissions as perms
+from agenticraft.security import records
 from agenticraft.security.context import SecurityContext
 from agenticraft.wire.errors import (
     ConfigurationError,
@@ -124,13 +125,12 @@ class WorkflowRun:
         """Whether the resolved context allows ``network_access`` / ``filesystem_access``."""
         return bool(getattr(self.context.resource_limits, limit))
 
-    def record(self, step: str, kind: str, outcome: str, started: float,
+    def record_step(self, step: str, kind: str, outcome: str, started: float,
                **fields: Any) -> StepRecord:
         entry = StepRecord(step, kind, outcome, round((time.perf_counter() - started) * 1000, 3))
         self.records.append(entry)
-        self.manager.audit.record({"type": "workflow", "user_id": self.context.user_id,
-                                   "name": self.workflow.name, "event": "step", "step": step,
-                                   "kind": kind, "outcome": outcome, **fields})
+        self.manager.audit.record(records.workflow_step(self.context.user_id, self.workflow.name,
+                                                        step, kind, outcome, **fields))
         return entry
 
     async def tool(self, step: str, tool: str | Tool, registry: ToolRegistry | None = None,
@@ -144,15 +144,15 @@ class WorkflowRun:
                 limits=self.workflow.limits, action=f"workflow:{self.workflow.name}:{step}",
                 audit_fields={"workflow": self.workflow.name, "step": step})
         except PermissionDenied as exc:
-            self.record(step, "tool", "denied", started, reason=str(exc))
+            self.record_step(step, "tool", "denied", started, reason=str(exc))
             raise
         except ResourceLimitExceeded as exc:
-            self.record(step, "tool", "limit_exceeded", started, limit=exc.limit)
+            self.record_step(step, "tool", "limit_exceeded", started, limit=exc.limit)
             raise
         except Exception as exc:
-            self.record(step, "tool", "error", started, reason=f"{type(exc).__name__}: {exc}")
+            self.record_step(step, "tool", "error", started, reason=f"{type(exc).__name__}: {exc}")
             raise
-        self.record(step, "tool", "ok" if result.success else "error", started)
+        self.record_step(step, "tool", "ok" if result.success else "error", started)
         return result
 
     async def code(self, step: str, code: str, sandbox_type: str | None = None
@@ -169,15 +169,15 @@ class WorkflowRun:
             result = await run_code(self.manager, ctx, preamble + code,
                                     extra={"action": action, "workflow": self.workflow.name})
         except PermissionDenied as exc:
-            self.record(step, "code", "denied", started, reason=str(exc))
+            self.record_step(step, "code", "denied", started, reason=str(exc))
             raise
         except ResourceLimitExceeded as exc:
-            self.record(step, "code", "limit_exceeded", started, limit=exc.limit)
+            self.record_step(step, "code", "limit_exceeded", started, limit=exc.limit)
             raise
         except Exception as exc:
-            self.record(step, "code", "error", started, reason=f"{type(exc).__name__}: {exc}")
+            self.record_step(step, "code", "error", started, reason=f"{type(exc).__name__}: {exc}")
             raise
-        self.record(step, "code", "ok" if result.success else "error", started)
+        self.record_step(step, "code", "ok" if result.success else "error", started)
         return result
 
 
@@ -241,18 +241,17 @@ class Workflow:
         action = f"workflow:{self.name}"
         ctx = authorize(manager, request, perms.EXECUTE_WORKFLOW, sandbox_type=self.sandbox_type,
                         action=action, limits=self.limits)
-        manager.audit.record({"type": "workflow", "user_id": ctx.user_id, "name": self.name,
-                              "event": "started", "task_chars": len(task)})
+        manager.audit.record(records.workflow_started(ctx.user_id, self.name,
+                                                      task_chars=len(task)))
         run = WorkflowRun(self, manager, request, ctx, task, options)
         try:
             output, error = await self.execute(run)
         except Exception as exc:
             outcome = ("denied" if isinstance(exc, PermissionDenied) else "limit_exceeded"
                        if isinstance(exc, ResourceLimitExceeded) else "error")
-            manager.audit.record({"type": "workflow", "user_id": ctx.user_id, "name": self.name,
-                                  "event": "finished", "outcome": outcome,
-                                  "results_returned": False,
-                                  "reason": f"{type(exc).__name__}: {exc}"[:500]})
+            manager.audit.record(records.workflow_finished(
+                ctx.user_id, self.name, outcome, results_returned=False,
+                reason=f"{type(exc).__name__}: {exc}"[:500]))
             raise
         withheld = None
         if not ctx.has_permission(perms.READ_RESULTS):
@@ -261,10 +260,9 @@ class Workflow:
                         "an administrator to grant 'read_results', and include it in the "
                         "user_context's permissions if you list them.")
             audit_denial(manager, ctx.user_id, perms.READ_RESULTS, action + ":results", withheld)
-        manager.audit.record({"type": "workflow", "user_id": ctx.user_id, "name": self.name,
-                              "event": "finished", "outcome": "ok" if error is None else "error",
-                              "results_returned": withheld is None,
-                              "steps": [s.name for s in run.records]})
+        manager.audit.record(records.workflow_finished(
+            ctx.user_id, self.name, "ok" if error is None else "error",
+            results_returned=withheld is None, steps=[s.name for s in run.records]))
         return self.package(run, None if withheld else output, error, withheld)
 
     async def execute(self, run: WorkflowRun) -> tuple[Any, str | None]:

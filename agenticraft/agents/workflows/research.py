@@ -247,7 +247,7 @@ class ResearchTeam(Workflow):
                                           item["url"] or "web search", text[:MAX_SOURCE_CHARS]))
             else:
                 notes.append(f"web search failed: {result.error}")
-        run.record("gather", "gather", "ok", started, sources=len(sources))
+        run.record_step("gather", "gather", "ok", started, sources=len(sources))
         return sources
 
     async def _write(self, run: WorkflowRun, topic: str, sources: list[Source],
@@ -280,14 +280,14 @@ class ResearchTeam(Workflow):
         try:
             reply = await provider.complete(messages)
         except Exception as exc:
-            run.record("write", "model", "error", started, reason=f"{type(exc).__name__}")
+            run.record_step("write", "model", "error", started, reason=f"{type(exc).__name__}")
             raise
         text = reply.content.strip()
         valid = {s.index for s in sources}
         bad = sorted({int(n) for n in re.findall(r"\[(\d+)\]", text)} - valid)
         if bad:
             notes.append(f"the model cited unknown sources {bad}")
-        run.record("write", "model", "ok", started)
+        run.record_step("write", "model", "ok", started)
         return f"{text}\n\n## Sources\n\n{source_list}\n", "model"
 
     def package(self, run: WorkflowRun, output: Any, error: str | None,

@@ -8,24 +8,18 @@ supported is recorded, so the result says exactly what holds.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 from collections.abc import Mapping
 from typing import Any
 
 from agenticraft.jail.confine import cgroups, landlock, namespaces, rlimits, seccomp
-
-PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
-PR_SET_NO_NEW_PRIVS = 38
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def prctl(option: int, arg: int) -> None:
-    if _libc.prctl(option, arg, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({option}) failed: {os.strerror(err)}")
+from agenticraft.jail.confine.libc import (
+    PR_SET_DUMPABLE,
+    PR_SET_NO_NEW_PRIVS,
+    PR_SET_PDEATHSIG,
+    prctl,
+)
 
 
 def confine(

@@ -1,9 +1,13 @@
-"""cgroup v2 delegation: probe only.
+"""cgroups: a pids cgroup per worker where cgroup v1 allows it; cgroup v2 is only probed.
 
-``memory.max``/``cpu.max``/``pids.max`` need a cgroup v2 subtree delegated to this user with
-those controllers enabled. Where there is none (common on hosts that are not systemd user
-sessions, and on this project's CI machines), memory falls back to RLIMIT_AS plus the
-supervisor's RSS watchdog and cpu_percent to duty-cycle throttling; ``doctor`` says so.
+cgroup v1 ``pids``: where that hierarchy is writable (root), each worker is placed in its own
+``agenticraft/<zygote>-<worker>`` group with ``pids.max``, which the zygote removes once the
+worker is gone.
+
+cgroup v2: ``memory.max``/``cpu.max``/``pids.max`` need a subtree delegated to this user with
+those controllers enabled; it is probed and reported, not used yet. Memory therefore falls back
+to RLIMIT_AS plus the supervisor's RSS watchdog and cpu_percent to duty-cycle throttling;
+``doctor`` says so.
 """
 
 from __future__ import annotations

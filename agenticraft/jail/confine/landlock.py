@@ -40,7 +40,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from agenticraft.jail.confine.libc import set_no_new_privs, thread_count
+from agenticraft.jail.confine.libc import set_no_new_privs, syscall, thread_count
 
 __all__ = [
     "ACCESS_FILE",
@@ -87,9 +87,6 @@ LANDLOCK_CREATE_RULESET_VERSION = 1 << 0
 
 LANDLOCK_RULE_PATH_BENEATH = 1
 LANDLOCK_RULE_NET_PORT = 2
-
-PR_SET_NO_NEW_PRIVS = 38
-PR_GET_NO_NEW_PRIVS = 39
 
 # ------------------------------------------------------------- filesystem access rights
 # ABI 1
@@ -175,37 +172,8 @@ class _NetPortAttr(ctypes.Structure):
     ]
 
 
-_libc: Any = None
 _abi_cache: int | None = None
 _abi_reason: str = ""
-
-
-def _get_libc() -> Any:
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(None, use_errno=True)
-        lib.syscall.restype = ctypes.c_long
-        lib.prctl.restype = ctypes.c_int
-        lib.prctl.argtypes = [
-            ctypes.c_int,
-            ctypes.c_ulong,
-            ctypes.c_ulong,
-            ctypes.c_ulong,
-            ctypes.c_ulong,
-        ]
-        _libc = lib
-    return _libc
-
-
-def _syscall(nr: int, *args: Any) -> int:
-    """Raw syscall; every argument must already be a ctypes object. Raises OSError."""
-    libc = _get_libc()
-    ctypes.set_errno(0)
-    res = int(libc.syscall(ctypes.c_long(nr), *args))
-    if res < 0:
-        err = ctypes.get_errno() or errno.EINVAL
-        raise OSError(err, os.strerror(err))
-    return res
 
 
 def handled_fs_for_abi(abi: int) -> int:
@@ -228,7 +196,7 @@ def abi_version() -> int:
     if _abi_cache is None:
         abi = 0
         try:
-            abi = _syscall(
+            abi = syscall(
                 SYS_LANDLOCK_CREATE_RULESET,
                 ctypes.c_void_p(None),
                 ctypes.c_size_t(0),
@@ -348,7 +316,7 @@ class _RuleBuilder:
                 return
             attr = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
             try:
-                _syscall(
+                syscall(
                     SYS_LANDLOCK_ADD_RULE,
                     ctypes.c_int(self.ruleset_fd),
                     ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
@@ -447,7 +415,7 @@ def apply(
     attr_size = 8 if abi < 4 else 16 if abi < 6 else 24
 
     try:
-        ruleset_fd = _syscall(
+        ruleset_fd = syscall(
             SYS_LANDLOCK_CREATE_RULESET,
             ctypes.byref(attr),
             ctypes.c_size_t(attr_size),
@@ -479,7 +447,7 @@ def apply(
 
         set_no_new_privs()
         try:
-            _syscall(SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset_fd), ctypes.c_uint32(0))
+            syscall(SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset_fd), ctypes.c_uint32(0))
         except OSError as exc:
             raise OSError(
                 exc.errno, f"landlock_restrict_self failed, process NOT confined: {exc.strerror}"

@@ -1,12 +1,84 @@
-"""Small facts about, and switches on, the calling process that several mechanisms need."""
+"""The one place that loads libc through ctypes: prctl, raw syscalls, unshare/capset and their
+flags, and small facts about the calling process that several confinement steps (and the zygote,
+worker and host) need."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import os
+from typing import Any
 
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_GET_SECCOMP = 21
+PR_SET_SECCOMP = 22
+PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
+_PR_NAMES = {value: name for name, value in globals().items() if name.startswith("PR_")}
+
+CLONE_THREAD = 0x00010000
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+#: Every flag of clone(2)/unshare(2) that creates a namespace.
+CLONE_NAMESPACE_FLAGS = (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER,
+                         CLONE_NEWPID, CLONE_NEWNET)
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.prctl.restype = ctypes.c_int
+# void*-sized arguments: plain integers and pointers (ctypes.byref) alike.
+LIBC.prctl.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4
+with contextlib.suppress(AttributeError):  # a libc without syscall(): syscall() raises it
+    LIBC.syscall.restype = ctypes.c_long
+
+
+def _error(what: str) -> OSError:
+    err = ctypes.get_errno() or errno.EINVAL
+    return OSError(err, f"{what} failed: {os.strerror(err)}")
+
+
+def prctl(option: int, arg2: Any = 0, arg3: Any = 0, arg4: Any = 0, arg5: Any = 0) -> int:
+    """prctl(2): its (non-negative) result, or OSError naming the option."""
+    result = LIBC.prctl(option, arg2, arg3, arg4, arg5)
+    if result < 0:
+        raise _error(f"prctl({_PR_NAMES.get(option, option)})")
+    return int(result)
+
+
+def syscall(nr: int, *args: Any) -> int:
+    """Raw syscall; every argument must already be a ctypes object. Raises OSError."""
+    ctypes.set_errno(0)
+    result = int(LIBC.syscall(ctypes.c_long(nr), *args))
+    if result < 0:
+        err = ctypes.get_errno() or errno.EINVAL
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def unshare(flags: int) -> None:
+    """unshare(2), or OSError."""
+    if LIBC.unshare(flags) != 0:
+        raise _error("unshare")
+
+
+def capset(header: Any, data: Any) -> None:
+    """capset(2) with ctypes structures, or OSError."""
+    if LIBC.capset(ctypes.byref(header), data) != 0:
+        raise _error("capset")
+
+
+def set_no_new_privs() -> None:
+    """prctl(PR_SET_NO_NEW_PRIVS): required before Landlock and seccomp; idempotent."""
+    if prctl(PR_GET_NO_NEW_PRIVS) == 1:
+        return
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
 def thread_count() -> int:
@@ -17,15 +89,3 @@ def thread_count() -> int:
         import threading
 
         return threading.active_count()
-
-
-def set_no_new_privs() -> None:
-    """prctl(PR_SET_NO_NEW_PRIVS): required before Landlock and seccomp; idempotent."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.restype = ctypes.c_int
-    libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-    if libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1:
-        return
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(err)}")

@@ -11,9 +11,8 @@ import ctypes
 import os
 from typing import Any
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from agenticraft.jail.confine.libc import CLONE_NEWNET, CLONE_NEWUSER, capset, unshare
+
 _probe_cache: dict[str, Any] | None = None
 
 
@@ -30,8 +29,11 @@ def _probe_in_child() -> dict[str, Any]:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         os.close(r)
-        ok = _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0
-        os.write(w, b"1" if ok else str(ctypes.get_errno()).encode())
+        try:
+            unshare(CLONE_NEWUSER | CLONE_NEWNET)
+            os.write(w, b"1")
+        except OSError as exc:
+            os.write(w, str(exc.errno).encode())
         os._exit(0)
     os.close(w)
     answer = os.read(r, 16)
@@ -51,9 +53,7 @@ def enter(*, network: bool) -> dict[str, Any]:
     namespace unless ``network``; keep the same uid/gid inside, then drop every capability."""
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWUSER | (0 if network else CLONE_NEWNET)
-    if _libc.unshare(flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"unshare failed: {os.strerror(err)}")
+    unshare(flags)
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{uid} {uid} 1")
     _write("/proc/self/gid_map", f"{gid} {gid} 1")
@@ -76,9 +76,7 @@ def drop_capabilities() -> None:
 
     header = Header(0x20080522, 0)
     data = (Data * 2)()
-    if _libc.capset(ctypes.byref(header), data) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"capset failed: {os.strerror(err)}")
+    capset(header, data)
 
 
 def _write(path: str, text: str) -> None:

@@ -28,7 +28,15 @@ import os
 import platform
 from typing import Any
 
-from agenticraft.jail.confine.libc import set_no_new_privs, thread_count
+from agenticraft.jail.confine.libc import (
+    CLONE_NAMESPACE_FLAGS,
+    CLONE_THREAD,
+    PR_GET_SECCOMP,
+    PR_SET_SECCOMP,
+    prctl,
+    set_no_new_privs,
+    thread_count,
+)
 
 __all__ = [
     "ALWAYS_DENIED",
@@ -38,30 +46,7 @@ __all__ = [
     "probe",
 ]
 
-PR_SET_NO_NEW_PRIVS = 38
-PR_GET_NO_NEW_PRIVS = 39
-PR_GET_SECCOMP = 21
-
 AF_UNIX = 1
-
-CLONE_THREAD = 0x00010000
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-
-CLONE_NAMESPACE_FLAGS = (
-    CLONE_NEWNS,
-    CLONE_NEWCGROUP,
-    CLONE_NEWUTS,
-    CLONE_NEWIPC,
-    CLONE_NEWUSER,
-    CLONE_NEWPID,
-    CLONE_NEWNET,
-)
 
 #: Syscalls that always return EPERM.
 ALWAYS_DENIED = (
@@ -139,15 +124,9 @@ def _kernel_seccomp_status() -> tuple[bool, str]:
     except OSError as exc:
         proc_error = f"cannot read /proc/self/status ({exc.strerror})"
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl.restype = ctypes.c_int
-        libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-        mode = libc.prctl(PR_GET_SECCOMP, 0, 0, 0, 0)
-    except (OSError, AttributeError) as exc:  # pragma: no cover - exotic libc
-        return False, f"{proc_error}; prctl unavailable ({exc})"
-    if mode < 0:
-        err = ctypes.get_errno()
-        return False, f"{proc_error}; prctl(PR_GET_SECCOMP) failed ({os.strerror(err)})"
+        mode = prctl(PR_GET_SECCOMP)
+    except OSError as exc:
+        return False, f"{proc_error}; prctl(PR_GET_SECCOMP) failed ({os.strerror(exc.errno)})"
     return True, str(mode)
 
 
@@ -199,7 +178,6 @@ def apply(*, network_access: bool, allow_process_creation: bool = True) -> dict[
 
 
 _COMPILED: dict[tuple[bool, bool], tuple[bytes, dict[str, Any]]] = {}
-PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 
 
@@ -226,10 +204,11 @@ def _load_bpf(program: bytes) -> None:
         raise OSError(errno.EINVAL, "compiled seccomp program has a partial instruction")
     buf = ctypes.create_string_buffer(program, len(program))
     prog = SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"seccomp load failed, process NOT filtered: {os.strerror(err)}")
+    try:
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog))
+    except OSError as exc:
+        raise OSError(exc.errno, "seccomp load failed, process NOT filtered: "
+                      f"{os.strerror(exc.errno)}") from None
 
 
 def _build(network_access: bool, allow_process_creation: bool) -> tuple[Any, dict[str, Any]]:

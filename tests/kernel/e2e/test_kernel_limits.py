@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernel.harness import Kernel
-
-
-def error_of(outputs: list[dict]) -> dict:
-    errors = [o for o in outputs if o["msg_type"] == "error"]
-    assert len(errors) == 1, outputs
-    return errors[0]
+from kernel.harness import Kernel, one_error
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +20,7 @@ def assert_survived(kernel: Kernel) -> None:
 
 def test_timeout_rolls_back(kernel: Kernel) -> None:
     reply, outputs = kernel.execute("survivor.append(4)\nimport time\ntime.sleep(60)")
-    error = error_of(outputs)
+    error = one_error(outputs)
     assert reply["status"] == "error"
     assert reply["ename"] == error["ename"] == "ResourceLimitExceeded"
     assert "timeout_seconds" in error["evalue"] and "allowed 4" in error["evalue"]
@@ -38,7 +32,7 @@ def test_timeout_rolls_back(kernel: Kernel) -> None:
 def test_memory_bomb_rolls_back(kernel: Kernel) -> None:
     reply, outputs = kernel.execute(
         "survivor.append(5)\nhog = []\nwhile True:\n    hog.append(b'x' * 10_000_000)")
-    error = error_of(outputs)
+    error = one_error(outputs)
     assert reply["ename"] == "ResourceLimitExceeded"
     assert "memory_mb" in error["evalue"] and "256" in error["evalue"]
     assert "rolled back" in error["evalue"]
@@ -48,14 +42,14 @@ def test_memory_bomb_rolls_back(kernel: Kernel) -> None:
 
 def test_single_huge_allocation_rolls_back(kernel: Kernel) -> None:
     reply, outputs = kernel.execute("survivor.clear()\nbig = bytearray(2 * 1024**3)")
-    assert error_of(outputs)["ename"] == "ResourceLimitExceeded"
+    assert one_error(outputs)["ename"] == "ResourceLimitExceeded"
     assert "memory_mb (allowed 256 MB)" in reply["evalue"]
     assert_survived(kernel)
 
 
 def test_os_exit_rolls_back(kernel: Kernel) -> None:
     reply, outputs = kernel.execute("survivor.pop()\nimport os\nos._exit(3)")
-    error = error_of(outputs)
+    error = one_error(outputs)
     assert reply["status"] == "error"
     assert "rolled back" in error["evalue"]
     assert_survived(kernel)
@@ -76,7 +70,7 @@ def test_denied_network_is_an_error_and_audited(kernel: Kernel) -> None:
     code = "import socket\nsocket.create_connection(('192.0.2.1', 80), timeout=3)"
     reply, outputs = kernel.execute(code)
     assert reply["status"] == "error"
-    assert error_of(outputs)["ename"] in ("PermissionError", "OSError")
+    assert one_error(outputs)["ename"] in ("PermissionError", "OSError")
     records = kernel.audit()
     assert any(r["type"] == "violation" and r["limit"] == "network_access"
                and r.get("reported_by") == "worker" for r in records)
@@ -85,6 +79,6 @@ def test_denied_network_is_an_error_and_audited(kernel: Kernel) -> None:
 
 def test_denied_filesystem_write(kernel: Kernel) -> None:
     _reply, outputs = kernel.execute("open('/usr/agenticraft-test', 'w')")
-    assert error_of(outputs)["ename"] == "PermissionError"
+    assert one_error(outputs)["ename"] == "PermissionError"
     assert any(r["type"] == "violation" and r["limit"] == "filesystem_access"
                for r in kernel.audit())

@@ -11,21 +11,11 @@ from typing import Any
 import pytest
 
 from agenticraft.security.audit import AuditLog
-from kernel.harness import Kernel
-
-
-def errors(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [o for o in outputs if o["msg_type"] == "error"]
+from kernel.harness import Kernel, one_error
 
 
 def displays(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [o for o in outputs if o["msg_type"] == "display_data"]
-
-
-def one_error(outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    found = errors(outputs)
-    assert len(found) == 1, outputs
-    return found[0]
 
 
 def test_tightening_is_honoured_and_the_session_survives(kernel: Kernel) -> None:

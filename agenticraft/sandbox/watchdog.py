@@ -1,0 +1,178 @@
+"""Limits a worker cannot be trusted to enforce on itself, measured from outside: RSS against
+memory_mb, process count against max_processes, scratch size, and the CPU share (duty-cycle
+throttling with SIGSTOP/SIGCONT). Usage is read from /proc here, never taken from the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agenticraft.jail.tree import descendants, kill_tree
+from agenticraft.wire.limits import ResourceLimits
+
+MB = 1024 * 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SCRATCH_FACTOR = 4  # total scratch usage may be at most this many times max_file_size_mb
+
+
+def read_usage(pid: int) -> tuple[float, float]:
+    """(cpu seconds including reaped children, resident MB now) of one process, from one read
+    of /proc/<pid>/stat; the watchdog keeps the peak over the run."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / CLK_TCK
+        return cpu, int(fields[21]) * PAGE / MB
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0.0
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def dir_size(path: str) -> int:
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+        except OSError:
+            continue
+    return total
+
+
+
+class Watchdog:
+    """Polls a process tree: RSS against memory_mb, process count against max_processes,
+    scratch size, and CPU share (duty-cycle throttling with SIGSTOP/SIGCONT).
+
+    ``check`` is one poll; ``watch`` polls while code runs, ``IdleWatch`` between the runs of a
+    session (background threads and processes obey the same limits).
+    """
+
+    WINDOW = 2.0  # seconds over which cpu_percent is averaged
+
+    def __init__(self, runner: int, limits: ResourceLimits, scratch: str,
+                 spare: tuple[int, ...] = ()) -> None:
+        self.runner = runner
+        self.limits = limits
+        self.scratch = scratch
+        self.spare = set(spare)
+        self.peak_rss = 0
+        self.tick = 0
+        self.tree = [runner]
+        self.cpu_share = limits.cpu_percent / 100.0
+        self.throttle = self.cpu_share < (os.cpu_count() or 1)
+        self._window: tuple[float, float] | None = None  # (start time, cpu used then)
+
+    def _tree(self) -> list[int]:
+        if self.runner <= 0:
+            return []
+        return [self.runner, *descendants(self.runner)]
+
+    def check(self) -> tuple[tuple[str, Any, Any] | None, float]:
+        """One poll: (violation or None, seconds to pause the tree for the CPU share)."""
+        limits = self.limits
+        self.tick += 1
+        if self.tick % 4 == 1:
+            self.tree = [p for p in self._tree() if p not in self.spare]
+            if len(self.tree) > limits.max_processes:
+                return ("max_processes", len(self.tree), limits.max_processes), 0.0
+        rss = sum(rss_bytes(pid) for pid in self.tree)
+        self.peak_rss = max(self.peak_rss, rss)
+        if rss > limits.memory_mb * MB:
+            return ("memory_mb", round(rss / MB, 1), limits.memory_mb), 0.0
+        if self.tick % 20 == 0:
+            used_bytes = dir_size(self.scratch)
+            if used_bytes > limits.max_file_size_mb * MB * SCRATCH_FACTOR:
+                return ("max_file_size_mb", f"{used_bytes // MB} MB in scratch",
+                        f"{limits.max_file_size_mb} MB per file, "
+                        f"{limits.max_file_size_mb * SCRATCH_FACTOR} MB in total"), 0.0
+        if not self.throttle:
+            return None, 0.0
+        now = time.monotonic()
+        used = sum(read_usage(pid)[0] for pid in self.tree)
+        if self._window is None or now - self._window[0] > self.WINDOW:
+            self._window = (now, used)
+            return None, 0.0
+        start, base = self._window
+        excess = (used - base) - self.cpu_share * (now - start) - 0.05
+        return None, (excess / self.cpu_share if excess > 0 else 0.0)
+
+    async def watch(self) -> tuple[str, Any, Any]:
+        interval = 0.005
+        while True:
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, 0.05)
+            violation, pause = self.check()
+            if violation is not None:
+                return violation
+            if pause:
+                self.signal_tree(signal.SIGSTOP)
+                try:
+                    await asyncio.sleep(pause)
+                finally:
+                    self.signal_tree(signal.SIGCONT)
+
+    def signal_tree(self, sig: int) -> None:
+        for pid in self.tree:
+            if pid > 0:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+
+class IdleWatch:
+    """Enforces a session's limits between runs, from a thread (independent of event loops).
+
+    A cell may leave threads or processes running; they get the same CPU share and memory cap.
+    Over a cap, the session is killed (there is no checkpoint between runs) and ``on_violation``
+    is called with the violation.
+    """
+
+    INTERVAL = 0.25
+
+    def __init__(self, holder: int, limits: ResourceLimits, scratch: str,
+                 on_violation: Callable[[tuple[str, Any, Any]], Any]) -> None:
+        self.watchdog = Watchdog(holder, limits, scratch)
+        self.on_violation = on_violation
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="agenticraft-idle-watch",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            violation, pause = self.watchdog.check()
+            if violation is not None:
+                kill_tree(self.watchdog.runner)
+                self.on_violation(violation)
+                return
+            if pause:
+                self.watchdog.signal_tree(signal.SIGSTOP)
+                self._stop.wait(pause)
+                self.watchdog.signal_tree(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stop watching (before the next run, which has its own watchdog)."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+

@@ -1,0 +1,248 @@
+"""The host's handles on sandbox processes: the zygote that forks workers, each worker (its
+channel, output pipes and scratch), and the sink that caps a run's output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import concurrent.futures
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from agenticraft.jail.tree import kill_tree
+from agenticraft.sandbox.profile import PACKAGE_ROOT
+from agenticraft.sandbox.result import Output
+from agenticraft.wire import protocol
+from agenticraft.wire.environment import ZYGOTE_ENV_ALLOW, allowed_env
+from agenticraft.wire.errors import SandboxError, SandboxUnavailable
+
+#: Zygotes are started from this one long-lived thread: the zygote's parent-death signal fires
+#: when the *thread* that started it exits, so a short-lived executor thread would kill it.
+LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="agenticraft-launcher")
+
+
+class ZygoteProcess:
+    """The host's handle on the zygote process (``jail.zygote.Zygote``), one per supervisor."""
+
+    def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = ()) -> None:
+        self.disabled = disabled
+        self.preload = preload
+        self.scratch_root = tempfile.mkdtemp(prefix="agenticraft-")
+        os.chmod(self.scratch_root, 0o700)
+        self._lock = threading.Lock()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.mechanisms: dict[str, Any] = {}
+
+    def start(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = allowed_env(os.environ, ZYGOTE_ENV_ALLOW)
+        env["PYTHONPATH"] = PACKAGE_ROOT  # -I ignores it; kept for clarity in ps output
+        code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from agenticraft.jail.zygote import main; main()")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", code, PACKAGE_ROOT, str(child.fileno()),
+             ",".join(sorted(self.disabled)), ",".join(self.preload)],
+            pass_fds=[child.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        child.close()
+        self.sock = parent
+        hello, _ = self._recv(timeout=30)
+        if hello.get("ev") != "hello":
+            raise SandboxUnavailable("process", [f"zygote failed to start: {hello}"])
+        self.mechanisms = hello["mechanisms"]
+
+    def _recv(self, timeout: float | None = None) -> tuple[dict[str, Any], list[int]]:
+        assert self.sock is not None
+        self.sock.settimeout(timeout)
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 20, 4)
+        except TimeoutError:
+            raise SandboxError("the zygote did not answer") from None
+        if not data:
+            raise SandboxError("the zygote exited")
+        return json.loads(data), fds
+
+    def spawn(self, profile: dict[str, Any], prefork: bool,
+              session: bool = False) -> tuple[dict[str, Any], list[int]]:
+        with self._lock:
+            if self.proc is None or self.proc.poll() is not None:
+                LAUNCHER.submit(self.start).result()
+            assert self.sock is not None
+            self.sock.send(json.dumps({"op": "spawn", "profile": profile, "prefork": prefork,
+                                       "session": session}).encode())
+            reply, fds = self._recv(timeout=30)
+        if not reply.get("ok"):
+            raise SandboxError(f"the zygote could not start a worker: {reply.get('error')}")
+        return reply, fds
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                kill_tree(self.proc.pid)
+                self.proc.wait()
+            self.proc = None
+        shutil.rmtree(self.scratch_root, ignore_errors=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else -1
+
+
+
+class OutputSink:
+    """Collects a run's stdout/stderr up to the cap; past it, one marker and then discard."""
+
+    def __init__(self, cap: int, on_output: Callable[[Output], Any] | None) -> None:
+        self.cap = cap
+        self.total = 0
+        self.truncated = False
+        self.on_output = on_output
+        self.parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.outputs: list[Output] = []
+        self._decoders: dict[str, Any] = {}
+
+    def feed(self, name: str, data: bytes) -> None:
+        if self.truncated:
+            self.total += len(data)
+            return
+        room = self.cap - self.total
+        self.total += len(data)
+        if len(data) > room or room <= 0:
+            data = data[:max(room, 0)]
+            self.truncated = True
+        dec = self._decoders.setdefault(name, codecs.getincrementaldecoder("utf-8")("replace"))
+        text = dec.decode(data)
+        if self.truncated:
+            text += (f"\n[output truncated: more than {self.cap} bytes (max_output_bytes); "
+                     "the rest was discarded]\n")
+        if text:
+            self._emit(name, text)
+
+    def admit(self, size: int) -> bool:
+        """Count a non-stream output (display data) against the cap; False once over it."""
+        if self.truncated:
+            return False
+        self.total += size
+        if self.total > self.cap:
+            self.feed("stderr", b"")  # emits the truncation marker once
+            return False
+        return True
+
+    def _emit(self, name: str, text: str) -> None:
+        self.parts[name].append(text)
+        item = Output(name, text)
+        self.outputs.append(item)
+        if self.on_output is not None:
+            self.on_output(item)
+
+
+
+class WorkerHandle:
+    """A worker process as the supervisor holds it: pid, channel, output pipes, scratch."""
+
+    def __init__(self, pid: int, fds: list[int], scratch: str) -> None:
+        self.pid = pid          # the worker (for a session: the live state holder)
+        self.session_id = pid   # the worker called setsid(): its descendants keep this id
+        self.chan = socket.socket(fileno=fds[0])
+        self.chan.setblocking(False)
+        self.out_fd, self.err_fd = fds[1], fds[2]
+        for fd in (self.out_fd, self.err_fd):
+            os.set_blocking(fd, False)
+        self.scratch = scratch
+        self.frames = protocol.FrameBuffer()
+        self.pending: list[dict[str, Any]] = []
+        self.alive = True
+        self.ready: dict[str, Any] = {}
+        self.sink: OutputSink | None = None
+        self._pipe_loop: asyncio.AbstractEventLoop | None = None
+
+    async def recv(self) -> dict[str, Any] | None:
+        """Next frame, or None at end of stream. Raises ProtocolError on garbage."""
+        loop = asyncio.get_running_loop()
+        while not self.pending:
+            data = await loop.sock_recv(self.chan, 1 << 20)
+            if not data:
+                return None
+            self.pending.extend(self.frames.feed(data))
+        return self.pending.pop(0)
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = protocol.encode(message)
+        try:  # the common case: the whole frame fits in the socket buffer at once
+            sent = self.chan.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.chan.setblocking(True)
+            try:
+                self.chan.sendall(data[sent:])
+            finally:
+                self.chan.setblocking(False)
+
+    def watch_pipes(self, loop: asyncio.AbstractEventLoop, sink: OutputSink) -> None:
+        """Route the output pipes to ``sink`` (readers stay registered across runs)."""
+        self.sink = sink
+        if self._pipe_loop is loop:
+            return
+        self.unwatch_pipes()
+        for fd, name in ((self.out_fd, "stdout"), (self.err_fd, "stderr")):
+            loop.add_reader(fd, self._pump, fd, name)
+        self._pipe_loop = loop
+
+    def unwatch_pipes(self) -> None:
+        loop, self._pipe_loop = self._pipe_loop, None
+        if loop is not None and not loop.is_closed():
+            for fd in (self.out_fd, self.err_fd):
+                with contextlib.suppress(OSError, ValueError):
+                    loop.remove_reader(fd)
+
+    def _pump(self, fd: int, name: str) -> None:
+        try:
+            data = os.read(fd, 1 << 16)
+        except (BlockingIOError, OSError):
+            return
+        if not data:
+            with contextlib.suppress(OSError, ValueError):
+                asyncio.get_running_loop().remove_reader(fd)
+            return
+        if self.sink is not None:
+            self.sink.feed(name, data)
+        # between runs (a background thread printing) output has no run to go to: dropped
+
+    def drain(self, sink: OutputSink) -> None:
+        for fd, name in ((self.out_fd, "stdout"), (self.err_fd, "stderr")):
+            while True:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                sink.feed(name, data)
+
+    def close(self) -> None:
+        self.alive = False
+        self.unwatch_pipes()
+        with contextlib.suppress(OSError):
+            self.chan.close()
+        for fd in (self.out_fd, self.err_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        shutil.rmtree(self.scratch, ignore_errors=True)

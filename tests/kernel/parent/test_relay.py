@@ -1,0 +1,102 @@
+"""The parent's IOPub relay: worker events republished in order, stream text coalesced, comm
+buffers decoded, forged messages for the parent's own comms dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+from agenticraft.sandbox.result import Output
+from agenticraft_kernel.parent.relay import Relay
+
+
+class Published(list):
+    """``publish`` callback that records (msg_type, content, buffers, metadata)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+
+    def __call__(self, msg_type: str, content: dict[str, Any], buffers: Any,
+                 metadata: Any = None) -> None:
+        self.append((msg_type, content, buffers, metadata))
+        self.arrived.set()
+
+
+def stream(name: str, text: str) -> tuple[str, dict[str, str], None, None]:
+    return ("stream", {"name": name, "text": text}, None, None)
+
+
+async def test_streams_are_coalesced_and_flushed_by_a_timer() -> None:
+    published = Published()
+    relay = Relay(published)
+    relay.output(Output("stdout", "a"))
+    relay.output(Output("stdout", "b"))
+    relay.output(Output("stderr", "!"))
+    relay.output(Output("display", "c"))  # not stderr: stdout
+    assert published == []
+    await asyncio.wait_for(published.arrived.wait(), timeout=5)
+    assert published == [stream("stdout", "ab"), stream("stderr", "!"), stream("stdout", "c")]
+
+
+async def test_other_events_flush_streams_first_and_keep_their_order() -> None:
+    published = Published()
+    relay = Relay(published)
+    relay.output(Output("stdout", "before"))
+    relay.event({"type": "display_data", "data": {"text/plain": "1"}, "metadata": {}})
+    relay.event({"type": "execute_result", "data": {}, "metadata": {}, "execution_count": 3})
+    relay.event({"type": "not_an_iopub_message", "x": 1})
+    relay.flush()
+    assert published == [
+        stream("stdout", "before"),
+        ("display_data", {"data": {"text/plain": "1"}, "metadata": {}}, None, None),
+        ("execute_result", {"data": {}, "metadata": {}, "execution_count": 3}, None, None)]
+
+
+async def test_cell_started_and_input_requests_go_to_their_callbacks() -> None:
+    published = Published()
+    started: list[bool] = []
+    inputs: list[tuple[str, bool]] = []
+    relay = Relay(published, on_input=lambda prompt, password: inputs.append((prompt, password)),
+                  on_started=lambda: started.append(True))
+    relay.event({"type": "cell_started"})
+    relay.output(Output("stdout", "Name? "))
+    relay.event({"type": "input_request", "prompt": "Name? ", "password": True})
+    assert started == [True]
+    assert inputs == [("Name? ", True)]
+    assert published == [stream("stdout", "Name? ")]  # the prompt's text is out first
+
+
+async def test_comm_messages_carry_binary_buffers_and_metadata() -> None:
+    published = Published()
+    comms: list[tuple[str, dict[str, Any]]] = []
+    relay = Relay(published, on_comm=lambda kind, content: comms.append((kind, content)))
+    content = {"comm_id": "w1", "data": {"method": "update"}}
+    relay.event({"type": "comm_msg", "content": content,
+                 "buffers": [base64.b64encode(b"\x00\x01").decode()],
+                 "metadata": {"version": "2.1.0"}})
+    relay.event({"type": "comm_close", "content": "not a dict"})
+    assert published == [("comm_msg", content, [b"\x00\x01"], {"version": "2.1.0"}),
+                         ("comm_close", {}, None, {})]
+    assert comms == [("comm_msg", content), ("comm_close", {})]
+
+
+async def test_forged_messages_on_the_parents_comms_are_dropped() -> None:
+    published = Published()
+    comms: list[Any] = []
+    relay = Relay(published, on_comm=lambda *a: comms.append(a),
+                  blocked=lambda comm_id: comm_id == "panel")
+    relay.event({"type": "comm_msg", "content": {"comm_id": "panel", "data": {}}})
+    relay.event({"type": "comm_open", "content": {"comm_id": "panel", "target_name": "x"}})
+    assert published == [] and comms == []
+
+
+async def test_errors_are_published_and_remembered() -> None:
+    published = Published()
+    relay = Relay(published)
+    relay.event({"type": "error", "ename": "ValueError", "evalue": "bad", "traceback": []})
+    made = relay.error("ResourceLimitExceeded", "timeout", ["line"])
+    assert made == {"ename": "ResourceLimitExceeded", "evalue": "timeout", "traceback": ["line"]}
+    assert relay.errors == [{"ename": "ValueError", "evalue": "bad", "traceback": []}, made]
+    assert [p[0] for p in published] == ["error", "error"]

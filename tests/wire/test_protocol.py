@@ -1,0 +1,105 @@
+"""The frame protocol both sides of the jail speak: length-prefixed JSON objects, nothing else."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from agenticraft.wire import protocol
+from agenticraft.wire.protocol import HEADER, MAX_FRAME, FrameBuffer, ProtocolError
+
+
+def frame_of(body: bytes) -> bytes:
+    return HEADER.pack(len(body)) + body
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with left, right:
+        yield left, right
+
+
+def test_encode_is_a_length_prefix_and_compact_json() -> None:
+    data = protocol.encode({"op": "run", "code": "x = 1"})
+    (size,) = HEADER.unpack_from(data)
+    assert size == len(data) - HEADER.size
+    assert data[HEADER.size:] == b'{"op":"run","code":"x = 1"}'
+
+
+def test_encode_turns_what_json_cannot_hold_into_its_repr() -> None:
+    body = protocol.encode({"value": {1, 2}})[HEADER.size:]
+    assert protocol.decode(body) == {"value": "{1, 2}"}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"not json", "frame is not JSON"),
+    (b"\xff\xfe", "frame is not JSON"),
+    (b"[1, 2]", "frame is not a JSON object"),
+    (b'"text"', "frame is not a JSON object"),
+    (b"null", "frame is not a JSON object"),
+])
+def test_decode_refuses_anything_but_a_json_object(body: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        protocol.decode(body)
+
+
+def test_send_and_recv_round_trip(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = pair
+    messages = [{"ev": "ready", "pid": 7}, {"ev": "done", "run": 1, "values": {"x": [1, "a"]}}]
+    for message in messages:
+        protocol.send(left, message)
+    assert [protocol.recv(right), protocol.recv(right)] == messages
+
+
+def test_recv_returns_none_at_a_clean_end(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = pair
+    left.close()
+    assert protocol.recv(right) is None
+
+
+@pytest.mark.parametrize(("sent", "message"), [
+    (HEADER.pack(10) + b"{}", "stream ended inside a frame"),  # body cut short
+    (HEADER.pack(10)[:2], "stream ended inside a frame"),       # header cut short
+    (HEADER.pack(MAX_FRAME + 1), "over the"),                   # refused before the body
+    (frame_of(b"[1]"), "not a JSON object"),
+])
+def test_recv_refuses_a_bad_frame(pair: tuple[socket.socket, socket.socket], sent: bytes,
+                                  message: str) -> None:
+    left, right = pair
+    left.sendall(sent)
+    left.shutdown(socket.SHUT_WR)
+    with pytest.raises(ProtocolError, match=message):
+        protocol.recv(right)
+
+
+def test_frame_buffer_reassembles_frames_split_anywhere() -> None:
+    messages = [{"n": i, "text": "x" * i} for i in range(5)]
+    stream = b"".join(protocol.encode(m) for m in messages)
+    buffer = FrameBuffer()
+    received = []
+    for i in range(0, len(stream), 3):  # byte 3 at a time: headers and bodies split too
+        received += buffer.feed(stream[i:i + 3])
+    assert received == messages
+
+
+def test_frame_buffer_returns_every_complete_frame_of_one_feed() -> None:
+    buffer = FrameBuffer()
+    whole = protocol.encode({"a": 1}) + protocol.encode({"b": 2})
+    partial = protocol.encode({"c": 3})
+    assert buffer.feed(whole + partial[:-1]) == [{"a": 1}, {"b": 2}]
+    assert buffer.feed(b"") == []
+    assert buffer.feed(partial[-1:]) == [{"c": 3}]
+
+
+def test_frame_buffer_refuses_an_oversize_header_without_waiting_for_the_body() -> None:
+    with pytest.raises(ProtocolError, match="over the"):
+        FrameBuffer().feed(HEADER.pack(MAX_FRAME + 1))
+
+
+@pytest.mark.parametrize("body", [b"garbage", b"[]", b"\xff"])
+def test_frame_buffer_refuses_a_frame_that_is_not_a_json_object(body: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        FrameBuffer().feed(frame_of(body))
