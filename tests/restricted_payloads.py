@@ -12,7 +12,7 @@ ALL_SAFE = frozenset({"math", "statistics", "json", "re", "datetime", "itertools
                       "collections", "random", "decimal", "fractions", "string"})
 
 # Wraps an attack so that the run always ends normally (the sandbox may refuse it).
-_TRY = "try:\n{body}\nexcept Exception as exc:\n    refused = type(exc).__name__\n"
+_TRY = "try:\n{body}\nexcept Exception as exc:\n    refused = str(exc)\n"
 
 
 def _guarded(body: str) -> str:
@@ -80,7 +80,7 @@ re.compile('abc', Planted(0))
 import re
 class S(str):
     pass
-S.__eq__ = lambda self, other: True
+S.replace = lambda *args: "x"
 """), "r = 1", {"r": 1}),
     ("immutable-subclass-setattr-method", _guarded("""
 import datetime
@@ -172,7 +172,7 @@ WARNINGS_FLOOD = """
 import re
 for i in range(300):
     try:
-        re.compile('[' + 'a' * i + '[b]')
+        re.compile('[[' + 'a' * i + ']')
     except re.error:
         pass
 """
@@ -186,7 +186,7 @@ r = bool(re.compile('ab', 128).match('ab'))
 # Each must raise ResourceLimitExceeded quickly (memory_mb=128 -> 64 MB per value).
 SIZE_SIDE_DOORS = [
     ("mul-constant-compounds", "s = 'ab'\nfor i in range(40):\n    s = s * 64"),
-    ("mul-constant-int-compounds", "x = 3\nfor i in range(40):\n    x = x * 2 * x"),
+    ("mul-constant-list-compounds", "x = [0]\nfor i in range(40):\n    x = x * 64"),
     ("pow-constant-compounds", "x = 3\nfor i in range(40):\n    x = x ** 8"),
     ("pow-2-compounds", "x = 3\nfor i in range(60):\n    x = x ** 2"),
     ("round-int-negative-digits", "x = round(7, -10 ** 9)"),

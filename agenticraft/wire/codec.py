@@ -33,7 +33,8 @@ def to_safe(value: Any, depth: int = 0) -> Any:
 def _repr(value: Any) -> str:
     try:
         text = repr(value)
-    except BaseException as exc:  # a hostile __repr__ must not break result delivery
+    except Exception as exc:  # a hostile __repr__ must not break result delivery (but an
+        # interrupt or SystemExit is not the value's to swallow)
         text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
     if not isinstance(text, str):
         text = f"<unrepresentable {type(value).__name__}>"

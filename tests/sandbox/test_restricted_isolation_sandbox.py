@@ -8,6 +8,9 @@ import dataclasses
 import time
 
 import pytest
+
+from agenticraft.security import SecurityContext
+from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation
 from restricted_payloads import (
     ALL_SAFE,
     GC_TRIGGER,
@@ -21,9 +24,6 @@ from restricted_payloads import (
     WARNINGS_FLOOD,
     YIELD_IN_FINALLY,
 )
-
-from agenticraft.security import SecurityContext
-from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation
 
 from helpers import make_manager
 
