@@ -88,7 +88,8 @@ async def test_yield_in_finally_is_refused(restricted, source):
 
 
 async def test_result_repr_and_exception_str_run_inside_the_run(restricted):
-    result = await run(restricted, REPR_UNDER_RUN_CONTEXT, user="repr")
+    # memory_mb=128: one value may use 64 MB in the run (256 MB under the default context)
+    result = await run(restricted, REPR_UNDER_RUN_CONTEXT, user="repr", memory_mb=128)
     assert result["shown"] == "pi=3.14"
     assert "unrepresentable" in result["huge"]
     failed = await run(restricted, STR_UNDER_RUN_CONTEXT, user="repr")
