@@ -21,8 +21,8 @@ import fcntl
 import hashlib
 import json
 import os
-import threading
 import sys
+import threading
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence

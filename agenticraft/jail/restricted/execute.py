@@ -1,10 +1,36 @@
 """Run compiled sandbox code in-process and hand back what it bound.
 
 One call: compile (cached), build fresh globals from a shared template (the guards and the
-built-ins are shared, only the output budget is per run), ``exec`` the native code object with a
-modest recursion limit, and return the plain values the code left in its namespace. Hard
-wall-clock and memory limits are not enforced here: the worker process running this code is
-killed from outside when it overruns them.
+built-ins are shared, only the output budget and the run context are per run), ``exec`` the
+native code object with a modest recursion limit, and return the plain values the code left in
+its namespace. Hard wall-clock and memory limits are not enforced here: the worker process
+running this code is killed from outside when it overruns them.
+
+Nothing crosses from one run into the next (issue 14). Measured choice: a warm worker keeps
+serving runs, and each run is isolated in-process, which costs about 1 us per run (a fresh
+fork of the warm worker per run costs about 1.1 ms for fork + exit + wait alone):
+
+* values that host libraries keep in process-wide caches are exact built-ins: sandbox
+  subclasses of int/float/complex/str/bytes/tuple/frozenset may not replace ``__eq__``,
+  ``__ne__``, ``__hash__`` (nor, for str/bytes/tuple/frozenset, any method of the built-in),
+  not even later through attribute writes; the ``re`` proxy, ``Pattern.sub``/``subn``,
+  ``Match.expand`` and ``strptime`` pass exact copies of their arguments on;
+* a run's context (imports, per-run ``random``) only serves frames whose globals are that
+  run's namespace, and its ``print`` is closed when it ends: code of a finished run that is
+  still referenced somewhere has no rights in a later run;
+* with ``serialize`` (the worker), results are converted and exceptions formatted inside the
+  run, then the namespace is cleared and ``gc.collect()`` runs inside the run (the worker's
+  heap is frozen at start, so this costs well under a microsecond): generators left in cycles
+  run their ``finally`` in their own run, under its limits and output cap;
+* warnings and "Exception ignored" reports go to the run's capped output, with tracebacks of
+  the user's frames only; ``re.DEBUG`` is stripped.
+
+Crash safety: ``run_restricted`` called in-process is NOT crash-safe. The guards bound what
+they see (value sizes, iterator chains, ``hash()`` of nested tuples, Decimal digits), but
+CPython still recurses on the C stack in places no guard sits on, e.g. hashing a tuple nested
+~1,000,000 deep when it is put in a set or used as a dict key; that is a segmentation fault of
+the calling process. The restricted *sandbox* runs this function in a worker process, where
+such a crash ends the worker (reported as a failed run) and never the host.
 """
 
 from __future__ import annotations

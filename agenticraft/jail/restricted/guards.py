@@ -760,10 +760,10 @@ def guarded_write(obj: Any) -> Any:
     if tp in _WRITABLE_TYPES:
         return obj
     if getattr(tp, SANDBOX_MARK, None) is SANDBOX_TOKEN:
-        bases = _immutable_bases(tp)
+        bases = getattr(tp, IMMUTABLE_MARK, ())
         return _CheckedWriter(obj, bases) if bases else obj
     if is_sandbox_class(obj):
-        bases = _immutable_bases(obj)
+        bases = getattr(obj, IMMUTABLE_MARK, ())
         return _CheckedWriter(obj, bases) if bases else obj  # class attributes
     raise violation(f"objects of type {tp.__name__!r} cannot be changed in the sandbox (only "
                     "dicts, lists, sets and objects of classes defined in the sandbox can)",
@@ -778,15 +778,14 @@ def guarded_write(obj: Any) -> Any:
 #: in-process, for everyone). Numbers may override other methods (the guards never trust
 #: them: they call ``int.bit_length(x)`` and friends unbound).
 IMMUTABLE_BUILTINS = (int, float, complex, str, bytes, tuple, frozenset)
+#: Class attribute set by :func:`sandbox_class`: the immutable built-ins a class derives from
+#: (computed once per class: the write guard is on the hot path).
+IMMUTABLE_MARK = "__agenticraft_immutable_bases__"
 _CONTENT_BUILTINS = (str, bytes, tuple, frozenset)
 _IDENTITY_METHODS = frozenset({"__eq__", "__ne__", "__hash__"})
 # (__len__ may lie: the size guards call the base type's own __len__.)
 _OVERRIDABLE = frozenset({"__repr__", "__str__", "__len__", "__module__", "__qualname__",
-                          "__doc__", SANDBOX_MARK})
-
-
-def _immutable_bases(cls: type) -> tuple[type, ...]:
-    return tuple(base for base in IMMUTABLE_BUILTINS if issubclass(cls, base))
+                          "__doc__", SANDBOX_MARK, "__agenticraft_immutable_bases__"})
 
 
 def _check_override(name: str, bases: tuple[type, ...]) -> None:
@@ -834,6 +833,7 @@ def sandbox_class(name: str, bases: tuple[type, ...], namespace: dict[str, Any],
         for key in namespace:
             _check_override(key, immutable)
     namespace[SANDBOX_MARK] = SANDBOX_TOKEN
+    namespace[IMMUTABLE_MARK] = immutable
     meta: type = type
     for base in bases:
         base_meta = type(base)
