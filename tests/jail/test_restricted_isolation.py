@@ -41,11 +41,15 @@ def run(source: str, limits: ResourceLimits = LIMITS, **kwargs) -> tuple[dict, s
 @pytest.mark.parametrize(("poison", "check", "expected"),
                          [p[1:] for p in POISONING], ids=[p[0] for p in POISONING])
 def test_poisoning_in_run_n_does_not_affect_run_n_plus_1(poison, check, expected):
-    run(poison)
+    first: list[str] = []
+    run_restricted(poison, LIMITS, write=first.append, allowed_imports=ALL_SAFE)
+    written_by_run_n = len(first)
     result, out = run(check)
     for name, value in expected.items():
         assert result[name] == value, (name, result)
+    # code planted by run N must not run during run N+1 (whichever output it would use)
     assert "PLANTED-RAN" not in out
+    assert "PLANTED-RAN" not in "".join(first[written_by_run_n:])
 
 
 def test_overriding_eq_hash_on_immutable_builtin_subclasses_is_refused():
@@ -59,6 +63,10 @@ def test_overriding_eq_hash_on_immutable_builtin_subclasses_is_refused():
                 continue  # numbers may override other methods; the guards never trust them
             with pytest.raises(SecurityViolation):
                 run(source)
+    # ... nor later, through attribute writes on the class or an instance
+    for target in ("S", "S('a')"):
+        with pytest.raises(SecurityViolation):
+            run(f"class S(str):\n    pass\nx = {target}\nx.replace = lambda *a: 'x'\n")
     # adding methods, and __repr__, stay allowed
     result, _ = run("class Tag(str):\n    def shout(self):\n        return self.upper()\n"
                     "    def __repr__(self):\n        return 'Tag'\nr = Tag('a').shout()")
