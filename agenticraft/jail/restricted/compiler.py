@@ -504,8 +504,11 @@ def check_finally_blocks(tree: ast.AST, transformer: SandboxTransformer) -> None
     exception in flight, and dropping the paused generator discards it."""
 
     def report(node: ast.AST, keyword: str) -> None:
+        effect = ("pause the exception in flight, and dropping the paused generator would "
+                  "discard it" if keyword in ("yield", "yield from", "await")
+                  else "swallow exceptions")
         transformer.violate(node, f"'{keyword}' inside 'finally' is not allowed in the sandbox "
-                                  "(it would swallow exceptions, including interrupts)", keyword)
+                                  f"(it would {effect}, including interrupts)", keyword)
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Try | ast.TryStar):
