@@ -38,15 +38,23 @@ class RestrictedExecutor:
 
     def __init__(self) -> None:
         from agenticraft.jail.restricted import run_restricted  # warm import happens in the zygote
+        from agenticraft.jail.restricted.execute import install_process_hooks
+
         self._run = run_restricted
+        # This process runs nothing but sandboxed code: warnings and unraisable reports go to
+        # the active run (dropped between runs), and the heap is frozen so that the
+        # gc.collect() ending every run only walks what runs created.
+        install_process_hooks()
 
     def run(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
         import sys
 
         limits = _limits(tuple(sorted((request.get("limits") or {}).items())))
-        names = self._run(code, limits, write=sys.stdout.write,
-                          allowed_imports=frozenset(request.get("allowed_imports") or ()))
-        return {name: to_safe(value) for name, value in names.items()}
+        # Values are serialised inside the run (their __repr__ is user code), and a user
+        # exception comes back as text formatted inside the run.
+        return self._run(code, limits, write=sys.stdout.write,
+                         allowed_imports=frozenset(request.get("allowed_imports") or ()),
+                         serialize=to_safe)
 
     def format_exception(self, exc: BaseException) -> dict[str, str]:
         from agenticraft.jail.restricted import format_user_exception

@@ -81,8 +81,8 @@ class RestrictedSandbox(Sandbox):
                 profile["executor"] = "restricted"
                 handle = await self.supervisor.spawn(profile, prefork=False)
             try:
-                outcome = await self.supervisor.run(handle, code, ctx.resource_limits,
-                                                    on_output=on_output, extra=extra)
+                outcome = await self.supervisor.run_lean(handle, code, ctx.resource_limits,
+                                                         on_output=on_output, extra=extra)
                 break
             except (BrokenPipeError, ConnectionResetError):
                 self.supervisor.discard(handle)

@@ -28,10 +28,18 @@ def read_usage(pid: int) -> tuple[float, float]:
     of /proc/<pid>/stat; the watchdog keeps the peak over the run."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
+            return parse_stat(fh.read())
+    except OSError:
+        return 0.0, 0.0
+
+
+def parse_stat(stat: bytes) -> tuple[float, float]:
+    """(cpu seconds including reaped children, resident MB) from a /proc/<pid>/stat line."""
+    try:
+        fields = stat.rsplit(b")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / CLK_TCK
         return cpu, int(fields[21]) * PAGE / MB
-    except (OSError, IndexError, ValueError):
+    except (IndexError, ValueError):
         return 0.0, 0.0
 
 

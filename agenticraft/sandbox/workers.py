@@ -22,9 +22,11 @@ from typing import Any
 from agenticraft.jail.tree import kill_tree
 from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
+from agenticraft.sandbox.watchdog import parse_stat
 from agenticraft.wire import protocol
 from agenticraft.wire.environment import ZYGOTE_ENV_ALLOW, allowed_env
 from agenticraft.wire.errors import SandboxError, SandboxUnavailable
+from agenticraft.wire.limits import ResourceLimits
 
 #: Zygotes are started from this one long-lived thread: the zygote's parent-death signal fires
 #: when the *thread* that started it exits, so a short-lived executor thread would kill it.
@@ -172,6 +174,8 @@ class WorkerHandle:
         self.ready: dict[str, Any] = {}
         self.sink: OutputSink | None = None
         self._pipe_loop: asyncio.AbstractEventLoop | None = None
+        self._run_tail: tuple[Any, bytes] | None = None
+        self._stat_fd: int | None = None
 
     async def recv(self) -> dict[str, Any] | None:
         """Next frame, or None at end of stream. Raises ProtocolError on garbage."""
@@ -195,6 +199,42 @@ class WorkerHandle:
                 self.chan.sendall(data[sent:])
             finally:
                 self.chan.setblocking(False)
+
+    def send_run(self, run_id: int, code: str, limits: ResourceLimits,
+                 extra: dict[str, Any] | None) -> None:
+        """Send a (non-checkpoint) run request; the part that depends only on the limits and
+        ``extra`` is encoded once and reused while they stay the same."""
+        key = (limits, json.dumps(extra, sort_keys=True) if extra else "")
+        if self._run_tail is None or self._run_tail[0] != key:
+            tail = json.dumps({"checkpoint": False, "limits": limits.as_dict(), **(extra or {})},
+                              separators=(",", ":"))
+            self._run_tail = (key, tail[1:].encode())
+        body = (b'{"op":"run","run":%d,"code":' % run_id
+                + json.dumps(code, separators=(",", ":")).encode() + b"," + self._run_tail[1])
+        data = protocol.HEADER.pack(len(body)) + body
+        try:
+            sent = self.chan.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.chan.setblocking(True)
+            try:
+                self.chan.sendall(data[sent:])
+            finally:
+                self.chan.setblocking(False)
+
+    def usage(self) -> tuple[float, float]:
+        """The worker's (cpu seconds, resident MB), with its /proc stat file kept open."""
+        fd = self._stat_fd
+        if fd is None:
+            try:
+                fd = self._stat_fd = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return 0.0, 0.0
+        try:
+            return parse_stat(os.pread(fd, 1024, 0))
+        except OSError:
+            return 0.0, 0.0
 
     def watch_pipes(self, loop: asyncio.AbstractEventLoop, sink: OutputSink) -> None:
         """Route the output pipes to ``sink`` (readers stay registered across runs)."""
@@ -240,6 +280,10 @@ class WorkerHandle:
     def close(self) -> None:
         self.alive = False
         self.unwatch_pipes()
+        if self._stat_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._stat_fd)
+            self._stat_fd = None
         with contextlib.suppress(OSError):
             self.chan.close()
         for fd in (self.out_fd, self.err_fd):

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -227,6 +228,11 @@ class AuditLog:
         self._path = Path(path)
         self._head_path = self._path.with_name(self._path.name + ".head")
         self._fsync = fsync
+        # (device, inode, size, seq, hash) right after this object's last write: when the
+        # file still has exactly that identity and size under the lock, nobody appended since
+        # and the tip is known without reading the file's tail and the head file again.
+        self._last: tuple[int, int, int, int, str] | None = None
+        self._last_lock = threading.Lock()
 
     @property
     def path(self) -> Path:
@@ -247,19 +253,31 @@ class AuditLog:
         fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                # A torn line from a crash: end it so the new record starts on its own line;
-                # verify() reports the torn line as corrupt.
-                _write_all(fd, b"\n")
-                size += 1
-            last_seq, last_hash = self._tip(fd, size)
+            stat = os.fstat(fd)
+            size = stat.st_size
+            last = self._last
+            if last is not None and last[:3] == (stat.st_dev, stat.st_ino, size):
+                last_seq, last_hash = last[3], last[4]  # our own write is still the tip
+            else:
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    # A torn line from a crash: end it so the new record starts on its own
+                    # line; verify() reports the torn line as corrupt.
+                    _write_all(fd, b"\n")
+                    size += 1
+                last_seq, last_hash = self._tip(fd, size)
             rec.update(seq=last_seq + 1, ts=_now(), prev=last_hash)
             rec["hash"] = record_hash(rec)
-            _write_all(fd, _canonical_bytes(rec) + b"\n")
+            line = _canonical_bytes(rec) + b"\n"
+            _write_all(fd, line)
             if self._fsync:
                 os.fsync(fd)
             self._write_head(_Head(rec["seq"], rec["hash"]))
+            with self._last_lock:
+                self._last = (stat.st_dev, stat.st_ino, size + len(line), rec["seq"],
+                              rec["hash"])
+        except BaseException:
+            self._last = None
+            raise
         finally:
             os.close(fd)  # releases the lock
         return rec

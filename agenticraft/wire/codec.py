@@ -56,7 +56,8 @@ def safe_repr(value: Any) -> str:
     """``repr(value)`` cut to ``REPR_LIMIT``; a placeholder if ``__repr__`` misbehaves."""
     try:
         text = repr(value)
-    except BaseException as exc:  # a hostile __repr__ must not break result delivery
+    except Exception as exc:  # a hostile __repr__ must not break result delivery (but an
+        # interrupt or SystemExit is not the value's to swallow)
         text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
     if not isinstance(text, str):
         text = f"<unrepresentable {type(value).__name__}>"

@@ -724,12 +724,26 @@ class _HostileExit:
         raise SystemExit(3)
 
 
+class _Interrupted:
+    def __repr__(self):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("cls", "exc"), [(_HostileExit, SystemExit), (_Interrupted, KeyboardInterrupt)])
+def test_codec_does_not_swallow_exits_and_interrupts(cls, exc):
+    """An interrupt (or exit) in flight while a value is encoded must not be discarded
+    (issue 14: the codec catches Exception, not BaseException)."""
+    with pytest.raises(exc):
+        codec.to_safe([cls()])
+
+
 class _NotAString:
     def __repr__(self):
         return 42  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("cls", [_Hostile, _HostileExit, _NotAString])
+@pytest.mark.parametrize("cls", [_Hostile, _NotAString])
 def test_hostile_repr_gives_a_placeholder(cls):
     out = codec.to_safe(cls())
     assert isinstance(out, str)

@@ -24,6 +24,12 @@ from agenticraft.jail.restricted.guards import (
     safe_hasattr,
 )
 from agenticraft.jail.restricted.modules import guarded_import
+from agenticraft.jail.restricted.standins import (
+    SandboxBytes,
+    check_round,
+    check_tuple_depth,
+    nesting_checked_class,
+)
 
 _PLAIN_NAMES = (
     "abs", "all", "any", "ascii", "bin", "bool", "bytes", "callable", "chr", "complex", "dict",
@@ -57,6 +63,21 @@ def current_context_printer() -> Any:
     return printer
 
 
+def sandbox_round(number: Any, ndigits: Any = None) -> Any:
+    """``round``: ``round(n, -N)`` and ``round(Fraction, N)`` size-checked first."""
+    if ndigits is None:
+        return _py.round(number)
+    check_round(number, ndigits)
+    return _py.round(number, ndigits)
+
+
+def sandbox_hash(obj: Any, /) -> int:
+    """``hash``: tuples nested too deeply for C's recursive hash are refused."""
+    if type(obj) is tuple:
+        check_tuple_depth(obj)
+    return _py.hash(obj)
+
+
 def _build() -> dict[str, Any]:
     table: dict[str, Any] = {name: getattr(_py, name) for name in _PLAIN_NAMES}
     table.update({name: getattr(_py, name) for name in _EXCEPTION_NAMES})
@@ -65,6 +86,13 @@ def _build() -> dict[str, Any]:
         "hasattr": safe_hasattr,
         "pow": guarded_builtin_pow,
         "print": sandbox_print,
+        "round": sandbox_round,
+        "hash": sandbox_hash,
+        "bytes": SandboxBytes,
+        "map": nesting_checked_class(_py.map),
+        "filter": nesting_checked_class(_py.filter),
+        "zip": nesting_checked_class(_py.zip),
+        "enumerate": nesting_checked_class(_py.enumerate),
         # Used by the interpreter itself (class statements, import statements); user code
         # cannot name them because they start with '_'.
         "__build_class__": _py.__build_class__,

@@ -18,8 +18,11 @@ What changes compared to plain RestrictedPython, and why:
   ``_getiter_`` checks nothing, so the wrappers would only cost time;
 * ``nonlocal``, annotated assignments, ``super().__init__`` and a handful of dunder methods in
   class bodies (``__repr__``, ``__len__`` ...) are allowed so ordinary classes work;
-* bare ``except:`` catches ``Exception`` only, and ``return``/``break``/``continue`` inside
-  ``finally`` are refused: sandboxed code cannot swallow ``KeyboardInterrupt``/``SystemExit``;
+* bare ``except:`` catches ``Exception`` only, and ``return``/``break``/``continue`` and
+  ``yield``/``yield from``/``await`` inside ``finally`` are refused: sandboxed code cannot
+  swallow (or pause and drop) ``KeyboardInterrupt``/``SystemExit``;
+* ``str % args`` with a literal template and f-string format specs go through the width
+  guard (``_mod_``, ``_format_``), so ``'%1000000000d' % 1`` fails fast;
 * imports are limited to ``allowed_imports`` ∩ :data:`SAFE_MODULES`.
 """
 
@@ -104,8 +107,8 @@ _APPLY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Mult: lambda a, b: a * b, ast.Pow: lambda a, b: a ** b,
     ast.LShift: lambda a, b: a << b}
 _FOLD_MAX_BYTES = 4096     # constant expressions up to this size are computed at compile time
-_SMALL_FACTOR = 64         # `x * 64` can grow a value 64x at most: left native
-_SMALL_EXPONENT = 8        # `x ** 8` likewise
+_SMALL_FACTOR = 1          # `x * -1`, `x * 0`, `x * 1` cannot grow a value: left native
+_SMALL_EXPONENT = 1        # `x ** 1` likewise (any larger constant compounds in a loop)
 _SMALL_SHIFT = 64          # `x << 64` adds 8 bytes
 _FOLDABLE_TYPES = (bool, int, float, complex, str, bytes)
 
@@ -136,7 +139,13 @@ def _is_number(value: Any, limit: int | None) -> bool:
 
 
 def _cannot_explode(op: type[ast.operator], left: ast.AST | None, right: ast.AST) -> bool:
-    """True when ``left op right`` is bounded whatever the non-constant operand holds."""
+    """True when ``left op right`` is bounded whatever the non-constant operand holds.
+
+    Only operands that cannot grow a value at all stay native: float/complex literals and
+    0/1/-1. ``x * 2`` or ``x ** 2`` in a loop compounds (2**k, 2**(2**k)), so any other
+    constant factor or exponent goes through the size-capped guard (its fast path for small
+    ints costs one call).
+    """
     right_ok, right_value = _constant(right)
     left_ok, left_value = _constant(left) if left is not None else (False, None)
     if op is ast.Mult:
@@ -391,9 +400,27 @@ class SandboxTransformer(RestrictingNodeTransformer):
 
     # -- size-capped arithmetic ----------------------------------------------------------
 
+    def visit_FormattedValue(self, node: ast.FormattedValue) -> ast.AST:
+        """``f'{x:{w}}'``: a format spec goes through ``_format_`` (width/precision capped)."""
+        node = self.node_contents_visit(node)
+        if node.format_spec is None:
+            return node
+        call = _guard_call("_format_", [node.value, ast.Constant(node.conversion),
+                                        node.format_spec], node)
+        replacement = ast.FormattedValue(value=call, conversion=-1, format_spec=None)
+        copy_locations(replacement, node)
+        return replacement
+
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
         node = self.node_contents_visit(node)
         op = type(node.op)
+        if op is ast.Mod:
+            # printf-style formatting: widths are checked whenever the left side may be a
+            # template (a literal one, or any value that is not a number constant)
+            left_ok, left_value = _constant(node.left)
+            if left_ok and not isinstance(left_value, str | bytes):
+                return node
+            return _guard_call("_mod_", [node.left, node.right], node)
         guard = _GUARDED_OPERATORS.get(op)
         if guard is None:
             return node
@@ -454,6 +481,10 @@ def _scan_finally(node: ast.AST, in_loop: bool, report: Callable[[ast.AST, str],
     if isinstance(node, ast.Return):
         report(node, "return")
         return
+    if isinstance(node, ast.Yield | ast.YieldFrom | ast.Await):
+        report(node, {ast.Yield: "yield", ast.YieldFrom: "yield from",
+                      ast.Await: "await"}[type(node)])
+        return
     if isinstance(node, ast.Break | ast.Continue) and not in_loop:
         report(node, "break" if isinstance(node, ast.Break) else "continue")
         return
@@ -469,11 +500,16 @@ def _scan_finally(node: ast.AST, in_loop: bool, report: Callable[[ast.AST, str],
 
 def check_finally_blocks(tree: ast.AST, transformer: SandboxTransformer) -> None:
     """Refuse ``return``/``break``/``continue`` that leave a ``finally`` block (PEP 765):
-    they silently drop the exception in flight, KeyboardInterrupt and SystemExit included."""
+    they silently drop the exception in flight, KeyboardInterrupt and SystemExit included.
+    ``yield``/``yield from``/``await`` inside ``finally`` are refused too: they pause the
+    exception in flight, and dropping the paused generator discards it."""
 
     def report(node: ast.AST, keyword: str) -> None:
+        effect = ("pause the exception in flight, and dropping the paused generator would "
+                  "discard it" if keyword in ("yield", "yield from", "await")
+                  else "swallow exceptions")
         transformer.violate(node, f"'{keyword}' inside 'finally' is not allowed in the sandbox "
-                                  "(it would swallow exceptions, including interrupts)", keyword)
+                                  f"(it would {effect}, including interrupts)", keyword)
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Try | ast.TryStar):

@@ -1,18 +1,47 @@
 """Run compiled sandbox code in-process and hand back what it bound.
 
 One call: compile (cached), build fresh globals from a shared template (the guards and the
-built-ins are shared, only the output budget is per run), ``exec`` the native code object with a
-modest recursion limit, and return the plain values the code left in its namespace. Hard
-wall-clock and memory limits are not enforced here: the worker process running this code is
-killed from outside when it overruns them.
+built-ins are shared, only the output budget and the run context are per run), ``exec`` the
+native code object with a modest recursion limit, and return the plain values the code left in
+its namespace. Hard wall-clock and memory limits are not enforced here: the worker process
+running this code is killed from outside when it overruns them.
+
+Nothing crosses from one run into the next (issue 14). Measured choice: a warm worker keeps
+serving runs, and each run is isolated in-process, which costs about 1 us per run (a fresh
+fork of the warm worker per run costs about 1.1 ms for fork + exit + wait alone):
+
+* values that host libraries keep in process-wide caches are exact built-ins: sandbox
+  subclasses of int/float/complex/str/bytes/tuple/frozenset may not replace ``__eq__``,
+  ``__ne__``, ``__hash__`` (nor, for str/bytes/tuple/frozenset, any method of the built-in),
+  not even later through attribute writes; the ``re`` proxy, ``Pattern.sub``/``subn``,
+  ``Match.expand`` and ``strptime`` pass exact copies of their arguments on;
+* a run's context (imports, per-run ``random``) only serves frames whose globals are that
+  run's namespace, and its ``print`` is closed when it ends: code of a finished run that is
+  still referenced somewhere has no rights in a later run;
+* with ``serialize`` (the worker), results are converted and exceptions formatted inside the
+  run, then the namespace is cleared and ``gc.collect()`` runs inside the run (the worker's
+  heap is frozen at start, so this costs well under a microsecond): generators left in cycles
+  run their ``finally`` in their own run, under its limits and output cap;
+* warnings and "Exception ignored" reports go to the run's capped output, with tracebacks of
+  the user's frames only; ``re.DEBUG`` is stripped.
+
+Crash safety: ``run_restricted`` called in-process is NOT crash-safe. The guards bound what
+they see (value sizes, iterator chains, ``hash()`` of nested tuples, Decimal digits), but
+CPython still recurses on the C stack in places no guard sits on, e.g. hashing a tuple nested
+~1,000,000 deep when it is put in a set or used as a dict key; that is a segmentation fault of
+the calling process. The restricted *sandbox* runs this function in a worker process, where
+such a crash ends the worker (reported as a failed run) and never the host.
 """
 
 from __future__ import annotations
 import __future__
 
 import contextlib
+import decimal
+import gc
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +49,8 @@ from agenticraft.jail.restricted import guards
 from agenticraft.jail.restricted.builtins import SAFE_BUILTINS
 from agenticraft.jail.restricted.compiler import DEFAULT_FILENAME, compile_restricted_code
 from agenticraft.jail.restricted.modules import SAFE_MODULES, ModuleProxy
-from agenticraft.wire.errors import ResourceLimitExceeded
+from agenticraft.jail.restricted.standins import DECIMAL_CONTEXT
+from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation
 from agenticraft.wire.limits import ResourceLimits
 
 _SAFE_MODULE_NAMES = frozenset(SAFE_MODULES)
@@ -44,6 +74,8 @@ HOOKS: dict[str, Any] = {
     "_mul_": guards.guarded_mul,
     "_pow_": guards.guarded_pow,
     "_lshift_": guards.guarded_lshift,
+    "_mod_": guards.guarded_mod,
+    "_format_": guards.guarded_format,
     "_aug_attr_": guards.guarded_aug_attr,
     "_aug_item_": guards.guarded_aug_item,
     "_catchable_": Exception,
@@ -75,53 +107,222 @@ def _stack_depth() -> int:
     return depth
 
 
+class RestrictedRunError(Exception):
+    """A user exception, reduced inside its run to the strings the caller may show.
+
+    ``run_restricted(..., serialize=...)`` raises this instead of the user's exception object,
+    so that nothing of the user's (its ``__str__``, objects in its ``args``, frames in its
+    traceback) is left to run or be freed after the run.
+    """
+
+    def __init__(self, ename: str, evalue: str, traceback: str) -> None:
+        super().__init__(evalue)
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback
+
+
+#: Longest exception message / traceback text kept from a run.
+MAX_EVALUE = 2_000
+MAX_TRACEBACK = 20_000
+
+
 def run_restricted(source: str, limits: ResourceLimits, *, write: Callable[[str], None],
-                   allowed_imports: frozenset[str] = frozenset()) -> dict[str, Any]:
+                   allowed_imports: frozenset[str] = frozenset(),
+                   serialize: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """Run ``source`` in the restricted sandbox and return the names it bound.
 
-    ``write`` receives everything the code prints (at most ``limits.max_output_bytes`` bytes).
-    Raises ``SyntaxError``, :class:`SecurityViolation` (policy), ``ResourceLimitExceeded``
-    (``memory_mb`` size caps, ``max_output_bytes``, ``recursion``) or whatever ``Exception`` the
-    user's code raised, with a traceback limited to the user's own frames.
+    ``write`` receives everything the code prints (at most ``limits.max_output_bytes`` bytes),
+    including warnings and "Exception ignored" reports of the run. Raises ``SyntaxError``,
+    :class:`SecurityViolation` (policy), ``ResourceLimitExceeded`` (``memory_mb`` size caps,
+    ``max_output_bytes``, ``recursion``) or whatever ``Exception`` the user's code raised,
+    with a traceback limited to the user's own frames; its text is formatted inside the run.
+
+    ``serialize``: when given (the worker passes ``wire.codec.to_safe``), every value is
+    converted inside the run (a ``__repr__`` runs under the run's limits and rights), the run's
+    namespace is cleared and collected before the run ends, and a user exception is replaced
+    by a :class:`RestrictedRunError` holding only its formatted text. Without it the caller
+    gets the live values (and exception) and must treat them as untrusted: code reached
+    through them after the run cannot print or import (that run is finished).
     """
     if type(limits) is not ResourceLimits:
         limits = ResourceLimits.from_value(limits)  # a mapping of limits is accepted too
     code = compile_restricted_code(source, allowed_imports=allowed_imports)
     printer = guards.OutputLimiter(write, limits.max_output_bytes)
-    context = guards.SandboxContext(limits.memory_mb,
-                                    frozenset(allowed_imports) & _SAFE_MODULE_NAMES, printer)
     namespace = dict(_GLOBALS_TEMPLATE)
     namespace["_print_"] = printer
+    context = guards.SandboxContext(limits.memory_mb,
+                                    frozenset(allowed_imports) & _SAFE_MODULE_NAMES, printer,
+                                    namespace)
 
     old_limit = sys.getrecursionlimit()
     new_limit = min(old_limit, _stack_depth() + RECURSION_FRAMES)
     token = guards.activate(context)
     sys.setrecursionlimit(new_limit)
+    saved = None if _PROCESS_HOOKS else _enter_run_hooks()
+    decimal_context = decimal.getcontext()
+    if decimal_context is not DECIMAL_CONTEXT:
+        decimal.setcontext(DECIMAL_CONTEXT)
+    error: BaseException | None = None
+    values: dict[str, Any] = {}
     try:
-        exec(code, namespace)
-    except RecursionError as exc:
-        error = ResourceLimitExceeded(
-            "recursion", None, RECURSION_FRAMES,
-            f"Resource limit exceeded: recursion deeper than about {RECURSION_FRAMES} frames. "
-            "Use less recursion (for example a loop instead of a recursive call).")
-        _remember_source(error, source)
-        raise error.with_traceback(clean_traceback(exc.__traceback__)) from None
-    except MemoryError as exc:
-        error = ResourceLimitExceeded("memory_mb", None, limits.memory_mb)
-        _remember_source(error, source)
-        raise error.with_traceback(clean_traceback(exc.__traceback__)) from None
-    except Exception as exc:
-        # (KeyboardInterrupt & co. come from the host, not the user's code: left untouched.)
-        _remember_source(exc, source)
-        raise exc.with_traceback(clean_traceback(exc.__traceback__))  # noqa: B904
+        try:
+            exec(code, namespace)
+        except RecursionError as exc:
+            error = _limit_error(ResourceLimitExceeded(
+                "recursion", None, RECURSION_FRAMES,
+                f"Resource limit exceeded: recursion deeper than about {RECURSION_FRAMES} "
+                "frames. Use less recursion (for example a loop instead of a recursive "
+                "call)."), exc, source, serialize)
+        except MemoryError as exc:
+            error = _limit_error(ResourceLimitExceeded("memory_mb", None, limits.memory_mb),
+                                 exc, source, serialize)
+        except (ResourceLimitExceeded, SecurityViolation) as exc:
+            error = _limit_error(exc, exc, source, serialize)
+        except Exception as exc:
+            # (KeyboardInterrupt & co. come from the host, not the user's code: untouched.)
+            error = _user_error(exc, source, serialize)
+        if error is None:
+            if printer.exceeded is not None:
+                # The code caught the ResourceLimitExceeded raised by print() and went on: the
+                # output is truncated all the same, so the run still ends with the limit error.
+                error = printer.error()
+            else:
+                values = collect_results(namespace)
+                if serialize is not None:
+                    values = {name: serialize(value) for name, value in values.items()}
+        if serialize is not None:
+            # Nothing of this run may run later: drop its objects and collect its cycles
+            # now, while its context, limits and output are still the current ones.
+            namespace.clear()
+            gc.collect()
+        else:
+            gc.collect(1)  # the young generations only: the caller's heap may be large
     finally:
+        printer.closed = True
+        if decimal_context is not DECIMAL_CONTEXT:
+            decimal.setcontext(decimal_context)
+        if saved is not None:
+            _leave_run_hooks(saved)
         sys.setrecursionlimit(old_limit)
         guards.deactivate(token)
-    if printer.exceeded is not None:
-        # The code caught the ResourceLimitExceeded raised by print() and went on: the output
-        # is truncated all the same, so the run still ends with the limit error.
-        raise printer.error()
-    return collect_results(namespace)
+    if error is not None:
+        raise error
+    return values
+
+
+def _limit_error(error: BaseException, cause: BaseException, source: str,
+                 serialize: Callable[[Any], Any] | None) -> BaseException:
+    _remember_source(error, source)
+    if serialize is not None:
+        error.__context__ = error.__cause__ = None
+        error.__suppress_context__ = True
+        return error.with_traceback(None)
+    return error.with_traceback(clean_traceback(cause.__traceback__))
+
+
+def _user_error(exc: Exception, source: str,
+                serialize: Callable[[Any], Any] | None) -> BaseException:
+    """Format ``exc`` now, inside the run (its ``__str__`` is user code)."""
+    _remember_source(exc, source)
+    ename, evalue, text = format_user_exception(exc, source=source)
+    evalue = evalue[:MAX_EVALUE]
+    text = text if len(text) <= MAX_TRACEBACK else text[:MAX_TRACEBACK] + "...[truncated]\n"
+    if serialize is not None:
+        exc.__traceback__ = None
+        return RestrictedRunError(ename, evalue, text)
+    with contextlib.suppress(AttributeError, TypeError):
+        exc.__dict__[_FORMATTED_ATTRIBUTE] = (ename, evalue, text)
+    return exc.with_traceback(clean_traceback(exc.__traceback__))
+
+
+# --------------------------------------------------------------------------------------------
+# Warnings and "Exception ignored" reports go to the run's capped output
+# --------------------------------------------------------------------------------------------
+
+_PROCESS_HOOKS = False
+
+
+def _run_printer() -> guards.OutputLimiter | None:
+    printer = guards.current_context().printer
+    return None if printer is None or printer.closed else printer
+
+
+def _emit(printer: guards.OutputLimiter, text: str) -> None:
+    with contextlib.suppress(Exception):  # over the cap: the run already ends with the error
+        printer.emit(text)
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Any = None) -> None:
+    printer = _run_printer()
+    if printer is None:
+        if _PROCESS_HOOKS:
+            return  # a worker between runs: no run to report to
+        _ORIGINAL_SHOWWARNING(message, category, filename, lineno, file, line)
+        return
+    where = guards.user_lineno()
+    name = getattr(category, "__name__", "Warning")
+    place = f"{DEFAULT_FILENAME}:{where}: " if where else ""
+    _emit(printer, f"{place}{name}: {str(message)[:MAX_EVALUE]}\n")
+
+
+def _unraisable_hook(unraisable: Any) -> None:
+    printer = _run_printer()
+    if printer is None:
+        if not _PROCESS_HOOKS:
+            _ORIGINAL_UNRAISABLEHOOK(unraisable)
+        return
+    obj = unraisable.object
+    if isinstance(obj, types.GeneratorType | types.CoroutineType) or guards.is_sandbox_class(
+            type(obj)) or guards.is_sandbox_function(obj):
+        shown = f"<{type(obj).__name__} object {getattr(obj, '__name__', '')}>"
+    else:
+        shown = f"<{type(obj).__name__} object>" if obj is not None else ""
+    exc = unraisable.exc_value
+    if exc is None:
+        return
+    if exc.__traceback__ is None and unraisable.exc_traceback is not None:
+        exc = exc.with_traceback(unraisable.exc_traceback)
+    _ename, _evalue, text = format_user_exception(exc)
+    head = f"Exception ignored in: {shown}\n" if shown else "Exception ignored:\n"
+    _emit(printer, head + text[:MAX_TRACEBACK])
+
+
+_ORIGINAL_SHOWWARNING = warnings.showwarning
+_ORIGINAL_UNRAISABLEHOOK = sys.unraisablehook
+
+
+def install_process_hooks() -> None:
+    """For a process that only runs sandboxed code (the restricted worker): route warnings
+    and unraisable-exception reports to the active run, drop them between runs, use the
+    sandbox's decimal context, and freeze the heap so ``gc.collect()`` at the end of a run
+    only walks what runs created. Without this, each run installs and removes the hooks."""
+    global _PROCESS_HOOKS
+    warnings.resetwarnings()
+    warnings.simplefilter("always")
+    warnings.showwarning = _show_warning
+    sys.unraisablehook = _unraisable_hook
+    decimal.setcontext(DECIMAL_CONTEXT)
+    gc.collect()
+    gc.freeze()
+    _PROCESS_HOOKS = True
+
+
+def _enter_run_hooks() -> tuple[Any, ...]:
+    saved = (warnings.filters[:], warnings.showwarning, sys.unraisablehook)
+    warnings.simplefilter("always")
+    warnings.showwarning = _show_warning
+    sys.unraisablehook = _unraisable_hook
+    return saved
+
+
+def _leave_run_hooks(saved: tuple[Any, ...]) -> None:
+    filters, showwarning, hook = saved
+    warnings.filters[:] = filters
+    warnings._filters_mutated()  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
+    sys.unraisablehook = hook
 
 
 _PLAIN_TYPES = frozenset({int, float, str, bool, list, dict, tuple, set, type(None), bytes})
@@ -135,6 +336,7 @@ def collect_results(namespace: dict[str, Any]) -> dict[str, Any]:
 
 
 _SOURCE_ATTRIBUTE = "__agenticraft_sandbox_source__"
+_FORMATTED_ATTRIBUTE = "__agenticraft_sandbox_formatted__"
 
 
 def _remember_source(exc: BaseException, source: str) -> None:
@@ -213,8 +415,15 @@ def format_user_exception(exc: BaseException, *, source: str | None = None,
 
     The traceback shows only frames of sandboxed code (never guard or host frames), with source
     lines (``source``, or the source ``run_restricted`` recorded on the exception), and the
-    ``raise ... from`` chain the user built.
+    ``raise ... from`` chain the user built. For an exception raised out of
+    :func:`run_restricted`, the text formatted inside the run is returned (the exception's
+    ``__str__`` is user code and does not run again outside it).
     """
+    if isinstance(exc, RestrictedRunError):
+        return exc.ename, exc.evalue, exc.traceback
+    formatted = getattr(exc, "__dict__", {}).get(_FORMATTED_ATTRIBUTE)
+    if type(formatted) is tuple and source is None:
+        return formatted
     if source is None:
         remembered = getattr(exc, "__dict__", {}).get(_SOURCE_ATTRIBUTE)
         source = remembered if type(remembered) is str else None

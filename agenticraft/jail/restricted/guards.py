@@ -19,9 +19,11 @@ from __future__ import annotations
 import _string  # the C parser behind str.format; used to vet format strings
 import abc
 import contextvars
+import datetime
 import functools
 import operator
 import re
+import string
 import sys
 import types
 from collections import ChainMap, Counter, OrderedDict, defaultdict, deque
@@ -108,10 +110,12 @@ def violation(message: str, construct: str | None = None) -> SecurityViolation:
 class SandboxContext:
     """What the hooks need to know about the current run; one instance per ``run_restricted``."""
 
-    __slots__ = ("allowed_imports", "max_value_bytes", "memory_mb", "modules", "printer")
+    __slots__ = ("allowed_imports", "max_value_bytes", "memory_mb", "modules", "namespace",
+                 "printer")
 
     def __init__(self, memory_mb: int, allowed_imports: frozenset[str] = frozenset(),
-                 printer: OutputLimiter | None = None) -> None:
+                 printer: OutputLimiter | None = None,
+                 namespace: dict[str, Any] | None = None) -> None:
         self.memory_mb = memory_mb
         # One value may use at most half of the memory limit: the operation that builds it
         # usually needs its operands (and a temporary copy) at the same time.
@@ -119,6 +123,9 @@ class SandboxContext:
         self.allowed_imports = allowed_imports
         self.modules: dict[str, Any] = {}
         self.printer = printer
+        #: The globals of this run's code: an import is only served to frames whose globals
+        #: are these (code of a finished run, still referenced somewhere, gets nothing).
+        self.namespace = namespace
 
 
 _DEFAULT_CONTEXT = SandboxContext(512)
@@ -159,6 +166,34 @@ def check_size(what: str, nbytes: int) -> None:
         refuse_size(what, nbytes)
 
 
+#: Largest integer a product or power may build (4,194,304 bits, about 1.26 million decimal
+#: digits). Below the memory cap on purpose: big-int multiplication is superlinear, so a
+#: loop of ``x = x ** 8`` reaches a memory-sized operand only after minutes of CPU.
+MAX_INT_BITS = 1 << 22
+#: Largest operands of quadratic big-int work: Fraction arithmetic (gcd on every operation)
+#: and math.gcd/lcm (131,072 bits, about 39,000 digits).
+MAX_GCD_BITS = 1 << 17
+
+
+def check_int_bits(what: str, bits: int, cap: int = MAX_INT_BITS) -> None:
+    """Raise ``ResourceLimitExceeded("memory_mb")`` for an integer result over ``cap`` bits."""
+    if bits <= cap:
+        return
+    lineno = user_lineno()
+    where = f" at line {lineno}" if lineno else ""
+    raise ResourceLimitExceeded(
+        "memory_mb", -(-bits // (8 * MIB)), _CONTEXT.get().memory_mb,
+        f"Resource limit exceeded: {what}{where} would work with integers of about {bits:,} "
+        f"bits; the sandbox allows {cap:,} bits (about {int(cap / 3.33):,} decimal digits) "
+        "there, because the time such arithmetic takes grows faster than the numbers. It was "
+        "refused before any work was done.")
+
+
+def dead_run_violation(what: str) -> SecurityViolation:
+    return violation(f"{what} from code of a finished run is not allowed (nothing survives "
+                     "from one run into the next)", construct="finished run")
+
+
 # --------------------------------------------------------------------------------------------
 # Size estimates for *, ** and << (pure functions: also used for constant folding)
 # --------------------------------------------------------------------------------------------
@@ -187,6 +222,8 @@ def estimate_mul_bytes(a: Any, b: Any) -> int:
     """Estimated size of ``a * b`` in bytes; 0 when the result cannot be large."""
     if isinstance(a, int) and isinstance(b, int):
         return _int_bytes(int.bit_length(a) + int.bit_length(b))
+    if _is_fraction(a) or _is_fraction(b):
+        return _int_bytes(_fraction_bits(a) + _fraction_bits(b))
     if isinstance(b, int):
         size = _sequence_bytes(a)
         if size is not None:
@@ -201,6 +238,16 @@ def estimate_mul_bytes(a: Any, b: Any) -> int:
 def _is_fraction(value: Any) -> bool:
     # The real MRO, not isinstance: ABC registration must not make something a Fraction.
     return Fraction in type(value).__mro__
+
+
+def _fraction_bits(value: Any) -> int:
+    """Bits of numerator + denominator (of an int: its bits; of anything else: 0)."""
+    if isinstance(value, int):
+        return int.bit_length(value)
+    if _is_fraction(value):
+        return (int.bit_length(value._numerator)
+                + int.bit_length(value._denominator))
+    return 0
 
 
 def normalize_pow_operand(value: Any) -> Any:
@@ -262,6 +309,12 @@ def guarded_mul(a: Any, b: Any) -> Any:
     nbytes = estimate_mul_bytes(a, b)
     if nbytes > _CONTEXT.get().max_value_bytes:
         refuse_size("'*'", nbytes)
+    if nbytes > 4096:
+        if isinstance(a, int) and isinstance(b, int):
+            if min(int.bit_length(a), int.bit_length(b)) > 1 << 16:  # else linear time
+                check_int_bits("'*'", nbytes * 8)
+        elif _is_fraction(a) or _is_fraction(b):
+            check_int_bits("'*' of fractions", nbytes * 8, MAX_GCD_BITS)
     return a * b
 
 
@@ -290,6 +343,11 @@ def guarded_pow(a: Any, b: Any) -> Any:
     nbytes = estimate_pow_bytes(a, b)
     if nbytes > _CONTEXT.get().max_value_bytes:
         refuse_size("'**'", nbytes)
+    if nbytes > 4096:
+        if type(a) is Fraction:
+            check_int_bits("'**' of a fraction", nbytes * 8, MAX_GCD_BITS)
+        else:
+            check_int_bits("'**'", nbytes * 8)
     return a ** b
 
 
@@ -403,8 +461,14 @@ _DENIED_CLASSES = frozenset({
     BaseException, SystemExit, KeyboardInterrupt, GeneratorExit, BaseExceptionGroup,
 })
 
+#: Methods of built-in types replaced by checked versions (see :data:`_CHECKED_METHODS`):
+#: size-capped string builders, and the ones that put their argument into a process-wide
+#: cache (``re`` replacement templates, ``_strptime`` formats), which get exact built-ins.
+CHECKED_METHOD_NAMES = frozenset({"join", "ljust", "rjust", "center", "zfill", "expandtabs",
+                                  "to_bytes", "sub", "subn", "expand", "strptime"})
+
 # Names that take the slow path of guarded_getattr.
-_SPECIAL_ATTRIBUTES = (INTERNAL_ATTRIBUTES | CLASS_INTERNAL_ATTRIBUTES
+_SPECIAL_ATTRIBUTES = (INTERNAL_ATTRIBUTES | CLASS_INTERNAL_ATTRIBUTES | CHECKED_METHOD_NAMES
                        | {"obj", "format", "format_map", "register"})
 
 #: Prefixes of interpreter internals (frame f_*, code co_*, generator gi_* ...). Attribute names
@@ -493,6 +557,10 @@ def _special_getattr(obj: Any, name: str) -> Any:
         safe = _safe_str_format(value)
         if safe is not None:
             return safe
+    elif name in CHECKED_METHOD_NAMES:
+        checked = _checked_method(obj, name, value)
+        if checked is not None:
+            return checked
     tv = type(value)
     if tv in _DENIED_VALUE_TYPES or (tv is type and value in _DENIED_CLASSES):
         return _unusual_value(obj, name, value)
@@ -542,18 +610,103 @@ def check_format_string(template: str, depth: int = 0) -> None:
             check_format_string(spec, depth + 1)
 
 
+_SPEC_NUMBERS = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?")
+
+
+def check_format_spec(spec: str, what: str = "format width") -> None:
+    """Refuse a format spec whose width or precision would build a value over the cap."""
+    match = _SPEC_NUMBERS.match(spec)
+    if match is None:
+        return
+    width, precision = match.group(1), match.group(2)
+    # (int(): the digits are bounded by the int/str conversion limit, 4300 digits)
+    largest = max(int(width) if width else 0, int(precision) if precision else 0)
+    if largest > 4096:
+        check_size(what, largest * 4)
+
+
+def _needs_checked_formatter(template: str) -> bool:
+    """True when a spec is computed at format time (``'{:{w}}'``) or has a width."""
+    for _literal, _field, spec, _conversion in _string.formatter_parser(template):
+        if spec:
+            if "{" in spec:
+                return True
+            check_format_spec(spec)
+    return False
+
+
+class _CheckedFormatter(string.Formatter):
+    """``str.format`` in Python, used only for computed specs: each spec is checked."""
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        check_format_spec(format_spec)
+        return format(value, format_spec)
+
+
+_FORMATTER = _CheckedFormatter()
+
+
 def safe_format(template: str, /, *args: Any, **kwargs: Any) -> str:
-    """``str.format`` that refuses attribute fields such as ``{0.__class__}``."""
+    """``str.format`` that refuses attribute fields such as ``{0.__class__}`` and widths over
+    the value cap."""
     text = str.__str__(template)  # the real characters, whatever a subclass overrides
     check_format_string(text)
+    if _needs_checked_formatter(text):
+        return _FORMATTER.vformat(text, args, kwargs)
     return str.format(text, *args, **kwargs)
 
 
 def safe_format_map(template: str, mapping: Any, /) -> str:
-    """``str.format_map`` that refuses attribute fields."""
+    """``str.format_map`` that refuses attribute fields and widths over the value cap."""
     text = str.__str__(template)
     check_format_string(text)
+    if _needs_checked_formatter(text):
+        return _FORMATTER.vformat(text, (), mapping)
     return str.format_map(text, mapping)
+
+
+_CONVERSIONS: dict[int, Callable[[Any], str]] = {ord("s"): str, ord("r"): repr,
+                                                 ord("a"): ascii}
+
+
+def guarded_format(value: Any, conversion: int, spec: str) -> str:
+    """``_format_``: an f-string field with a format spec (``f'{x:>{w}}'``)."""
+    if conversion != -1:
+        value = _CONVERSIONS[conversion](value)
+    if type(spec) is not str:
+        spec = str.__str__(spec)
+    check_format_spec(spec)
+    return format(value, spec)
+
+
+_PERCENT_SPEC = re.compile(
+    rb"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)", re.DOTALL)
+
+
+def guarded_mod(left: Any, right: Any) -> Any:
+    """``_mod_``: ``'template' % args`` with field widths (``%*d`` included) size-checked."""
+    if type(left) is str or type(left) is bytes:
+        data = left.encode("utf-8", "surrogatepass") if type(left) is str else left
+        if b"%" in data:
+            args = right if type(right) is tuple else (right,)
+            position = 0
+            total = len(data)
+            for width, precision, kind in _PERCENT_SPEC.findall(data):
+                for number in (width, precision):
+                    if number == b"*":
+                        value = args[position] if position < len(args) else 0
+                        position += 1
+                        if type(value) is int and value > 4096:
+                            total += value * 4
+                    elif number and len(number) < 12:
+                        total += int(number) * 4 if int(number) > 4096 else 0
+                    elif number:
+                        total += 10 ** 12
+                if kind != b"%":
+                    position += 1
+            if total > 4096:
+                check_size("'%' formatting", total)
+    return left % right
 
 
 _STR_FORMAT_METHODS = {"format": safe_format, "format_map": safe_format_map}
@@ -604,19 +757,83 @@ _WRITABLE_TYPES = frozenset({dict, list, set, bytearray, deque, OrderedDict, def
 def guarded_write(obj: Any) -> Any:
     """``_write_``: containers and objects of sandbox classes may change; nothing else."""
     tp = type(obj)
-    if tp in _WRITABLE_TYPES or getattr(tp, SANDBOX_MARK, None) is SANDBOX_TOKEN:
+    if tp in _WRITABLE_TYPES:
         return obj
+    if getattr(tp, SANDBOX_MARK, None) is SANDBOX_TOKEN:
+        bases = getattr(tp, IMMUTABLE_MARK, ())
+        return _CheckedWriter(obj, bases) if bases else obj
     if is_sandbox_class(obj):
-        return obj  # class attributes of a class defined in the sandbox
+        bases = getattr(obj, IMMUTABLE_MARK, ())
+        return _CheckedWriter(obj, bases) if bases else obj  # class attributes
     raise violation(f"objects of type {tp.__name__!r} cannot be changed in the sandbox (only "
                     "dicts, lists, sets and objects of classes defined in the sandbox can)",
                     construct="write")
 
 
+#: Built-in value types whose instances end up as keys of process-wide caches (``re``,
+#: ``_strptime``, ``functools.lru_cache`` ...). A sandbox subclass may not change how its
+#: instances compare or hash, and a subclass of a str/bytes/tuple/frozenset may not replace
+#: any method of the built-in (``__getitem__``, ``replace`` ...): a "string" equal to another
+#: one, or lying about its characters, would poison those caches for later runs (and,
+#: in-process, for everyone). Numbers may override other methods (the guards never trust
+#: them: they call ``int.bit_length(x)`` and friends unbound).
+IMMUTABLE_BUILTINS = (int, float, complex, str, bytes, tuple, frozenset)
+#: Class attribute set by :func:`sandbox_class`: the immutable built-ins a class derives from
+#: (computed once per class: the write guard is on the hot path).
+IMMUTABLE_MARK = "__agenticraft_immutable_bases__"
+_CONTENT_BUILTINS = (str, bytes, tuple, frozenset)
+_IDENTITY_METHODS = frozenset({"__eq__", "__ne__", "__hash__"})
+# (__len__ may lie: the size guards call the base type's own __len__.)
+_OVERRIDABLE = frozenset({"__repr__", "__str__", "__len__", "__module__", "__qualname__",
+                          "__doc__", SANDBOX_MARK, "__agenticraft_immutable_bases__"})
+
+
+def _check_override(name: str, bases: tuple[type, ...]) -> None:
+    for base in bases:
+        if name in _IDENTITY_METHODS or (
+                base in _CONTENT_BUILTINS and name in base.__dict__
+                and (name not in _OVERRIDABLE or (name == "__str__" and base is str))):
+            raise violation(
+                f"a class derived from {base.__name__!r} may not replace {name!r} (values of "
+                "built-in types are shared with the host's caches, which must see the "
+                "built-in's own comparison, hash and contents)", construct="class")
+
+
+class _CheckedWriter:
+    """What ``_write_`` returns for objects (and classes) derived from immutable built-ins:
+    attribute writes may not shadow the built-in's methods (``s.replace = ...``)."""
+
+    __slots__ = ("_bases", "_target")
+
+    def __init__(self, target: Any, bases: tuple[type, ...]) -> None:
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_bases", bases)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _check_override(name, self._bases)
+        setattr(self._target, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        _check_override(name, self._bases)
+        delattr(self._target, name)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._target[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self._target[key]
+
+
 def sandbox_class(name: str, bases: tuple[type, ...], namespace: dict[str, Any],
                   **kwargs: Any) -> type:
     """``__metaclass__``: creates user classes and marks them as defined in the sandbox."""
+    immutable = tuple(base for base in IMMUTABLE_BUILTINS
+                      if any(issubclass(cls, base) for cls in bases if isinstance(cls, type)))
+    if immutable:
+        for key in namespace:
+            _check_override(key, immutable)
     namespace[SANDBOX_MARK] = SANDBOX_TOKEN
+    namespace[IMMUTABLE_MARK] = immutable
     meta: type = type
     for base in bases:
         base_meta = type(base)
@@ -663,13 +880,14 @@ class OutputLimiter:
     ``ResourceLimitExceeded("max_output_bytes")`` is raised (again on every later print).
     """
 
-    __slots__ = ("_write", "exceeded", "limit", "used")
+    __slots__ = ("_write", "closed", "exceeded", "limit", "used")
 
     def __init__(self, write: Callable[[str], Any], limit: int) -> None:
         self._write = write
         self.limit = limit
         self.used = 0
         self.exceeded: int | None = None  # bytes attempted when the cap was hit
+        self.closed = False  # set when the run ends: its code may not write any more
 
     def __call__(self, _getattr_: Any = None) -> OutputLimiter:
         return self
@@ -690,6 +908,8 @@ class OutputLimiter:
 
     def emit(self, text: str) -> None:
         """Write ``text`` if it fits in the remaining budget, else truncate and raise."""
+        if self.closed:
+            raise dead_run_violation("print()")
         size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
         if self.exceeded is not None:
             raise self.error(self.limit + size)
@@ -712,3 +932,130 @@ class OutputLimiter:
         if value is None:
             value = self.exceeded
         return ResourceLimitExceeded("max_output_bytes", value, self.limit)
+
+
+# --------------------------------------------------------------------------------------------
+# Checked methods of built-in types (size caps; exact built-ins into process-wide caches)
+# --------------------------------------------------------------------------------------------
+
+
+def exact(value: Any) -> Any:
+    """An exact ``str``/``bytes``/``int`` copy of a subclass instance (others unchanged).
+
+    Arguments that a host library may keep in a process-wide cache go through this, so what
+    is cached is plain data whose comparisons and methods are the built-in ones.
+    """
+    tv = type(value)
+    if tv is str or tv is bytes or tv is int:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bytes):
+        return bytes.__bytes__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__index__(value)
+    return value
+
+
+def _char_bytes(text: Any) -> int:
+    return 1 if isinstance(text, bytes | bytearray) or str.isascii(text) else 4
+
+
+def _checked_join(sep: Any, iterable: Any, /) -> Any:
+    items = list(iterable)
+    if items:
+        total = len(sep) * (len(items) - 1)
+        for item in items:
+            if isinstance(item, str | bytes | bytearray):
+                total += len(item)
+        if total > 4096:
+            check_size("join()", total * _char_bytes(sep))
+    return sep.join(items)
+
+
+def _width_check(what: str, self: Any, width: Any) -> None:
+    if isinstance(width, int) and width > 4096:
+        check_size(what, operator.index(width) * _char_bytes(self))
+
+
+def _checked_ljust(self: Any, width: Any, *args: Any) -> Any:
+    _width_check("ljust()", self, width)
+    return self.ljust(width, *args)
+
+
+def _checked_rjust(self: Any, width: Any, *args: Any) -> Any:
+    _width_check("rjust()", self, width)
+    return self.rjust(width, *args)
+
+
+def _checked_center(self: Any, width: Any, *args: Any) -> Any:
+    _width_check("center()", self, width)
+    return self.center(width, *args)
+
+
+def _checked_zfill(self: Any, width: Any, /) -> Any:
+    _width_check("zfill()", self, width)
+    return self.zfill(width)
+
+
+def _checked_expandtabs(self: Any, tabsize: Any = 8) -> Any:
+    if isinstance(tabsize, int) and tabsize > 64:
+        tabs = self.count(b"\t" if isinstance(self, bytes | bytearray) else "\t")
+        check_size("expandtabs()", (len(self) + tabs * operator.index(tabsize))
+                   * _char_bytes(self))
+    return self.expandtabs(tabsize)
+
+
+def _checked_to_bytes(self: Any, length: Any = 1, *args: Any, **kwargs: Any) -> bytes:
+    if isinstance(length, int):
+        check_size("int.to_bytes()", operator.index(length))
+    return int.to_bytes(self, length, *args, **kwargs)
+
+
+def _checked_sub(self: Any, repl: Any, string: Any, count: Any = 0) -> Any:
+    return self.sub(exact(repl), string, count=count)
+
+
+def _checked_subn(self: Any, repl: Any, string: Any, count: Any = 0) -> Any:
+    return self.subn(exact(repl), string, count=count)
+
+
+def _checked_expand(self: Any, template: Any, /) -> Any:
+    return self.expand(exact(template))
+
+
+def _checked_strptime(cls: Any, date_string: Any, format: Any, /) -> Any:
+    return cls.strptime(exact(date_string), exact(format))
+
+
+_STRING_TYPES = (str, bytes)
+#: name -> (types whose method it replaces, replacement taking the object first)
+_CHECKED_METHODS: dict[str, tuple[tuple[type, ...], Callable[..., Any]]] = {
+    "join": (_STRING_TYPES, _checked_join),
+    "ljust": (_STRING_TYPES, _checked_ljust),
+    "rjust": (_STRING_TYPES, _checked_rjust),
+    "center": (_STRING_TYPES, _checked_center),
+    "zfill": (_STRING_TYPES, _checked_zfill),
+    "expandtabs": (_STRING_TYPES, _checked_expandtabs),
+    "to_bytes": ((int,), _checked_to_bytes),
+    "sub": ((re.Pattern,), _checked_sub),
+    "subn": ((re.Pattern,), _checked_subn),
+    "expand": ((re.Match,), _checked_expand),
+    "strptime": ((datetime.date,), _checked_strptime),
+}
+
+
+def _checked_method(obj: Any, name: str, value: Any) -> Callable[..., Any] | None:
+    """The checked replacement of ``obj.<name>`` when ``obj`` is a built-in that has it."""
+    kinds, replacement = _CHECKED_METHODS[name]
+    if name == "strptime":
+        if isinstance(obj, type) and issubclass(obj, kinds):
+            return functools.partial(replacement, obj)
+        if isinstance(obj, kinds):
+            return functools.partial(replacement, type(obj))
+        return None
+    if isinstance(obj, kinds):
+        return functools.partial(replacement, obj)
+    if isinstance(obj, type) and issubclass(obj, kinds):
+        return replacement  # unbound: str.join(sep, items)
+    return None

@@ -17,7 +17,6 @@ import collections
 import datetime
 import decimal
 import dis
-import fractions
 import functools
 import itertools
 import json
@@ -32,11 +31,20 @@ from types import MappingProxyType
 from typing import Any
 
 from agenticraft.jail.restricted.guards import (
+    MAX_GCD_BITS,
+    check_int_bits,
     check_size,
     current_context,
+    dead_run_violation,
+    exact,
     guarded_mul,
     is_sandbox_class,
     violation,
+)
+from agenticraft.jail.restricted.standins import (
+    SandboxDecimal,
+    SandboxFraction,
+    nesting_checked,
 )
 
 
@@ -100,6 +108,7 @@ def _factorial(n: Any, /) -> int:
     count = _int_arg(n)
     if count > 20:
         check_size("math.factorial()", count * count.bit_length() // 8)
+        check_int_bits("math.factorial()", count * count.bit_length())
     return math.factorial(count)
 
 
@@ -108,6 +117,7 @@ def _comb(n: Any, k: Any, /) -> int:
     total, chosen = _int_arg(n), _int_arg(k)
     if total > 64 and 0 <= chosen <= total:
         check_size("math.comb()", min(chosen, total - chosen) * total.bit_length() // 8)
+        check_int_bits("math.comb()", min(chosen, total - chosen) * total.bit_length())
     return math.comb(total, chosen)
 
 
@@ -117,6 +127,7 @@ def _perm(n: Any, k: Any = None, /) -> int:
     chosen = total if k is None else _int_arg(k)
     if total > 64 and 0 <= chosen <= total:
         check_size("math.perm()", chosen * total.bit_length() // 8)
+        check_int_bits("math.perm()", chosen * total.bit_length())
     return math.perm(total, chosen)
 
 
@@ -128,8 +139,41 @@ def _prod(iterable: Iterable[Any], /, *, start: Any = 1) -> Any:
     return result
 
 
+def _lcm(*integers: Any) -> int:
+    """math.lcm, size-capped (the result has at most the sum of the operands' bits)."""
+    values = [_int_arg(value) for value in integers]
+    bits = sum(int.bit_length(value) for value in values)
+    if bits > 64 * 8:
+        check_size("math.lcm()", bits // 8 + 1)
+        check_int_bits("math.lcm()", bits, MAX_GCD_BITS)
+    return math.lcm(*values)
+
+
+def _gcd(*integers: Any) -> int:
+    """math.gcd (quadratic in the operands' size): operands bounded like math.lcm."""
+    values = [_int_arg(value) for value in integers]
+    check_int_bits("math.gcd()", max((int.bit_length(v) for v in values), default=0),
+                   MAX_GCD_BITS)
+    return math.gcd(*values)
+
+
+def _integral(function: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """math.floor/ceil/trunc: Decimal and Fraction operands are already bounded by their
+    stand-ins; this keeps user classes' __floor__ ... out of it too (they would run host-side
+    conversion of arbitrary size)."""
+
+    def integral(x: Any, /) -> Any:
+        if isinstance(x, decimal.Decimal):
+            SandboxDecimal.check_value(x)
+        return function(x)
+
+    integral.__name__ = integral.__qualname__ = name
+    return integral
+
+
 _MATH = {**_pick(math, _MATH_NAMES), "factorial": _factorial, "comb": _comb, "perm": _perm,
-         "prod": _prod}
+         "prod": _prod, "lcm": _lcm, "gcd": _gcd, "floor": _integral(math.floor, "floor"),
+         "ceil": _integral(math.ceil, "ceil"), "trunc": _integral(math.trunc, "trunc")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,6 +196,10 @@ class SandboxRandom(random.Random):
                 k: int = 1) -> list[Any]:
         check_size("random.choices()", _int_arg(k) * 8)
         return super().choices(population, weights, cum_weights=cum_weights, k=k)
+
+    def sample(self, population: Any, k: int, *, counts: Any = None) -> list[Any]:
+        check_size("random.sample()", _int_arg(k) * 8)
+        return super().sample(population, k, counts=counts)
 
 
 _RANDOM_FUNCTIONS = (
@@ -191,6 +239,93 @@ _FUNCTOOLS = {**_pick(functools, ("reduce", "partial", "lru_cache", "cache", "cm
 
 
 # --------------------------------------------------------------------------------------------
+# re: exact built-in arguments (they become keys of re's process-wide caches), no DEBUG
+# --------------------------------------------------------------------------------------------
+
+_RE_DEBUG = int(re.DEBUG)
+
+
+def _flags(flags: Any) -> Any:
+    """Exact int flags without re.DEBUG (which prints the parse tree to the real stdout)."""
+    if isinstance(flags, int):
+        return int.__index__(flags) & ~_RE_DEBUG
+    return flags  # re raises its own TypeError
+
+
+def _pattern(pattern: Any) -> Any:
+    return pattern if type(pattern) is re.Pattern else exact(pattern)
+
+
+def _re_compile(pattern: Any, flags: Any = 0) -> re.Pattern[Any]:
+    return re.compile(_pattern(pattern), _flags(flags))
+
+
+def _re_search(pattern: Any, string: Any, flags: Any = 0) -> Any:
+    return re.search(_pattern(pattern), string, _flags(flags))
+
+
+def _re_match(pattern: Any, string: Any, flags: Any = 0) -> Any:
+    return re.match(_pattern(pattern), string, _flags(flags))
+
+
+def _re_fullmatch(pattern: Any, string: Any, flags: Any = 0) -> Any:
+    return re.fullmatch(_pattern(pattern), string, _flags(flags))
+
+
+def _re_split(pattern: Any, string: Any, maxsplit: Any = 0, flags: Any = 0) -> Any:
+    return re.split(_pattern(pattern), string, maxsplit=maxsplit, flags=_flags(flags))
+
+
+def _re_findall(pattern: Any, string: Any, flags: Any = 0) -> Any:
+    return re.findall(_pattern(pattern), string, _flags(flags))
+
+
+def _re_finditer(pattern: Any, string: Any, flags: Any = 0) -> Any:
+    return re.finditer(_pattern(pattern), string, _flags(flags))
+
+
+def _re_sub(pattern: Any, repl: Any, string: Any, count: Any = 0, flags: Any = 0) -> Any:
+    return re.sub(_pattern(pattern), exact(repl), string, count=count, flags=_flags(flags))
+
+
+def _re_subn(pattern: Any, repl: Any, string: Any, count: Any = 0, flags: Any = 0) -> Any:
+    return re.subn(_pattern(pattern), exact(repl), string, count=count, flags=_flags(flags))
+
+
+_RE = {**_pick(re, ("escape", "error", "Pattern", "Match", "A", "ASCII", "I", "IGNORECASE",
+                    "M", "MULTILINE", "S", "DOTALL", "U", "UNICODE", "X", "VERBOSE",
+                    "NOFLAG")),
+       "compile": _re_compile, "search": _re_search, "match": _re_match,
+       "fullmatch": _re_fullmatch, "split": _re_split, "findall": _re_findall,
+       "finditer": _re_finditer, "sub": _re_sub, "subn": _re_subn}
+for _name, _function in list(_RE.items()):
+    if callable(_function) and _name in ("compile", "search", "match", "fullmatch", "split",
+                                         "findall", "finditer", "sub", "subn"):
+        _function.__name__ = _function.__qualname__ = _name
+
+
+# --------------------------------------------------------------------------------------------
+# json: indented output is built piece by piece under the value cap
+# --------------------------------------------------------------------------------------------
+
+
+def _json_dumps(obj: Any, *, indent: Any = None, separators: Any = None, cls: Any = None,
+                **kwargs: Any) -> str:
+    if indent is None and separators is None:
+        return json.dumps(obj, cls=cls, **kwargs)
+    encoder = (cls or json.JSONEncoder)(indent=indent, separators=separators, **kwargs)
+    cap = current_context().max_value_bytes
+    parts: list[str] = []
+    total = 0
+    for chunk in encoder.iterencode(obj):
+        total += len(chunk)
+        if total * 4 > cap:
+            check_size("json.dumps()", total * 4)
+        parts.append(chunk)
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
 # The allow-list
 # --------------------------------------------------------------------------------------------
 
@@ -202,31 +337,31 @@ _MEMBERS: dict[str, dict[str, Any]] = {
         "variance", "quantiles", "correlation", "covariance", "linear_regression",
         "NormalDist", "StatisticsError")),
     # dump/load take file objects; the sandbox has no files.
-    "json": _pick(json, ("dumps", "loads", "JSONDecodeError", "JSONEncoder", "JSONDecoder")),
-    # purge() would clear the host's regex cache.
-    "re": _pick(re, (
-        "compile", "search", "match", "fullmatch", "split", "findall", "finditer", "sub",
-        "subn", "escape", "error", "Pattern", "Match", "A", "ASCII", "I", "IGNORECASE", "M",
-        "MULTILINE", "S", "DOTALL", "U", "UNICODE", "X", "VERBOSE", "NOFLAG")),
+    "json": {**_pick(json, ("loads", "JSONDecodeError", "JSONEncoder", "JSONDecoder")),
+             "dumps": _json_dumps},
+    # purge() would clear the host's regex cache; DEBUG prints to the real stdout.
+    "re": _RE,
     "datetime": _pick(datetime, ("date", "time", "datetime", "timedelta", "timezone", "tzinfo",
                                  "MINYEAR", "MAXYEAR", "UTC")),
-    "itertools": _pick(itertools, (
-        "accumulate", "chain", "combinations", "combinations_with_replacement", "compress",
-        "count", "cycle", "dropwhile", "filterfalse", "groupby", "islice", "pairwise",
-        "permutations", "product", "repeat", "starmap", "takewhile", "tee", "zip_longest",
-        "batched")),
+    # Iterators built on other iterators: nesting depth bounded (next() recursed in C).
+    "itertools": {**_pick(itertools, ("combinations", "combinations_with_replacement", "count",
+                                      "permutations", "product", "repeat")),
+                  **{name: nesting_checked(getattr(itertools, name)) for name in (
+                      "accumulate", "chain", "compress", "cycle", "dropwhile", "filterfalse",
+                      "groupby", "islice", "pairwise", "starmap", "takewhile", "tee",
+                      "zip_longest", "batched") if hasattr(itertools, name)}},
     "functools": _FUNCTOOLS,
     "collections": _pick(collections, ("Counter", "OrderedDict", "defaultdict", "deque",
                                        "namedtuple", "ChainMap")),
     "random": {},  # built per run by make_random_proxy()
     # Contexts (getcontext/setcontext/localcontext/Context/DefaultContext) are thread-wide
     # state of the host and allow unbounded precision; only values and errors are offered.
-    "decimal": _pick(decimal, (
-        "Decimal", "DecimalException", "InvalidOperation", "DivisionByZero", "Overflow",
+    "decimal": {"Decimal": SandboxDecimal, **_pick(decimal, (
+        "DecimalException", "InvalidOperation", "DivisionByZero", "Overflow",
         "Underflow", "Inexact", "Rounded", "Subnormal", "Clamped", "FloatOperation",
         "ROUND_CEILING", "ROUND_DOWN", "ROUND_FLOOR", "ROUND_HALF_DOWN", "ROUND_HALF_EVEN",
-        "ROUND_HALF_UP", "ROUND_UP", "ROUND_05UP")),
-    "fractions": _pick(fractions, ("Fraction",)),
+        "ROUND_HALF_UP", "ROUND_UP", "ROUND_05UP"))},
+    "fractions": {"Fraction": SandboxFraction},
     # No Formatter: Formatter().format('{0.__class__}', x) walks attributes.
     "string": _pick(string, (
         "ascii_letters", "ascii_lowercase", "ascii_uppercase", "digits", "hexdigits",
@@ -270,6 +405,8 @@ def guarded_import(name: Any, globals: Any = None, locals: Any = None,
     if name == "__future__":
         return _FUTURE
     context = current_context()
+    if globals is not context.namespace:
+        raise dead_run_violation(f"import of module {name!r}")
     if name not in context.allowed_imports or name not in _SHARED_PROXIES:
         allowed = ", ".join(sorted(context.allowed_imports)) or "none"
         raise violation(f"import of module {name!r} is not allowed (allowed here: {allowed})",
