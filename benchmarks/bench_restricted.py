@@ -39,7 +39,7 @@ async def main(n: int) -> None:
         exec(compile(code, "<bench>", "exec"), {})
 
     async def worker(code: str) -> None:
-        result = await sandbox._run(code, ctx, None)
+        result = await sandbox.run(code, ctx, None)
         assert result.success, result.error
 
     async def audited(code: str) -> None:

@@ -221,3 +221,18 @@ SIZE_SIDE_DOORS = [
 # A 1,000,000-deep tuple: hash() recursed on the C stack (a segfault).
 DEEP_TUPLE = ("tuple-depth-hash", "t = ()\nfor i in range(1000000):\n    t = (t,)\nx = hash(t)")
 SIZE_SIDE_DOORS.append(DEEP_TUPLE)
+
+#: Deep tuples used where CPython hashes them natively (a set member, a dict key): each is
+#: refused when the nesting is built, whichever way it is built.
+DEEP_TUPLES_HASHED = [
+    ("display-in-set", "t = ()\nfor i in range(1000000):\n    t = (t, i)\nx = {t}"),
+    ("display-as-dict-key", "t = ()\nfor i in range(1000000):\n    t = (t,)\nx = {t: 1}"),
+    ("varargs", "def pack(*a):\n    return a\nt = ()\nfor i in range(1000000):\n"
+                "    t = pack(t)\nx = {t}"),
+    ("varargs-docstring", "def pack(*a):\n    'doc'\n    return a\nt = ()\n"
+                          "for i in range(1000000):\n    t = pack(t, i)\nx = {t}"),
+    ("lambda-varargs", "pack = lambda *a: a\nt = ()\nfor i in range(1000000):\n"
+                       "    t = pack(t)\nx = set([t])"),
+    ("tuple-constructor", "t = ()\nfor i in range(1000000):\n    t = tuple([t])\nx = {t}"),
+]
+SIZE_SIDE_DOORS.extend(DEEP_TUPLES_HASHED)

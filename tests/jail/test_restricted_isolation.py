@@ -207,3 +207,21 @@ def test_percent_formatting_with_a_template_in_a_variable_is_size_checked() -> N
     assert time.monotonic() - started < 1.0
     assert run("n = 17\nt = '%05d|%s'\nx = [n % 5, t % (n, 'ok'), 7.5 % 2]\n")[0]["x"] == [
         2, "00017|ok", 1.5]
+
+
+def test_ordinary_tuples_keep_working() -> None:
+    source = ("def pack(*a):\n    'doc'\n    return a\n"
+              "t = (1, (2, 3), [4])\nu = pack(*t)\nv = tuple(x for x in range(3))\n"
+              "a, b = 1, 2\na, b = b, a\nd = {(a, b): 1, (a, (b, 'x')): 2}\n"
+              "w = (lambda *z: z)(1, 2)\n"
+              "r = (isinstance(t, tuple), u == t, v, (a, b), sorted(d.values()), w, "
+              "pack.__doc__)\n")
+    result, _ = run(source)
+    assert result["r"] == (True, True, (0, 1, 2), (2, 1), [1, 2], (1, 2), "doc")
+
+
+def test_deep_tuple_cache_forgets_tuples_at_run_end() -> None:
+    from agenticraft.jail.restricted import standins
+
+    run("t = ()\nfor i in range(500):\n    t = (t, i)\n")
+    assert standins._TUPLE_DEPTHS == {}

@@ -26,6 +26,7 @@ from agenticraft.jail.restricted.guards import (
 from agenticraft.jail.restricted.modules import guarded_import
 from agenticraft.jail.restricted.standins import (
     SandboxBytes,
+    SandboxTuple,
     check_round,
     check_tuple_depth,
     nesting_checked_class,
@@ -89,6 +90,7 @@ def _build() -> dict[str, Any]:
         "round": sandbox_round,
         "hash": sandbox_hash,
         "bytes": SandboxBytes,
+        "tuple": SandboxTuple,
         "map": nesting_checked_class(_py.map),
         "filter": nesting_checked_class(_py.filter),
         "zip": nesting_checked_class(_py.zip),

@@ -305,15 +305,29 @@ class SandboxTransformer(RestrictingNodeTransformer):
                 self.inject_print_collector(node)
         finally:
             self._scopes.pop()
+        if node.args.vararg is not None:
+            # ``*args`` packs its arguments into a tuple: checked like a tuple display.
+            check = ast.Expr(_guard_call("_vararg_", [ast.Name(node.args.vararg.arg, ast.Load())],
+                                         node))
+            copy_locations(check, node)
+            docstring = (node.body and isinstance(node.body[0], ast.Expr)
+                         and isinstance(node.body[0].value, ast.Constant)
+                         and isinstance(node.body[0].value.value, str))
+            node.body.insert(1 if docstring else 0, check)
         return node
 
     def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
         self.check_function_argument_names(node)
         self._scopes.append("function")
         try:
-            return self.node_contents_visit(node)
+            node = self.node_contents_visit(node)
         finally:
             self._scopes.pop()
+        if node.args.vararg is not None:  # lambda *a: body -> lambda *a: _vararg_(a) and body
+            check = _guard_call("_vararg_", [ast.Name(node.args.vararg.arg, ast.Load())], node)
+            node.body = ast.BoolOp(ast.And(), [check, node.body])
+            copy_locations(node.body, node)
+        return node
 
     def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
         """Classes are created by ``__metaclass__`` (guards.sandbox_class), which marks them."""
@@ -410,6 +424,17 @@ class SandboxTransformer(RestrictingNodeTransformer):
         replacement = ast.FormattedValue(value=call, conversion=-1, format_spec=None)
         copy_locations(replacement, node)
         return replacement
+
+    def visit_Tuple(self, node: ast.Tuple) -> ast.AST:
+        """A tuple display that may nest another tuple is built by ``_tuple_`` (depth-checked:
+        hashing a deeply nested tuple recurses in C). Constant-only displays, targets and
+        subscripts with slices stay native."""
+        node = self.node_contents_visit(node)
+        if (isinstance(node, ast.Tuple) and isinstance(node.ctx, ast.Load)
+                and not any(isinstance(e, ast.Slice) for e in node.elts)
+                and not all(_constant(e)[0] for e in node.elts)):
+            return _guard_call("_tuple_", list(node.elts), node)
+        return node
 
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
         node = self.node_contents_visit(node)

@@ -26,11 +26,14 @@ fork of the warm worker per run costs about 1.1 ms for fork + exit + wait alone)
   the user's frames only; ``re.DEBUG`` is stripped.
 
 Crash safety: ``run_restricted`` called in-process is NOT crash-safe. The guards bound what
-they see (value sizes, iterator chains, ``hash()`` of nested tuples, Decimal digits), but
-CPython still recurses on the C stack in places no guard sits on, e.g. hashing a tuple nested
-~1,000,000 deep when it is put in a set or used as a dict key; that is a segmentation fault of
-the calling process. The restricted *sandbox* runs this function in a worker process, where
-such a crash ends the worker (reported as a failed run) and never the host.
+they see (value sizes, iterator chains, Decimal digits, and tuples nested deeper than
+``MAX_NESTING`` when built by a display, ``*args`` or ``tuple()``), but CPython still recurses
+on the C stack in places no guard sits on: a tuple nested ~200,000 deep that was built by a C
+function storing its argument in a new tuple (``zip``/``enumerate`` items, ``dict.items()``,
+``dict.popitem()``, an exception's ``args``, ``itertools`` products) and is then hashed (a set
+member, a dict key) is a segmentation fault of the calling process. The restricted *sandbox*
+runs this function in a worker process, where such a crash ends that worker only (reported as a
+failed run, the next run gets a fresh worker) and never the host.
 """
 
 from __future__ import annotations
@@ -49,7 +52,12 @@ from agenticraft.jail.restricted import guards
 from agenticraft.jail.restricted.builtins import SAFE_BUILTINS
 from agenticraft.jail.restricted.compiler import DEFAULT_FILENAME, compile_restricted_code
 from agenticraft.jail.restricted.modules import SAFE_MODULES, ModuleProxy
-from agenticraft.jail.restricted.standins import DECIMAL_CONTEXT
+from agenticraft.jail.restricted.standins import (
+    DECIMAL_CONTEXT,
+    checked_varargs,
+    forget_tuples,
+    guarded_tuple,
+)
 from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation
 from agenticraft.wire.limits import ResourceLimits
 
@@ -75,6 +83,8 @@ HOOKS: dict[str, Any] = {
     "_pow_": guards.guarded_pow,
     "_lshift_": guards.guarded_lshift,
     "_mod_": guards.guarded_mod,
+    "_tuple_": guarded_tuple,
+    "_vararg_": checked_varargs,
     "_format_": guards.guarded_format,
     "_aug_attr_": guards.guarded_aug_attr,
     "_aug_item_": guards.guarded_aug_item,
@@ -200,6 +210,7 @@ def run_restricted(source: str, limits: ResourceLimits, *, write: Callable[[str]
             gc.collect(1)  # the young generations only: the caller's heap may be large
     finally:
         printer.closed = True
+        forget_tuples()
         if decimal_context is not DECIMAL_CONTEXT:
             decimal.setcontext(decimal_context)
         if saved is not None:

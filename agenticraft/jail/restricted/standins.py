@@ -254,6 +254,83 @@ def nesting_checked_class(real: type) -> Any:
     return cls
 
 
+# -- tuples nested too deep to hash ------------------------------------------------------------
+
+#: Depth of deep tuples built in this run, by id; the tuple is kept with its depth so a reused id
+#: is never trusted. Only a cache (a miss walks the tuple): shallow tuples are not kept, the
+#: size is bounded, and it is emptied at each run's end.
+_TUPLE_DEPTHS: dict[int, tuple[tuple[Any, ...], int]] = {}
+_CACHE_FROM_DEPTH = 8
+_CACHE_MAX = 65_536
+
+
+def _tuple_depth(value: tuple[Any, ...]) -> int:
+    known = _TUPLE_DEPTHS.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1]
+    depth, stack = 1, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        depth = max(depth, level)
+        if depth > MAX_NESTING:
+            break
+        for child in item:
+            if type(child) is tuple and child:
+                cached = _TUPLE_DEPTHS.get(id(child))
+                if cached is not None and cached[0] is child:
+                    depth = max(depth, level + cached[1])
+                else:
+                    stack.append((child, level + 1))
+    return depth
+
+
+def guarded_tuple(*items: Any) -> tuple[Any, ...]:
+    """``_tuple_`` (a tuple display with non-constant items), and the check behind ``*args``
+    and ``tuple()``. Hashing a tuple recurses in C without a recursion check, so a tuple
+    nested deeper than :data:`MAX_NESTING` (built one level per step in a loop) would crash
+    the C stack in a set or as a dict key: it is refused when it is built."""
+    return checked_tuple(items)
+
+
+def checked_tuple(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    depth = 0
+    for item in items:
+        if type(item) is tuple and item:
+            depth = max(depth, _tuple_depth(item))
+    if depth == 0:
+        return items
+    if depth >= MAX_NESTING:
+        raise ResourceLimitExceeded(
+            "recursion", depth + 1, MAX_NESTING,
+            f"Resource limit exceeded: recursion: tuples nested more than {MAX_NESTING} deep "
+            "are not allowed in the sandbox (hashing them would crash the interpreter).")
+    if depth + 1 >= _CACHE_FROM_DEPTH:
+        if len(_TUPLE_DEPTHS) >= _CACHE_MAX:
+            _TUPLE_DEPTHS.clear()
+        _TUPLE_DEPTHS[id(items)] = (items, depth + 1)
+    return items
+
+
+def checked_varargs(args: tuple[Any, ...]) -> bool:
+    """``_vararg_``: ``def f(*a): return a`` nests its argument one level per call."""
+    checked_tuple(args)
+    return True
+
+
+def forget_tuples() -> None:
+    """At a run's end: the cache must not keep the run's tuples alive."""
+    _TUPLE_DEPTHS.clear()
+
+
+def _build_tuple(iterable: Any = ()) -> tuple[Any, ...]:
+    return checked_tuple(tuple(iterable))
+
+
+#: ``tuple`` as the sandbox sees it: ``tuple([t])`` nests like a display does.
+SandboxTuple = _stand_in(tuple, lambda *args, **kwargs: None)
+_FACTORIES[SandboxTuple] = _build_tuple
+
+
 # -- hash() of deeply nested tuples -------------------------------------------------------------
 
 def check_tuple_depth(value: Any) -> None:
