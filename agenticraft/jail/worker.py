@@ -137,7 +137,10 @@ class Worker:
             keep = False
         except BaseException as exc:  # the user's exception, SystemExit included, is a result
             limit = _LIMIT_ERRNOS.get(exc.errno) if isinstance(exc, OSError) else None
-            if limit is not None:  # RLIMIT_FSIZE / RLIMIT_AS refusals are limit violations
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                reply.update(ok=False, limit=_quota(msg, exc))
+                keep = False
+            elif limit is not None:  # RLIMIT_FSIZE / RLIMIT_AS refusals are limit violations
                 reply.update(ok=False, limit={"limit": limit, "detail": str(exc)})
                 keep = False
             else:
@@ -160,6 +163,19 @@ class Worker:
                 self.promote_fd = None
             else:
                 os._exit(0)  # hand the session back to the checkpoint
+
+
+#: The private tmpfs (/tmp, /dev/shm, scratch) holds this many times max_file_size_mb in total.
+QUOTA_FACTOR = 4
+
+
+def _quota(msg: dict[str, Any], exc: OSError) -> dict[str, Any]:
+    """ENOSPC: the total write quota of the private root (a full host disk looks the same)."""
+    per_file = (msg.get("limits") or {}).get("max_file_size_mb")
+    allowed = (f"{QUOTA_FACTOR * per_file} MB written in total to /tmp, /dev/shm and scratch "
+               f"(quota = {QUOTA_FACTOR} x max_file_size_mb)" if per_file else None)
+    return {"limit": "max_file_size_mb", "value": "no space left (disk quota)",
+            "allowed": allowed, "detail": str(exc)}
 
 
 def load_executor(name: str) -> Any:

@@ -151,7 +151,8 @@ class Zygote:
         os.environ.clear()
         os.environ.update(env)
         from agenticraft.jail.confine.apply import confine
-        profile = {**profile, "write_paths": [*profile["write_paths"], scratch]}
+        profile = {**profile, "write_paths": [*profile["write_paths"], scratch],
+                   "scratch": scratch}
         try:
             applied = confine(profile, self.mechanisms, expected_parent=self.pid)
         except Exception as exc:

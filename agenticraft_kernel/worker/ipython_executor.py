@@ -115,9 +115,12 @@ class IPythonExecutor:
             reply["user_expressions"] = shell.user_expressions(
                 request.get("user_expressions") or {})
         else:
-            reply.update(status="error", ename=type(error).__name__, evalue=str(error),
-                         traceback=shell._last_traceback or [], user_expressions={})
             denial = classify_denial(error)
+            evalue = str(error)
+            if denial and HIDDEN_HINT in denial["detail"]:
+                evalue += f" ({HIDDEN_HINT})"
+            reply.update(status="error", ename=type(error).__name__, evalue=evalue,
+                         traceback=shell._last_traceback or [], user_expressions={})
             network_allowed = bool((request.get("limits") or {}).get("network_access"))
             if denial and not (denial["limit"] == "network_access" and network_allowed):
                 reply["denial"] = denial
@@ -249,6 +252,9 @@ def classify_denial(exc: BaseException | None) -> dict[str, str] | None:
     """
     seen = 0
     while exc is not None and seen < 10:
+        if isinstance(exc, FileNotFoundError) and _hidden(exc.filename):
+            return {"limit": "filesystem_access",
+                    "detail": f"{type(exc).__name__}: {exc} ({HIDDEN_HINT})"[:300]}
         if isinstance(exc, OSError) and (exc.errno in DENIAL_ERRNOS
                                          or _is_resolver_error(exc)):
             kind = ("filesystem_access" if exc.filename is not None else "network_access"
@@ -257,6 +263,18 @@ def classify_denial(exc: BaseException | None) -> dict[str, str] | None:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
+
+
+HIDDEN_HINT = ("not visible in the sandbox: only Python's own files and, with filesystem_access, "
+               "the working directory exist inside it")
+
+
+def _hidden(filename: Any) -> bool:
+    """A path of the host that the sandbox's private root does not show."""
+    if not isinstance(filename, str):
+        return False
+    from agenticraft.jail.confine import mounts
+    return mounts.hidden(os.path.abspath(filename))
 
 
 def _is_resolver_error(exc: OSError) -> bool:

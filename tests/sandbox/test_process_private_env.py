@@ -24,6 +24,7 @@ import pytest
 
 from agenticraft.security import SecurityContext
 from agenticraft.security.policy import Policy
+from agenticraft.wire.errors import ResourceLimitExceeded
 
 from helpers import make_manager
 
@@ -133,7 +134,6 @@ got = s.recv(16)
 """
 
 
-@V1
 async def test_host_unix_socket_unreachable_without_filesystem_access(process_sandbox,
                                                                       unix_server):
     result = await run(process_sandbox, CONNECT.format(path=unix_server.path))
@@ -142,7 +142,6 @@ async def test_host_unix_socket_unreachable_without_filesystem_access(process_sa
     assert unix_server.connections == 0
 
 
-@V1
 async def test_host_unix_socket_unreachable_with_filesystem_access(fs_sandbox, unix_server):
     sandbox, work = fs_sandbox
     for write in (False, True):
@@ -165,7 +164,6 @@ def sysv_ids(kind: str) -> set[int]:
     return {int(line.split()[column]) for line in lines if line.split()}
 
 
-@V1
 async def test_host_sysv_shared_memory_is_invisible(process_sandbox):
     shmid = _libc.shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0o600)
     assert shmid >= 0
@@ -179,7 +177,10 @@ async def test_host_sysv_shared_memory_is_invisible(process_sandbox):
             libc.shmat.restype = ctypes.c_void_p
             addr = libc.shmat({shmid}, None, 0o10000)  # SHM_RDONLY
             seen = b"" if addr in (None, ctypes.c_void_p(-1).value) else ctypes.string_at(addr, 15)
-            listed = open('/proc/sysvipc/shm').read()
+            try:
+                listed = open('/proc/sysvipc/shm').read()
+            except OSError:
+                listed = ""
             """)
         assert result.success, result.error
         assert result["seen"] != b"HOST-SHM-SECRET"
@@ -188,7 +189,6 @@ async def test_host_sysv_shared_memory_is_invisible(process_sandbox):
         _libc.shmctl(shmid, IPC_RMID, None)
 
 
-@V1
 async def test_host_sysv_message_queue_is_unreachable(process_sandbox):
     qid = _libc.msgget(IPC_PRIVATE, IPC_CREAT | 0o600)
     assert qid >= 0
@@ -207,7 +207,6 @@ async def test_host_sysv_message_queue_is_unreachable(process_sandbox):
         _libc.msgctl(qid, IPC_RMID, None)
 
 
-@V1
 async def test_sysv_objects_do_not_outlive_the_sandbox(process_sandbox):
     before = {kind: sysv_ids(kind) for kind in ("shm", "msg", "sem")}
     await run(process_sandbox, """
@@ -270,7 +269,6 @@ async def test_audit_log_policy_and_config_in_working_dir_are_hidden(tmp_path, m
         await sandbox.close()
 
 
-@V1
 async def test_host_script_directory_is_not_readable(tmp_path, monkeypatch):
     """A host app started as ``python /srv/app/server.py`` has /srv/app on sys.path; its .env
     must not be readable from a sandbox (filesystem_access off)."""
@@ -309,12 +307,12 @@ for i in range(300):                      # up to 300 x 15 MB = 4.4 GB
 async def test_working_directory_writes_are_bounded_in_total(fs_sandbox):
     sandbox, work = fs_sandbox
     try:
-        result = await sandbox.execute_code(FILL.format(where="os.getcwd()"),
-                                            fs_context(work, write=True, max_file_size_mb=16,
-                                                       timeout_seconds=60))
-        assert not result.success
-        assert result.error.ename == "ResourceLimitExceeded"
-        assert "max_file_size_mb" in str(result.error.evalue) or "quota" in result.error.evalue
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await sandbox.execute_code(FILL.format(where="os.getcwd()"),
+                                       fs_context(work, write=True, max_file_size_mb=16,
+                                                  timeout_seconds=60))
+        assert info.value.limit == "max_file_size_mb"
+        assert "quota" in str(info.value)
         total = sum(p.stat().st_size for p in work.glob("fill-*.bin"))
         assert total <= 16 * 4 * (1 << 20) + (16 << 20)
     finally:
@@ -322,9 +320,9 @@ async def test_working_directory_writes_are_bounded_in_total(fs_sandbox):
             p.unlink()
 
 
-@V1
 async def test_scratch_quota_counts_unlinked_open_files(process_sandbox):
-    result = await run(process_sandbox, """
+    with pytest.raises(ResourceLimitExceeded) as info:
+        await run(process_sandbox, """
         import os, tempfile
         held = []
         for i in range(40):                   # 40 x 10 MB = 400 MB against a 40 MB quota
@@ -334,8 +332,8 @@ async def test_scratch_quota_counts_unlinked_open_files(process_sandbox):
             fh.flush()
             held.append(fh)
         """, max_file_size_mb=10, timeout_seconds=30)
-    assert not result.success
-    assert result.error.ename == "ResourceLimitExceeded"
+    assert info.value.limit == "max_file_size_mb"
+    assert "quota" in str(info.value)
 
 
 # -- inotify -------------------------------------------------------------------------------------
@@ -353,7 +351,6 @@ def host_can_use_inotify(count: int = 4) -> bool:
             os.close(fd)
 
 
-@V1
 async def test_inotify_exhaustion_is_contained(process_sandbox):
     ctx = SecurityContext("tester", resource_limits={"timeout_seconds": 10})
     session = process_sandbox.session(ctx)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import ctypes
 import os
 
+#: The C library, for the system calls Python does not wrap (errno kept for each call).
+libc = ctypes.CDLL(None, use_errno=True)
+
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 
