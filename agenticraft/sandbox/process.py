@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -65,7 +67,8 @@ class ProcessSandbox(Sandbox):
         return report
 
     def profile_for(self, ctx: SecurityContext, executor: str | None = None) -> dict[str, Any]:
-        profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
+        profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root,
+                                protect=manager_files(self.manager))
         profile["executor"] = executor or self.executor
         return profile
 
@@ -230,6 +233,27 @@ class ProcessSession:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def manager_files(manager: Any) -> list[str]:
+    """Files that decide or record what sandboxes may do: this manager's audit log and its head,
+    its policy files and config file. Never visible from a sandbox, wherever they are."""
+    files = []
+    audit = getattr(manager, "audit", None)
+    for attr in ("path", "head_path"):
+        with contextlib.suppress(Exception):
+            value = getattr(audit, attr, None)
+            if value:
+                files.append(str(value))
+    for source in getattr(getattr(manager, "policy", None), "sources", ()):
+        if isinstance(source, str) and os.path.isabs(source):
+            files.append(source)
+    for origin in getattr(getattr(manager, "settings", None), "origins", {}).values():
+        if isinstance(origin, str) and origin.startswith("config file "):
+            files.append(origin[len("config file "):])
+    if os.environ.get("AGENTICRAFT_CONFIG"):
+        files.append(os.environ["AGENTICRAFT_CONFIG"])
+    return files
 
 
 def to_result(outcome: RunOutcome, sandbox_type: str, enforced: dict[str, str], *,

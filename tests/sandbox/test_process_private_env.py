@@ -225,7 +225,6 @@ async def test_sysv_objects_do_not_outlive_the_sandbox(process_sandbox):
 
 
 # -- files of the host inside the working directory ------------------------------------------------
-@V1
 async def test_audit_log_policy_and_config_in_working_dir_are_hidden(tmp_path, monkeypatch):
     from agenticraft.sandbox import SandboxManager
     from agenticraft.sandbox.process import ProcessSandbox
