@@ -21,7 +21,7 @@ from typing import Any
 
 from agenticraft.jail.executors import EXECUTORS
 from agenticraft.wire import protocol
-from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation
+from agenticraft.wire.errors import QUOTA_FULL, ResourceLimitExceeded, SecurityViolation
 
 PR_SET_CHILD_SUBREAPER = 36
 _LIMIT_ERRNOS = {errno.EFBIG: "max_file_size_mb", errno.ENOMEM: "memory_mb"}
@@ -172,10 +172,9 @@ QUOTA_FACTOR = 4
 def _quota(msg: dict[str, Any], exc: OSError) -> dict[str, Any]:
     """ENOSPC: the total write quota of the private root (a full host disk looks the same)."""
     per_file = (msg.get("limits") or {}).get("max_file_size_mb")
-    allowed = (f"{QUOTA_FACTOR * per_file} MB written in total to /tmp, /dev/shm and scratch "
-               f"(quota = {QUOTA_FACTOR} x max_file_size_mb)" if per_file else None)
-    return {"limit": "max_file_size_mb", "value": "no space left (disk quota)",
-            "allowed": allowed, "detail": str(exc)}
+    allowed = QUOTA_FACTOR * per_file if isinstance(per_file, int | float) else None
+    return {"limit": "max_file_size_mb", "value": QUOTA_FULL, "allowed": allowed,
+            "detail": str(exc)}
 
 
 def load_executor(name: str) -> Any:

@@ -240,8 +240,11 @@ class IPythonExecutor:
 
 def limit_exceeded(exc: BaseException, limits: dict[str, Any]) -> BaseException:
     """MemoryError (RLIMIT_AS) or EFBIG (RLIMIT_FSIZE) as the limit that caused it."""
-    from agenticraft.wire.errors import ResourceLimitExceeded
+    from agenticraft.wire.errors import QUOTA_FULL, ResourceLimitExceeded
     name = "memory_mb" if isinstance(exc, MemoryError) else "max_file_size_mb"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the private tmpfs is full
+        per_file = limits.get(name)
+        return ResourceLimitExceeded(name, QUOTA_FULL, 4 * per_file if per_file else None)
     return ResourceLimitExceeded(name, allowed=limits.get(name))
 
 

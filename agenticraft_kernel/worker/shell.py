@@ -21,7 +21,8 @@ from agenticraft_kernel.worker.channel import Channel, encode_bundle
 
 def is_limit_error(exc: BaseException | None) -> bool:
     """Exceptions that mean a limit was hit: the worker reports them and the run rolls back."""
-    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.EFBIG)
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.EFBIG, errno.ENOSPC))
 
 
 class ChannelDisplayPublisher(DisplayPublisher):

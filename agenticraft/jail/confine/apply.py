@@ -48,8 +48,11 @@ def confine(
     if "namespaces" in active:
         applied["namespaces"] = namespaces.enter(network=network, mount=private_root, drop=False)
         if private_root:  # needs the capabilities the user namespace gives, so before the drop
-            applied["mounts"] = mounts.build(mounts.plan(profile, profile["scratch"]),
-                                             os.getcwd())
+            root_plan = mounts.plan(profile, profile["scratch"])
+            applied["mounts"] = mounts.build(root_plan, os.getcwd())
+            # Inside, a protected path either is masked or does not exist at all (a host file
+            # under /tmp is not the private /tmp): Landlock keeps only the masked ones.
+            profile = {**profile, "deny_paths": [path for path, _ in root_plan["masks"]]}
         namespaces.drop_capabilities()
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
