@@ -33,9 +33,11 @@ PRELOAD = ("json", "re", "math", "collections", "itertools", "functools", "datet
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, disabled: list[str]) -> None:
+    def __init__(self, control: socket.socket, disabled: list[str],
+                 scratch_root: str = "") -> None:
         from agenticraft.jail.confine import probe
         self.control = control
+        self.scratch_root = scratch_root  # removed when the zygote ends, however its parent did
         self.pid = os.getpid()
         self.mechanisms = probe.mechanisms(disabled)
         if self.mechanisms["seccomp"]["active"]:
@@ -202,9 +204,21 @@ class Zygote:
         kill_tree(self.pid, include_root=False)
         self._reap()
         if self.mechanisms.get("pids_cgroup", {}).get("active"):
+            import time
+
             from agenticraft.jail.confine.cgroups import pids_v1_remove
-            for name in list(self.cgroups) + [f"{self.pid}-{pid}" for pid in self.workers]:
-                pids_v1_remove(name)
+            names = set(self.cgroups) | {f"{self.pid}-{pid}" for pid in self.workers}
+            deadline = time.monotonic() + 2.0  # killed processes leave their cgroup as they exit
+            while names and time.monotonic() < deadline:
+                names = {name for name in names if not pids_v1_remove(name)}
+                if names:
+                    with contextlib.suppress(ChildProcessError):
+                        while os.waitpid(-1, os.WNOHANG)[0]:
+                            pass
+                    time.sleep(0.02)
+        if self.scratch_root:
+            import shutil
+            shutil.rmtree(self.scratch_root, ignore_errors=True)
         os._exit(0)
 
 
@@ -212,6 +226,7 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     disabled = [d for d in sys.argv[2].split(",") if d] if len(sys.argv) > 2 else []
     extra_preload = [m for m in sys.argv[3].split(",") if m] if len(sys.argv) > 3 else []
+    scratch_root = sys.argv[4] if len(sys.argv) > 4 else ""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -223,7 +238,7 @@ def main() -> None:
         worker,  # noqa: F401
     )
     from agenticraft.jail.confine import apply, landlock, namespaces, seccomp  # noqa: F401
-    zygote = Zygote(control, disabled)
+    zygote = Zygote(control, disabled, scratch_root)
     signal.signal(signal.SIGTERM, zygote.shutdown)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     zygote.serve()

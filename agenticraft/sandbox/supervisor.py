@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agenticraft.jail.tree import descendants, kill_tree
+from agenticraft.sandbox import leftovers
 from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
 from agenticraft.wire import protocol
@@ -50,7 +51,8 @@ class Zygote:
     def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = ()) -> None:
         self.disabled = disabled
         self.preload = preload
-        self.scratch_root = tempfile.mkdtemp(prefix="agenticraft-")
+        leftovers.reap()  # what sandboxes of dead owners left (a SIGKILLed kernel, a crash)
+        self.scratch_root = tempfile.mkdtemp(prefix=leftovers.scratch_prefix())
         os.chmod(self.scratch_root, 0o700)
         self._lock = threading.Lock()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -58,6 +60,7 @@ class Zygote:
         self.mechanisms: dict[str, Any] = {}
 
     def start(self) -> None:
+        os.makedirs(self.scratch_root, 0o700, exist_ok=True)  # a previous zygote removed it
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW}
         env["PYTHONPATH"] = PACKAGE_ROOT  # -I ignores it; kept for clarity in ps output
@@ -65,7 +68,7 @@ class Zygote:
                 "from agenticraft.jail.zygote import main; main()")
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", code, PACKAGE_ROOT, str(child.fileno()),
-             ",".join(sorted(self.disabled)), ",".join(self.preload)],
+             ",".join(sorted(self.disabled)), ",".join(self.preload), self.scratch_root],
             pass_fds=[child.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL,
             start_new_session=True)
         child.close()

@@ -393,7 +393,6 @@ asyncio.run(main())
 """
 
 
-@V1
 async def test_nothing_left_behind_after_kernel_sigkill(tmp_path):
     tests = str(Path(__file__).resolve().parents[1])
     proc = subprocess.Popen([sys.executable, "-c", KERNEL.format(tests=tests, tmp=str(tmp_path))],
@@ -414,3 +413,20 @@ async def test_nothing_left_behind_after_kernel_sigkill(tmp_path):
         time.sleep(0.2)
     assert not os.path.exists(scratch_root)
     assert not list(Path("/sys/fs/cgroup/pids/agenticraft").glob(f"{zygote_pid}-*"))
+
+
+def test_leftovers_of_dead_owners_are_reaped_at_start_up(tmp_path):
+    from agenticraft.sandbox import leftovers
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp_path / f"agenticraft-{dead.pid}-abc123"
+    (abandoned / "w-xyz").mkdir(parents=True)
+    (abandoned / "w-xyz" / "f.txt").write_text("x")
+    alive = tmp_path / f"agenticraft-{os.getpid()}-def456"  # ours: kept
+    alive.mkdir()
+    other = tmp_path / f"agenticraft-{os.getppid()}-ghi789"  # a live owner: kept
+    other.mkdir()
+    removed = leftovers.reap(str(tmp_path), cgroups=tmp_path / "no-cgroups")
+    assert removed == [str(abandoned)]
+    assert not abandoned.exists() and alive.exists() and other.exists()
