@@ -102,6 +102,7 @@ class IPythonExecutor:
             shell.execution_count = request["execution_count"]
         shell._last_traceback = None
         shell.limit_error = None
+        shell.limits = dict(request.get("limits") or {})
         # From here a KeyboardInterrupt is the cell's: the kernel holds interrupts until now.
         self.channel.emit({"type": "cell_started"})
         result = shell.run_cell(code, store_history=store_history, silent=silent,
