@@ -16,7 +16,12 @@ from agenticraft.sandbox.result import ExecutionError, ExecutionResult
 from agenticraft.sandbox.supervisor import IdleWatch, RunOutcome, Supervisor, WorkerHandle
 from agenticraft.sandbox.types import SandboxType
 from agenticraft.security.context import SecurityContext
-from agenticraft.wire.errors import ResourceLimitExceeded, SandboxError, SecurityViolation
+from agenticraft.wire.errors import (
+    ResourceLimitExceeded,
+    SandboxError,
+    SandboxUnavailable,
+    SecurityViolation,
+)
 
 
 class ProcessSandbox(Sandbox):
@@ -45,6 +50,11 @@ class ProcessSandbox(Sandbox):
     async def start(self) -> None:
         if not self._started:
             await self.supervisor.astart()
+            try:
+                check_required(self.manager.policy, self.supervisor.mechanisms)
+            except SandboxUnavailable:
+                self.supervisor.close()
+                raise
             self._started = True
 
     async def close(self) -> None:
@@ -233,6 +243,22 @@ class ProcessSession:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def check_required(policy: Any, mechanisms: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse to run code where the administrator's policy requires a mechanism this host lacks
+    (``[sandbox] require = ["namespaces", ...]``): say what is missing and what to change."""
+    required = sorted(getattr(policy, "required_mechanisms", ()) or ())
+    missing = [f"{name}: {mechanisms.get(name, {}).get('detail', 'unknown mechanism')}"
+               + (" (switched off with AGENTICRAFT_DISABLE)"
+                  if mechanisms.get(name, {}).get("disabled") else "")
+               for name in required if not mechanisms.get(name, {}).get("active")]
+    if missing:
+        raise SandboxUnavailable(
+            "process", missing,
+            f"The administrator's policy ({policy.source_text()}) requires "
+            f"{', '.join(required)}. Run where they are available (see `python -m "
+            "agenticraft_kernel doctor`), or remove them from [sandbox] require.")
 
 
 def manager_files(manager: Any) -> list[str]:

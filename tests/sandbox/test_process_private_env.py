@@ -430,3 +430,26 @@ def test_leftovers_of_dead_owners_are_reaped_at_start_up(tmp_path):
     removed = leftovers.reap(str(tmp_path), cgroups=tmp_path / "no-cgroups")
     assert removed == [str(abandoned)]
     assert not abandoned.exists() and alive.exists() and other.exists()
+
+
+# -- what the administrator requires -----------------------------------------------------------
+async def test_policy_can_require_namespaces(tmp_path, monkeypatch):
+    from agenticraft.jail.confine.probe import MECHANISMS
+    from agenticraft.sandbox.process import ProcessSandbox
+    from agenticraft.security.policy import REQUIRABLE
+    from agenticraft.wire.errors import ConfigurationError, SandboxUnavailable
+
+    assert set(REQUIRABLE) == set(MECHANISMS)
+    with pytest.raises(ConfigurationError, match="namespace"):
+        Policy.from_dict({"sandbox": {"require": ["namespace"]}})
+    policy = Policy.from_dict({"sandbox": {"require": ["namespaces", "mounts"]}}, "admin.toml")
+    sandbox = ProcessSandbox(make_manager(tmp_path, policy=policy))
+    result = await run(sandbox, "x = 1")  # this host has them
+    assert result.success
+    await sandbox.close()
+    monkeypatch.setenv("AGENTICRAFT_DISABLE", "namespaces")
+    sandbox = ProcessSandbox(make_manager(tmp_path, policy=policy))
+    with pytest.raises(SandboxUnavailable) as info:
+        await run(sandbox, "x = 1")
+    assert "namespaces" in str(info.value) and "admin.toml" in str(info.value)
+    await sandbox.close()

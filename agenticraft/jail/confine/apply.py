@@ -50,9 +50,10 @@ def confine(
         if private_root:  # needs the capabilities the user namespace gives, so before the drop
             root_plan = mounts.plan(profile, profile["scratch"])
             applied["mounts"] = mounts.build(root_plan, os.getcwd())
-            # Inside, a protected path either is masked or does not exist at all (a host file
-            # under /tmp is not the private /tmp): Landlock keeps only the masked ones.
-            profile = {**profile, "deny_paths": [path for path, _ in root_plan["masks"]]}
+            # Inside, a protected path is masked by a read-only mount (which cannot be unmounted,
+            # renamed over or removed) or does not exist at all. Landlock then needs no holes
+            # in the working directory, which would forbid creating files at its top level.
+            profile = {**profile, "deny_paths": []}
         namespaces.drop_capabilities()
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
