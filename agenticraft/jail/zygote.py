@@ -46,6 +46,7 @@ class Zygote:
         self.workers: set[int] = set()
         self.cgroups: set[str] = set()  # pids cgroups of dead workers, removed once empty
         self.session_ids: set[int] = set()  # a session's runner outlives its first process
+        self.plans: dict[str, dict[str, Any]] = {}  # private-root plans per profile
         # Workers forked and confined ahead of time for the most recent pre-forked profile.
         self.ready_key = ""
         self.ready: list[tuple[int, list[int], str]] = []
@@ -118,6 +119,8 @@ class Zygote:
             from agenticraft.jail.confine import landlock
             landlock.prepare([*profile["read_paths"], *profile["write_paths"],
                               *profile.get("deny_paths", ())])
+        if self.mechanisms["namespaces"]["active"] and self.mechanisms["mounts"]["active"]:
+            profile = {**profile, "root_plan": self._root_plan(profile)}
         scratch = tempfile.mkdtemp(prefix="w-", dir=profile["scratch_root"])
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
@@ -133,6 +136,16 @@ class Zygote:
         os.close(err_w)
         self.workers.add(pid)
         return pid, [parent_end.detach(), out_r, err_r], scratch
+
+    def _root_plan(self, profile: dict[str, Any]) -> dict[str, Any]:
+        """The private root's plan, computed once per profile (saves each worker ~0.7 ms)."""
+        key = json.dumps(profile, sort_keys=True)
+        if key not in self.plans:
+            from agenticraft.jail.confine import mounts
+            if len(self.plans) >= 32:
+                self.plans.clear()
+            self.plans[key] = mounts.plan(profile)
+        return self.plans[key]
 
     def _child(self, profile: dict[str, Any], scratch: str, chan: int, out_w: int,
                err_w: int) -> None:
@@ -237,7 +250,7 @@ def main() -> None:
         tree,  # noqa: F401
         worker,  # noqa: F401
     )
-    from agenticraft.jail.confine import apply, landlock, namespaces, seccomp  # noqa: F401
+    from agenticraft.jail.confine import apply, landlock, mounts, namespaces, seccomp  # noqa: F401
     zygote = Zygote(control, disabled, scratch_root)
     signal.signal(signal.SIGTERM, zygote.shutdown)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -48,7 +48,8 @@ def confine(
     if "namespaces" in active:
         applied["namespaces"] = namespaces.enter(network=network, mount=private_root, drop=False)
         if private_root:  # needs the capabilities the user namespace gives, so before the drop
-            root_plan = mounts.plan(profile, profile["scratch"])
+            root_plan = {**(profile.get("root_plan") or mounts.plan(profile, profile["scratch"])),
+                         "scratch": profile["scratch"]}
             applied["mounts"] = mounts.build(root_plan, os.getcwd())
             # Inside, a protected path is masked by a read-only mount (which cannot be unmounted,
             # renamed over or removed) or does not exist at all. Landlock then needs no holes

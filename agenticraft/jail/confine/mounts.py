@@ -144,8 +144,9 @@ def _real(paths: Iterable[str]) -> list[str]:
     return sorted({os.path.realpath(p) for p in paths if p and os.path.lexists(p)})
 
 
-def plan(profile: Mapping[str, Any], scratch: str) -> dict[str, Any]:
-    """What to build, from the profile: pure, so the zygote can compute it once per profile."""
+def plan(profile: Mapping[str, Any], scratch: str = "") -> dict[str, Any]:
+    """What to build, from the profile: pure, so the zygote computes it once per profile (then
+    each worker only sets its own ``scratch``)."""
     write = [p for p in profile.get("write_paths", ()) if not _within(p, "/dev")]
     read = [p for p in profile.get("read_paths", ())
             if not any(_within(p, own) for own in ("/dev", "/proc"))]
