@@ -453,3 +453,35 @@ async def test_policy_can_require_namespaces(tmp_path, monkeypatch):
         await run(sandbox, "x = 1")
     assert "namespaces" in str(info.value) and "admin.toml" in str(info.value)
     await sandbox.close()
+
+
+async def test_secrets_in_a_home_working_directory_are_masked(tmp_path, monkeypatch):
+    """Jupyter started in the home directory: the notebook directory is readable, ~/.ssh,
+    ~/.aws, ~/.gnupg and the Jupyter runtime directory in it are not, even with write."""
+    from agenticraft.sandbox.process import ProcessSandbox
+
+    home = tmp_path / "home"
+    for secret in (".ssh/id_rsa", ".aws/credentials", ".gnupg/private.key",
+                   ".local/share/jupyter/runtime/kernel-1.json"):
+        (home / secret).parent.mkdir(parents=True, exist_ok=True)
+        (home / secret).write_text("SECRET")
+    (home / "notes.txt").write_text("hello")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("JUPYTER_RUNTIME_DIR", raising=False)
+    sandbox = ProcessSandbox(make_manager(home))
+    await sandbox.start()
+    try:
+        ctx = fs_context(home, write=True)
+        assert (await sandbox.execute_code("data = open('notes.txt').read()", ctx))["data"] \
+            == "hello"
+        for secret in (".ssh/id_rsa", ".aws/credentials", ".gnupg/private.key",
+                       ".local/share/jupyter/runtime/kernel-1.json"):
+            result = await sandbox.execute_code(
+                f"import os\nseen = os.listdir({os.path.dirname(secret) or '.'!r})\n"
+                f"data = open({secret!r}).read()", ctx)
+            assert not result.success, secret
+            wrote = await sandbox.execute_code(f"open({secret!r}, 'w').write('x')", ctx)
+            assert not wrote.success, secret
+            assert (home / secret).read_text() == "SECRET"
+    finally:
+        await sandbox.close()
