@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from agenticraft.jail.executors import EXECUTORS
+from agenticraft.jail.explain import file_refusal
 from agenticraft.wire import protocol
 from agenticraft.wire.errors import QUOTA_FULL, ResourceLimitExceeded, SecurityViolation
 
@@ -147,6 +148,9 @@ class Worker:
                 reply.update(ok=False, error=self.executor.format_exception(exc)
                              if self.executor else {"ename": type(exc).__name__,
                                                     "evalue": str(exc), "traceback": ""})
+                why = file_refusal(exc, msg.get("limits") or {})
+                if why and isinstance(reply["error"], dict):
+                    reply["error"]["evalue"] = f"{reply['error'].get('evalue', '')} ({why})"
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         _flush()
         try:

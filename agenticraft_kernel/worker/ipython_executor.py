@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any
 
+from agenticraft.jail.explain import file_refusal
 from agenticraft_kernel.worker.channel import Channel, EventStream
 
 #: errno values that mean "the sandbox said no" when an operating-system call fails in a cell.
@@ -118,8 +119,9 @@ class IPythonExecutor:
         else:
             denial = classify_denial(error)
             evalue = str(error)
-            if denial and HIDDEN_HINT in denial["detail"]:
-                evalue += f" ({HIDDEN_HINT})"
+            why = file_refusal(error, request.get("limits") or {})
+            if why:
+                evalue += f" ({why})"
             reply.update(status="error", ename=type(error).__name__, evalue=evalue,
                          traceback=shell._last_traceback or [], user_expressions={})
             network_allowed = bool((request.get("limits") or {}).get("network_access"))

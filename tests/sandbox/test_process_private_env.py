@@ -485,3 +485,13 @@ async def test_secrets_in_a_home_working_directory_are_masked(tmp_path, monkeypa
             assert (home / secret).read_text() == "SECRET"
     finally:
         await sandbox.close()
+
+
+async def test_refused_file_operations_say_which_limit(process_sandbox):
+    hidden = await run(process_sandbox, "open('/etc/passwd').read()")
+    assert hidden.error.ename in ("FileNotFoundError", "PermissionError")
+    assert "filesystem_access" in hidden.error.evalue
+    read_only = await run(process_sandbox, "open('/usr/agenticraft-x', 'w')")
+    assert "sandbox" in read_only.error.evalue and "write" in read_only.error.evalue
+    missing = await run(process_sandbox, "open('no-such-file.txt')")  # really missing: no hint
+    assert "sandbox" not in missing.error.evalue
