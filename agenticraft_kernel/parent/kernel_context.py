@@ -20,7 +20,8 @@ from agenticraft.wire.limits import coerce_limit
 #: The process sandbox preloads these in its zygote so a notebook's worker starts warm.
 PRELOAD = ("IPython", "IPython.core.interactiveshell", "IPython.core.completer", "jedi",
            "comm", "agenticraft_kernel.worker.ipython_executor", "agenticraft_kernel.worker.shell",
-           "agenticraft_kernel.worker.comms", "agenticraft_kernel.worker.magics", "traitlets.config")
+           "agenticraft_kernel.worker.comms", "agenticraft_kernel.worker.magics",
+           "traitlets.config")
 
 
 def kernel_user(env: Mapping[str, str] | None = None) -> str:
