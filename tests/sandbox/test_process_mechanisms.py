@@ -141,6 +141,6 @@ def test_private_root_probe_builds_what_a_worker_builds():
     found = mounts._probe_in_child()
     assert found["available"] == probe.mechanisms()["mounts"]["available"]
     if found["available"]:
-        assert "pivot_root" in found["detail"]
+        assert "switch_root" in found["detail"]
     else:
         assert found["detail"].startswith("a private root cannot be built here")
