@@ -170,10 +170,11 @@ def _is_char_device(path: str) -> bool:
         return False
 
 
-def build(plan: Mapping[str, Any], cwd: str) -> dict[str, Any]:
+def build(plan: Mapping[str, Any], cwd: str, *, own_proc: bool = False) -> dict[str, Any]:
     """Build the root of ``plan`` and move into it. Call with capabilities in a new user + mount
     namespace, single-threaded, before Landlock and seccomp. ``plan["scratch"]`` (an empty
-    directory the zygote made) is used as the mount point of the new root."""
+    directory the zygote made) is used as the mount point of the new root. ``own_proc``: mount
+    a fresh ``/proc`` (call as process 1 of a new PID namespace) instead of binding the host's."""
     scratch = plan["scratch"]
     mount(None, "/", None, MS_REC | MS_SLAVE)  # nothing we mount reaches the host
     root = scratch
@@ -191,7 +192,7 @@ def build(plan: Mapping[str, Any], cwd: str) -> dict[str, Any]:
     os.mkdir(root + "/emptydir", 0o500)
     data_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        _populate(plan, root, f"/proc/self/fd/{data_fd}")
+        proc = _populate(plan, root, f"/proc/self/fd/{data_fd}", own_proc)
     finally:
         os.close(data_fd)
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
@@ -200,12 +201,12 @@ def build(plan: Mapping[str, Any], cwd: str) -> dict[str, Any]:
     VISIBLE = (*(b for b, _ in plan["binds"]), *(p for p, _ in plan["links"]),
                *(p for p, _ in plan["top_links"]), "/tmp", "/dev", "/proc", scratch)
     return {"root": "private", "quota_mb": quota, "binds": len(plan["binds"]),
-            "masked": len(plan["masks"])}
+            "masked": len(plan["masks"]), "proc": proc}
 
 
-def _populate(plan: Mapping[str, Any], root: str, data: str) -> None:
+def _populate(plan: Mapping[str, Any], root: str, data: str, own_proc: bool) -> str:
     """Mount the new root over ``root`` (covering the private tmpfs, reached as ``data``), fill
-    it and switch into it."""
+    it and switch into it. Returns whose ``/proc`` it shows: "own" or "host"."""
     scratch = plan["scratch"]
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
     empty = data + "/empty"
@@ -234,8 +235,17 @@ def _populate(plan: Mapping[str, Any], root: str, data: str) -> None:
             _bind(data + "/emptydir" if is_dir else empty, root + path)
     _build_dev(root, data, plan["devices"], plan["pts"])
     os.mkdir(root + "/proc")
-    mount("/proc", root + "/proc", None, MS_BIND | MS_REC)
+    proc = "host"
+    if own_proc:
+        try:
+            mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            proc = "own"
+        except OSError:  # a container that masks parts of its /proc refuses a fresh one
+            pass
+    if proc == "host":
+        mount("/proc", root + "/proc", None, MS_BIND | MS_REC)
     _switch_root(root)
+    return proc
 
 
 def _build_dev(root: str, data: str, devices: Iterable[str], pts: bool) -> None:
@@ -275,14 +285,29 @@ _probe_cache: dict[str, Any] | None = None
 
 def probe() -> dict[str, Any]:
     """Can a worker build its own root here? Tried for real, in a child, the way a worker does
-    it: new user + mount namespaces, a root with binds, /dev, devpts and /proc, switch_root."""
+    it: new user + mount (+ PID) namespaces, a root with binds, /dev, devpts and /proc (a fresh
+    one as process 1 of a PID namespace, where the host allows it), switch_root."""
     global _probe_cache
     if _probe_cache is None:
-        _probe_cache = _probe_in_child()
+        with_pid = _probe_in_child(pid=True)
+        found = with_pid if with_pid == "1" else _probe_in_child(pid=False)
+        if found == "1":
+            _probe_cache = {
+                "available": True, "pid_namespace": with_pid == "1",
+                "detail": "a private root (mount namespace, switch_root, tmpfs, devpts, bind "
+                "mounts) can be built without privileges" + (
+                    ", in a PID namespace with its own /proc" if with_pid == "1" else
+                    f"; no PID namespace with its own /proc here ({with_pid[1:]}): the "
+                    "host's /proc is bound (Landlock keeps it unreadable)")}
+        else:
+            _probe_cache = {"available": False, "pid_namespace": False,
+                            "detail": "a private root cannot be built here: "
+                            f"{found[1:] or 'the probe died'}"}
     return _probe_cache
 
 
-def _probe_in_child() -> dict[str, Any]:
+def _probe_in_child(*, pid: bool) -> str:
+    """"1", or "0" and why not."""
     import sys
     import tempfile
 
@@ -292,17 +317,24 @@ def _probe_in_child() -> dict[str, Any]:
     marker = scratch + "/host-only"  # exists on the host, must not inside
     os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600))
     r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
         os.close(r)
         try:
-            namespaces.enter(network=False, mount=True, drop=False)
+            namespaces.enter(network=False, mount=True, pid=pid, drop=False)
+            if pid and os.fork():  # the answer comes from process 1 of the new namespace
+                os._exit(os.waitstatus_to_exitcode(os.wait()[1]) & 0x7F)
             read = [os.path.dirname(os.path.realpath(sys.executable)), sys.prefix,
                     sys.base_prefix]
-            build(plan({"read_paths": read, "write_paths": [], "max_file_size_mb": 1},
-                       scratch), "/")
-            answer = "1" if os.path.isdir("/proc/self") and not os.path.exists(marker) else (
-                "0the host is still visible after switching root")
+            done = build(plan({"read_paths": read, "write_paths": [], "max_file_size_mb": 1},
+                              scratch), "/", own_proc=pid)
+            if os.path.exists(marker) or not os.path.isdir("/proc/self"):
+                answer = "0the host is still visible after switching root"
+            elif pid and (done["proc"] != "own" or os.getpid() != 1
+                          or not os.path.isdir("/proc/1")):
+                answer = "0a fresh /proc could not be mounted"
+            else:
+                answer = "1"
         except OSError as exc:
             answer = f"0{exc.strerror or exc}"
         except Exception as exc:
@@ -312,12 +344,8 @@ def _probe_in_child() -> dict[str, Any]:
     os.close(w)
     answer = os.read(r, 1024).decode(errors="replace")
     os.close(r)
-    os.waitpid(pid, 0)
+    os.waitpid(child, 0)
     with contextlib.suppress(OSError):
         os.unlink(marker)
         os.rmdir(scratch)
-    if answer == "1":
-        return {"available": True, "detail": "a private root (mount namespace, switch_root, "
-                "tmpfs, devpts, bind mounts) can be built without privileges"}
-    return {"available": False,
-            "detail": f"a private root cannot be built here: {answer[1:] or 'the probe died'}"}
+    return answer
