@@ -26,9 +26,11 @@ from agenticraft.wire.errors import (
 
 
 def _sandbox_classes() -> dict[SandboxType, type[Sandbox]]:
+    from agenticraft.sandbox.container import ContainerSandbox
     from agenticraft.sandbox.process import ProcessSandbox
     from agenticraft.sandbox.restricted import RestrictedSandbox
-    return {SandboxType.PROCESS: ProcessSandbox, SandboxType.RESTRICTED: RestrictedSandbox}
+    return {SandboxType.PROCESS: ProcessSandbox, SandboxType.RESTRICTED: RestrictedSandbox,
+            SandboxType.CONTAINER: ContainerSandbox}
 
 
 class NullAuditLog:

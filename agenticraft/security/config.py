@@ -162,8 +162,8 @@ def _apply(values: dict[str, Any], origins: dict[str, str], key: str, value: Any
         elif key == "enable_audit_logging":
             value = coerce_limit("network_access", value)  # same boolean parsing
         elif key == "default_sandbox_type":
-            from agenticraft.security.policy import SANDBOX_TYPES
-            value = str(value).strip().lower()
+            from agenticraft.security.policy import SANDBOX_TYPES, canonical_sandbox_type
+            value = canonical_sandbox_type(value)
             if value not in SANDBOX_TYPES:
                 raise ConfigurationError(f"sandbox type must be one of {', '.join(SANDBOX_TYPES)},"
                                          f" not {value!r}")

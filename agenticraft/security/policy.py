@@ -21,7 +21,15 @@ from agenticraft.security.context import SecurityContext
 from agenticraft.wire.errors import ConfigurationError, PermissionDenied
 from agenticraft.wire.limits import LIMIT_NAMES, ResourceLimits, coerce_limit, is_looser
 
-SANDBOX_TYPES = ("process", "restricted")
+SANDBOX_TYPES = ("process", "restricted", "container")
+#: Other names accepted for a sandbox type (the specification's "Docker sandbox").
+SANDBOX_ALIASES = {"docker": "container"}
+
+
+def canonical_sandbox_type(value: object) -> str:
+    """The sandbox type's own name: lower case, aliases resolved (not validated)."""
+    name = str(value).strip().lower()
+    return SANDBOX_ALIASES.get(name, name)
 
 #: Where an administrator puts the policy. Users cannot point the engine elsewhere to loosen it:
 #: extra policy files (a kernel's ``--policy``) are intersected with this one, never replace it.
@@ -117,7 +125,7 @@ class Policy:
             changes[name] = value
         limits = limits.replace(**changes)
 
-        sandbox_type = request.sandbox_type or self.default_sandbox_type
+        sandbox_type = canonical_sandbox_type(request.sandbox_type or self.default_sandbox_type)
         self.check_sandbox_type(sandbox_type, user)
         working_dir = self.check_working_dir(request.working_dir, working_root, user)
         return SecurityContext(user, effective_perms, limits, groups=self.groups_of(user),
@@ -216,14 +224,15 @@ class Policy:
         _reject_unknown(sandbox, {"allowed_types", "default_type", "allow_unsandboxed",
                                   "allowed_imports"}, f"{source} [sandbox]")
         if "allowed_types" in sandbox:
-            types = frozenset(_strings(sandbox["allowed_types"], "sandbox.allowed_types"))
+            types = frozenset(canonical_sandbox_type(t) for t in
+                              _strings(sandbox["allowed_types"], "sandbox.allowed_types"))
             bad = sorted(types - set(SANDBOX_TYPES))
             if bad:
                 raise ConfigurationError(f"{source}: unknown sandbox type(s) {bad}; valid: "
                                          f"{', '.join(SANDBOX_TYPES)}")
             kwargs["allowed_sandbox_types"] = types
         if "default_type" in sandbox:
-            kwargs["default_sandbox_type"] = str(sandbox["default_type"])
+            kwargs["default_sandbox_type"] = canonical_sandbox_type(sandbox["default_type"])
         if "allow_unsandboxed" in sandbox:
             kwargs["allow_unsandboxed"] = coerce_limit("network_access",
                                                        sandbox["allow_unsandboxed"])
