@@ -32,7 +32,7 @@ from agenticraft.jail.tree import children
 from agenticraft.sandbox import container_engine as engine
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.process import ProcessSandbox
-from agenticraft.sandbox.profile import SYSTEM_READ_PATHS, build_profile
+from agenticraft.sandbox.profile import SYSTEM_READ_PATHS
 from agenticraft.sandbox.supervisor import Supervisor
 from agenticraft.sandbox.types import SandboxType
 from agenticraft.sandbox.workers import LAUNCHER, ZygoteProcess

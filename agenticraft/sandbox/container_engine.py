@@ -38,8 +38,9 @@ def connect(timeout: float = 60) -> Any:
     try:
         import docker
     except ImportError:
-        raise SandboxUnavailable(KIND, ["the Docker SDK for Python (the `docker` package)"],
-                                 "Install it: pip install 'agenticraft-secure[container]'.") from None
+        raise SandboxUnavailable(
+            KIND, ["the Docker SDK for Python (the `docker` package)"],
+            "Install it: pip install 'agenticraft-secure[container]'.") from None
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()

@@ -34,8 +34,11 @@ def resolve_cell(manager: SandboxManager, kernel_ctx: SecurityContext, request: 
                for name in asked.looser_than(current) if name in request.limits]
     first = next((n for n in asked.looser_than(current) if n in request.limits), None)
     sandbox = request.sandbox or kernel_ctx.sandbox_type
-    if kernel_ctx.sandbox_type == "restricted" and sandbox == "process":
-        reasons.append("the process sandbox allows more than this kernel's restricted sandbox")
+    if sandbox != kernel_ctx.sandbox_type and (
+            kernel_ctx.sandbox_type == "restricted"
+            or (kernel_ctx.sandbox_type == "container" and sandbox == "process")):
+        reasons.append(f"the {sandbox} sandbox allows more than this kernel's "
+                       f"{kernel_ctx.sandbox_type} sandbox")
         first = first or "sandbox_type"
     if request.permissions is not None:
         extra = sorted(perms.implied(frozenset(request.permissions)) - kernel_ctx.permissions)
@@ -61,7 +64,7 @@ def fresh_reasons(kernel_ctx: SecurityContext, cell_ctx: SecurityContext,
                   kernel_sandbox: str) -> list[str]:
     """Why this cell cannot run in the kernel's session ([] when it can)."""
     reasons = []
-    if kernel_sandbox != "process" or cell_ctx.sandbox_type != "process":
+    if kernel_sandbox == "restricted" or cell_ctx.sandbox_type != kernel_sandbox:
         reasons.append(f"the {cell_ctx.sandbox_type} sandbox")
     before, after = kernel_ctx.resource_limits, cell_ctx.resource_limits
     for name in ("network_access", "filesystem_access", "max_file_size_mb"):

@@ -19,10 +19,11 @@ from IPython.core.error import UsageError
 
 from agenticraft.security import permissions as perms
 from agenticraft.security.audit import EVENT_TYPES
+from agenticraft.security.policy import canonical_sandbox_type
 from agenticraft.wire.errors import ConfigurationError
 from agenticraft.wire.limits import coerce_limit
 
-SANDBOX_CHOICES = ("process", "restricted")
+SANDBOX_CHOICES = ("process", "restricted", "container", "docker")  # docker = container
 #: ``%%secure`` option -> resource limit it sets.
 LIMIT_OPTIONS = {"timeout": "timeout_seconds", "memory": "memory_mb", "cpu": "cpu_percent",
                  "max_file_size": "max_file_size_mb", "max_output": "max_output_bytes",
@@ -110,7 +111,8 @@ def secure_parser() -> _Parser:
                      epilog=SECURE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-h", "--help", action="store_true", help="show this help")
     parser.add_argument("--sandbox", choices=SANDBOX_CHOICES,
-                        help="sandbox for this cell (restricted: the restricted Python subset)")
+                        help="sandbox for this cell (restricted: the restricted Python subset; "
+                             "container or docker: a container)")
     parser.add_argument("--timeout", metavar="SECONDS", help="wall-clock limit (timeout_seconds)")
     parser.add_argument("--memory", metavar="MB", help="memory limit (memory_mb)")
     parser.add_argument("--cpu", metavar="PERCENT", help="CPU share, 100 = one core")
@@ -157,7 +159,8 @@ def parse_secure(line: str) -> SecureRequest:
             raise UsageError("%%secure: --permissions needs at least one permission, e.g. "
                              "--permissions execute")
     return SecureRequest(
-        line=line, sandbox=args.sandbox, limits=limits, permissions=permissions,
+        line=line, sandbox=args.sandbox and canonical_sandbox_type(args.sandbox), limits=limits,
+        permissions=permissions,
         inputs=_names("--in", args.inputs) if args.inputs is not None else (),
         outputs=_names("--out", args.outputs) if args.outputs is not None else (),
         quiet=args.quiet)

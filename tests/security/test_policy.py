@@ -264,7 +264,7 @@ def test_default_sandbox_type_used():
         "restricted"
 
 
-@pytest.mark.parametrize("kind", ["docker", "none", ""])
+@pytest.mark.parametrize("kind", ["vm", "none", ""])
 def test_unknown_sandbox_type_is_a_configuration_error(kind):
     request = SecurityContext("a", sandbox_type=kind or "   ")
     with pytest.raises(ConfigurationError, match="sandbox type"):
