@@ -37,12 +37,11 @@ from agenticraft.sandbox.supervisor import Supervisor
 from agenticraft.sandbox.types import SandboxType
 from agenticraft.sandbox.workers import LAUNCHER, ZygoteProcess
 from agenticraft.security.context import SecurityContext
+from agenticraft.security.policy import default_container_image
 from agenticraft.wire.errors import SandboxError, SandboxUnavailable
 
 #: Where the image keeps this package and its dependencies (first on the zygote's sys.path).
 IMAGE_PACKAGE_ROOT = "/opt/agenticraft"
-#: The default image, built by scripts/build-container-image.sh.
-DEFAULT_IMAGE_REPO = "agenticraft-sandbox"
 #: The user the sandbox runs as when the host runs as root (the image's "sandbox" user).
 CONTAINER_UID = 10001
 SECCOMP_PROFILE = Path(__file__).with_name("container_seccomp.json")
@@ -53,9 +52,6 @@ PIDS_HEADROOM = 16
 TMPFS_MB = 64
 
 
-def default_image() -> str:
-    from agenticraft import __version__
-    return f"{DEFAULT_IMAGE_REPO}:{__version__}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +78,7 @@ class ContainerSpec:
             workdir = str(Path(ctx.working_dir).resolve())
         uid = CONTAINER_UID if os.geteuid() == 0 else os.geteuid()
         gid = CONTAINER_UID if os.geteuid() == 0 else os.getegid()
-        return cls(image=image, user=f"{uid}:{gid}",
+        return cls(image=ctx.image or image, user=f"{uid}:{gid}",
                    memory_mb=int(limits.memory_mb) + MEMORY_HEADROOM_MB,
                    nano_cpus=max(10_000_000, int(limits.cpu_percent / 100 * 1e9)),
                    pids=int(limits.max_processes) + PIDS_HEADROOM,
@@ -274,7 +270,10 @@ class ContainerSandbox(ProcessSandbox):
                  seccomp: str = "project") -> None:
         self.manager = manager
         settings = getattr(manager, "settings", None)
-        self.image = image or getattr(settings, "container_image", None) or default_image()
+        policy = getattr(manager, "policy", None)
+        # used for contexts that name no image (resolved contexts always do)
+        self.image = (image or getattr(settings, "container_image", None)
+                      or getattr(policy, "container_image", None) or default_container_image())
         self.seccomp = seccomp
         self.disabled = host_probe.disabled_from_env()
         self.preload = tuple(getattr(manager, "process_preload", ()))

@@ -135,7 +135,8 @@ class SandboxManager:
         defaults = {**self.settings.limit_defaults, **(limit_overrides or {})}
         try:
             ctx = self.policy.resolve(request, limit_defaults=defaults,
-                                      working_root=self.working_dir)
+                                      working_root=self.working_dir,
+                                      image_default=self.settings.container_image)
             ctx.require(permission)
         except PermissionDenied as exc:
             self.audit.record(records.denial(request.user_id, permission, action=action,

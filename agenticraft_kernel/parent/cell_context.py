@@ -55,7 +55,9 @@ def resolve_cell(manager: SandboxManager, kernel_ctx: SecurityContext, request: 
         raise PermissionDenied(text, permission=first, user_id=kernel_ctx.user_id,
                                ceiling=ceiling)
     request_ctx = SecurityContext(kernel_ctx.user_id, request.permissions, request.limits,
-                                  sandbox_type=sandbox, working_dir=kernel_ctx.working_dir)
+                                  sandbox_type=sandbox, working_dir=kernel_ctx.working_dir,
+                                  image=request.image or (kernel_ctx.image if sandbox
+                                                          == kernel_ctx.sandbox_type else None))
     return manager.authorize(request_ctx, "execute", action=action,
                              limit_overrides=current.as_dict(), record_allowed=False)
 
@@ -66,6 +68,8 @@ def fresh_reasons(kernel_ctx: SecurityContext, cell_ctx: SecurityContext,
     reasons = []
     if kernel_sandbox == "restricted" or cell_ctx.sandbox_type != kernel_sandbox:
         reasons.append(f"the {cell_ctx.sandbox_type} sandbox")
+    if cell_ctx.image != kernel_ctx.image and cell_ctx.sandbox_type == kernel_sandbox:
+        reasons.append(f"the image {cell_ctx.image}")
     before, after = kernel_ctx.resource_limits, cell_ctx.resource_limits
     for name in ("network_access", "filesystem_access", "max_file_size_mb"):
         if getattr(before, name) != getattr(after, name):

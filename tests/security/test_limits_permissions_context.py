@@ -582,7 +582,7 @@ def test_execution_error_str_without_value():
 # -- SandboxType --------------------------------------------------------------------------------
 
 def test_sandbox_type_values():
-    assert {t.value for t in SandboxType} == {"restricted", "process"}
+    assert {t.value for t in SandboxType} == {"restricted", "process", "container"}
     assert SandboxType.PROCESS == "process"
     assert SandboxType.RESTRICTED == "restricted"
     assert str(SandboxType.PROCESS) == "process"
