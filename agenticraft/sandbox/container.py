@@ -17,6 +17,7 @@ reports which (the ``enforced`` map says both).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -44,6 +45,8 @@ from agenticraft.wire.errors import SandboxError, SandboxUnavailable
 IMAGE_PACKAGE_ROOT = "/opt/agenticraft"
 #: The user the sandbox runs as when the host runs as root (the image's "sandbox" user).
 CONTAINER_UID = 10001
+IMAGE_NEEDS = (f"The image needs python3 (3.11) on PATH and this package with its dependencies "
+               f"in {IMAGE_PACKAGE_ROOT} (docs/container.md).")
 SECCOMP_PROFILE = Path(__file__).with_name("container_seccomp.json")
 #: Room above the run's own memory limit for the zygote and its pre-forked workers.
 MEMORY_HEADROOM_MB = 128
@@ -154,6 +157,7 @@ class ContainerZygote(ZygoteProcess):
         self.client = client
         self.spec = spec
         self.hostdir = tempfile.mkdtemp(prefix=engine.HOSTDIR_PREFIX)
+        engine.claim_hostdir(self.hostdir)
         super().__init__(disabled, preload)
         # scratch directories live in the bind-mounted host directory, at the same path on
         # both sides: the host's watchdog measures them and removes them after each worker
@@ -184,7 +188,8 @@ class ContainerZygote(ZygoteProcess):
                     **self.spec.create_kwargs(self.hostdir, command))
             except Exception as exc:
                 raise SandboxUnavailable(engine.KIND, [
-                    f"a container from {self.spec.image!r} ({engine._first_line(exc)})"]) from None
+                    f"a container from {self.spec.image!r} ({engine._first_line(exc)})"],
+                    IMAGE_NEEDS) from None
             self.sock = self._accept(listener)
         os.unlink(path)
         creds = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -207,13 +212,16 @@ class ContainerZygote(ZygoteProcess):
                 return conn
             except TimeoutError:
                 pass
-            self.container.reload()
-            if self.container.status in ("exited", "dead"):
+            import docker.errors
+            try:
+                self.container.reload()
+                if self.container.status not in ("exited", "dead"):
+                    continue
                 logs = self.container.logs().decode(errors="replace").strip()[-800:]
-                raise SandboxUnavailable(engine.KIND, [
-                    f"a zygote in {self.spec.image!r}: the container exited ({logs})"],
-                    "The image needs Python 3.11+ and this package in "
-                    f"{IMAGE_PACKAGE_ROOT} (docs/container.md).")
+            except docker.errors.NotFound:  # exited and already removed (auto-remove)
+                logs = "it exited at once: no python3 in the image, or it could not start"
+            raise SandboxUnavailable(engine.KIND, [
+                f"a zygote in {self.spec.image!r}: the container exited ({logs})"], IMAGE_NEEDS)
         raise SandboxUnavailable(engine.KIND, ["a container that starts within 60 s"])
 
     @staticmethod
@@ -279,8 +287,8 @@ class ContainerSandbox(ProcessSandbox):
         self.preload = tuple(getattr(manager, "process_preload", ()))
         self.client: Any = None
         self.supervisors: dict[ContainerSpec, Supervisor] = {}
-        self._lock = asyncio.Lock()
-        self._tlock = threading.Lock()
+        self._starting: dict[ContainerSpec, concurrent.futures.Future[None]] = {}
+        self._tlock = threading.Lock()  # guards the two dicts only; never held across an await
         self._started = False
 
     @classmethod
@@ -300,10 +308,13 @@ class ContainerSandbox(ProcessSandbox):
             self.client = await loop.run_in_executor(None, engine.connect)
             await loop.run_in_executor(None, engine.require_image, self.client, self.image)
             await loop.run_in_executor(None, engine.reap, self.client)
+            await loop.run_in_executor(None, engine.reap_hostdirs)
             self._started = True
 
     async def close(self) -> None:
-        supervisors, self.supervisors = list(self.supervisors.values()), {}
+        with self._tlock:
+            supervisors, self.supervisors = list(self.supervisors.values()), {}
+            self._starting = {}
         for supervisor in supervisors:
             await asyncio.get_running_loop().run_in_executor(None, supervisor.close)
         if self.client is not None:
@@ -315,22 +326,34 @@ class ContainerSandbox(ProcessSandbox):
         return ContainerSpec.for_context(ctx, self.image, self.seccomp)
 
     async def supervisor_for(self, ctx: SecurityContext) -> Supervisor:
+        """The warm container of ``ctx``'s profile, started on first use. Callers asking for
+        the same profile meanwhile wait for the same start (a future of the launcher thread,
+        awaitable from any event loop)."""
         await self.start()
         spec = self.spec_for(ctx)
-        async with self._lock:
+        with self._tlock:
             supervisor = self.supervisors.get(spec)
-            if supervisor is None or supervisor.zygote.proc is None or (
-                    supervisor.zygote.proc.poll() is not None):
-                if supervisor is not None:
-                    supervisor.close()
+            starting = self._starting.get(spec)
+            dead = starting is not None and starting.done() and (
+                starting.exception() is not None or supervisor is None
+                or supervisor.zygote.proc is None or supervisor.zygote.proc.poll() is not None)
+            if supervisor is None or starting is None or dead:
+                old = supervisor
                 zygote = ContainerZygote(self.client, spec, self.disabled, self.preload)
-                supervisor = Supervisor(self.disabled, self.preload, zygote=zygote)
-                try:
-                    await asyncio.get_running_loop().run_in_executor(LAUNCHER, supervisor.start)
-                except BaseException:
-                    supervisor.close()
-                    raise
-                self.supervisors[spec] = supervisor
+                supervisor = self.supervisors[spec] = Supervisor(self.disabled, self.preload,
+                                                                 zygote=zygote)
+                starting = self._starting[spec] = LAUNCHER.submit(supervisor.start)
+                if old is not None:
+                    LAUNCHER.submit(old.close)
+        try:
+            await asyncio.wrap_future(starting)
+        except BaseException:
+            with self._tlock:
+                if self.supervisors.get(spec) is supervisor:
+                    del self.supervisors[spec]
+                    del self._starting[spec]
+            LAUNCHER.submit(supervisor.close)
+            raise
         return supervisor
 
     def profile_for(self, ctx: SecurityContext, executor: str | None = None,

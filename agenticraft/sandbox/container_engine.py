@@ -143,6 +143,27 @@ def reap(client: Any, *, owners: Iterable[str] | None = None) -> list[str]:
     return removed
 
 
+def claim_hostdir(path: str) -> None:
+    """Mark a host directory with its owner, so that the reaper can find it after a crash
+    (the container itself removes itself when its zygote sees the owner gone)."""
+    Path(path, "owner").write_text(owner_id())
+
+
+def reap_hostdirs(root: str | None = None) -> list[str]:
+    """Remove the host directories of owners that are gone."""
+    import tempfile
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(HOSTDIR_PREFIX + "*"):
+        try:
+            owner = (path / "owner").read_text()
+        except OSError:
+            continue
+        if owner_alive(owner) is False:
+            remove_hostdir(str(path))
+            removed.append(str(path))
+    return removed
+
+
 def remove_hostdir(path: str) -> None:
     """Remove a host directory we bind-mounted (only ever one of ours, by its name)."""
     if path and Path(path).name.startswith(HOSTDIR_PREFIX) and os.path.isabs(path):
