@@ -79,8 +79,16 @@ class ContainerSpec:
         workdir = None
         if limits.filesystem_access and ctx.working_dir:
             workdir = str(Path(ctx.working_dir).resolve())
-        uid = CONTAINER_UID if os.geteuid() == 0 else os.geteuid()
-        gid = CONTAINER_UID if os.geteuid() == 0 else os.getegid()
+        uid, gid = os.geteuid(), os.getegid()  # a user's own engine: the user's own ids
+        if uid == 0:
+            # as root: the image's unprivileged user; with a host directory mounted, its
+            # owner (the files are theirs), unless that is root: never uid 0 in the container
+            # (nor could it map itself into a user namespace without CAP_SETFCAP)
+            uid = gid = CONTAINER_UID
+            if workdir:
+                info = os.stat(workdir)
+                if info.st_uid != 0:
+                    uid, gid = info.st_uid, info.st_gid
         return cls(image=ctx.image or image, user=f"{uid}:{gid}",
                    memory_mb=int(limits.memory_mb) + MEMORY_HEADROOM_MB,
                    nano_cpus=max(10_000_000, int(limits.cpu_percent / 100 * 1e9)),
@@ -90,6 +98,10 @@ class ContainerSpec:
                    workdir=workdir,
                    workdir_writable=bool(workdir) and ctx.has_permission("write"),
                    seccomp=seccomp)
+
+    @property
+    def uid(self) -> int:
+        return int(self.user.split(":")[0])
 
     def create_kwargs(self, hostdir: str, command: list[str]) -> dict[str, Any]:
         """The Docker API arguments of this container."""
@@ -371,7 +383,7 @@ class ContainerSandbox(ProcessSandbox):
 
     def report_for(self, spec: ContainerSpec) -> dict[str, str]:
         supervisor = self.supervisors.get(spec)
-        inner = host_probe.limit_enforcement(supervisor.mechanisms, euid=CONTAINER_UID) if (
+        inner = host_probe.limit_enforcement(supervisor.mechanisms, euid=spec.uid) if (
             supervisor is not None) else {}
         outer = spec.report()
         return {limit: (f"{outer[limit]}; inside: {how}" if limit in outer else how)
