@@ -47,3 +47,19 @@ def engine() -> Iterator:
 def our_containers(client) -> list:
     from agenticraft.sandbox.container_engine import ours
     return ours(client)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_container_left_behind() -> Iterator[None]:
+    """After each module (its fixtures closed): no container of this test process remains."""
+    yield
+    from agenticraft.sandbox import container_engine
+    if container_engine.probe():
+        return  # no engine here: nothing can be left
+    client = container_engine.connect()
+    try:
+        mine = [c.name for c in container_engine.ours(client)
+                if c.labels.get(container_engine.OWNER_LABEL) == container_engine.owner_id()]
+    finally:
+        client.close()
+    assert not mine, f"containers left behind: {mine}"
