@@ -5,6 +5,7 @@ process kernel, and shutting the kernel down removes its container."""
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -27,8 +28,7 @@ def test_container_kernel_runs_cells_and_rolls_back(data_dir: Path, tmp_path: Pa
                extra_arguments=["--SecureKernel.sandbox_type=container"])
     try:
         reply, outputs = k.execute("import os, socket\nkept = 41\nprint(os.getuid(), "
-                                   "socket.gethostname() != %r)" % __import__("socket")
-                                   .gethostname())
+                                   f"socket.gethostname() != {socket.gethostname()!r})")
         assert reply["status"] == "ok", outputs
         assert outputs[0]["text"] == "10001 True\n"  # the image's user, the container's host
         assert k.value("kept + 1") == "42"
