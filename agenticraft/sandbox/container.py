@@ -230,7 +230,7 @@ class ContainerZygote(ZygoteProcess):
                 if self.container.status not in ("exited", "dead"):
                     continue
                 logs = self.container.logs().decode(errors="replace").strip()[-800:]
-            except docker.errors.NotFound:  # exited and already removed (auto-remove)
+            except docker.errors.APIError:  # exited and already (being) removed: auto-remove
                 logs = "it exited at once: no python3 in the image, or it could not start"
             raise SandboxUnavailable(engine.KIND, [
                 f"a zygote in {self.spec.image!r}: the container exited ({logs})"], IMAGE_NEEDS)

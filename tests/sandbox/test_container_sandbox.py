@@ -183,3 +183,25 @@ async def test_doctor_inside_matches_what_workers_get(container_sandbox):
     assert report["mechanisms"]["seccomp"]["active"]
     assert "inside: " in report["limits"]["memory_mb"]
     assert "RLIMIT_NPROC" in report["limits"]["max_processes"]  # uid 10001 is not exempt
+
+
+async def test_dockers_default_seccomp_runs_cells_and_doctor_tells_the_truth(tmp_path, engine):
+    """The Enterprise Gateway / Kubernetes case: Docker's default seccomp profile refuses
+    unshare(CLONE_NEWUSER). The zygote inside must report namespaces as off (it once claimed
+    them, and every execution then failed on unshare), and cells must still run."""
+    from agenticraft.sandbox.container import ContainerSandbox
+
+    manager = make_manager(tmp_path)
+    sandbox = ContainerSandbox(manager, seccomp="default")
+    try:
+        ctx = manager.authorize(SecurityContext("eg", sandbox_type="container"), "execute")
+        result = await sandbox.run("import socket\ntry:\n    socket.socket(socket.AF_INET)\n"
+                                   "except OSError as e:\n    denied = e.errno\nok = 1", ctx)
+        assert result["ok"] == 1 and result["denied"] == 1  # our own seccomp is still there
+        supervisor = await sandbox.supervisor_for(ctx)
+        namespaces = supervisor.mechanisms["namespaces"]
+        assert not namespaces["active"] and "Operation not permitted" in namespaces["detail"]
+        assert "network namespace" not in result.enforced["network_access"]
+        assert "container without network" in result.enforced["network_access"]
+    finally:
+        await sandbox.close()
