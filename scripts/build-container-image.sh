@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the container sandbox's default image locally, without any container registry:
 #   1. a minimal Debian root filesystem (mmdebstrap, variant "essential") with Debian's python3
-#      and libseccomp2 (what pyseccomp loads), from the Debian mirror apt already uses;
+#      libseccomp2 (what pyseccomp loads) and libstdc++6 (pyzmq, for the kernel itself in a
+#      container), from the Debian mirror apt already uses;
 #   2. this package and its runtime + kernel dependencies installed into /opt/agenticraft with
 #      pip --target (the zygote puts /opt/agenticraft first on sys.path; the image's python runs
 #      with -I, so no site-packages of the image is trusted);
@@ -32,7 +33,7 @@ trap 'rm -rf "$work"' EXIT
     --target "$work/opt/agenticraft" ".[kernel]"
 rm -rf "$work/opt/agenticraft/bin"
 chmod -R a+rX,go-w "$work/opt/agenticraft"
-mmdebstrap --quiet --variant=essential --include=python3,libseccomp2 \
+mmdebstrap --quiet --variant=essential --include=python3,libseccomp2,libstdc++6 \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --customize-hook="cp -a '$work/opt/agenticraft' \"\$1/opt/agenticraft\"" \
