@@ -53,6 +53,8 @@ MEMORY_HEADROOM_MB = 128
 #: Processes of the container itself (init, zygote, pre-forked workers, a session's checkpoint).
 PIDS_HEADROOM = 16
 TMPFS_MB = 64
+#: Open files per process in the container (the zygote and workers need a few dozen).
+NOFILE = 4096
 
 
 
@@ -103,16 +105,19 @@ class ContainerSpec:
     def uid(self) -> int:
         return int(self.user.split(":")[0])
 
-    def create_kwargs(self, hostdir: str, command: list[str]) -> dict[str, Any]:
+    def create_kwargs(self, hostdir: str, command: list[str], *,
+                      podman: bool = False) -> dict[str, Any]:
         """The Docker API arguments of this container."""
         security = ["no-new-privileges:true"]
         if self.seccomp == "project":
-            security.append("seccomp=" + SECCOMP_PROFILE.read_text())
+            # Docker's API takes the profile itself; Podman's compatible API, a file path
+            security.append("seccomp=" + (str(SECCOMP_PROFILE) if podman
+                                          else SECCOMP_PROFILE.read_text()))
         mounts = [{"Type": "bind", "Source": hostdir, "Target": hostdir, "ReadOnly": False}]
         if self.workdir:
             mounts.append({"Type": "bind", "Source": self.workdir, "Target": self.workdir,
                            "ReadOnly": not self.workdir_writable})
-        from docker.types import Mount
+        from docker.types import Mount, Ulimit
         return {
             "image": self.image, "command": command, "user": self.user,
             "detach": True, "auto_remove": True, "init": True,
@@ -123,6 +128,7 @@ class ContainerSpec:
             "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={self.tmpfs_mb}m,mode=1777",
                       "/dev/shm": f"rw,nosuid,nodev,size={self.tmpfs_mb}m"},
             "cap_drop": ["ALL"], "security_opt": security,
+            "ulimits": [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)],
             "mounts": [Mount(m["Target"], m["Source"], type="bind", read_only=m["ReadOnly"])
                        for m in mounts],
             "environment": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
@@ -196,8 +202,8 @@ class ContainerZygote(ZygoteProcess):
             command = ["python3", "-I", "-c", code, IMAGE_PACKAGE_ROOT, path,
                        ",".join(sorted(self.disabled)), ",".join(self.preload)]
             try:
-                self.container = self.client.containers.run(
-                    **self.spec.create_kwargs(self.hostdir, command))
+                self.container = self.client.containers.run(**self.spec.create_kwargs(
+                    self.hostdir, command, podman=engine.is_podman(self.client)))
             except Exception as exc:
                 raise SandboxUnavailable(engine.KIND, [
                     f"a container from {self.spec.image!r} ({engine._first_line(exc)})"],

@@ -66,6 +66,15 @@ def probe() -> list[str]:
     return missing
 
 
+def is_podman(client: Any) -> bool:
+    """Podman's Docker-compatible API (it differs in a detail or two, e.g. seccomp profiles)."""
+    try:
+        components = client.version().get("Components") or []
+    except Exception:
+        return False
+    return any("podman" in str(c.get("Name", "")).lower() for c in components)
+
+
 def require_image(client: Any, image: str) -> dict[str, Any]:
     """The image's attributes, or ``SandboxUnavailable`` naming the script that builds it."""
     import docker.errors
