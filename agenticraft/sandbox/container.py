@@ -61,9 +61,11 @@ NOFILE = 4096
 
 @dataclasses.dataclass(frozen=True)
 class ContainerSpec:
-    """Everything that makes two containers different: one warm container per spec."""
+    """Everything that makes two containers different: one warm container per spec (per user
+    and limits)."""
 
     image: str
+    user_id: str  # whose: users never share a container (nor its pid namespace and uid)
     user: str
     memory_mb: int
     nano_cpus: int
@@ -91,7 +93,7 @@ class ContainerSpec:
                 info = os.stat(workdir)
                 if info.st_uid != 0:
                     uid, gid = info.st_uid, info.st_gid
-        return cls(image=ctx.image or image, user=f"{uid}:{gid}",
+        return cls(image=ctx.image or image, user_id=ctx.user_id, user=f"{uid}:{gid}",
                    memory_mb=int(limits.memory_mb) + MEMORY_HEADROOM_MB,
                    nano_cpus=max(10_000_000, int(limits.cpu_percent / 100 * 1e9)),
                    pids=int(limits.max_processes) + PIDS_HEADROOM,

@@ -4,12 +4,14 @@ removes what an owner that is gone left behind (containers and host directories)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
+import docker.errors
 import pytest
 
 from agenticraft.sandbox import container_engine
@@ -119,3 +121,25 @@ def test_reaper_removes_orphaned_host_directories():
         assert not os.path.exists(hostdir) and os.path.exists(ours)
     finally:
         container_engine.remove_hostdir(ours)
+
+
+async def test_users_get_their_own_container_and_a_dead_one_is_replaced(tmp_path, engine):
+    manager = make_manager(tmp_path)
+    sandbox = await manager.get_sandbox("container")
+    try:
+        for user in ("alice", "bob"):
+            result = await sandbox.execute_code("import socket\nhost = socket.gethostname()",
+                                                SecurityContext(user))
+            assert result.success
+        names = {s.zygote.container.name for s in sandbox.supervisors.values()}
+        assert len(names) == 2  # same limits, different users: two containers
+        alice = manager.authorize(SecurityContext("alice"), "execute")
+        first = (await sandbox.supervisor_for(alice)).zygote.container
+        first.kill()  # the engine (or an OOM) ends it between runs
+        with contextlib.suppress(docker.errors.NotFound):  # auto-removed already
+            first.wait()
+        result = await sandbox.execute_code("x = 2", SecurityContext("alice"))
+        assert result["x"] == 2
+        assert (await sandbox.supervisor_for(alice)).zygote.container.id != first.id
+    finally:
+        await manager.close()
