@@ -11,11 +11,20 @@
 # This is the "Dockerfile" of the image, written as a script because no base image can be
 # pulled here. Usage (as root; needs mmdebstrap and a running Docker Engine or Podman):
 #   scripts/build-container-image.sh [IMAGE]   (default: agenticraft-sandbox:<package version>)
+#   scripts/build-container-image.sh --source-hash   (print the hash of the package's sources)
 # Environment: PYTHON (a Python 3.11 with pip, default .venv/bin/python), SUITE (default
 # bookworm: its python3 is 3.11, the minor version the wheels are built for), DOCKER (client
 # binary, default docker; "podman" works the same way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--source-hash" ]; then
+    # What the image's copy of the package is built from (its label org.agenticraft.source):
+    # test.sh rebuilds an image whose copy differs from this checkout.
+    find agenticraft agenticraft_kernel pyproject.toml -type f \( -name '*.py' -o -name '*.json' \
+        -o -name '*.toml' -o -name '*.svg' -o -name '*.png' \) -not -path '*/__pycache__/*' \
+        | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16
+    exit 0
+fi
 python=${PYTHON:-.venv/bin/python}
 suite=${SUITE:-bookworm}
 docker=${DOCKER:-docker}
@@ -26,6 +35,7 @@ if [ "$pyver" != "3.11" ] && [ "$suite" = "bookworm" ]; then
     echo "build-container-image: $python is Python $pyver; bookworm's python3 is 3.11" >&2
     exit 1
 fi
+source=$(bash scripts/build-container-image.sh --source-hash)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The package and its dependencies, built on the host (the image has no pip and no network).
@@ -45,7 +55,7 @@ mmdebstrap --quiet --variant=essential --include=python3,libseccomp2,libstdc++6 
     --change 'USER 10001:10001' \
     --change 'WORKDIR /tmp' \
     --change 'ENV PYTHONDONTWRITEBYTECODE=1' \
-    --change "LABEL org.agenticraft.image=sandbox org.agenticraft.version=$version" \
+    --change "LABEL org.agenticraft.image=sandbox org.agenticraft.version=$version org.agenticraft.source=$source" \
     --change 'CMD ["/usr/bin/python3", "-I", "-c", "import sys; sys.path.insert(0, \"/opt/agenticraft\"); from agenticraft.jail.container_entry import doctor; doctor()"]' \
     "$work/rootfs.tar" "$image" >/dev/null
 echo "$image"

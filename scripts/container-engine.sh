@@ -45,7 +45,12 @@ container_engine_start() {
     t=$(_ce_now)
     local image
     image=agenticraft-sandbox:$(.venv/bin/python -c 'import agenticraft; print(agenticraft.__version__)')
-    if ! docker image inspect "$image" >/dev/null 2>&1; then
+    # The image holds a copy of the package: rebuild it unless it is a copy of this checkout.
+    local have want
+    have=$(docker image inspect -f '{{ index .Config.Labels "org.agenticraft.source" }}' \
+        "$image" 2>/dev/null || true)
+    want=$(bash scripts/build-container-image.sh --source-hash)
+    if [ "$have" != "$want" ]; then
         bash scripts/build-container-image.sh "$image" >/dev/null
         echo "container engine: image $image built in $(_ce_took "$t") s" >&2
     fi
