@@ -205,3 +205,19 @@ async def test_dockers_default_seccomp_runs_cells_and_doctor_tells_the_truth(tmp
         assert "container without network" in result.enforced["network_access"]
     finally:
         await sandbox.close()
+
+
+async def test_agent_user_context_can_name_an_allowed_image(isolated_agent_state, tmp_path):
+    """The image is a request like the rest of user_context: the policy's list decides."""
+    from agenticraft import Agent
+    from agenticraft.agents.tools import set_default_manager
+
+    policy = Policy.from_dict({"sandbox": {"allowed_images": [default_container_image()]}})
+    set_default_manager(make_manager(tmp_path, policy))
+    agent = Agent(name="img", sandbox_type="container")
+    result = await agent.execute_secure("result = 3", user_context={
+        "user_id": "alice", "image": default_container_image()})
+    assert result == {"result": 3}
+    with pytest.raises(PermissionDenied, match="image"):
+        await agent.execute_secure("result = 3", user_context={
+            "user_id": "alice", "image": "evil/root:latest"})
