@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -190,11 +191,18 @@ class ContainerZygote(ZygoteProcess):
 
     def start(self) -> None:
         started = time.perf_counter()
-        user = self.spec.user.split(":")
+        uid, gid = (int(part) for part in self.spec.user.split(":"))
         os.chmod(self.hostdir, 0o711)
+        # the socket lives in a directory only the container's user (and root) may enter, so
+        # no other local user can connect first and pose as the zygote
+        rundir = os.path.join(self.hostdir, "run")
+        os.makedirs(rundir, mode=0o700, exist_ok=True)
         if os.geteuid() == 0:
-            os.chown(self.scratch_root, int(user[0]), int(user[1]))
-        path = os.path.join(self.hostdir, "zygote.sock")
+            os.chown(self.scratch_root, uid, gid)
+            os.chown(rundir, uid, gid)
+        path = os.path.join(rundir, "zygote.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a previous zygote's (this zygote is being restarted)
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
             listener.bind(path)
             os.chmod(path, 0o666)
@@ -213,7 +221,13 @@ class ContainerZygote(ZygoteProcess):
             self.sock = self._accept(listener)
         os.unlink(path)
         creds = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        self.proc = _ContainerProc(struct.unpack("3i", creds)[0])  # type: ignore[assignment]
+        peer, peer_uid, _gid = struct.unpack("3i", creds)
+        if peer_uid != uid or not self._in_container(peer):
+            self.sock.close()
+            self.sock = None
+            raise SandboxError(f"the zygote socket was answered by a process outside the "
+                               f"container (pid {peer}, uid {peer_uid})")
+        self.proc = _ContainerProc(peer)  # type: ignore[assignment]
         hello, _ = self._recv(timeout=30)
         if hello.get("ev") != "hello":
             raise SandboxUnavailable(engine.KIND, [f"the zygote in the container: {hello}"])
@@ -243,6 +257,18 @@ class ContainerZygote(ZygoteProcess):
             raise SandboxUnavailable(engine.KIND, [
                 f"a zygote in {self.spec.image!r}: the container exited ({logs})"], IMAGE_NEEDS)
         raise SandboxUnavailable(engine.KIND, ["a container that starts within 60 s"])
+
+    def _in_container(self, pid: int) -> bool:
+        """Whether ``pid`` runs in our container's pid namespace (when this process may see
+        namespaces: as root, or the same user as the container's processes)."""
+        try:
+            self.container.reload()
+            init = int(self.container.attrs["State"]["Pid"])
+            return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{init}/ns/pid")
+        except PermissionError:
+            return True  # not ours to inspect (a rootless engine): the uid check stands
+        except (OSError, KeyError, ValueError):
+            return False
 
     @staticmethod
     def _nspids(pid: int) -> list[int]:

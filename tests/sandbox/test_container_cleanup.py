@@ -143,3 +143,41 @@ async def test_users_get_their_own_container_and_a_dead_one_is_replaced(tmp_path
         assert (await sandbox.supervisor_for(alice)).zygote.container.id != first.id
     finally:
         await manager.close()
+
+
+def test_an_impostor_on_the_zygote_socket_is_refused(tmp_path):
+    """Whoever answers the zygote socket must be the container's user in its pid namespace."""
+    import socket as socketlib
+
+    from agenticraft.sandbox.container import ContainerSpec, ContainerZygote
+    from agenticraft.wire.errors import SandboxError
+
+    impostor = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_SEQPACKET)
+
+    class FakeContainer:
+        status, attrs, name = "running", {"State": {"Pid": 1}}, "fake"
+
+        def reload(self) -> None: ...
+
+        def remove(self, force: bool = False) -> None: ...
+
+    class FakeClient:
+        class containers:
+            @staticmethod
+            def run(command, **kwargs):
+                impostor.connect(command[5])  # the socket path the zygote would connect to
+                return FakeContainer()
+
+        @staticmethod
+        def version():
+            return {}
+
+    manager = make_manager(tmp_path)
+    ctx = manager.authorize(SecurityContext("a", sandbox_type="container"), "execute")
+    zygote = ContainerZygote(FakeClient(), ContainerSpec.for_context(ctx, "img"), frozenset())
+    try:
+        with pytest.raises(SandboxError, match="outside the container"):
+            zygote.start()
+    finally:
+        impostor.close()
+        zygote.close()
