@@ -17,6 +17,11 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 .venv/bin/ruff check agenticraft agenticraft_kernel tests benchmarks
+# The container sandbox's tests need a container engine and the default image: install Debian's
+# docker.io and mmdebstrap, start dockerd when none runs (stopped again on exit), build the image.
+source scripts/container-engine.sh
+trap container_engine_stop EXIT
+container_engine_start
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -42,7 +42,7 @@ __all__ = ["CREDENTIAL_KEYS", "APIKeyAuthenticator", "AuthenticationError", "Aut
 #: Keys of a ``user_context`` dict that carry credentials (consumed by an authenticator).
 CREDENTIAL_KEYS = frozenset({"token", "api_key"})
 _REQUEST_KEYS = frozenset({"user_id", "permissions", "resource_limits", "sandbox_type",
-                           "working_dir", "groups"})
+                           "working_dir", "groups", "image"})
 MIN_SECRET_BYTES = 16
 
 
@@ -206,7 +206,7 @@ class HMACAuthenticator(Authenticator):
         limits = _tightest(claims.get("resource_limits") or {}, fields.get("resource_limits"))
         return SecurityContext(user, permissions, limits,
                                sandbox_type=fields.get("sandbox_type"),
-                               working_dir=fields.get("working_dir"))
+                               working_dir=fields.get("working_dir"), image=fields.get("image"))
 
 
 class APIKeyAuthenticator(Authenticator):

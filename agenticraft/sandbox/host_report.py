@@ -50,12 +50,14 @@ def check_required(policy: Any, mech: Mapping[str, Mapping[str, Any]]) -> None:
             "agenticraft_kernel doctor`), or remove them from [sandbox] require.")
 
 
-def limit_enforcement(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """For each limit, the mechanism that enforces it here, or DEGRADED/NOT ENFORCED and why."""
+def limit_enforcement(mech: Mapping[str, Mapping[str, Any]], *,
+                      euid: int | None = None) -> dict[str, str]:
+    """For each limit, the mechanism that enforces it here, or DEGRADED/NOT ENFORCED and why.
+    ``euid``: the workers' user when it is not this process's (in a container)."""
     on = {name: bool(info["active"]) for name, info in mech.items()}
     private_root = on.get("mounts", False) and on["namespaces"]
     ll = mech["landlock"]
-    root = os.geteuid() == 0
+    root = (os.geteuid() if euid is None else euid) == 0
     network = [
         m
         for m, ok in (

@@ -26,9 +26,11 @@ from agenticraft.wire.errors import (
 
 
 def _sandbox_classes() -> dict[SandboxType, type[Sandbox]]:
+    from agenticraft.sandbox.container import ContainerSandbox
     from agenticraft.sandbox.process import ProcessSandbox
     from agenticraft.sandbox.restricted import RestrictedSandbox
-    return {SandboxType.PROCESS: ProcessSandbox, SandboxType.RESTRICTED: RestrictedSandbox}
+    return {SandboxType.PROCESS: ProcessSandbox, SandboxType.RESTRICTED: RestrictedSandbox,
+            SandboxType.CONTAINER: ContainerSandbox}
 
 
 class NullAuditLog:
@@ -133,7 +135,8 @@ class SandboxManager:
         defaults = {**self.settings.limit_defaults, **(limit_overrides or {})}
         try:
             ctx = self.policy.resolve(request, limit_defaults=defaults,
-                                      working_root=self.working_dir)
+                                      working_root=self.working_dir,
+                                      image_default=self.settings.container_image)
             ctx.require(permission)
         except PermissionDenied as exc:
             self.audit.record(records.denial(request.user_id, permission, action=action,

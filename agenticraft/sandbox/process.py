@@ -76,24 +76,33 @@ class ProcessSandbox(Sandbox):
                                            + report["filesystem_access"])
         return report
 
-    def profile_for(self, ctx: SecurityContext, executor: str | None = None) -> dict[str, Any]:
-        profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root,
+    async def supervisor_for(self, ctx: SecurityContext) -> Supervisor:
+        """The started supervisor whose zygote runs ``ctx``'s workers: the one of this sandbox
+        (the container sandbox has one per container profile)."""
+        await self.start()
+        return self.supervisor
+
+    def profile_for(self, ctx: SecurityContext, executor: str | None = None,
+                    supervisor: Supervisor | None = None) -> dict[str, Any]:
+        scratch_root = (supervisor or self.supervisor).zygote.scratch_root
+        profile = build_profile(ctx, scratch_root=scratch_root,
                                 protect=manager_files(self.manager))
         profile["executor"] = executor or self.executor
         return profile
 
     async def run(self, code: str, ctx: SecurityContext,
                   on_output: OutputCallback | None = None) -> ExecutionResult:
-        await self.start()
-        handle = await self.supervisor.spawn(self.profile_for(ctx), prefork=True)
+        supervisor = await self.supervisor_for(ctx)
+        handle = await supervisor.spawn(self.profile_for(ctx, supervisor=supervisor),
+                                        prefork=True)
         try:
-            outcome = await self.supervisor.run(handle, code, ctx.resource_limits,
-                                                on_output=on_output, extra=self.run_extra(ctx))
+            outcome = await supervisor.run(handle, code, ctx.resource_limits,
+                                           on_output=on_output, extra=self.run_extra(ctx))
         except BaseException:  # cancelled (an interrupt) or failed: the code may still run
-            self.supervisor.discard(handle)
+            supervisor.discard(handle)
             raise
         if handle.alive:
-            self.supervisor.release(handle)
+            supervisor.release(handle)
         else:
             handle.close()
         return to_result(outcome, self.sandbox_type.value, self.enforced_for(ctx))
@@ -119,6 +128,7 @@ class ProcessSession:
         self.context = ctx
         self.executor = executor
         self.handle: WorkerHandle | None = None
+        self.supervisor: Supervisor | None = None  # set by start(): the one holding the worker
         self._lock = asyncio.Lock()
         self._interrupt: asyncio.Event | None = None
         self._idle: IdleWatch | None = None
@@ -142,10 +152,9 @@ class ProcessSession:
 
     async def start(self) -> None:
         if self.handle is None or not self.handle.alive:
-            await self.sandbox.start()
-            profile = self.sandbox.profile_for(self.context, self.executor)
-            self.handle = await self.sandbox.supervisor.spawn(profile, prefork=False,
-                                                              session=True)
+            self.supervisor = await self.sandbox.supervisor_for(self.context)
+            profile = self.sandbox.profile_for(self.context, self.executor, self.supervisor)
+            self.handle = await self.supervisor.spawn(profile, prefork=False, session=True)
             self.sandbox.manager.audit.record(records.session(self.context.user_id, "started",
                                                               pid=self.handle.pid))
             self._watch_idle()
@@ -238,8 +247,9 @@ class ProcessSession:
     async def _exchange(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
                         on_output: OutputCallback | None, on_event: Any,
                         extra: dict[str, Any] | None, grace: float) -> RunOutcome:
+        assert self.supervisor is not None
         try:
-            outcome = await self.sandbox.supervisor.run(
+            outcome = await self.supervisor.run(
                 handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,
                 extra={**self.sandbox.run_extra(ctx), **(extra or {})},
                 interrupt=self._interrupt, on_event=on_event, grace=grace)
@@ -252,8 +262,8 @@ class ProcessSession:
 
     async def close(self) -> None:
         self._stop_idle()
-        if self.handle is not None:
-            self.sandbox.supervisor.discard(self.handle)
+        if self.handle is not None and self.supervisor is not None:
+            self.supervisor.discard(self.handle)
             self.handle = None
 
     async def __aenter__(self) -> ProcessSession:

@@ -49,8 +49,10 @@ class RunOutcome:
 class Supervisor:
     """Runs code in workers and enforces the limits a worker cannot enforce on itself."""
 
-    def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = ()) -> None:
-        self.zygote = ZygoteProcess(disabled, preload)
+    def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = (), *,
+                 zygote: ZygoteProcess | None = None) -> None:
+        # ``zygote``: another way to run the same zygote (the container sandbox's, in a container)
+        self.zygote = zygote if zygote is not None else ZygoteProcess(disabled, preload)
         self._run_ids = 0
         self._start_lock = threading.Lock()
 
@@ -81,7 +83,7 @@ class Supervisor:
     async def spawn(self, profile: dict[str, Any], *, prefork: bool,
                     session: bool = False) -> WorkerHandle:
         reply, fds = self.zygote.spawn(profile, prefork, session)
-        handle = WorkerHandle(reply["pid"], fds, reply["scratch"])
+        handle = WorkerHandle(self.zygote.host_pid(reply["pid"]), fds, reply["scratch"])
         try:
             ready = await asyncio.wait_for(handle.recv(), timeout=30)
         except (TimeoutError, protocol.ProtocolError) as exc:
@@ -341,8 +343,11 @@ class Supervisor:
             raise protocol.ProtocolError("started frame without a pid")
         if inner <= 0:
             raise protocol.ProtocolError("started frame names an invalid pid")
-        pid = handle.host_pid(inner)  # a PID namespace numbers its processes from 1
-        if pid is None:
+        # A PID namespace numbers its processes from 1; a container's zygote reports pids of
+        # the container's namespace. Either way only this sandbox's processes are searched.
+        pid = (handle.host_pid(inner) if handle.init is not None
+               else self.zygote.host_pid(inner))
+        if pid is None or pid <= 0:
             return -1  # the runner already died (and was reaped): the checkpoint reports it
         # The runner may already have finished and been promoted (re-parented) by now, so check
         # the session it belongs to: the worker's own, which sandboxed code cannot leave

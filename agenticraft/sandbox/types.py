@@ -8,10 +8,12 @@ from agenticraft.wire.errors import ConfigurationError
 
 
 class SandboxType(enum.StrEnum):
-    """The sandboxes this engine offers. ``DOCKER`` is named by the specification as future work."""
+    """The sandboxes this engine offers (``"docker"`` is accepted for ``CONTAINER``: the
+    specification calls it the Docker sandbox)."""
 
     RESTRICTED = "restricted"
     PROCESS = "process"
+    CONTAINER = "container"
 
     def __str__(self) -> str:
         return self.value
@@ -20,9 +22,10 @@ class SandboxType(enum.StrEnum):
     def parse(cls, value: SandboxType | str) -> SandboxType:
         if isinstance(value, SandboxType):
             return value
+        from agenticraft.security.policy import canonical_sandbox_type
         try:
-            return cls(str(value).strip().lower())
+            return cls(canonical_sandbox_type(value))
         except ValueError:
             raise ConfigurationError(
                 f"Unknown sandbox type {value!r}; valid types are: "
-                f"{', '.join(t.value for t in cls)} (Docker is not available yet)") from None
+                f"{', '.join(t.value for t in cls)} (or 'docker' for 'container')") from None

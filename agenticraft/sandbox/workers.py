@@ -110,6 +110,11 @@ class ZygoteProcess:
     def pid(self) -> int:
         return self.proc.pid if self.proc else -1
 
+    def host_pid(self, pid: int) -> int:
+        """A pid the zygote reported, as this process sees it (the same here; a container's
+        zygote reports pids of the container's pid namespace)."""
+        return pid
+
 
 
 class OutputSink:

@@ -22,7 +22,7 @@ ENV_PREFIX = "AGENTICRAFT_"
 ENV_ALIASES = {"AGENTICRAFT_DEFAULT_TIMEOUT": "timeout_seconds",
                "AGENTICRAFT_DEFAULT_CPU": "cpu_percent",
                "AGENTICRAFT_DEFAULT_MEMORY": "memory_mb"}
-CONFIG_KEYS = ("default_sandbox_type", "enable_audit_logging", "audit_log_path",
+CONFIG_KEYS = ("default_sandbox_type", "enable_audit_logging", "audit_log_path", "container_image",
                *(f"default_{name}" for name in LIMIT_NAMES), "default_timeout")
 
 
@@ -46,6 +46,7 @@ class Settings:
     limit_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     enable_audit_logging: bool = True
     audit_log_path: Path = dataclasses.field(default_factory=default_audit_path)
+    container_image: str | None = None  # the container sandbox's image (the policy may limit it)
     origins: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -115,6 +116,8 @@ def load_settings(config_path: str | Path | None = None,
         kwargs["default_sandbox_type"] = values["default_sandbox_type"]
     if "enable_audit_logging" in values:
         kwargs["enable_audit_logging"] = values["enable_audit_logging"]
+    if "container_image" in values:
+        kwargs["container_image"] = values["container_image"]
     kwargs["audit_log_path"] = (Path(values["audit_log_path"]).expanduser()
                                 if "audit_log_path" in values else default_audit_path(env))
     return Settings(**kwargs)
@@ -137,7 +140,7 @@ def _env_key(var: str) -> str | None:
     rest = var[len(ENV_PREFIX):].lower()
     if rest == "default_sandbox":
         return "default_sandbox_type"
-    if rest in ("enable_audit_logging", "audit_log_path"):
+    if rest in ("enable_audit_logging", "audit_log_path", "container_image"):
         return rest
     if rest == "audit_log":
         return "audit_log_path"
@@ -156,14 +159,18 @@ def _apply(values: dict[str, Any], origins: dict[str, str], key: str, value: Any
     try:
         if key in LIMIT_NAMES:
             value = coerce_limit(key, value)
+        elif key == "container_image":
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigurationError(f"container_image must be an image name, not {value!r}")
+            value = value.strip()
         elif key == "audit_log_path":
             if not isinstance(value, str) or not value.strip():
                 raise ConfigurationError(f"audit_log_path must be a path string, not {value!r}")
         elif key == "enable_audit_logging":
             value = coerce_limit("network_access", value)  # same boolean parsing
         elif key == "default_sandbox_type":
-            from agenticraft.security.policy import SANDBOX_TYPES
-            value = str(value).strip().lower()
+            from agenticraft.security.policy import SANDBOX_TYPES, canonical_sandbox_type
+            value = canonical_sandbox_type(value)
             if value not in SANDBOX_TYPES:
                 raise ConfigurationError(f"sandbox type must be one of {', '.join(SANDBOX_TYPES)},"
                                          f" not {value!r}")

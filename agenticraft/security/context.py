@@ -33,13 +33,14 @@ class SecurityContext:
     ``permissions=None`` means "whatever the policy grants this user" (``execute`` until resolved).
     """
 
-    __slots__ = ("_permissions", "groups", "limit_request", "resolved", "resource_limits",
-                 "sandbox_type", "user_id", "working_dir")
+    __slots__ = ("_permissions", "groups", "image", "limit_request", "resolved",
+                 "resource_limits", "sandbox_type", "user_id", "working_dir")
 
     def __init__(self, user_id: str, permissions: Iterable[str] | None = None,
                  resource_limits: ResourceLimits | Mapping[str, Any] | None = None, *,
                  groups: Iterable[str] = (), sandbox_type: str | None = None,
-                 working_dir: str | None = None, _resolved: bool = False) -> None:
+                 working_dir: str | None = None, image: str | None = None,
+                 _resolved: bool = False) -> None:
         if not isinstance(user_id, str) or not user_id.strip():
             raise ConfigurationError(f"user_id must be a non-empty string, not {user_id!r}")
         self.user_id = user_id
@@ -52,6 +53,7 @@ class SecurityContext:
         self.groups = frozenset(groups)
         self.sandbox_type = sandbox_type
         self.working_dir = working_dir
+        self.image = image  # the container sandbox's image (None: the configured default)
         self.resolved = _resolved
 
     @classmethod
@@ -66,7 +68,7 @@ class SecurityContext:
             raise ConfigurationError(
                 f"user_context must be a dict or SecurityContext, not {type(value).__name__}")
         allowed = {"user_id", "permissions", "resource_limits", "groups", "sandbox_type",
-                   "working_dir"}
+                   "working_dir", "image"}
         unknown = sorted(set(value) - allowed)
         if unknown:
             raise ConfigurationError(
@@ -79,7 +81,7 @@ class SecurityContext:
         """An independent request with the same fields (callers' objects are never changed)."""
         other = SecurityContext(self.user_id, self._permissions, self.resource_limits,
                                 groups=self.groups, sandbox_type=self.sandbox_type,
-                                working_dir=self.working_dir)
+                                working_dir=self.working_dir, image=self.image)
         other.limit_request = dict(self.limit_request)
         return other
 
@@ -108,7 +110,8 @@ class SecurityContext:
     def to_dict(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "permissions": sorted(self.permissions),
                 "resource_limits": self.resource_limits.as_dict(),
-                "groups": sorted(self.groups), "sandbox_type": self.sandbox_type}
+                "groups": sorted(self.groups), "sandbox_type": self.sandbox_type,
+                **({"image": self.image} if self.image else {})}
 
     def __repr__(self) -> str:
         return (f"SecurityContext(user_id={self.user_id!r}, permissions={sorted(self.permissions)}"

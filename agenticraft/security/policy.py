@@ -21,7 +21,21 @@ from agenticraft.security.context import SecurityContext
 from agenticraft.wire.errors import ConfigurationError, PermissionDenied
 from agenticraft.wire.limits import LIMIT_NAMES, ResourceLimits, coerce_limit, is_looser
 
-SANDBOX_TYPES = ("process", "restricted")
+SANDBOX_TYPES = ("process", "restricted", "container")
+#: Other names accepted for a sandbox type (the specification's "Docker sandbox").
+SANDBOX_ALIASES = {"docker": "container"}
+
+
+def default_container_image() -> str:
+    """The image scripts/build-container-image.sh builds for this version."""
+    from agenticraft import __version__
+    return f"agenticraft-sandbox:{__version__}"
+
+
+def canonical_sandbox_type(value: object) -> str:
+    """The sandbox type's own name: lower case, aliases resolved (not validated)."""
+    name = str(value).strip().lower()
+    return SANDBOX_ALIASES.get(name, name)
 
 #: Where an administrator puts the policy. Users cannot point the engine elsewhere to loosen it:
 #: extra policy files (a kernel's ``--policy``) are intersected with this one, never replace it.
@@ -56,6 +70,8 @@ class Policy:
     allowed_imports: frozenset[str] = frozenset()
     #: Confinement mechanisms the process sandbox must have: without one, no code runs.
     required_mechanisms: frozenset[str] = frozenset()
+    container_image: str | None = None  # the container sandbox's default image here
+    allowed_images: frozenset[str] | None = None  # None: any image the engine has
     api_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
     signing_key: str | None = None
     sources: tuple[str, ...] = ("built-in",)
@@ -82,7 +98,8 @@ class Policy:
     def resolve(self, requested: SecurityContext | Mapping[str, Any] | None,
                 *, limit_defaults: Mapping[str, Any] | None = None,
                 default_user: str = "anonymous",
-                working_root: str | Path | None = None) -> SecurityContext:
+                working_root: str | Path | None = None,
+                image_default: str | None = None) -> SecurityContext:
         """Intersect a request with this policy and return the effective, resolved context.
 
         ``limit_defaults`` are user-level defaults (config file, environment, kernel config):
@@ -121,12 +138,29 @@ class Policy:
             changes[name] = value
         limits = limits.replace(**changes)
 
-        sandbox_type = request.sandbox_type or self.default_sandbox_type
+        sandbox_type = canonical_sandbox_type(request.sandbox_type or self.default_sandbox_type)
         self.check_sandbox_type(sandbox_type, user)
         working_dir = self.check_working_dir(request.working_dir, working_root, user)
+        image = None
+        if sandbox_type == "container":
+            image = self.check_image(request.image or image_default or self.container_image
+                                     or default_container_image(), user)
         return SecurityContext(user, effective_perms, limits, groups=self.groups_of(user),
                                sandbox_type=sandbox_type, working_dir=working_dir,
-                               _resolved=True)
+                               image=image, _resolved=True)
+
+    def check_image(self, image: str, user: str = "") -> str:
+        """A container image must be on the administrator's list, when there is one."""
+        image = str(image).strip()
+        if not image:
+            raise ConfigurationError("the container image name is empty")
+        if self.allowed_images is not None and image not in self.allowed_images:
+            raise PermissionDenied(
+                f"Permission denied: the administrator's policy ({self.source_text()}) does not "
+                f"allow the container image {image!r}; allowed: "
+                f"{', '.join(sorted(self.allowed_images)) or 'none'}.",
+                permission="image", user_id=user, ceiling=sorted(self.allowed_images))
+        return image
 
     @staticmethod
     def check_working_dir(requested: str | None, root: str | Path | None,
@@ -180,6 +214,10 @@ class Policy:
             allow_unsandboxed=self.allow_unsandboxed and other.allow_unsandboxed,
             allowed_imports=self.allowed_imports & other.allowed_imports,
             required_mechanisms=self.required_mechanisms | other.required_mechanisms,
+            container_image=other.container_image or self.container_image,
+            allowed_images=(self.allowed_images if other.allowed_images is None
+                            else other.allowed_images if self.allowed_images is None
+                            else self.allowed_images & other.allowed_images),
             # Identities come only from the base policy: a later file may not add API keys or a
             # signing key, or it could make itself any user.
             api_keys=dict(self.api_keys),
@@ -219,7 +257,8 @@ class Policy:
                             for g, m in members.items()}
         sandbox = data.get("sandbox", {})
         _reject_unknown(sandbox, {"allowed_types", "default_type", "allow_unsandboxed",
-                                  "allowed_imports", "require"}, f"{source} [sandbox]")
+                                  "allowed_imports", "require", "container_image",
+                                  "allowed_images"}, f"{source} [sandbox]")
         if "require" in sandbox:
             wanted = frozenset(_strings(sandbox["require"], "sandbox.require"))
             bad = sorted(wanted - set(REQUIRABLE))
@@ -227,15 +266,22 @@ class Policy:
                 raise ConfigurationError(f"{source}: sandbox.require names unknown mechanism(s) "
                                          f"{bad}; valid: {', '.join(REQUIRABLE)}")
             kwargs["required_mechanisms"] = wanted
+        if "container_image" in sandbox:
+            kwargs["container_image"] = _strings([sandbox["container_image"]],
+                                                 "sandbox.container_image")[0]
+        if "allowed_images" in sandbox:
+            kwargs["allowed_images"] = frozenset(_strings(sandbox["allowed_images"],
+                                                          "sandbox.allowed_images"))
         if "allowed_types" in sandbox:
-            types = frozenset(_strings(sandbox["allowed_types"], "sandbox.allowed_types"))
+            types = frozenset(canonical_sandbox_type(t) for t in
+                              _strings(sandbox["allowed_types"], "sandbox.allowed_types"))
             bad = sorted(types - set(SANDBOX_TYPES))
             if bad:
                 raise ConfigurationError(f"{source}: unknown sandbox type(s) {bad}; valid: "
                                          f"{', '.join(SANDBOX_TYPES)}")
             kwargs["allowed_sandbox_types"] = types
         if "default_type" in sandbox:
-            kwargs["default_sandbox_type"] = str(sandbox["default_type"])
+            kwargs["default_sandbox_type"] = canonical_sandbox_type(sandbox["default_type"])
         if "allow_unsandboxed" in sandbox:
             kwargs["allow_unsandboxed"] = coerce_limit("network_access",
                                                        sandbox["allow_unsandboxed"])

@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=KERNEL_NAME,
                         help=f"kernelspec name (default {KERNEL_NAME!r})")
     parser.add_argument("--display-name", help="name shown in the launcher")
-    parser.add_argument("--sandbox-type", choices=("process", "restricted"),
+    parser.add_argument("--sandbox-type", choices=("process", "restricted", "container"),
                         help="run cells in this sandbox (the policy must allow it)")
     parser.add_argument("--policy", action="append", default=[], metavar="FILE",
                         help="extra policy file; can only tighten the system policy")

@@ -24,14 +24,16 @@ OnOutput = Callable[[Any], Any]
 OnEvent = Callable[[dict[str, Any]], Any]
 
 
-async def process_sandbox(manager: SandboxManager) -> tuple[ProcessSandbox, bool]:
-    """The manager's process sandbox; (sandbox, owned) where owned means we must close it.
+async def process_sandbox(manager: SandboxManager, kind: str = "process"
+                          ) -> tuple[ProcessSandbox, bool]:
+    """The manager's process sandbox (or container sandbox, which runs the same sessions in a
+    container: ``kind="container"``); (sandbox, owned) where owned means we must close it.
 
     Falls back to constructing it directly when the manager cannot list its sandbox classes
     (an engine build without the restricted sandbox module).
     """
     try:
-        sandbox = await manager.get_sandbox("process")
+        sandbox = await manager.get_sandbox(kind)
     except ImportError:
         sandbox = ProcessSandbox(manager)
         await sandbox.start()
@@ -48,12 +50,14 @@ class SessionBackend:
     def __init__(self, manager: SandboxManager, context: SecurityContext) -> None:
         self.manager = manager
         self.context = context
+        if context.sandbox_type == "container":
+            self.sandbox_type = "container"  # the same session, in a warm container
         self.session: ProcessSession | None = None
         self._sandbox: ProcessSandbox | None = None
         self._owned = False
 
     async def start(self) -> None:
-        self._sandbox, self._owned = await process_sandbox(self.manager)
+        self._sandbox, self._owned = await process_sandbox(self.manager, self.sandbox_type)
         self.session = ProcessSession(self._sandbox, self.context, executor=EXECUTOR)
         await self.session.start()
 

@@ -34,8 +34,11 @@ def resolve_cell(manager: SandboxManager, kernel_ctx: SecurityContext, request: 
                for name in asked.looser_than(current) if name in request.limits]
     first = next((n for n in asked.looser_than(current) if n in request.limits), None)
     sandbox = request.sandbox or kernel_ctx.sandbox_type
-    if kernel_ctx.sandbox_type == "restricted" and sandbox == "process":
-        reasons.append("the process sandbox allows more than this kernel's restricted sandbox")
+    if sandbox != kernel_ctx.sandbox_type and (
+            kernel_ctx.sandbox_type == "restricted"
+            or (kernel_ctx.sandbox_type == "container" and sandbox == "process")):
+        reasons.append(f"the {sandbox} sandbox allows more than this kernel's "
+                       f"{kernel_ctx.sandbox_type} sandbox")
         first = first or "sandbox_type"
     if request.permissions is not None:
         extra = sorted(perms.implied(frozenset(request.permissions)) - kernel_ctx.permissions)
@@ -52,7 +55,9 @@ def resolve_cell(manager: SandboxManager, kernel_ctx: SecurityContext, request: 
         raise PermissionDenied(text, permission=first, user_id=kernel_ctx.user_id,
                                ceiling=ceiling)
     request_ctx = SecurityContext(kernel_ctx.user_id, request.permissions, request.limits,
-                                  sandbox_type=sandbox, working_dir=kernel_ctx.working_dir)
+                                  sandbox_type=sandbox, working_dir=kernel_ctx.working_dir,
+                                  image=request.image or (kernel_ctx.image if sandbox
+                                                          == kernel_ctx.sandbox_type else None))
     return manager.authorize(request_ctx, "execute", action=action,
                              limit_overrides=current.as_dict(), record_allowed=False)
 
@@ -61,8 +66,10 @@ def fresh_reasons(kernel_ctx: SecurityContext, cell_ctx: SecurityContext,
                   kernel_sandbox: str) -> list[str]:
     """Why this cell cannot run in the kernel's session ([] when it can)."""
     reasons = []
-    if kernel_sandbox != "process" or cell_ctx.sandbox_type != "process":
+    if kernel_sandbox == "restricted" or cell_ctx.sandbox_type != kernel_sandbox:
         reasons.append(f"the {cell_ctx.sandbox_type} sandbox")
+    if cell_ctx.image != kernel_ctx.image and cell_ctx.sandbox_type == kernel_sandbox:
+        reasons.append(f"the image {cell_ctx.image}")
     before, after = kernel_ctx.resource_limits, cell_ctx.resource_limits
     for name in ("network_access", "filesystem_access", "max_file_size_mb"):
         if getattr(before, name) != getattr(after, name):

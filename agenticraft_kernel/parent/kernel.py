@@ -98,7 +98,8 @@ class SecureKernel(Kernel):
 
     # -- configuration (c.SecureKernel.*) --------------------------------------------------------
     sandbox_type = Unicode(None, allow_none=True, help="""Sandbox for cells: "process"
-        (default, IPython in a confined process) or "restricted". The policy must allow it.""",
+        (default, IPython in a confined process), "container" (the same, in a warm container;
+        alias "docker") or "restricted". The policy must allow it.""",
                            ).tag(config=True)
     user_id = Unicode(None, allow_none=True, help="""User the cells run as; default
         JUPYTERHUB_USER, else the OS user.""").tag(config=True)

@@ -222,7 +222,7 @@ class KernelCellSite(RelayScreen):
         reasons = fresh_reasons(self.backend.context, ctx, self.backend.sandbox_type)
         if not reasons:
             return None
-        if (request.inputs or request.outputs) and self.backend.sandbox_type != "process":
+        if (request.inputs or request.outputs) and self.backend.sandbox_type == "restricted":
             raise UsageError("%%secure: --in/--out need the kernel's session, and this "
                              "restricted kernel keeps no variables between cells")
         return reasons

@@ -19,10 +19,11 @@ from IPython.core.error import UsageError
 
 from agenticraft.security import permissions as perms
 from agenticraft.security.audit import EVENT_TYPES
+from agenticraft.security.policy import canonical_sandbox_type
 from agenticraft.wire.errors import ConfigurationError
 from agenticraft.wire.limits import coerce_limit
 
-SANDBOX_CHOICES = ("process", "restricted")
+SANDBOX_CHOICES = ("process", "restricted", "container", "docker")  # docker = container
 #: ``%%secure`` option -> resource limit it sets.
 LIMIT_OPTIONS = {"timeout": "timeout_seconds", "memory": "memory_mb", "cpu": "cpu_percent",
                  "max_file_size": "max_file_size_mb", "max_output": "max_output_bytes",
@@ -60,6 +61,7 @@ class SecureRequest:
     outputs: tuple[str, ...] = ()
     quiet: bool = False
     help: bool = False
+    image: str | None = None  # the container sandbox's image (implies --sandbox container)
 
     def audit_fields(self) -> dict[str, Any]:
         """The magic's options as they go into the cell's audit record."""
@@ -72,6 +74,8 @@ class SecureRequest:
             fields["in"] = list(self.inputs)
         if self.outputs:
             fields["out"] = list(self.outputs)
+        if self.image:
+            fields["image"] = self.image
         return fields
 
 
@@ -110,7 +114,8 @@ def secure_parser() -> _Parser:
                      epilog=SECURE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-h", "--help", action="store_true", help="show this help")
     parser.add_argument("--sandbox", choices=SANDBOX_CHOICES,
-                        help="sandbox for this cell (restricted: the restricted Python subset)")
+                        help="sandbox for this cell (restricted: the restricted Python subset; "
+                             "container or docker: a container)")
     parser.add_argument("--timeout", metavar="SECONDS", help="wall-clock limit (timeout_seconds)")
     parser.add_argument("--memory", metavar="MB", help="memory limit (memory_mb)")
     parser.add_argument("--cpu", metavar="PERCENT", help="CPU share, 100 = one core")
@@ -128,6 +133,9 @@ def secure_parser() -> _Parser:
     parser.add_argument("--out", dest="outputs", metavar="NAMES",
                         help="results to copy back from a fresh sandbox, e.g. --out x,y")
     parser.add_argument("--quiet", action="store_true", help="no summary line after the cell")
+    parser.add_argument("--image", metavar="NAME",
+                        help="container image for this cell (implies --sandbox container; the "
+                             "policy may limit which images)")
     return parser
 
 
@@ -156,8 +164,17 @@ def parse_secure(line: str) -> SecureRequest:
         if not permissions:
             raise UsageError("%%secure: --permissions needs at least one permission, e.g. "
                              "--permissions execute")
+    sandbox = args.sandbox and canonical_sandbox_type(args.sandbox)
+    if args.image is not None:
+        if sandbox not in (None, "container"):
+            raise UsageError("%%secure: --image needs the container sandbox, not --sandbox "
+                             f"{sandbox}")
+        if not args.image.strip():
+            raise UsageError("%%secure: --image: give an image name")
+        sandbox = "container"
     return SecureRequest(
-        line=line, sandbox=args.sandbox, limits=limits, permissions=permissions,
+        line=line, sandbox=sandbox, limits=limits, permissions=permissions,
+        image=args.image.strip() if args.image else None,
         inputs=_names("--in", args.inputs) if args.inputs is not None else (),
         outputs=_names("--out", args.outputs) if args.outputs is not None else (),
         quiet=args.quiet)

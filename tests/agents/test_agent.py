@@ -91,7 +91,7 @@ def test_agent_limits_are_validated_at_construction():
     with pytest.raises(ConfigurationError, match="memory_mb"):
         Agent(memory_limit=-1)
     with pytest.raises(ConfigurationError, match="sandbox type"):
-        Agent(sandbox_type="docker")
+        Agent(sandbox_type="vm")
     assert Agent(timeout=5, cpu_limit=25).limits == {"timeout_seconds": 5.0, "cpu_percent": 25.0}
 
 

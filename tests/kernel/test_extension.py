@@ -184,7 +184,7 @@ def test_restricted_sandbox_cell(env: tuple[Any, Path]) -> None:
     ("%%secure --memory -5\nx = 1\n", "--memory: memory_mb must be a positive number"),
     ("%%secure --cpu -1\nx = 1\n", "--cpu: cpu_percent must be a positive number"),
     ("%%secure --memory 1.5\nx = 1\n", "memory_mb must be a whole number"),
-    ("%%secure --sandbox docker\nx = 1\n", "invalid choice: 'docker'"),
+    ("%%secure --sandbox vm\nx = 1\n", "invalid choice: 'vm'"),
     ("%%secure --in 1a\nx = 1\n", "'1a' is not a variable name"),
     ("%%secure --in not_defined_anywhere\nx = 1\n", "no such variable"),
     ("%%secure --permissions root\nx = 1\n", "Unknown permission 'root'"),

@@ -198,7 +198,7 @@ def test_unknown_config_key_is_an_error_listing_valid_keys(env, tmp_path, key):
     ('"default_timeout": 0', "timeout_seconds"),
     ('"default_cpu_percent": True', "cpu_percent"),
     ('"default_network_access": "maybe"', "network_access"),
-    ('"default_sandbox_type": "docker"', "docker"),
+    ('"default_sandbox_type": "vm"', "vm"),
     ('"enable_audit_logging": "sometimes"', "sometimes"),
 ])
 def test_bad_config_values_name_the_file_and_the_setting(env, tmp_path, entry, word):
@@ -346,7 +346,7 @@ def test_unrelated_variables_are_ignored(env):
     ("AGENTICRAFT_DEFAULT_CPU_PERCENT", "fast", "cpu_percent"),
     ("AGENTICRAFT_DEFAULT_NETWORK_ACCESS", "maybe", "network_access"),
     ("AGENTICRAFT_DEFAULT_MAX_PROCESSES", "2.5", "max_processes"),
-    ("AGENTICRAFT_DEFAULT_SANDBOX", "docker", "docker"),
+    ("AGENTICRAFT_DEFAULT_SANDBOX", "vm", "vm"),
     ("AGENTICRAFT_ENABLE_AUDIT_LOGGING", "sometimes", "sometimes"),
 ])
 def test_bad_environment_values_name_the_variable(env, var, value, word):

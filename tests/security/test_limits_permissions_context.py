@@ -582,7 +582,7 @@ def test_execution_error_str_without_value():
 # -- SandboxType --------------------------------------------------------------------------------
 
 def test_sandbox_type_values():
-    assert {t.value for t in SandboxType} == {"restricted", "process"}
+    assert {t.value for t in SandboxType} == {"restricted", "process", "container"}
     assert SandboxType.PROCESS == "process"
     assert SandboxType.RESTRICTED == "restricted"
     assert str(SandboxType.PROCESS) == "process"
@@ -597,7 +597,7 @@ def test_sandbox_type_parse(text, expected):
     assert SandboxType.parse(text) is expected
 
 
-@pytest.mark.parametrize("text", ["docker", "", "proc", None, 3])
+@pytest.mark.parametrize("text", ["vm", "", "proc", None, 3])
 def test_sandbox_type_parse_errors_list_valid_types(text):
     with pytest.raises(ConfigurationError) as info:
         SandboxType.parse(text)
@@ -606,9 +606,9 @@ def test_sandbox_type_parse_errors_list_valid_types(text):
     assert "restricted" in message
 
 
-def test_docker_is_named_as_not_available_yet():
-    with pytest.raises(ConfigurationError, match="Docker"):
-        SandboxType.parse("docker")
+def test_docker_is_an_alias_of_container():
+    assert SandboxType.parse("docker") is SandboxType.CONTAINER
+    assert SandboxType.parse(" Container ") is SandboxType.CONTAINER
 
 
 # -- codec --------------------------------------------------------------------------------------

@@ -264,7 +264,7 @@ def test_default_sandbox_type_used():
         "restricted"
 
 
-@pytest.mark.parametrize("kind", ["docker", "none", ""])
+@pytest.mark.parametrize("kind", ["vm", "none", ""])
 def test_unknown_sandbox_type_is_a_configuration_error(kind):
     request = SecurityContext("a", sandbox_type=kind or "   ")
     with pytest.raises(ConfigurationError, match="sandbox type"):
@@ -429,11 +429,11 @@ def test_bad_permission_names_rejected(data, word):
     ({"groups": {"staff": "alice"}}, "groups.staff"),
     ({"groups": {"staff": [1, 2]}}, "groups.staff"),
     ({"sandbox": {"allowed_types": "process"}}, "allowed_types"),
-    ({"sandbox": {"allowed_types": ["docker"]}}, "docker"),
+    ({"sandbox": {"allowed_types": ["vm"]}}, "vm"),
     ({"sandbox": {"allowed_imports": "math"}}, "allowed_imports"),
     ({"sandbox": {"allow_unsandboxed": "perhaps"}}, "perhaps"),
     ({"sandbox": {"allowed_types": ["process"], "default_type": "restricted"}}, "default_type"),
-    ({"sandbox": {"default_type": "docker"}}, "default_type"),
+    ({"sandbox": {"default_type": "vm"}}, "default_type"),
 ])
 def test_bad_types_and_values_rejected(data, word):
     with pytest.raises(ConfigurationError, match=word):

@@ -238,7 +238,7 @@ def authorize(manager: SandboxManager, request: SecurityContext, permission: str
     asked = merge_limits(limits, request.limit_request, narrow)
     rebuilt = SecurityContext(request.user_id, request.requested_permissions, asked,
                               sandbox_type=request.sandbox_type,
-                              working_dir=request.working_dir)
+                              working_dir=request.working_dir, image=request.image)
     return manager.authorize(rebuilt, permission, sandbox_type=sandbox_type, action=action,
                              limit_overrides=limits)
 

@@ -37,7 +37,7 @@ def test_permissions_accept_spaces_and_aliases() -> None:
     ("--max-processes x", "%%secure: --max-processes: max_processes must be a positive"),
     ("--bogus", "%%secure: unrecognized arguments: --bogus (see %%secure --help)"),
     ("--time 3", "unrecognized arguments: --time 3"),  # no abbreviations
-    ("--sandbox docker", "argument --sandbox: invalid choice: 'docker'"),
+    ("--sandbox vm", "argument --sandbox: invalid choice: 'vm'"),
     ("--in _x", "%%secure: --in: '_x' is not a variable name"),
     ("--out class", "%%secure: --out: 'class' is not a variable name"),
     ("--in ''", "%%secure: --in needs variable names, e.g. --in a,b"),

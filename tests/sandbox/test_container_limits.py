@@ -1,0 +1,231 @@
+"""Every SecurityContext limit hit inside a container, reported like the other sandbox types;
+the escape/abuse subset that makes sense for a container (files, network, processes, memory,
+disk); sessions that roll back. After each attack the warm container still answers."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from agenticraft.security import SecurityContext
+from agenticraft.wire.errors import ResourceLimitExceeded
+
+from helpers import wait_gone
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def run(sandbox, code: str, **limits):
+    limits.setdefault("timeout_seconds", 5)
+    ctx = SecurityContext("tester", resource_limits=limits)
+    return await sandbox.execute_code(textwrap.dedent(code), ctx)
+
+
+@pytest.fixture(autouse=True)
+async def canary(container_sandbox):
+    """After every attack: the default profile's container still gives 1+1 = 2."""
+    yield
+    result = await run(container_sandbox, "result = 1 + 1")
+    assert result["result"] == 2
+
+
+# -- each limit ---------------------------------------------------------------------------------
+async def test_timeout(container_sandbox):
+    with pytest.raises(ResourceLimitExceeded) as info:
+        await run(container_sandbox, "while True: pass", timeout_seconds=1)
+    assert info.value.limit == "timeout_seconds"
+
+
+@pytest.mark.parametrize("code", ["x = bytearray(400 * 2**20)",
+                                  "x = []\nwhile True: x.append(bytearray(2**20))"])
+async def test_memory(container_sandbox, code):
+    with pytest.raises(ResourceLimitExceeded) as info:
+        await run(container_sandbox, code, memory_mb=128, timeout_seconds=20)
+    assert info.value.limit == "memory_mb"
+
+
+async def test_max_file_size(container_sandbox):
+    with pytest.raises(ResourceLimitExceeded) as info:
+        await run(container_sandbox, "open('big', 'wb').write(b'x' * (3 * 2**20))",
+                  max_file_size_mb=1)
+    assert info.value.limit == "max_file_size_mb"
+
+
+async def test_max_processes(container_sandbox):
+    code = """
+    import os, time
+    pids = []
+    for _ in range(40):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        pids.append(pid)
+    """
+    with pytest.raises((ResourceLimitExceeded, BlockingIOError)) as info:
+        result = await run(container_sandbox, code, max_processes=4, timeout_seconds=10)
+        assert not result.success and result.error.ename == "BlockingIOError", result
+        raise BlockingIOError(result.error.evalue)
+    if isinstance(info.value, ResourceLimitExceeded):
+        assert info.value.limit == "max_processes"
+
+
+async def test_max_output_bytes(container_sandbox):
+    result = await run(container_sandbox, "print('x' * 100000)", max_output_bytes=1000)
+    assert result.truncated and len(result.stdout) < 1500
+
+
+async def test_cpu_percent_is_the_container_quota(container_sandbox):
+    ctx = container_sandbox.manager.authorize(
+        SecurityContext("cpu", resource_limits={"cpu_percent": 20}), "execute")
+    result = await container_sandbox.run("x = 1", ctx)
+    assert "0.2 CPUs" in result.enforced["cpu_percent"]
+
+
+# -- files --------------------------------------------------------------------------------------
+async def test_host_files_are_not_there(container_sandbox, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    result = await run(container_sandbox, f"data = open({str(secret)!r}).read()")
+    assert not result.success
+    assert result.error.ename in ("FileNotFoundError", "PermissionError")
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "/opt/agenticraft/agenticraft/__init__.py",
+                                  "/usr/bin/evil"])
+async def test_cannot_write_the_image(container_sandbox, path):
+    result = await run(container_sandbox, f"open({path!r}, 'a').write('x')")
+    assert not result.success
+    assert result.error.ename in ("PermissionError", "OSError")
+
+
+async def test_cannot_read_shadow(container_sandbox):
+    result = await run(container_sandbox, "data = open('/etc/shadow').read()")
+    assert not result.success
+    assert result.error.ename in ("PermissionError", "FileNotFoundError")
+
+
+async def test_filesystem_access_mounts_only_the_working_dir(container_sandbox):
+    from pathlib import Path
+    tmp_path = Path(container_sandbox.manager.working_dir)
+    tmp_path.chmod(0o755)  # root's directory: the container user (10001) reads what others may
+    (tmp_path / "data.txt").write_text("shared data")
+    ctx = container_sandbox.manager.authorize(SecurityContext(
+        "fs", ["execute"], {"filesystem_access": True}), "execute")
+    result = await container_sandbox.run(
+        "import os\ndata = open('data.txt').read()\n"
+        "try:\n    open('new.txt', 'w')\nexcept OSError as e:\n    denied = e.errno", ctx)
+    assert result["data"] == "shared data"
+    assert result["denied"] in (13, 30)  # no write permission: read-only
+    assert not (tmp_path / "new.txt").exists()
+
+
+# -- network ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("code", [
+    "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)",
+    "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('8.8.8.8', 53))",
+    "import socket\nsocket.getaddrinfo('example.com', 80)",
+])
+async def test_no_network(container_sandbox, code):
+    result = await run(container_sandbox, code)
+    assert not result.success
+    assert result.error.ename in ("PermissionError", "OSError", "gaierror", "TimeoutError")
+
+
+# -- processes ----------------------------------------------------------------------------------
+async def test_fork_bomb_is_stopped(container_sandbox):
+    code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    with pytest.raises(ResourceLimitExceeded):
+        await run(container_sandbox, code, max_processes=8, timeout_seconds=3)
+
+
+async def test_cannot_see_or_signal_host_processes(container_sandbox):
+    import os
+    result = await run(container_sandbox, f"""
+    import os, signal
+    try:
+        os.kill({os.getpid()}, signal.SIGKILL)
+        killed = True
+    except OSError as e:
+        killed = e.errno
+    try:
+        os.kill(1, signal.SIGKILL)
+        init = True
+    except OSError as e:
+        init = e.errno
+    """)
+    assert result["killed"] in (1, 3)  # EPERM or ESRCH: the host's pid does not exist here
+    assert result["init"] in (1, 3)
+
+
+async def test_daemon_does_not_outlive_the_run(container_sandbox):
+    code = """
+    import os, time
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    """
+    result = await run(container_sandbox, code)
+    ctx = container_sandbox.manager.authorize(SecurityContext("tester"), "execute")
+    zygote = (await container_sandbox.supervisor_for(ctx)).zygote
+    assert result["child"] > 0
+    host_pid = zygote.host_pid(result["child"])
+    assert host_pid == -1 or wait_gone(host_pid)  # killed once its worker ended
+
+
+# -- disk ---------------------------------------------------------------------------------------
+async def test_tmp_is_a_size_limited_tmpfs(container_sandbox):
+    code = """
+    import os
+    try:
+        with open('/tmp/fill', 'wb') as fh:
+            for _ in range(200):
+                fh.write(b'x' * 2**20)
+    except OSError as e:
+        err = e.errno
+    """
+    try:
+        result = await run(container_sandbox, code, max_file_size_mb=500, timeout_seconds=20)
+    except ResourceLimitExceeded as exc:  # the scratch/file-size watchdog may be first
+        assert exc.limit == "max_file_size_mb"
+        return
+    assert not result.success or result["err"] in (13, 28)  # EACCES (Landlock) or ENOSPC
+
+
+# -- sessions -----------------------------------------------------------------------------------
+async def test_session_keeps_variables_and_rolls_back(container_sandbox):
+    ctx = SecurityContext("sess", resource_limits={"timeout_seconds": 2, "memory_mb": 128})
+    session = container_sandbox.session(ctx)
+    try:
+        await session.run("x = 1\nitems = [1, 2]")
+        await session.run("x += 1")
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await session.run("x = 100\nitems.append(3)\nwhile True: pass")
+        assert info.value.rolled_back
+        result = await session.run("y = (x, items)")
+        assert result["y"] == [2, [1, 2]]
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await session.run("x = -1\nblob = bytearray(400 * 2**20)")
+        assert info.value.rolled_back and info.value.limit == "memory_mb"
+        assert (await session.run("z = x"))["z"] == 2
+    finally:
+        await session.close()
+
+
+async def test_session_interrupt(container_sandbox):
+    import asyncio
+    session = container_sandbox.session(SecurityContext("intr"))
+    try:
+        await session.run("kept = 'yes'")
+        task = asyncio.ensure_future(session.run("while True: pass"))
+        while not session.running:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        session.interrupt()
+        result = await task
+        assert not result.success and result.error.ename == "KeyboardInterrupt"
+        assert (await session.run("k = kept"))["k"] == "yes"
+    finally:
+        await session.close()
