@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agenticraft.jail.tree import kill_tree
+from agenticraft.sandbox.budget import RunBudget
 from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
 from agenticraft.sandbox.watchdog import parse_stat
@@ -32,6 +33,8 @@ from agenticraft.wire.limits import ResourceLimits
 #: when the *thread* that started it exits, so a short-lived executor thread would kill it.
 LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                  thread_name_prefix="agenticraft-launcher")
+READ_CHUNK = 256 * 1024
+YIELD_EVERY = 16
 
 
 class ZygoteProcess:
@@ -169,7 +172,7 @@ class WorkerHandle:
             os.set_blocking(fd, False)
         self.scratch = scratch
         self.frames = protocol.FrameBuffer()
-        self.pending: list[dict[str, Any]] = []
+        self._burst = 0
         self.alive = True
         self.ready: dict[str, Any] = {}
         self.sink: OutputSink | None = None
@@ -178,14 +181,29 @@ class WorkerHandle:
         self._stat_fd: int | None = None
 
     async def recv(self) -> dict[str, Any] | None:
-        """Next frame, or None at end of stream. Raises ProtocolError on garbage."""
+        """Next frame, or None at end of stream. Raises ProtocolError on garbage.
+
+        Frames are decoded one at a time, and the event loop gets a turn every
+        ``YIELD_EVERY`` frames and after every full read, so a flood of frames can never keep the
+        loop (heartbeats, ``kernel_info``, interrupts) from running."""
         loop = asyncio.get_running_loop()
-        while not self.pending:
-            data = await loop.sock_recv(self.chan, 1 << 20)
+        self._burst += 1
+        if self._burst >= YIELD_EVERY:
+            self._burst = 0
+            await asyncio.sleep(0)
+        while (frame := self.frames.pop()) is None:
+            data = await loop.sock_recv(self.chan, READ_CHUNK)
             if not data:
                 return None
-            self.pending.extend(self.frames.feed(data))
-        return self.pending.pop(0)
+            self.frames.push(data)
+            if len(data) == READ_CHUNK:  # more is waiting (a flood): let the loop run first
+                self._burst = 0
+                await asyncio.sleep(0)
+        return frame
+
+    def budget(self, budget: RunBudget | None) -> None:
+        """Weigh every frame read from now on against ``budget`` (None: only ``MAX_FRAME``)."""
+        self.frames.admit = budget.admit if budget is not None else None
 
     def send(self, message: dict[str, Any]) -> None:
         data = protocol.encode(message)
