@@ -52,6 +52,8 @@ class Policy:
     default_sandbox_type: str = "process"
     allow_unsandboxed: bool = False
     allowed_imports: frozenset[str] = frozenset()
+    #: Kernel outputs may carry page scripts (trusted deployments only; default: removed).
+    allow_output_scripts: bool = False
     api_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
     signing_key: str | None = None
     sources: tuple[str, ...] = ("built-in",)
@@ -175,6 +177,7 @@ class Policy:
                                   else self.default_sandbox_type),
             allow_unsandboxed=self.allow_unsandboxed and other.allow_unsandboxed,
             allowed_imports=self.allowed_imports & other.allowed_imports,
+            allow_output_scripts=self.allow_output_scripts and other.allow_output_scripts,
             # Identities come only from the base policy: a later file may not add API keys or a
             # signing key, or it could make itself any user.
             api_keys=dict(self.api_keys),
@@ -190,8 +193,8 @@ class Policy:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "dict") -> Policy:
         """Build a policy from the TOML structure documented in docs/policy.md."""
-        _reject_unknown(data, {"ceilings", "defaults", "grants", "groups", "sandbox", "api_keys",
-                               "signing_key"}, source)
+        _reject_unknown(data, {"ceilings", "defaults", "grants", "groups", "sandbox", "kernel",
+                               "api_keys", "signing_key"}, source)
         kwargs: dict[str, Any] = {"sources": (source,)}
         if "ceilings" in data:
             kwargs["ceilings"] = ResourceLimits.from_value(
@@ -230,6 +233,13 @@ class Policy:
         if "allowed_imports" in sandbox:
             kwargs["allowed_imports"] = frozenset(_strings(sandbox["allowed_imports"],
                                                            "sandbox.allowed_imports"))
+        kernel = data.get("kernel", {})
+        _reject_unknown(kernel, {"allow_output_scripts"}, f"{source} [kernel]")
+        if "allow_output_scripts" in kernel:
+            if not isinstance(kernel["allow_output_scripts"], bool):
+                raise ConfigurationError(f"{source}: kernel.allow_output_scripts must be true "
+                                         "or false")
+            kwargs["allow_output_scripts"] = kernel["allow_output_scripts"]
         keys = _table(data.get("api_keys", {}), f"{source} [api_keys]")
         if not all(isinstance(v, str) for v in keys.values()):
             raise ConfigurationError(f"{source} [api_keys]: each key's SHA-256 digest must map "
