@@ -47,6 +47,7 @@ class Relay:
         self._publish = publish
         self.policy = policy or OutputPolicy()
         self.removed: list[str] = []
+        self._noted = False
         self.closed = False
         self.blocked = blocked  # comm ids the worker may not use (the parent's panel)
         self.on_started = on_started
@@ -79,11 +80,14 @@ class Relay:
         return kept
 
     def _note(self, removed: list[str]) -> None:
-        first = not self.removed
         self.removed.extend(removed)
-        if first:  # one visible line per cell, after the output it is about
+
+    def _show_note(self) -> None:
+        """One visible line per cell, after the first output it is about."""
+        if self.removed and not self._noted:
+            self._noted = True
             self.flush()
-            self.publish("stream", {"name": "stderr", "text": note(removed)}, None)
+            self.publish("stream", {"name": "stderr", "text": note(self.removed)}, None)
 
     def audit_fields(self) -> dict[str, Any]:
         """What the cell's audit record says about removed output (nothing when none was)."""
@@ -114,7 +118,8 @@ class Relay:
         if size > room:
             self._note([f"payload and user_expressions of {size} bytes dropped (over "
                         "max_output_bytes)"])
-            return {"payload": [], "user_expressions": {}}
+            payload, expressions = [], {}
+        self._show_note()
         return {"payload": payload, "user_expressions": expressions}
 
     # -- streams ---------------------------------------------------------------------------------
@@ -164,6 +169,7 @@ class Relay:
             before = content.get("data")
             content["data"] = self.clean(before)
             if before and not content["data"] and kind != "update_display_data":
+                self._show_note()
                 return  # nothing of it may be shown (its note says why)
         if kind == "error":
             content = {"ename": str(content.get("ename", "Error")),
@@ -172,6 +178,7 @@ class Relay:
                        if isinstance(content.get("traceback"), list) else []}
             self.errors.append(content)
         self.publish(kind, content, None)
+        self._show_note()
 
     def error(self, ename: str, evalue: str, traceback: list[str]) -> dict[str, Any]:
         """Publish an error output made by the kernel (a limit, a denial) and return it."""
