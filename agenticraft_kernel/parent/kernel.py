@@ -32,6 +32,7 @@ from agenticraft.security.context import SecurityContext, current_user
 from agenticraft.security.policy import load_policy
 from agenticraft.wire.codec import to_safe
 from agenticraft.wire.errors import (
+    ChannelAbuse,
     ResourceLimitExceeded,
     SandboxError,
     SecurityException,
@@ -246,7 +247,8 @@ class SecureKernel(Kernel):
             task.add_done_callback(self._tasks.discard)
 
         return Relay(publish, on_input if ident is not None else None, self.comms.track,
-                     self.cell.started, blocked=self.comms.is_parent, policy=self.output_policy)
+                     self.cell.started, blocked=self.comms.is_parent, policy=self.output_policy,
+                     model_of=self.comms.model_of)
 
     def publish_update(self, display_id: str, data: dict[str, Any]) -> None:
         """Refresh a display the parent made (the text panel's updates)."""
@@ -393,6 +395,9 @@ class SecureKernel(Kernel):
                                   **{**fields, **relay.audit_fields()})
         if outcome == "denied":
             self.kaudit.violation(ctx, ctx.user_id, "code_policy", code_sha256=digest,
+                                  detail=str(exc)[:500])
+        elif isinstance(exc, ChannelAbuse):
+            self.kaudit.violation(ctx, ctx.user_id, "worker_protocol", code_sha256=digest,
                                   detail=str(exc)[:500])
         note = LOST_STATE if backend is not None and backend.lost_state else ""
         return error_reply(relay, type(exc).__name__, f"{exc}{note}", count)

@@ -43,8 +43,10 @@ class Relay:
                  on_comm: Callable[[str, dict[str, Any]], None] | None = None,
                  on_started: Callable[[], None] | None = None,
                  blocked: Callable[[str], bool] | None = None,
-                 policy: OutputPolicy | None = None) -> None:
+                 policy: OutputPolicy | None = None,
+                 model_of: Callable[[str], str | None] | None = None) -> None:
         self._publish = publish
+        self.model_of = model_of  # a comm's widget model (HTML widgets are cleaned)
         self.policy = policy or OutputPolicy()
         self.removed: list[str] = []
         self._noted = False
@@ -88,6 +90,20 @@ class Relay:
             self._noted = True
             self.flush()
             self.publish("stream", {"name": "stderr", "text": note(self.removed)}, None)
+
+    def _clean_comm(self, content: dict[str, Any]) -> dict[str, Any]:
+        data = content.get("data")
+        if not isinstance(data, Mapping) or not isinstance(data.get("state"), Mapping):
+            return content
+        state = data["state"]
+        model = state.get("_model_name")
+        if not isinstance(model, str) and self.model_of is not None:
+            model = self.model_of(str(content.get("comm_id", "")))
+        clean, removed = self.policy.clean_widget_state(state, model if isinstance(
+            model, str) else None)
+        if removed:
+            self._note(removed)
+        return {**content, "data": {**data, "state": clean}}
 
     def audit_fields(self) -> dict[str, Any]:
         """What the cell's audit record says about removed output (nothing when none was)."""
@@ -161,8 +177,10 @@ class Relay:
             buffers = [base64.b64decode(b) for b in event.get("buffers") or []]
             if self.on_comm is not None:
                 self.on_comm(kind, content)
+            content = self._clean_comm(content)
             metadata = event.get("metadata") if isinstance(event.get("metadata"), dict) else {}
             self.publish(kind, content, buffers or None, metadata)  # e.g. the widget protocol
+            self._show_note()
             return
         content = {k: v for k, v in event.items() if k != "type"}
         if kind in BUNDLE_EVENTS:

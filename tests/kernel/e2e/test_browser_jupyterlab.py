@@ -267,6 +267,9 @@ ATTACK_CELLS = [
     "import pandas as pd\npd.DataFrame({'animal': ['cat', 'dog'], 'legs': [4, 4]})",
     "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()",
     "import ipywidgets as widgets\nwidgets.IntSlider(value=3, description='knob')",
+    f"mark = {MARK!r}\n"
+    "widgets.HTML('<span id=\"htmlwidget\">w</span>'\n"
+    "             '<img src=\"gone.png\" onerror=\"' + mark + '\">')",
 ]
 
 
@@ -304,6 +307,7 @@ def test_outputs_cannot_script_the_page(data_dir: Path, tmp_path: Path) -> None:
             cells.nth(2).locator(".jp-RenderedImage img").wait_for()
             cells.nth(3).locator(".widget-slider, .jupyter-widgets.widget-inline-hbox") \
                 .first.wait_for(timeout=30_000)
+            cells.nth(4).locator("#htmlwidget").wait_for(timeout=30_000)
             page.screenshot(path=str(tmp / "attack.png"))
             assert page.evaluate("window.__agenticraft_pwned") is None
             assert len(kernels_running(url)) == 1

@@ -174,6 +174,8 @@ def test_deeply_nested_frame_ends_the_cell_with_an_error_reply_and_record(
     assert "nest" in reply["evalue"], reply
     records = cell_records(boundary)
     assert len(records) == before + 1 and records[-1]["outcome"] == "sandbox_error"
+    violation = [r for r in boundary.audit() if r.get("type") == "violation"][-1]
+    assert violation["limit"] == "worker_protocol" and "nest" in violation["detail"]
     assert_alive(boundary)
 
 
@@ -187,6 +189,9 @@ def test_flood_of_tiny_frames_keeps_the_parent_responsive_and_small(boundary: Ke
     reply, latencies, growth = run_flood(boundary, code)
     assert reply["status"] == "error", reply
     assert "flood" in reply["evalue"] or "timeout" in reply["evalue"], reply
+    if "flood" in reply["evalue"]:
+        assert [r for r in boundary.audit() if r.get("limit") == "worker_protocol"
+                and "flood" in r["detail"]]
     assert latencies and max(latencies) < 0.1, latencies
     assert growth < RSS_BOUND, growth
     assert_alive(boundary)

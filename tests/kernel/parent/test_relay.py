@@ -173,3 +173,26 @@ async def test_nothing_is_published_once_the_request_is_over() -> None:
     relay.event({"type": "display_data", "data": {"text/plain": "late"}})
     relay.error("E", "late", [])
     assert published == []
+
+
+async def test_widget_state_rendered_as_html_is_cleaned() -> None:
+    published = Published()
+    models = {"c1": "HTMLModel"}
+    relay = Relay(published, model_of=models.get)
+    relay.event({"type": "comm_open", "content": {"comm_id": "c2", "target_name": "w", "data": {
+        "state": {"_model_name": "HTMLModel", "value": "<b>x</b><img src=x onerror=alert(1)>",
+                  "description": "<i>d</i>", "description_allow_html": True}}}})
+    relay.event({"type": "comm_msg", "content": {"comm_id": "c1", "data": {
+        "method": "update", "state": {"value": "<script>alert(2)</script>ok"}}}})
+    relay.event({"type": "comm_msg", "content": {"comm_id": "c3", "data": {
+        "method": "update", "state": {"outputs": [{"output_type": "display_data", "data": {
+            "application/javascript": "alert(3)", "text/plain": "p"}}]}}}})
+    relay.event({"type": "comm_msg", "content": {"comm_id": "c4", "data": {
+        "method": "update", "state": {"value": "<b>a text widget</b>"}}}})
+    states = [c["data"]["state"] for kind, c, _, _ in published if kind.startswith("comm")]
+    assert "onerror" not in states[0]["value"] and "<b>x</b>" in states[0]["value"]
+    assert states[0]["description_allow_html"] is False
+    assert states[1]["value"] == "ok"
+    assert states[2]["outputs"][0]["data"] == {"text/plain": "p"}
+    assert states[3]["value"] == "<b>a text widget</b>"  # not an HTML model: text, untouched
+    assert [kind for kind, *_ in published].count("stream") == 1
