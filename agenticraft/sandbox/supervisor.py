@@ -401,13 +401,9 @@ class Supervisor:
     async def _await_rollback(self, handle: WorkerHandle, run_id: int, runner: int) -> bool:
         """After the runner is gone the checkpoint resumes and says so."""
         try:
-            while True:
-                frame = await asyncio.wait_for(handle.recv(), timeout=10)
-                if frame is None:
-                    break
-                if frame.get("ev") == "rolled_back":
-                    return True
-        except (TimeoutError, protocol.ProtocolError):
+            if await handle.recv_rollback(run_id, timeout=10):
+                return True
+        except (TimeoutError, OSError):
             pass
         kill_tree(handle.pid)
         handle.alive = False

@@ -201,6 +201,25 @@ class WorkerHandle:
                 await asyncio.sleep(0)
         return frame
 
+    async def recv_rollback(self, run_id: int, timeout: float) -> bool:
+        """After a killed run: True once the checkpoint's ``rolled_back`` frame for ``run_id``
+        has arrived. The runner may have died in the middle of a frame, so the stream is not
+        read frame by frame here: it is read raw until it ends with that frame (the
+        checkpoint's last word before it waits for the next run)."""
+        loop = asyncio.get_running_loop()
+        tail = self.frames.take()
+        deadline = loop.time() + timeout
+        while True:
+            frame = protocol.last_frame(tail)
+            if frame is not None and frame.get("ev") == "rolled_back" and frame.get(
+                    "run") == run_id:
+                return True
+            data = await asyncio.wait_for(loop.sock_recv(self.chan, READ_CHUNK),
+                                          max(0.001, deadline - loop.time()))
+            if not data:
+                return False
+            tail = (tail + data)[-READ_CHUNK:]
+
     def budget(self, budget: RunBudget | None) -> None:
         """Weigh every frame read from now on against ``budget`` (None: only ``MAX_FRAME``)."""
         self.frames.admit = budget.admit if budget is not None else None

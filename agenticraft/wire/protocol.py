@@ -157,6 +157,12 @@ class FrameBuffer:
             return decode(body)
         return None
 
+    def take(self) -> bytes:
+        """Everything buffered and not yet decoded; the buffer starts afresh (in step only if
+        the stream is at a frame boundary, which the caller must know)."""
+        data, self._buf, self._skip, self._admitted = bytes(self._buf), bytearray(), 0, False
+        return data
+
     def _drop(self, size: int) -> None:
         end = HEADER.size + size
         self._skip = max(0, end - len(self._buf))
@@ -169,3 +175,19 @@ class FrameBuffer:
         while (frame := self.pop()) is not None:
             frames.append(frame)
         return frames
+
+
+def last_frame(data: bytes, reach: int = 4096) -> dict[str, Any] | None:
+    """The frame that ``data`` ends with, if its last ``reach`` bytes end with a whole one.
+
+    For a stream that may be out of step (a process killed in the middle of writing a frame):
+    the frame a live process wrote afterwards is still found, at the end.
+    """
+    for start in range(len(data) - HEADER.size, max(-1, len(data) - HEADER.size - reach), -1):
+        (word,) = HEADER.unpack_from(data, start)
+        if word & ~EVENT_FLAG == len(data) - start - HEADER.size:
+            try:
+                return decode(data[start + HEADER.size:])
+            except ProtocolError:
+                continue
+    return None

@@ -169,3 +169,11 @@ def test_frames_are_decoded_one_at_a_time() -> None:
     buffer.push(protocol.encode({"a": 1}) * 1000)
     assert buffer.pop() == {"a": 1}
     assert len(decoded) == 1
+
+
+def test_the_last_whole_frame_is_found_after_a_torn_one() -> None:
+    torn = protocol.encode({"ev": "event", "data": "x" * 5000})[:3000]
+    last = protocol.encode({"ev": "rolled_back", "run": 3, "status": 9})
+    assert protocol.last_frame(torn + last) == {"ev": "rolled_back", "run": 3, "status": 9}
+    assert protocol.last_frame(torn) is None
+    assert protocol.last_frame(last[:-1]) is None

@@ -9,6 +9,7 @@ frames to it, as hostile code can.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import textwrap
@@ -93,10 +94,19 @@ def control_latencies(kernel: Kernel, stop: threading.Event) -> list[float]:
     return latencies
 
 
+def parent_cpu(kernel: Kernel) -> float:
+    """CPU seconds the parent kernel process has used (user + system)."""
+    pid = kernel.km.provisioner.process.pid  # type: ignore[union-attr]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_flood(kernel: Kernel, code: str) -> tuple[dict, list[float], int]:
-    """Run a flooding cell; (its reply, kernel_info latencies meanwhile, parent RSS growth)."""
+    """Run a flooding cell; (its reply, kernel_info latencies meanwhile, parent RSS growth).
+    The cell must be answered within its timeout + 1 s."""
     kernel.drain_iopub()
     base, _ = parent_rss(kernel)
+    cpu = parent_cpu(kernel)
     reset_peak(kernel)
     msg_id = kernel.kc.execute(FORGE + "print('flooding', flush=True)\n" + code)
     kernel.wait_stream(msg_id, "flooding")
@@ -104,11 +114,16 @@ def run_flood(kernel: Kernel, code: str) -> tuple[dict, list[float], int]:
     result: list[list[float]] = []
     probe = threading.Thread(target=lambda: result.append(control_latencies(kernel, stop)))
     probe.start()
+    started = time.monotonic()
     try:
         reply = kernel.shell_reply(msg_id, timeout=TIMEOUT + 30)
     finally:
         stop.set()
         probe.join()
+    elapsed = time.monotonic() - started
+    print(f"\nflood cell answered {elapsed:.1f} s after it started flooding, parent CPU "
+          f"{parent_cpu(kernel) - cpu:.2f} s: {reply['content'].get('evalue', '')[:100]}")
+    assert elapsed < TIMEOUT + 1
     _, peak = parent_rss(kernel)
     latencies = result[0]
     print(f"\nflood: {len(latencies)} kernel_info round trips, max "
@@ -193,6 +208,23 @@ def test_flood_of_tiny_frames_keeps_the_parent_responsive_and_small(boundary: Ke
         assert [r for r in boundary.audit() if r.get("limit") == "worker_protocol"
                 and "flood" in r["detail"]]
     assert latencies and max(latencies) < 0.1, latencies
+    assert growth < RSS_BOUND, growth
+    assert_alive(boundary)
+
+
+def test_flood_at_the_allowed_rate_for_the_whole_timeout(boundary: Kernel) -> None:
+    # just under the frame rate the budget allows: the cell runs until its timeout, and the
+    # parent keeps answering while it drops output past the cap
+    code = textwrap.dedent("""
+        import time
+        tiny = _event({"type": "display_data", "data": {"text/plain": "x"}, "metadata": {}})
+        while True:
+            _w.chan.sendall(tiny * 400)
+            time.sleep(0.1)
+    """)
+    reply, latencies, growth = run_flood(boundary, code)
+    assert reply["status"] == "error" and "timeout_seconds" in reply["evalue"], reply
+    assert len(latencies) > 20 and max(latencies) < 0.1, latencies
     assert growth < RSS_BOUND, growth
     assert_alive(boundary)
 
