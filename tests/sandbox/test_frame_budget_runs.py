@@ -8,6 +8,7 @@ import pytest
 
 from agenticraft.security import SecurityContext
 from agenticraft.wire.errors import ResourceLimitExceeded
+
 from helpers import wait_gone
 
 pytestmark = pytest.mark.timeout(120)
