@@ -296,18 +296,28 @@ def test_payload_over_the_cap_is_dropped_and_unknown_kinds_never_pass(boundary: 
 
 # -- run-tagged events ----------------------------------------------------------------------------
 def test_events_of_a_finished_cell_never_appear_in_the_next(boundary: Kernel) -> None:
+    # A thread of the first cell sends its events while the second cell runs (they meet through
+    # pipes the second cell inherits): one from the thread, one tagged with the first run.
     reply, _ = boundary.execute(FORGE + textwrap.dedent("""
-        import threading, time
+        import os, threading
         old = getattr(_w, "run_id", 0)
         fake = {"type": "error", "ename": "ResourceLimitExceeded", "evalue": "fake",
                 "traceback": []}
+        running_r, running_w = os.pipe()
+        sent_r, sent_w = os.pipe()
         def later():
-            time.sleep(1.0)
-            _w.emit(fake)                        # from a thread, after its cell ended
+            os.read(running_r, 1)                   # the second cell is running
+            _w.emit(fake)                           # from a thread, after its cell ended
             _w.chan.sendall(_event(fake, run=old))  # tagged with the finished run
+            os.write(sent_w, b"s")
         threading.Thread(target=later, daemon=True).start()
     """))
     assert reply["status"] == "ok"
-    reply, outputs = boundary.execute("import time; time.sleep(2.5); print('done')")
+    reply, outputs = boundary.execute(textwrap.dedent("""
+        os.write(running_w, b"r")
+        os.read(sent_r, 1)
+        print("done")  # after the stale frames on the channel
+    """))
     assert reply["status"] == "ok", reply
     assert "fake" not in json.dumps(outputs), outputs
+    assert "done" in json.dumps(outputs)
