@@ -48,6 +48,7 @@ class Worker:
         self.executor_name = executor
         self.executor: Any = None
         self.promote_fd: int | None = None
+        self.run_id: int | None = None  # tags this run's events; None between runs
 
     def serve(self, ready: dict[str, Any]) -> None:
         protocol.send(self.chan, {"ev": "ready", **ready})
@@ -65,9 +66,10 @@ class Worker:
                 self._run(msg)
 
     def emit(self, data: dict[str, Any]) -> None:
-        """Send an executor event (display data, an input request) to the supervisor now."""
+        """Send an executor event (display data, an input request) to the supervisor now,
+        tagged with the run it belongs to (between runs it has none: the host drops it)."""
         _flush()
-        protocol.send(self.chan, {"ev": "event", "data": data})
+        protocol.send(self.chan, {"ev": "event", "run": self.run_id, "data": data})
 
     def receive(self) -> dict[str, Any] | None:
         """Block for the supervisor's next message (an input reply, for example)."""
@@ -109,7 +111,7 @@ class Worker:
         return False
 
     def _run(self, msg: dict[str, Any]) -> None:
-        run_id = msg["run"]
+        run_id = self.run_id = msg["run"]
         if self.promote_fd is not None:  # a forked runner: tell the supervisor who runs
             protocol.send(self.chan, {"ev": "started", "run": run_id, "pid": os.getpid()})
         reply: dict[str, Any] = {"ev": "done", "run": run_id}
@@ -152,6 +154,7 @@ class Worker:
                     reply["error"]["evalue"] = f"{reply['error'].get('evalue', '')} ({why})"
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         _flush()
+        self.run_id = None
         try:
             data = protocol.encode(reply)
         except (TypeError, ValueError) as exc:

@@ -19,6 +19,7 @@ from agenticraft.sandbox.workers import WorkerHandle
 from agenticraft.security import records
 from agenticraft.security.context import SecurityContext
 from agenticraft.wire.errors import (
+    ChannelAbuse,
     ResourceLimitExceeded,
     SandboxError,
     SecurityViolation,
@@ -291,7 +292,7 @@ def raise_for_violation(outcome: RunOutcome) -> None:
                                 lineno=info.get("lineno"), construct=info.get("construct"))
     if (outcome.crashed and "protocol" in outcome.crashed) or (
             outcome.crashed and "control channel" in outcome.crashed):
-        raise SandboxError(outcome.crashed)
+        raise ChannelAbuse(outcome.crashed)
 
 
 def unfinished(outcome: RunOutcome, session: bool) -> ExecutionError | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import threading
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agenticraft.jail.tree import kill_tree
+from agenticraft.sandbox.budget import ResultTooLarge, RunBudget
 from agenticraft.sandbox.result import Output
 from agenticraft.sandbox.watchdog import MB, Watchdog, read_usage
 from agenticraft.sandbox.workers import LAUNCHER, OutputSink, WorkerHandle, ZygoteProcess
@@ -24,8 +24,10 @@ from agenticraft.wire import protocol
 from agenticraft.wire.errors import SandboxError
 from agenticraft.wire.limits import ResourceLimits
 
-#: Executor events that steer the run rather than show output: exempt from max_output_bytes.
+#: Executor events that steer the run rather than show output: exempt from max_output_bytes
+#: (but counted: ``RunBudget.control``) when they are small.
 CONTROL_EVENTS = frozenset({"input_request", "cell_started"})
+MAX_CONTROL_EVENT = 65536
 
 
 @dataclasses.dataclass
@@ -131,14 +133,19 @@ class Supervisor:
         deadline = started + limits.timeout_seconds
 
         handle.watch_pipes(loop, sink)
+        budget = RunBudget(limits, on_discard=sink.admit)
+        handle.budget(budget)
+
         def event(data: dict[str, Any]) -> None:
-            # Streams sent over the channel keep their order with rich output; both are capped.
+            # Streams sent over the channel keep their order with rich output; both are capped
+            # (a frame's size is known from its header: nothing is encoded again to weigh it).
             if data.get("type") == "stream" and data.get("name") in ("stdout", "stderr"):
                 sink.feed(data["name"], str(data.get("text", "")).encode())
-            elif data.get("type") in CONTROL_EVENTS and len(repr(data)) < 65536:
+            elif data.get("type") in CONTROL_EVENTS and budget.last_size < MAX_CONTROL_EVENT:
+                budget.control()
                 if on_event is not None:  # small control messages are not output: never cut
                     on_event(data)
-            elif sink.admit(len(json.dumps(data, default=repr))) and on_event is not None:
+            elif sink.admit(budget.last_size) and on_event is not None:
                 on_event(data)
 
         watchdog: Watchdog | None = None
@@ -189,29 +196,29 @@ class Supervisor:
             elif not outcome.interrupted:
                 outcome.violation = ("timeout_seconds", round(time.monotonic() - started, 2),
                                      limits.timeout_seconds)
-            cpu, peak = read_usage(runner)
-            outcome.usage = {"cpu_seconds": cpu, "memory_mb": max(peak, watchdog.peak_rss / MB)}
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._stop_run(handle, run_id, runner, checkpoint, outcome, tasks, watchdog)
             tasks = []
-            if checkpoint:
-                kill_tree(handle.pid, include_root=False)
-                outcome.rolled_back = await self._await_rollback(handle, run_id, runner)
-            else:
-                kill_tree(handle.pid)
-                handle.alive = False
+            return outcome
+        except ResultTooLarge as exc:  # the run went over max_output_bytes with its result
+            outcome.violation = ("max_output_bytes", exc.size, exc.allowed)
+            await self._stop_run(handle, run_id, runner, checkpoint, outcome, tasks, watchdog)
+            tasks = []
             return outcome
         except protocol.ProtocolError as exc:
             outcome.crashed = f"the sandboxed code corrupted the control channel ({exc})"
             kill_tree(handle.pid)
             handle.alive = False
             return outcome
+        except Exception:  # a failure on this side: the run must not live on unsupervised
+            kill_tree(handle.pid)
+            handle.alive = False
+            raise
         finally:
             for task in tasks:
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            handle.budget(None)
             handle.drain(sink)
             handle.sink = None
             outcome.stdout = "".join(sink.parts["stdout"])
@@ -277,6 +284,7 @@ class Supervisor:
             state[0] = loop.call_at(min(now + interval, end), tick, interval)
 
         handle.watch_pipes(loop, sink)
+        handle.budget(RunBudget(limits, on_discard=sink.admit))
         try:
             handle.send_run(run_id, code, limits, extra)
             state[0] = loop.call_at(min(started + 0.005, end), tick, 0.005)
@@ -296,12 +304,22 @@ class Supervisor:
                 handle.alive = False
                 return outcome
             return self._ended_early(handle, frame, outcome, False)
+        except ResultTooLarge as exc:
+            outcome.violation = ("max_output_bytes", exc.size, exc.allowed)
+            kill_tree(handle.pid)
+            handle.alive = False
+            return outcome
         except protocol.ProtocolError as exc:
             outcome.crashed = f"the sandboxed code corrupted the control channel ({exc})"
             kill_tree(handle.pid)
             handle.alive = False
             return outcome
+        except Exception:
+            kill_tree(handle.pid)
+            handle.alive = False
+            raise
         finally:
+            handle.budget(None)
             if state[0] is not None:
                 state[0].cancel()
             if state[2]:
@@ -330,11 +348,31 @@ class Supervisor:
                 except TimeoutError:
                     return {"ev": "timeout"}
             if frame is not None and frame.get("ev") == "event":
-                if on_event is not None and isinstance(frame.get("data"), dict):
+                # Only this run's events: one queued by an earlier run (or sent between runs)
+                # never reaches this run's output.
+                if (on_event is not None and frame.get("run") == run_id
+                        and isinstance(frame.get("data"), dict)):
                     on_event(frame["data"])
                 continue
             if frame is None or frame.get("run") == run_id:
                 return frame
+
+    async def _stop_run(self, handle: WorkerHandle, run_id: int, runner: int, checkpoint: bool,
+                        outcome: RunOutcome, tasks: list[asyncio.Task[Any]],
+                        watchdog: Watchdog | None) -> None:
+        """Kill a run that went over a limit; a session's checkpoint restores its state."""
+        cpu, peak = read_usage(runner)
+        watched = watchdog.peak_rss / MB if watchdog is not None else 0.0
+        outcome.usage = {"cpu_seconds": cpu, "memory_mb": max(peak, watched)}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if checkpoint:
+            kill_tree(handle.pid, include_root=False)
+            outcome.rolled_back = await self._await_rollback(handle, run_id, runner)
+        else:
+            kill_tree(handle.pid)
+            handle.alive = False
 
     def _verify_runner(self, frame: dict[str, Any], handle: WorkerHandle) -> int:
         """The runner pid comes from the untrusted side: accept only one of the session's."""
@@ -384,13 +422,9 @@ class Supervisor:
     async def _await_rollback(self, handle: WorkerHandle, run_id: int, runner: int) -> bool:
         """After the runner is gone the checkpoint resumes and says so."""
         try:
-            while True:
-                frame = await asyncio.wait_for(handle.recv(), timeout=10)
-                if frame is None:
-                    break
-                if frame.get("ev") == "rolled_back":
-                    return True
-        except (TimeoutError, protocol.ProtocolError):
+            if await handle.recv_rollback(run_id, timeout=10):
+                return True
+        except (TimeoutError, OSError):
             pass
         kill_tree(handle.pid)
         handle.alive = False

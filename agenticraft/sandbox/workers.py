@@ -22,6 +22,7 @@ from typing import Any
 from agenticraft.jail.confine import pidns
 from agenticraft.jail.tree import children, kill_tree
 from agenticraft.sandbox import leftovers
+from agenticraft.sandbox.budget import RunBudget
 from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
 from agenticraft.sandbox.watchdog import parse_stat
@@ -34,6 +35,8 @@ from agenticraft.wire.limits import ResourceLimits
 #: when the *thread* that started it exits, so a short-lived executor thread would kill it.
 LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                  thread_name_prefix="agenticraft-launcher")
+READ_CHUNK = 256 * 1024
+YIELD_EVERY = 16
 
 
 class ZygoteProcess:
@@ -182,7 +185,7 @@ class WorkerHandle:
             os.set_blocking(fd, False)
         self.scratch = scratch
         self.frames = protocol.FrameBuffer()
-        self.pending: list[dict[str, Any]] = []
+        self._burst = 0
         self.alive = True
         self.ready: dict[str, Any] = {}
         self.sink: OutputSink | None = None
@@ -191,14 +194,48 @@ class WorkerHandle:
         self._stat_fd: int | None = None
 
     async def recv(self) -> dict[str, Any] | None:
-        """Next frame, or None at end of stream. Raises ProtocolError on garbage."""
+        """Next frame, or None at end of stream. Raises ProtocolError on garbage.
+
+        Frames are decoded one at a time, and the event loop gets a turn every
+        ``YIELD_EVERY`` frames and after every full read, so a flood of frames can never keep the
+        loop (heartbeats, ``kernel_info``, interrupts) from running."""
         loop = asyncio.get_running_loop()
-        while not self.pending:
-            data = await loop.sock_recv(self.chan, 1 << 20)
+        self._burst += 1
+        if self._burst >= YIELD_EVERY:
+            self._burst = 0
+            await asyncio.sleep(0)
+        while (frame := self.frames.pop()) is None:
+            data = await loop.sock_recv(self.chan, READ_CHUNK)
             if not data:
                 return None
-            self.pending.extend(self.frames.feed(data))
-        return self.pending.pop(0)
+            self.frames.push(data)
+            if len(data) == READ_CHUNK:  # more is waiting (a flood): let the loop run first
+                self._burst = 0
+                await asyncio.sleep(0)
+        return frame
+
+    async def recv_rollback(self, run_id: int, timeout: float) -> bool:
+        """After a killed run: True once the checkpoint's ``rolled_back`` frame for ``run_id``
+        has arrived. The runner may have died in the middle of a frame, so the stream is not
+        read frame by frame here: it is read raw until it ends with that frame (the
+        checkpoint's last word before it waits for the next run)."""
+        loop = asyncio.get_running_loop()
+        tail = self.frames.take()
+        deadline = loop.time() + timeout
+        while True:
+            frame = protocol.last_frame(tail)
+            if frame is not None and frame.get("ev") == "rolled_back" and frame.get(
+                    "run") == run_id:
+                return True
+            data = await asyncio.wait_for(loop.sock_recv(self.chan, READ_CHUNK),
+                                          max(0.001, deadline - loop.time()))
+            if not data:
+                return False
+            tail = (tail + data)[-READ_CHUNK:]
+
+    def budget(self, budget: RunBudget | None) -> None:
+        """Weigh every frame read from now on against ``budget`` (None: only ``MAX_FRAME``)."""
+        self.frames.admit = budget.admit if budget is not None else None
 
     def send(self, message: dict[str, Any]) -> None:
         data = protocol.encode(message)

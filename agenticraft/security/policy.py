@@ -72,6 +72,8 @@ class Policy:
     required_mechanisms: frozenset[str] = frozenset()
     container_image: str | None = None  # the container sandbox's default image here
     allowed_images: frozenset[str] | None = None  # None: any image the engine has
+    #: Kernel outputs may carry page scripts (trusted deployments only; default: removed).
+    allow_output_scripts: bool = False
     api_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
     signing_key: str | None = None
     sources: tuple[str, ...] = ("built-in",)
@@ -218,6 +220,7 @@ class Policy:
             allowed_images=(self.allowed_images if other.allowed_images is None
                             else other.allowed_images if self.allowed_images is None
                             else self.allowed_images & other.allowed_images),
+            allow_output_scripts=self.allow_output_scripts and other.allow_output_scripts,
             # Identities come only from the base policy: a later file may not add API keys or a
             # signing key, or it could make itself any user.
             api_keys=dict(self.api_keys),
@@ -233,8 +236,8 @@ class Policy:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "dict") -> Policy:
         """Build a policy from the TOML structure documented in docs/policy.md."""
-        _reject_unknown(data, {"ceilings", "defaults", "grants", "groups", "sandbox", "api_keys",
-                               "signing_key"}, source)
+        _reject_unknown(data, {"ceilings", "defaults", "grants", "groups", "sandbox", "kernel",
+                               "api_keys", "signing_key"}, source)
         kwargs: dict[str, Any] = {"sources": (source,)}
         if "ceilings" in data:
             kwargs["ceilings"] = ResourceLimits.from_value(
@@ -288,6 +291,13 @@ class Policy:
         if "allowed_imports" in sandbox:
             kwargs["allowed_imports"] = frozenset(_strings(sandbox["allowed_imports"],
                                                            "sandbox.allowed_imports"))
+        kernel = data.get("kernel", {})
+        _reject_unknown(kernel, {"allow_output_scripts"}, f"{source} [kernel]")
+        if "allow_output_scripts" in kernel:
+            if not isinstance(kernel["allow_output_scripts"], bool):
+                raise ConfigurationError(f"{source}: kernel.allow_output_scripts must be true "
+                                         "or false")
+            kwargs["allow_output_scripts"] = kernel["allow_output_scripts"]
         keys = _table(data.get("api_keys", {}), f"{source} [api_keys]")
         if not all(isinstance(v, str) for v in keys.values()):
             raise ConfigurationError(f"{source} [api_keys]: each key's SHA-256 digest must map "

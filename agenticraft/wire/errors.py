@@ -76,6 +76,11 @@ class SandboxError(SecurityException):
     """The sandbox machinery itself failed (a worker crashed, the protocol was violated)."""
 
 
+class ChannelAbuse(SandboxError):
+    """The sandboxed code broke the frame protocol on purpose or by accident (garbage, too
+    deep, too many frames or control events): its run was killed."""
+
+
 _HOW_TO_CHANGE = {
     "timeout_seconds": "raise timeout_seconds (%%secure --timeout) within the administrator's "
                        "ceiling, or make the code finish sooner",

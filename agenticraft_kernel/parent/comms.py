@@ -70,6 +70,7 @@ class CommTable:
 
     def __init__(self) -> None:
         self.worker: dict[str, str] = {}  # comm id -> target name
+        self.models: dict[str, str] = {}  # comm id -> widget model name (the output policy's)
         self.parent: ParentComms | None = None
 
     def track(self, kind: str, content: dict[str, Any]) -> None:
@@ -77,8 +78,16 @@ class CommTable:
         comm_id = str(content.get("comm_id", ""))
         if kind == "comm_open":
             self.worker[comm_id] = str(content.get("target_name", ""))
+            data = content.get("data")
+            state = data.get("state") if isinstance(data, dict) else None
+            if isinstance(state, dict) and isinstance(state.get("_model_name"), str):
+                self.models[comm_id] = state["_model_name"]
         elif kind == "comm_close":
             self.worker.pop(comm_id, None)
+            self.models.pop(comm_id, None)
+
+    def model_of(self, comm_id: str) -> str | None:
+        return self.models.get(comm_id)
 
     def is_parent(self, comm_id: str) -> bool:
         """Comm ids of the parent's own widgets: never the worker's to use."""

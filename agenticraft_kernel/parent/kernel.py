@@ -32,6 +32,7 @@ from agenticraft.security.context import SecurityContext, current_user
 from agenticraft.security.policy import load_policy
 from agenticraft.wire.codec import to_safe
 from agenticraft.wire.errors import (
+    ChannelAbuse,
     ResourceLimitExceeded,
     SandboxError,
     SecurityException,
@@ -45,10 +46,11 @@ from agenticraft_kernel.parent.comms import CommTable
 from agenticraft_kernel.parent.history import CellHistory
 from agenticraft_kernel.parent.kernel_context import PRELOAD, build_request, notebook_defaults
 from agenticraft_kernel.parent.magics import KernelMagics
+from agenticraft_kernel.parent.output_policy import OutputPolicy
 from agenticraft_kernel.parent.panel_host import PanelHost
 from agenticraft_kernel.parent.relay import Relay
 from agenticraft_kernel.parent.replies import error_reply
-from agenticraft_kernel.parent.stdin import ask_frontend
+from agenticraft_kernel.parent.stdin import StdinServer
 from agenticraft_kernel.views import audit_table as audit_view
 from agenticraft_kernel.views.panel import make_panel
 
@@ -137,6 +139,8 @@ class SecureKernel(Kernel):
         #: The kernel's newest cell records (what the panel's "last cells" shows).
         self.recent_cells: deque[dict[str, Any]] = deque(maxlen=RECENT_CELLS)
         self.panels = PanelHost(self._make_panel, log=self.log)
+        self.output_policy = OutputPolicy()
+        self.stdin_server = StdinServer()
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,6 +164,7 @@ class SecureKernel(Kernel):
             overrides = notebook_defaults(request.limit_overrides,
                                           self.manager.settings.limit_defaults,
                                           self.manager.policy.ceilings.filesystem_access)
+            self.output_policy = OutputPolicy(self.manager.policy.allow_output_scripts)
             ctx = self.manager.authorize(request.context_request(), "execute",
                                          action="kernel_start", limit_overrides=overrides)
             self.backend = make_backend(self.manager, ctx)
@@ -238,12 +243,15 @@ class SecureKernel(Kernel):
                               ident=self._topic(msg_type), buffers=buffers, metadata=metadata)
 
         def on_input(prompt: str, password: bool) -> None:
+            if not self.stdin_server.reserve():
+                return  # at most one outstanding input_request: a second one is not served
             task = asyncio.ensure_future(self._serve_input(prompt, password, parent, ident))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         return Relay(publish, on_input if ident is not None else None, self.comms.track,
-                     self.cell.started, blocked=self.comms.is_parent)
+                     self.cell.started, blocked=self.comms.is_parent, policy=self.output_policy,
+                     model_of=self.comms.model_of)
 
     def publish_update(self, display_id: str, data: dict[str, Any]) -> None:
         """Refresh a display the parent made (the text panel's updates)."""
@@ -297,7 +305,10 @@ class SecureKernel(Kernel):
             if call is not None:
                 return await self.magics.run(call, relay, backend, code, count, cell_id, extra)
             return await self.run_in_session(relay, backend, code, code, extra, count, cell_id)
+        except Exception as exc:  # the parent always answers, whatever happened
+            return self.internal_failure(relay, backend, code, exc, count, cell_id)
         finally:
+            relay.close()
             self.cell.idle()
             self.panels.idle()
 
@@ -328,6 +339,10 @@ class SecureKernel(Kernel):
             self.cell.session_done()
             relay.flush()
         values = result.reply
+        room = ctx.resource_limits.max_output_bytes - (result.usage.output_bytes
+                                                       if result.usage else 0)
+        reply_fields = relay.reply_fields(values, room)
+        fields = {**fields, **relay.audit_fields()}
         if not result.success:  # killed: os._exit, a crash, an interrupt that was not honoured
             error = result.error
             ename, evalue = (error.ename, error.evalue) if error else ("WorkerExited", "")
@@ -348,9 +363,7 @@ class SecureKernel(Kernel):
             self.kaudit.violation(ctx, ctx.user_id, str(denial.get("limit", "os_operation")),
                                   code_sha256=digest, detail=str(denial.get("detail", ""))[:300],
                                   reported_by="worker")
-        reply: dict[str, Any] = {"status": status, "execution_count": count,
-                                 "user_expressions": values.get("user_expressions") or {},
-                                 "payload": values.get("payload") or []}
+        reply: dict[str, Any] = {"status": status, "execution_count": count, **reply_fields}
         if status == "error":
             reply.update(ename=str(values.get("ename", "Error")),
                          evalue=str(values.get("evalue", "")),
@@ -366,7 +379,8 @@ class SecureKernel(Kernel):
         digest = self.kaudit.cell(ctx, code, outcome="limit_exceeded", started=started,
                                   usage=exc.usage, execution_count=count,
                                   cell_id=cell_id, limit=exc.limit,
-                                  rolled_back=exc.rolled_back, **fields)
+                                  rolled_back=exc.rolled_back,
+                                  **{**fields, **relay.audit_fields()})
         self.kaudit.violation(ctx, ctx.user_id, exc.limit, value=to_safe(exc.value),
                               allowed=to_safe(exc.allowed), code_sha256=digest,
                               rolled_back=exc.rolled_back)
@@ -380,12 +394,31 @@ class SecureKernel(Kernel):
         outcome = "sandbox_error" if isinstance(exc, SandboxError | OSError) else "denied"
         digest = self.kaudit.cell(ctx, code, outcome=outcome, started=started, usage=None,
                                   execution_count=count, cell_id=cell_id,
-                                  detail=f"{type(exc).__name__}: {exc}"[:500], **fields)
+                                  detail=f"{type(exc).__name__}: {exc}"[:500],
+                                  **{**fields, **relay.audit_fields()})
         if outcome == "denied":
             self.kaudit.violation(ctx, ctx.user_id, "code_policy", code_sha256=digest,
                                   detail=str(exc)[:500])
+        elif isinstance(exc, ChannelAbuse):
+            self.kaudit.violation(ctx, ctx.user_id, "worker_protocol", code_sha256=digest,
+                                  detail=str(exc)[:500])
         note = LOST_STATE if backend is not None and backend.lost_state else ""
         return error_reply(relay, type(exc).__name__, f"{exc}{note}", count)
+
+    def internal_failure(self, relay: Relay, backend: Backend, code: str, exc: Exception,
+                         count: int, cell_id: str | None) -> dict[str, Any]:
+        """Anything unexpected while running a cell: the run was stopped (the supervisor kills
+        a run it cannot finish), the cell gets an error and its record."""
+        self.log.exception("AgentiCraft Secure could not finish a cell")
+        evalue = (f"the kernel could not finish this cell ({type(exc).__name__}); its run was "
+                  "stopped.")
+        with contextlib.suppress(Exception):
+            assert self.kaudit is not None
+            self.kaudit.cell(backend.context, code, outcome="kernel_error",
+                             started=time.perf_counter(), usage=None, execution_count=count,
+                             cell_id=cell_id, detail=f"{type(exc).__name__}: {exc}"[:500],
+                             **relay.audit_fields())
+        return error_reply(relay, "KernelError", evalue, count)
 
     def _audit_trail(self, relay: Relay, backend: Backend, code: str, count: int,
                      cell_id: str | None) -> dict[str, Any]:
@@ -428,8 +461,8 @@ class SecureKernel(Kernel):
     async def _serve_input(self, prompt: str, password: bool, parent: dict[str, Any],
                            ident: Any) -> None:
         assert self.session is not None
-        value = await asyncio.to_thread(ask_frontend, self.session, self.stdin_socket, prompt,
-                                        password, parent, ident, self.cell.input_cancel)
+        value = await self.stdin_server.ask(self.session, self.stdin_socket, prompt[:4096],
+                                            password, parent, ident, self.cell.input_cancel)
         if value is not None and self.backend is not None:
             with contextlib.suppress(SandboxError, OSError):
                 self.backend.send({"op": "input_reply", "value": value})

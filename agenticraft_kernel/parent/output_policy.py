@@ -47,6 +47,8 @@ INERT_MIMETYPES = frozenset({
 })
 _VEGA = re.compile(r"^application/vnd\.vega(lite)?\.v\d+(\.\d+)*\+json$")
 SANITISED_MIMETYPES = ("text/html", "text/markdown", "image/svg+xml")
+#: ipywidgets models whose ``value`` the browser renders as HTML.
+HTML_WIDGET_MODELS = frozenset({"HTMLModel", "HTMLMathModel"})
 
 _HTML_TAGS = frozenset(nh3.ALLOWED_TAGS | {"style", "tfoot", "th", "font", "input", "label",
                                           "progress", "meter", "section", "main", "svg"})
@@ -154,6 +156,38 @@ class OutputPolicy:
                 kept[mimetype] = value
             else:
                 removed.append(f"{mimetype} dropped (not known to be free of page script)")
+        return kept, removed
+
+    def clean_widget_state(self, state: Mapping[str, Any],
+                           model: str | None) -> tuple[dict[str, Any], list[str]]:
+        """A widget's state (a ``comm_open``/``comm_msg``) as it may reach the browser.
+
+        ipywidgets renders some strings as HTML (``innerHTML``, where ``onerror=`` runs): the
+        ``value`` of HTML models, descriptions with ``description_allow_html``, and the
+        Output widget's ``outputs`` (mime bundles). Those are cleaned like outputs; HTML
+        descriptions are turned off (they render as text)."""
+        if self.allow_scripts:
+            return dict(state), []
+        kept = dict(state)
+        removed: list[str] = []
+        if model in HTML_WIDGET_MODELS and isinstance(kept.get("value"), str):
+            clean = sanitise_html(kept["value"])
+            if _changed_meaningfully(kept["value"], clean):
+                removed.append(f"active content removed from a {model} widget")
+            kept["value"] = clean
+        if kept.get("description_allow_html"):
+            kept["description_allow_html"] = False
+            removed.append("HTML in a widget description shown as text")
+        if isinstance(kept.get("outputs"), list):
+            outputs = []
+            for item in kept["outputs"]:
+                if isinstance(item, Mapping) and "data" in item:
+                    data, dropped = self.clean_bundle(item["data"] if isinstance(
+                        item["data"], Mapping) else {})
+                    item = {**item, "data": data}
+                    removed.extend(dropped)
+                outputs.append(item)
+            kept["outputs"] = outputs
         return kept, removed
 
     @staticmethod

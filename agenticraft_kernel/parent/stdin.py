@@ -1,17 +1,47 @@
-"""Parent side: one ``input()`` round trip with the frontend on the stdin channel.
+"""Parent side: ``input()`` round trips with the frontend on the stdin channel.
 
-Runs in a thread (``asyncio.to_thread``) so the kernel's event loop keeps serving heartbeats,
-interrupts and other requests while the user types; ``cancel`` ends the wait when the cell ends
-or is interrupted.
+One thread owns the stdin socket (ZeroMQ sockets are not thread-safe: two threads using it at
+once abort the process), and it serves one request at a time: while an ``input_request`` is
+outstanding, further requests from the worker are not served (``reserve`` says no). The kernel's
+event loop keeps serving heartbeats, interrupts and other requests while the user types;
+``cancel`` ends the wait when the cell ends or is interrupted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 from typing import Any
 
 import zmq
 from jupyter_client.session import Session
+
+
+class StdinServer:
+    """The stdin socket's one owner: one outstanding ``input_request`` at a time."""
+
+    def __init__(self) -> None:
+        self._thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="agenticraft-stdin")
+        self.busy = False
+
+    def reserve(self) -> bool:
+        """Claim the stdin channel for one request; False while another one is outstanding."""
+        if self.busy:
+            return False
+        self.busy = True
+        return True
+
+    async def ask(self, session: Session, stdin_socket: Any, prompt: str, password: bool,
+                  parent: dict[str, Any], ident: Any, cancel: threading.Event) -> str | None:
+        """Serve a reserved request on the owner thread; releases the reservation."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._thread, ask_frontend, session, stdin_socket, prompt, password, parent,
+                ident, cancel)
+        finally:
+            self.busy = False
 
 
 def ask_frontend(session: Session, stdin_socket: Any, prompt: str, password: bool,

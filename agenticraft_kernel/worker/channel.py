@@ -93,7 +93,9 @@ class Channel:
 
     # -- run boundaries ------------------------------------------------------------------------
     def begin(self) -> None:
+        """Start a run; text written between runs has no cell to go to and is dropped."""
         with self._lock:
+            self._pending.drain()
             self.active = True
 
     def end(self) -> None:

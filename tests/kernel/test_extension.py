@@ -112,6 +112,19 @@ def test_the_cell_runs_in_the_sandbox_not_in_the_notebook(env: tuple[Any, Path])
     assert isinstance(ip.user_ns["pid"], int) and ip.user_ns["pid"] != os.getpid()
 
 
+def test_sandbox_output_reaches_the_page_only_as_text(env: tuple[Any, Path]) -> None:
+    """Issue 13 in a stock kernel: what a %%secure cell produces comes back as stream text
+    (rendered escaped), never as a mime bundle, so no script of its own reaches the page."""
+    ip, _ = env
+    result, cap = run(ip, "%%secure\nfrom IPython.display import HTML, display\n"
+                          "display(HTML('<script>window.pwned = 1</script>'))\n"
+                          "print('<img src=x onerror=alert(1)>')\n")
+    assert result.success, cap.stdout
+    assert "onerror" in cap.stdout  # as text
+    assert all("<script" not in json.dumps(o.data) and "onerror" not in json.dumps(o.data)
+               for o in cap.outputs), [o.data for o in cap.outputs]
+
+
 def test_out_refuses_what_is_not_plain_data(env: tuple[Any, Path]) -> None:
     ip, _ = env
     for name in ("f", "obj", "missing"):

@@ -910,3 +910,22 @@ def test_chained_intersection_never_loosens(p, q, r, drawn):
         assert result.resource_limits.looser_than(single.ceilings) == []
         assert result.permissions <= single.granted_permissions(request["user_id"])
         assert result.sandbox_type in single.allowed_sandbox_types
+
+
+# -- issue 13: [kernel] allow_output_scripts ------------------------------------------------------
+def test_output_scripts_are_off_unless_the_administrator_allows_them(tmp_path) -> None:
+    from agenticraft.security.policy import Policy
+    from agenticraft.wire.errors import ConfigurationError
+
+    assert Policy().allow_output_scripts is False
+    allowed = Policy.from_dict({"kernel": {"allow_output_scripts": True}})
+    assert allowed.allow_output_scripts is True
+    # an extra policy file can only tighten: it cannot turn scripts on
+    assert not Policy().intersect(allowed).allow_output_scripts
+    assert not allowed.intersect(Policy()).allow_output_scripts
+    for bad in ({"kernel": {"allow_output_scripts": "yes"}}, {"kernel": {"other": 1}}):
+        try:
+            Policy.from_dict(bad)
+        except ConfigurationError:
+            continue
+        raise AssertionError(bad)

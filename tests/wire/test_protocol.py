@@ -103,3 +103,77 @@ def test_frame_buffer_refuses_an_oversize_header_without_waiting_for_the_body() 
 def test_frame_buffer_refuses_a_frame_that_is_not_a_json_object(body: bytes) -> None:
     with pytest.raises(ProtocolError):
         FrameBuffer().feed(frame_of(body))
+
+
+# -- issue 13: budgets and depth, checked before decoding ----------------------------------------
+def test_event_frames_are_marked_in_their_header() -> None:
+    data = protocol.encode({"ev": "event", "run": 1, "data": {}})
+    size, event = protocol.split_header(data)
+    assert event and size == len(data) - HEADER.size
+    assert protocol.split_header(protocol.encode({"ev": "done"})) == (
+        len(protocol.encode({"ev": "done"})) - HEADER.size, False)
+
+
+@pytest.mark.parametrize("depth", [protocol.MAX_DEPTH + 1, 5000, 200_000])
+def test_too_deep_a_frame_is_a_protocol_error_not_a_recursion_error(depth: int) -> None:
+    body = b'{"a":' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(ProtocolError, match="nest"):
+        protocol.decode(body)
+
+
+def test_depth_ignores_brackets_inside_strings() -> None:
+    text = "[" * 1000 + '\\"' + "{" * 1000
+    body = b'{"a":[[["' + text.encode() + b'"]]]}'
+    assert protocol.decode(body)["a"][0][0][0] == "[" * 1000 + '"' + "{" * 1000
+    wide = b'{"a":[' + b",".join([b"[1,[2]]"] * 5000) + b"]}"
+    assert len(protocol.decode(wide)["a"]) == 5000
+
+
+def test_refused_frames_are_skipped_undecoded_even_when_split() -> None:
+    seen: list[tuple[int, bool]] = []
+
+    def admit(size: int, event: bool) -> bool:
+        seen.append((size, event))
+        return size < 100
+
+    big = protocol.encode({"ev": "event", "data": "x" * 1000})
+    small = protocol.encode({"ev": "done", "run": 1})
+    buffer = FrameBuffer(admit)
+    stream = big + small
+    frames = []
+    for i in range(0, len(stream), 7):  # arrives in pieces: the big body is never buffered
+        buffer.push(stream[i:i + 7])
+        assert len(buffer._buf) < 100
+        while (frame := buffer.pop()) is not None:
+            frames.append(frame)
+    assert frames == [{"ev": "done", "run": 1}]
+    assert seen == [(len(big) - HEADER.size, True), (len(small) - HEADER.size, False)]
+
+
+def test_a_refusal_that_raises_keeps_the_stream_in_step() -> None:
+    def admit(size: int, event: bool) -> bool:
+        if event:
+            raise ProtocolError("no more events")
+        return True
+
+    buffer = FrameBuffer(admit)
+    buffer.push(protocol.encode({"ev": "event", "data": 1}) + protocol.encode({"ev": "done"}))
+    with pytest.raises(ProtocolError, match="no more events"):
+        buffer.pop()
+    assert buffer.pop() == {"ev": "done"}
+
+
+def test_frames_are_decoded_one_at_a_time() -> None:
+    decoded: list[int] = []
+    buffer = FrameBuffer(lambda size, event: decoded.append(size) is None)
+    buffer.push(protocol.encode({"a": 1}) * 1000)
+    assert buffer.pop() == {"a": 1}
+    assert len(decoded) == 1
+
+
+def test_the_last_whole_frame_is_found_after_a_torn_one() -> None:
+    torn = protocol.encode({"ev": "event", "data": "x" * 5000})[:3000]
+    last = protocol.encode({"ev": "rolled_back", "run": 3, "status": 9})
+    assert protocol.last_frame(torn + last) == {"ev": "rolled_back", "run": 3, "status": 9}
+    assert protocol.last_frame(torn) is None
+    assert protocol.last_frame(last[:-1]) is None

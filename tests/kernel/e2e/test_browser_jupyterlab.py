@@ -249,3 +249,71 @@ def test_security_panel_in_the_browser(data_dir: Path, tmp_path: Path, app: str)
     records = [json.loads(line) for line in (tmp / "audit.jsonl").read_text().splitlines()]
     cell = [r for r in records if r["type"] == "execution" and r["code_sha256"].startswith(digest)]
     assert cell and cell[0]["outcome"] == "ok" and cell[0]["usage"]["memory_mb"] > 50
+
+
+# -- issue 13: outputs cannot script the browser; ordinary rich outputs still render -------------
+MARK = "window.__agenticraft_pwned = (window.__agenticraft_pwned || 0) + 1; " \
+       "fetch('/api/kernels?token=agenticraft-test-token', {method: 'POST', " \
+       "body: JSON.stringify({name: 'python3'})});"
+ATTACK_CELLS = [
+    "from IPython.display import HTML, SVG, Javascript, display\n"
+    f"mark = {MARK!r}\n"
+    "display(HTML('<p id=\"attack\">attack</p><script>' + mark + '</script>'\n"
+    "             '<img src=\"missing.png\" onerror=\"' + mark + '\">'\n"
+    "             '<a id=\"jslink\" href=\"javascript:' + mark + '\">click me</a>'))\n"
+    "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"20\" height=\"20\">'\n"
+    "            '<script>' + mark + '</script><circle cx=\"10\" cy=\"10\" r=\"5\"/></svg>'))\n"
+    "display(Javascript(mark))",
+    "import pandas as pd\npd.DataFrame({'animal': ['cat', 'dog'], 'legs': [4, 4]})",
+    "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()",
+    "import ipywidgets as widgets\nwidgets.IntSlider(value=3, description='knob')",
+    f"mark = {MARK!r}\n"
+    "widgets.HTML('<span id=\"htmlwidget\">w</span>'\n"
+    "             '<img src=\"gone.png\" onerror=\"' + mark + '\">')",
+]
+
+
+def kernels_running(url: str) -> list[dict[str, Any]]:
+    base = url.split("/lab/")[0]
+    with urllib.request.urlopen(f"{base}/api/kernels?token=agenticraft-test-token") as reply:
+        return json.loads(reply.read())
+
+
+def test_outputs_cannot_script_the_page(data_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pandas", reason="pandas is not installed")
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+    with running_lab(data_dir, tmp_path, ATTACK_CELLS) as (url, tmp), \
+            playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(90_000)
+            page.goto(url)
+            page.wait_for_selector(".jp-Notebook .jp-CodeCell")
+            page.wait_for_selector(".jp-KernelName:has-text('AgentiCraft Secure')")
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+            page.locator(".jp-Notebook .jp-Cell").first.click()
+            for index in range(len(ATTACK_CELLS)):
+                run_cell(page)
+                wait_done(page, index)
+            cells = page.locator(".jp-Notebook .jp-CodeCell")
+            cells.nth(0).locator("#attack").wait_for()
+            link = cells.nth(0).locator("#jslink")
+            if link.count():
+                link.click()  # a javascript: link would run now
+            table = cells.nth(1).locator(".jp-RenderedHTMLCommon table")
+            table.wait_for()
+            assert "dog" in table.inner_text()
+            cells.nth(2).locator(".jp-RenderedImage img").wait_for()
+            cells.nth(3).locator(".widget-slider, .jupyter-widgets.widget-inline-hbox") \
+                .first.wait_for(timeout=30_000)
+            cells.nth(4).locator("#htmlwidget").wait_for(timeout=30_000)
+            page.screenshot(path=str(tmp / "attack.png"))
+            assert page.evaluate("window.__agenticraft_pwned") is None
+            assert len(kernels_running(url)) == 1
+            assert "removed active content" in cells.nth(0).inner_text()
+        finally:
+            browser.close()
+    records = [json.loads(line) for line in (tmp / "audit.jsonl").read_text().splitlines()]
+    removed = [r for r in records if r.get("type") == "execution" and r.get("output_removed")]
+    assert removed and any("application/javascript" in w for w in removed[0]["output_removed"])
