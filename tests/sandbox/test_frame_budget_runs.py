@@ -9,7 +9,7 @@ import pytest
 from agenticraft.security import SecurityContext
 from agenticraft.wire.errors import ResourceLimitExceeded
 
-from helpers import wait_gone
+from helpers import name_me, named, wait_named_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,7 +34,8 @@ async def test_a_result_over_the_output_allowance_is_a_limit_and_rolls_back(sess
 
 
 async def test_a_host_side_failure_kills_the_run(session):
-    pid = (await session.run("import os\npid = os.getpid()"))["pid"]
+    await session.run(name_me("relaybroke"))
+    assert named("relaybroke")
 
     def on_event(event):
         raise RuntimeError("relay broke")
@@ -42,7 +43,7 @@ async def test_a_host_side_failure_kills_the_run(session):
     with pytest.raises(RuntimeError, match="relay broke"):
         await session.request(WORKER + "_w.emit({'type': 'display_data', 'data': {}})\n"
                               "import time\ntime.sleep(60)", on_event=on_event)
-    assert wait_gone(pid)
+    assert wait_named_gone("relaybroke")
 
 
 async def test_events_of_another_run_are_dropped(session):
