@@ -162,7 +162,6 @@ class Zygote:
         os.closerange(CHILD_FD + 1, 1 << 16)  # the zygote's socket and every other pipe
         os.set_inheritable(CHILD_FD, False)
         workdir = profile.get("workdir") or scratch
-        os.chdir(workdir)
         env = allowed_env(os.environ)
         env.update(HOME=scratch, TMPDIR=scratch, PYTHONDONTWRITEBYTECODE="1")
         os.environ.clear()
@@ -171,6 +170,7 @@ class Zygote:
         profile = {**profile, "write_paths": [*profile["write_paths"], scratch],
                    "scratch": scratch}
         try:
+            os.chdir(workdir)
             applied = confine(profile, self.mechanisms, expected_parent=self.pid)
         except Exception as exc:
             chan_sock = socket.socket(fileno=CHILD_FD)

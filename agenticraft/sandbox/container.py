@@ -60,6 +60,19 @@ NOFILE = 4096
 
 
 
+def _check_enterable(workdir: str, uid: int, gid: int) -> None:
+    """The container's user must be able to enter the mounted working directory; otherwise every
+    worker would die in ``chdir`` before it could say why."""
+    info = os.stat(workdir)
+    bit = (0o100 if uid == info.st_uid else 0o010 if gid == info.st_gid else 0o001)
+    if not info.st_mode & bit:
+        raise SandboxError(
+            f"the container sandbox cannot use the working directory {workdir}: it belongs to "
+            f"uid {info.st_uid} with mode {info.st_mode & 0o777:04o}, and the container's user "
+            f"(uid {uid}) may not enter it. Let it in (chmod o+x {workdir}) or run without "
+            "filesystem access (filesystem_access=False, %%secure --no-filesystem).")
+
+
 @dataclasses.dataclass(frozen=True)
 class ContainerSpec:
     """Everything that makes two containers different: one warm container per spec (per user
@@ -94,6 +107,8 @@ class ContainerSpec:
                 info = os.stat(workdir)
                 if info.st_uid != 0:
                     uid, gid = info.st_uid, info.st_gid
+        if workdir:
+            _check_enterable(workdir, uid, gid)
         return cls(image=ctx.image or image, user_id=ctx.user_id, user=f"{uid}:{gid}",
                    memory_mb=int(limits.memory_mb) + MEMORY_HEADROOM_MB,
                    nano_cpus=max(10_000_000, int(limits.cpu_percent / 100 * 1e9)),

@@ -54,8 +54,14 @@ def test_container_kernel_runs_cells_and_rolls_back(data_dir: Path, tmp_path: Pa
 
 
 def test_secure_docker_cell_from_a_process_kernel(kernel: Kernel) -> None:
+    # The notebook's directory (readable by default) is root's, mode 0700 here: the container's
+    # user may not enter it, and the cell says so instead of dying in chdir.
     reply, outputs = kernel.execute("%%secure --sandbox docker\nimport os\nprint(os.getuid())")
+    assert reply["status"] == "error" and "may not enter it" in reply["evalue"], outputs
+    assert "--no-filesystem" in reply["evalue"]
+    reply, outputs = kernel.execute("%%secure --sandbox docker --no-filesystem\n"
+                                    "import os\nprint(os.getuid())")
     assert reply["status"] == "ok", outputs
     assert outputs[0]["text"] == "10001\n"
-    reply, outputs = kernel.execute("%%secure --image no-such-image:1\nx = 1")
+    reply, outputs = kernel.execute("%%secure --no-filesystem --image no-such-image:1\nx = 1")
     assert reply["status"] == "error" and "no-such-image:1" in reply["evalue"]
