@@ -162,7 +162,8 @@ class Zygote:
             os._exit(71)
         from agenticraft.jail.worker import main
         main(CHILD_FD, profile.get("executor", "exec"),
-             {"pid": os.getpid(), "applied": applied, "scratch": scratch})
+             {"pid": os.getpid(), "applied": applied, "scratch": scratch},
+             egress_socket=profile.get("egress_socket"))
 
     def _reap(self) -> None:
         died = False

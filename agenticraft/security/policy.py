@@ -225,7 +225,7 @@ class Policy:
         if "default_type" in sandbox:
             kwargs["default_sandbox_type"] = str(sandbox["default_type"])
         if "allow_unsandboxed" in sandbox:
-            kwargs["allow_unsandboxed"] = coerce_limit("network_access",
+            kwargs["allow_unsandboxed"] = coerce_limit("filesystem_access",
                                                        sandbox["allow_unsandboxed"])
         if "allowed_imports" in sandbox:
             kwargs["allowed_imports"] = frozenset(_strings(sandbox["allowed_imports"],

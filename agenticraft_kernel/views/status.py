@@ -25,6 +25,8 @@ def degraded(enforcement: Mapping[str, str]) -> dict[str, str]:
 
 
 def show_value(name: str, value: Any) -> str:
+    if name == "network_access" and isinstance(value, tuple):
+        return "only " + ", ".join(value)
     if isinstance(value, bool):
         return "allowed" if value else "off"
     if isinstance(value, float) and value.is_integer():

@@ -33,12 +33,15 @@ def confine(
     if os.getppid() != expected_parent:  # parent died before the death signal was armed
         os._exit(1)
 
-    network = bool(profile["network_access"])
+    network = profile["network_access"] is True  # the host's network
+    # An allow-list: own namespace with loopback up (the egress shim listens there); the only
+    # way out is the host proxy's unix socket, so TCP/INET sockets are allowed inside it.
+    egress = bool(profile.get("egress_socket"))
     if "pids_cgroup" in active:  # before the namespace step: the cgroup fs is still writable
         applied["pids_cgroup"] = cgroups.pids_v1_place(
             f"{expected_parent}-{os.getpid()}", profile["max_processes"] + 1)
     if "namespaces" in active:
-        applied["namespaces"] = namespaces.enter(network=network)
+        applied["namespaces"] = namespaces.enter(network=network, loopback=egress)
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     if "rlimits" in active:
@@ -52,12 +55,12 @@ def confine(
         applied["landlock"] = landlock.apply(
             profile["read_paths"],
             profile["write_paths"],
-            allow_tcp=network,
+            allow_tcp=network or egress,
             deny_paths=profile.get("deny_paths", ()),
             scope=True,
         )
     if "seccomp" in active:
         applied["seccomp"] = seccomp.apply(
-            network_access=network, allow_process_creation=profile["max_processes"] > 1
+            network_access=network or egress, allow_process_creation=profile["max_processes"] > 1
         )
     return applied

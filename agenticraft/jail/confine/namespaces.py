@@ -48,17 +48,33 @@ def _probe_in_child() -> dict[str, Any]:
     }
 
 
-def enter(*, network: bool) -> dict[str, Any]:
+def enter(*, network: bool, loopback: bool = False) -> dict[str, Any]:
     """Move this (single-threaded) process into a new user namespace, and a new network
-    namespace unless ``network``; keep the same uid/gid inside, then drop every capability."""
+    namespace unless ``network``; keep the same uid/gid inside, then drop every capability.
+    ``loopback`` brings the new namespace's ``lo`` up (still no route anywhere else), for the
+    egress shim of an allow-list; it needs the namespace's capabilities, hence here."""
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWUSER | (0 if network else CLONE_NEWNET)
     unshare(flags)
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{uid} {uid} 1")
     _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    if loopback and not network:
+        loopback_up()
     drop_capabilities()
-    return {"user_namespace": True, "network_namespace": not network}
+    return {"user_namespace": True, "network_namespace": not network,
+            "loopback": bool(loopback and not network)}
+
+
+def loopback_up() -> None:
+    """``ip link set lo up`` in the current network namespace (SIOCSIFFLAGS)."""
+    import fcntl
+    import socket
+    import struct
+    siocsifflags, iff_up, iff_loopback, iff_running = 0x8914, 0x1, 0x8, 0x40
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, siocsifflags,
+                    struct.pack("16sH22x", b"lo", iff_up | iff_loopback | iff_running))
 
 
 def drop_capabilities() -> None:
