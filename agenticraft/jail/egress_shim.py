@@ -251,7 +251,7 @@ def _via_proxy(sock: socket.socket, address: tuple[Any, ...]) -> None:
     shim = (LOOPBACK, _shim.port) if sock.family == socket.AF_INET else (
         "::ffff:127.0.0.1", _shim.port, 0, 0)
     timeout = sock.gettimeout()
-    sock.settimeout(None if not timeout else timeout)  # the handshake runs blocking
+    sock.settimeout(timeout or None)  # a non-blocking socket: the handshake blocks
     try:
         _original_connect(sock, shim)
         _socks_request(sock, 1, host, port)
@@ -272,15 +272,11 @@ def _refuse_udp(address: Any) -> None:
     raise PermissionError(errno.EACCES, "Permission denied: UDP is not allowed")
 
 
-def _is_loopback_target(address: Any) -> bool:
-    return isinstance(address, tuple) and str(address[0]) in (LOOPBACK, "::1", "localhost")
-
-
 def _connect(self: socket.socket, address: Any) -> None:
     if _shim is not None and _is_inet(self) and not _to_shim(self, address):
         if _is_stream(self):
             return _via_proxy(self, address)
-        if self.type == socket.SOCK_DGRAM and not _is_loopback_target(address):
+        if self.type == socket.SOCK_DGRAM:
             _refuse_udp(address)
     return _original_connect(self, address)
 
@@ -295,8 +291,7 @@ def _connect_ex(self: socket.socket, address: Any) -> int:
 
 def _sendto(self: socket.socket, data: Any, *args: Any) -> int:
     address = args[-1] if args else None
-    if (_shim is not None and _is_inet(self) and self.type == socket.SOCK_DGRAM
-            and not _is_loopback_target(address)):
+    if _shim is not None and _is_inet(self) and self.type == socket.SOCK_DGRAM:
         _refuse_udp(address)
     return _original_sendto(self, data, *args)
 

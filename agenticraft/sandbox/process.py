@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.base import OutputCallback, Sandbox
+from agenticraft.sandbox.egress.pool import EgressPool
 from agenticraft.sandbox.profile import build_profile
 from agenticraft.sandbox.result import ExecutionError, ExecutionResult, RunReply
 from agenticraft.sandbox.supervisor import RunOutcome, Supervisor
@@ -17,6 +18,7 @@ from agenticraft.sandbox.watchdog import IdleWatch
 from agenticraft.sandbox.workers import WorkerHandle
 from agenticraft.security import records
 from agenticraft.security.context import SecurityContext
+from agenticraft.wire import network
 from agenticraft.wire.errors import ResourceLimitExceeded, SandboxError, SecurityViolation
 from agenticraft.wire.limits import ResourceLimits, Usage
 
@@ -34,6 +36,8 @@ class ProcessSandbox(Sandbox):
         self.supervisor = Supervisor(host_probe.disabled_from_env(),
                                      tuple(getattr(manager, "process_preload", ())))
         self._started = False
+        # Allow-listed network: one host-side egress proxy per (list, user), see sandbox/egress.
+        self.egress = EgressPool(manager.audit.record, getattr(manager, "egress_resolver", None))
 
     @classmethod
     def probe(cls) -> list[str]:
@@ -55,6 +59,7 @@ class ProcessSandbox(Sandbox):
         if self._started:
             self.supervisor.close()
             self._started = False
+        self.egress.close()
 
     def host_report(self) -> dict[str, str]:
         return host_probe.limit_enforcement(self.supervisor.mechanisms)
@@ -62,8 +67,15 @@ class ProcessSandbox(Sandbox):
     def enforced_for(self, ctx: SecurityContext) -> dict[str, str]:
         report = self.host_report()
         limits = ctx.resource_limits
-        if limits.network_access:
+        if limits.network_access is True:
             report["network_access"] = "allowed by the context (network_access=True)"
+        elif network.is_allow_list(limits.network_access):
+            report["network_access"] = (
+                f"{network.describe(limits.network_access)}: host-side egress proxy (names "
+                "resolved and every connection checked on the host, audited); the sandbox's "
+                "own network namespace has no other route")
+            if limits.max_network_bytes is not None:
+                report["max_network_bytes"] = "egress proxy (bytes counted per run)"
         if limits.filesystem_access:
             mode = "read-write" if ctx.has_permission("write") else "read-only"
             report["filesystem_access"] = (f"working directory {mode}; "
@@ -73,12 +85,16 @@ class ProcessSandbox(Sandbox):
     def profile_for(self, ctx: SecurityContext, executor: str | None = None) -> dict[str, Any]:
         profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
         profile["executor"] = executor or self.executor
+        egress = self.egress.socket_for(ctx)
+        if egress is not None:
+            profile["egress_socket"] = egress
         return profile
 
     async def run(self, code: str, ctx: SecurityContext,
                   on_output: OutputCallback | None = None) -> ExecutionResult:
         await self.start()
         handle = await self.supervisor.spawn(self.profile_for(ctx), prefork=True)
+        self.egress.begin_run(ctx)
         try:
             outcome = await self.supervisor.run(handle, code, ctx.resource_limits,
                                                 on_output=on_output, extra=self.run_extra(ctx))
@@ -231,6 +247,7 @@ class ProcessSession:
     async def _exchange(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
                         on_output: OutputCallback | None, on_event: Any,
                         extra: dict[str, Any] | None, grace: float) -> RunOutcome:
+        self.sandbox.egress.begin_run(ctx, cell_id=(extra or {}).get("cell_id"))
         try:
             outcome = await self.sandbox.supervisor.run(
                 handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,

@@ -83,7 +83,11 @@ def build_profile(ctx: SecurityContext, *, scratch_root: str,
         "memory_mb": limits.memory_mb,
         "max_file_size_mb": limits.max_file_size_mb,
         "max_processes": limits.max_processes,
-        "network_access": limits.network_access,
+        # True: the host's network; a list: own namespace + the egress proxy's socket, which
+        # the sandbox backend adds as ``egress_socket``; False: own, empty namespace.
+        "network_access": (list(limits.network_access)
+                           if isinstance(limits.network_access, tuple)
+                           else limits.network_access),
         "filesystem_access": limits.filesystem_access,
         "read_paths": sorted(set(read)),
         "write_paths": write,

@@ -156,3 +156,10 @@ def coerce_limit(name: str, value: Any) -> Any:
         raise ConfigurationError(
             f"Unknown resource limit {name!r}; valid limits are: {', '.join(LIMIT_NAMES)}")
     return _coerce(name, value)
+
+
+def show_limit(name: str, value: Any) -> str:
+    """A limit's value as messages write it (a destination list as ``[a, b]``)."""
+    if name == "network_access" and isinstance(value, tuple):
+        return "[" + ", ".join(value) + "]"
+    return str(value)

@@ -44,31 +44,31 @@ class AllowList:
     def decide(self, host: str, port: int, resolver: Resolver) -> Decision:
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if not 0 < port < 65536:
-            return self._deny(shown, None, f"port {port} is not a valid port")
+            return self.deny(shown, None, f"port {port} is not a valid port")
         address = parse_address(host)
         if address is not None:
             if any(d.allows_address(address, port) for d in self.entries):
                 return Decision(True, shown, address)
             spelled = "" if str(address) == host.strip("[]") else f" (= {address})"
-            return self._deny(shown, address, f"{shown}{spelled} is not in the allow-list")
+            return self.deny(shown, address, f"{shown}{spelled} is not in the allow-list")
         try:
             name = network.canonical_name(host)
         except ConfigurationError:
-            return self._deny(shown, None, f"{host!r} is not a valid host name")
+            return self.deny(shown, None, f"{host!r} is not a valid host name")
         if not any(d.allows_name(name, port) for d in self.entries):
-            return self._deny(shown, None, f"{shown} is not in the allow-list")
+            return self.deny(shown, None, f"{shown} is not in the allow-list")
         addresses = resolver.resolve(name)
         if not addresses:
-            return self._deny(shown, None, f"{name} does not resolve")
+            return self.deny(shown, None, f"{name} does not resolve")
         for candidate in addresses:
             if candidate.is_global or any(d.allows_address(candidate, port)
                                           for d in self.entries):
                 return Decision(True, shown, candidate)
-        return self._deny(shown, addresses[0],
+        return self.deny(shown, addresses[0],
                           f"{name} resolves to {', '.join(map(str, addresses))}, a non-public "
                           "address that is not listed explicitly")
 
-    def _deny(self, shown: str, address: IPAddress | None, why: str) -> Decision:
+    def deny(self, shown: str, address: IPAddress | None, why: str) -> Decision:
         return Decision(False, shown, address,
                         f"Permission denied: {why}; network_access allows only "
                         f"{', '.join(self.value)}")

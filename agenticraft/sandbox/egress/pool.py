@@ -52,6 +52,12 @@ class EgressPool:
             proxy.max_bytes = ctx.resource_limits.max_network_bytes
             proxy.begin_run(user_id=ctx.user_id, **label)
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Until every proxy's connections are closed and recorded (tests, shutdown)."""
+        with self._lock:
+            proxies = list(self._proxies.values())
+        return all(proxy.wait_idle(timeout) for proxy in proxies)
+
     def close(self) -> None:
         with self._lock:
             proxies, self._proxies = list(self._proxies.values()), {}

@@ -61,6 +61,8 @@ class EgressProxy:
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._idle = threading.Condition()
+        self._active = 0
 
     # -- lifetime -------------------------------------------------------------------------------
     def start(self) -> str:
@@ -79,7 +81,7 @@ class EgressProxy:
             try:
                 self._server = loop.run_until_complete(
                     asyncio.start_unix_server(self._accept, path=self.socket_path))
-            except BaseException as exc:  # noqa: BLE001 - reported to start()
+            except BaseException as exc:
                 failure.append(exc)
                 ready.set()
                 loop.close()
@@ -124,6 +126,8 @@ class EgressProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        with self._idle:
+            self._active += 1
         try:
             first = await reader.read(1)
             if first == b"\x05":
@@ -136,6 +140,14 @@ class EgressProxy:
             self._tasks.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no connection is open (so every record is written); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     def _decide(self, host: str, port: int, protocol: str) -> Decision:
         decision = self.allow.decide(host, port, self.resolver)
@@ -181,9 +193,8 @@ class EgressProxy:
         if version != 5 or command != 1:
             what = {2: "BIND", 3: "UDP"}.get(command, f"SOCKS command {command}")
             shown = f"{host}:{port}"
-            decision = Decision(False, shown, None,
-                                f"Permission denied: {what} is not allowed ({shown}); only TCP "
-                                f"connections to {', '.join(self.allow.value)} are")
+            decision = self.allow.deny(shown, None, f"{what} to {shown} is not allowed (TCP "
+                                                    "connections only)")
             self._record(decision, "socks5-udp" if command == 3 else "socks5")
             await self._socks_reply(writer, SOCKS_NO_COMMAND, decision.reason)
             return
@@ -276,8 +287,11 @@ class EgressProxy:
 
     @staticmethod
     async def _http_error(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
-        title = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large",
-                 502: "Bad Gateway"}[status]
+        # A refusal's reason is also its status line: clients that show only the status
+        # (requests' raise_for_status, pip, urllib3's "Tunnel connection failed") name the list.
+        title = {400: "Bad Request", 431: "Request Header Fields Too Large",
+                 502: "Bad Gateway"}.get(status) or " ".join(reason.split()).encode(
+                     "ascii", "replace").decode()
         body = (reason + "\n").encode()
         writer.write(f"HTTP/1.1 {status} {title}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                      f"X-AgentiCraft-Egress: {'denied' if status == 403 else 'error'}\r\n"
