@@ -19,7 +19,12 @@ from agenticraft.sandbox.workers import WorkerHandle
 from agenticraft.security import records
 from agenticraft.security.context import SecurityContext
 from agenticraft.wire import network
-from agenticraft.wire.errors import ResourceLimitExceeded, SandboxError, SecurityViolation
+from agenticraft.wire.errors import (
+    ResourceLimitExceeded,
+    SandboxError,
+    SandboxUnavailable,
+    SecurityViolation,
+)
 from agenticraft.wire.limits import ResourceLimits, Usage
 
 T = TypeVar("T")
@@ -67,15 +72,8 @@ class ProcessSandbox(Sandbox):
     def enforced_for(self, ctx: SecurityContext) -> dict[str, str]:
         report = self.host_report()
         limits = ctx.resource_limits
-        if limits.network_access is True:
-            report["network_access"] = "allowed by the context (network_access=True)"
-        elif network.is_allow_list(limits.network_access):
-            report["network_access"] = (
-                f"{network.describe(limits.network_access)}: host-side egress proxy (names "
-                "resolved and every connection checked on the host, audited); the sandbox's "
-                "own network namespace has no other route")
-            if limits.max_network_bytes is not None:
-                report["max_network_bytes"] = "egress proxy (bytes counted per run)"
+        report["network_access"] = host_probe.network_enforcement(
+            limits.network_access, self.supervisor.mechanisms)
         if limits.filesystem_access:
             mode = "read-write" if ctx.has_permission("write") else "read-only"
             report["filesystem_access"] = (f"working directory {mode}; "
@@ -85,9 +83,14 @@ class ProcessSandbox(Sandbox):
     def profile_for(self, ctx: SecurityContext, executor: str | None = None) -> dict[str, Any]:
         profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
         profile["executor"] = executor or self.executor
-        egress = self.egress.socket_for(ctx)
-        if egress is not None:
-            profile["egress_socket"] = egress
+        if network.is_allow_list(ctx.resource_limits.network_access):
+            if not self.supervisor.mechanisms["namespaces"]["active"]:
+                raise SandboxUnavailable(
+                    "network_access allow-lists need a private network namespace (unprivileged "
+                    "user namespaces), which this host lacks: without one the sandbox would "
+                    "share the host's network. Ask for network_access=False, or run on a host "
+                    "where `doctor` shows namespaces available.")
+            profile["egress_socket"] = self.egress.socket_for(ctx)
         return profile
 
     async def run(self, code: str, ctx: SecurityContext,

@@ -36,7 +36,8 @@ def confine(
     network = profile["network_access"] is True  # the host's network
     # An allow-list: own namespace with loopback up (the egress shim listens there); the only
     # way out is the host proxy's unix socket, so TCP/INET sockets are allowed inside it.
-    egress = bool(profile.get("egress_socket"))
+    # Without a namespace of its own, INET sockets would reach the host's network: not allowed.
+    egress = bool(profile.get("egress_socket")) and "namespaces" in active
     if "pids_cgroup" in active:  # before the namespace step: the cgroup fs is still writable
         applied["pids_cgroup"] = cgroups.pids_v1_place(
             f"{expected_parent}-{os.getpid()}", profile["max_processes"] + 1)
