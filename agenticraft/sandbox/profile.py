@@ -26,7 +26,9 @@ SYSTEM_READ_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cac
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 #: What name resolution and TLS need, granted only together with network access.
 NETWORK_READ_PATHS = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl",
-                      "/etc/ca-certificates", "/etc/gai.conf", "/etc/host.conf")
+                      "/etc/ca-certificates", "/etc/gai.conf", "/etc/host.conf",
+                      # pip's User-Agent names the distribution (and fails if it cannot read it)
+                      "/etc/os-release", "/etc/debian_version", "/etc/lsb-release")
 WRITE_DEVICES = ("/dev/null",)
 
 

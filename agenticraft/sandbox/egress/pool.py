@@ -52,6 +52,15 @@ class EgressPool:
             proxy.max_bytes = ctx.resource_limits.max_network_bytes
             proxy.begin_run(user_id=ctx.user_id, **label)
 
+    def refused(self, ctx: SecurityContext) -> list[str]:
+        """Why each destination refused since the last ``begin_run`` was refused (one line
+        each): what a notebook shows under a cell whose library kept the reason to itself."""
+        value = ctx.resource_limits.network_access
+        with self._lock:
+            proxy = self._proxies.get((tuple(value), ctx.user_id)) if network.is_allow_list(
+                value) else None  # type: ignore[arg-type]
+        return list(proxy.refused.values()) if proxy is not None else []
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Until every proxy's connections are closed and recorded (tests, shutdown)."""
         with self._lock:

@@ -55,6 +55,8 @@ class EgressProxy:
         self.label: dict[str, Any] = {"user_id": user_id}
         self.max_bytes = max_bytes
         self.used = 0
+        #: destination -> reason, for the connections refused since ``begin_run``.
+        self.refused: dict[str, str] = {}
         self.directory = ""
         self.socket_path = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,6 +122,7 @@ class EgressProxy:
         self.label = {key: value for key, value in {**self.label, **label}.items()
                       if value is not None}
         self.used = 0
+        self.refused = {}
 
     # -- one client connection ------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -162,6 +165,7 @@ class EgressProxy:
             fields.setdefault("address", str(decision.address))
         if not decision.allowed:
             fields["reason"] = decision.reason
+            self.refused.setdefault(decision.destination, decision.reason)
         with contextlib.suppress(Exception):  # the audit log's own errors are its concern
             self.on_record(records.network_connection(
                 user, decision.destination, decision.allowed, protocol=protocol,
