@@ -32,9 +32,11 @@ def build_index(root: Path) -> Path:
                                                b"Version: 1.0\n",
              "tinypkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\n"
                                             b"Root-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = "".join(
-        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"  # noqa: E501
-        for name, data in files.items()) + "tinypkg-1.0.dist-info/RECORD,,\n"
+    def digest(data: bytes) -> str:
+        return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{name},sha256={digest(data)},{len(data)}\n"
+                     for name, data in files.items()) + "tinypkg-1.0.dist-info/RECORD,,\n"
     with zipfile.ZipFile(root / WHEEL, "w") as wheel:
         for name, data in files.items():
             wheel.writestr(name, data)
