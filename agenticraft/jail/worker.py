@@ -20,9 +20,10 @@ from typing import Any
 
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, prctl
 from agenticraft.jail.executors import EXECUTORS
+from agenticraft.jail.explain import file_refusal
 from agenticraft.wire import protocol
 from agenticraft.wire.codec import to_safe
-from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation
+from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation, quota_exceeded
 
 _LIMIT_ERRNOS = {errno.EFBIG: "max_file_size_mb", errno.ENOMEM: "memory_mb"}
 
@@ -133,8 +134,7 @@ class Worker:
             values = self.executor.run(msg["code"], msg)
             reply.update(ok=True, values=values)
         except ResourceLimitExceeded as exc:
-            reply.update(ok=False, limit={"limit": exc.limit, "value": to_safe(exc.value),
-                                          "allowed": to_safe(exc.allowed), "message": str(exc)})
+            reply.update(ok=False, limit=_limit_frame(exc))
             keep = False
         except SecurityViolation as exc:
             reply.update(ok=False, violation={"message": str(exc), "lineno": exc.lineno,
@@ -145,13 +145,20 @@ class Worker:
             keep = False
         except BaseException as exc:  # the user's exception, SystemExit included, is a result
             limit = _LIMIT_ERRNOS.get(exc.errno) if isinstance(exc, OSError) else None
-            if limit is not None:  # RLIMIT_FSIZE / RLIMIT_AS refusals are limit violations
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the private tmpfs is full
+                quota = quota_exceeded((msg.get("limits") or {}).get("max_file_size_mb"))
+                reply.update(ok=False, limit=_limit_frame(quota))
+                keep = False
+            elif limit is not None:  # RLIMIT_FSIZE / RLIMIT_AS refusals are limit violations
                 reply.update(ok=False, limit={"limit": limit, "detail": str(exc)})
                 keep = False
             else:
                 reply.update(ok=False, error=self.executor.format_exception(exc)
                              if self.executor else {"ename": type(exc).__name__,
                                                     "evalue": str(exc), "traceback": ""})
+                why = file_refusal(exc, msg.get("limits") or {})
+                if why and isinstance(reply["error"], dict):
+                    reply["error"]["evalue"] = f"{reply['error'].get('evalue', '')} ({why})"
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         _flush()
         try:
@@ -174,6 +181,11 @@ def egress_shim_active() -> Any:
     """The egress shim of this worker, if its profile has an allow-list."""
     module = sys.modules.get("agenticraft.jail.egress_shim")
     return module.active() if module is not None else None
+
+
+def _limit_frame(exc: ResourceLimitExceeded) -> dict[str, Any]:
+    return {"limit": exc.limit, "value": to_safe(exc.value), "allowed": to_safe(exc.allowed),
+            "message": str(exc)}
 
 
 def load_executor(name: str) -> Any:

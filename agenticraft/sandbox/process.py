@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -10,7 +12,7 @@ from typing import Any, TypeVar
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.base import OutputCallback, Sandbox
 from agenticraft.sandbox.egress.pool import EgressPool
-from agenticraft.sandbox.profile import build_profile
+from agenticraft.sandbox.profile import build_profile, manager_files
 from agenticraft.sandbox.result import ExecutionError, ExecutionResult, RunReply
 from agenticraft.sandbox.supervisor import RunOutcome, Supervisor
 from agenticraft.sandbox.types import SandboxType
@@ -57,7 +59,8 @@ class ProcessSandbox(Sandbox):
 
     async def start(self) -> None:
         if not self._started:
-            await self.supervisor.astart()
+            await self.supervisor.astart(
+                require=functools.partial(host_probe.check_required, self.manager.policy))
             self._started = True
 
     async def close(self) -> None:
@@ -81,7 +84,8 @@ class ProcessSandbox(Sandbox):
         return report
 
     def profile_for(self, ctx: SecurityContext, executor: str | None = None) -> dict[str, Any]:
-        profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
+        profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root,
+                                protect=manager_files(self.manager))
         profile["executor"] = executor or self.executor
         if network.is_allow_list(ctx.resource_limits.network_access):
             if not self.supervisor.mechanisms["namespaces"]["active"]:
@@ -90,7 +94,12 @@ class ProcessSandbox(Sandbox):
                     "user namespaces), which this host lacks: without one the sandbox would "
                     "share the host's network. Ask for network_access=False, or run on a host "
                     "where `doctor` shows namespaces available.")
-            profile["egress_socket"] = self.egress.socket_for(ctx)
+            socket_path = self.egress.socket_for(ctx)
+            profile["egress_socket"] = socket_path
+            # The proxy's directory (0700, only its socket) is bound read-only into the
+            # private root: connecting needs no write access, and no other host socket shows.
+            profile["read_paths"] = sorted({*profile["read_paths"],
+                                            os.path.dirname(socket_path)})
         return profile
 
     async def run(self, code: str, ctx: SecurityContext,

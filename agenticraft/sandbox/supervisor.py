@@ -64,8 +64,16 @@ class Supervisor:
             if self.zygote.proc is None or self.zygote.proc.poll() is not None:
                 self.zygote.start()
 
-    async def astart(self) -> None:
+    async def astart(self, require: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Start the zygote; ``require(mechanisms)`` may refuse this host (the policy's
+        ``[sandbox] require``), and then the zygote is stopped again."""
         await asyncio.get_running_loop().run_in_executor(LAUNCHER, self.start)
+        if require is not None:
+            try:
+                require(self.mechanisms)
+            except BaseException:
+                self.close()
+                raise
 
     def close(self) -> None:
         self.zygote.close()
