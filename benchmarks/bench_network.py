@@ -47,14 +47,15 @@ class UnixConnection(http.client.HTTPConnection):
 
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.unix_path)
+        self.sock.connect(self.unix_path[0])
+        self.sock.sendall(self.unix_path[1].encode() + b"\\n")  # the proxy key
 
 def get(server_port, path, proxy=None):
     if proxy is None:
         conn, target = http.client.HTTPConnection("127.0.0.1", server_port), path
     else:
         target = f"http://127.0.0.1:{server_port}{path}"
-        conn = (UnixConnection(proxy) if isinstance(proxy, str)
+        conn = (UnixConnection(proxy) if isinstance(proxy, tuple)
                 else http.client.HTTPConnection("127.0.0.1", proxy))
     conn.request("GET", target)
     data = conn.getresponse().read()
@@ -100,7 +101,8 @@ async def main(count: int) -> None:
         proxy = sandbox.egress.proxy_for(manager.authorize(ctx, "execute"))
         assert proxy is not None
         results = {"direct": rounds(server.port, None, count, SIZE, SMALL),
-                   "host proxy": rounds(server.port, proxy.socket_path, count, SIZE, SMALL)}
+                   "host proxy": rounds(server.port, (proxy.socket_path, proxy.key), count, SIZE,
+                                         SMALL)}
         run = await sandbox.execute_code(sandbox_code(server.port, count), ctx)
         assert run.success, run.error
         results["sandbox"] = tuple(run["result"])

@@ -53,8 +53,9 @@ class _Pair:
 class Shim:
     """The loopback listener and its relay loop (one thread, one selector)."""
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, key: str) -> None:
         self.socket_path = socket_path
+        self.key = key.encode() + b"\n"  # the proxy's first line of every connection
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind((LOOPBACK, 0))
         self.listener.listen(128)
@@ -115,6 +116,7 @@ class Shim:
         upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             upstream.connect(self.socket_path)
+            upstream.sendall(self.key)
         except OSError:
             client.close()
             upstream.close()
@@ -318,11 +320,11 @@ def _literal(text: str) -> bool:
     return True
 
 
-def install(socket_path: str) -> Shim:
+def install(socket_path: str, key: str) -> Shim:
     """Start the doorway in this worker and route the socket API through it."""
     global _shim
     if _shim is None:
-        _shim = Shim(socket_path)
+        _shim = Shim(socket_path, key)
         _shim.start()
         socket.socket.connect = _connect  # type: ignore[method-assign]
         socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]

@@ -199,13 +199,13 @@ def load_executor(name: str) -> Any:
 
 
 def main(chan_fd: int, executor: str, ready: dict[str, Any],
-         egress_socket: str | None = None) -> None:
+         egress: tuple[str, str] | None = None) -> None:
     """Entry point in the confined child (called by the zygote after ``confine``).
-    ``egress_socket``: the host egress proxy of a ``network_access`` allow-list."""
+    ``egress``: (socket, key) of the host egress proxy of a ``network_access`` allow-list."""
     _streams()
-    if egress_socket:
+    if egress:
         from agenticraft.jail import egress_shim
-        ready["egress_port"] = egress_shim.install(egress_socket).port
+        ready["egress_port"] = egress_shim.install(*egress).port
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # unblocked only inside a run
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes fail with EFBIG instead

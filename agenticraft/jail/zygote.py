@@ -180,7 +180,8 @@ class Zygote:
         from agenticraft.jail.worker import main
         main(CHILD_FD, profile.get("executor", "exec"),
              {"pid": os.getpid(), "applied": applied, "scratch": scratch},
-             egress_socket=profile.get("egress_socket"))
+             egress=(profile["egress_socket"], profile["egress_key"])
+             if profile.get("egress_socket") else None)
 
     def _reap(self) -> None:
         died = False

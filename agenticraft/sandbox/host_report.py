@@ -15,8 +15,8 @@ from typing import Any
 from agenticraft.jail.confine.probe import MECHANISMS, mechanisms
 from agenticraft.security.policy import SYSTEM_POLICY_PATH
 from agenticraft.wire import network
-from agenticraft.wire.network import NetworkAccess
 from agenticraft.wire.errors import QUOTA_FACTOR, SandboxUnavailable
+from agenticraft.wire.network import NetworkAccess
 
 DISABLE_ENV = "AGENTICRAFT_DISABLE"
 

@@ -94,7 +94,9 @@ class ProcessSandbox(Sandbox):
                     "user namespaces), which this host lacks: without one the sandbox would "
                     "share the host's network. Ask for network_access=False, or run on a host "
                     "where `doctor` shows namespaces available.")
-            socket_path = self.egress.socket_for(ctx)
+            endpoint = self.egress.endpoint_for(ctx)
+            assert endpoint is not None
+            socket_path, profile["egress_key"] = endpoint
             profile["egress_socket"] = socket_path
             # The proxy's directory (0700, only its socket) is bound read-only into the
             # private root: connecting needs no write access, and no other host socket shows.

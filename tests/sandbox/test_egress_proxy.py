@@ -107,6 +107,7 @@ def connect(proxy: EgressProxy) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX)
     sock.settimeout(10)
     sock.connect(proxy.socket_path)
+    sock.sendall(proxy.key.encode() + b"\n")
     return sock
 
 
@@ -191,3 +192,15 @@ def test_byte_budget_cuts_the_connection(setup):
     assert len(answer) < 1_000_000
     assert proxy.wait_idle(10)
     assert records[-1]["stopped"] == "max_network_bytes=10000 reached"
+
+
+def test_a_connection_without_the_key_is_refused_and_recorded(setup):
+    proxy, a, _, records = setup
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(proxy.socket_path)
+        sock.sendall(b"0" * 32 + b"\n" + f"CONNECT 127.0.0.1:{a.port} HTTP/1.1\r\n\r\n".encode())
+        assert read_all(sock) == b""
+    assert proxy.wait_idle(10)
+    assert [(r["protocol"], r["allowed"]) for r in records] == [("key", False)]
+    assert a.hits == 0

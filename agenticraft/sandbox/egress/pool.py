@@ -42,9 +42,10 @@ class EgressPool:
                 self._proxies[key] = proxy
             return proxy
 
-    def socket_for(self, ctx: SecurityContext) -> str | None:
+    def endpoint_for(self, ctx: SecurityContext) -> tuple[str, str] | None:
+        """(socket path, key) of ``ctx``'s proxy, None without an allow-list."""
         proxy = self.proxy_for(ctx)
-        return proxy.socket_path if proxy is not None else None
+        return (proxy.socket_path, proxy.key) if proxy is not None else None
 
     def begin_run(self, ctx: SecurityContext, **label: Any) -> None:
         proxy = self.proxy_for(ctx)

@@ -1,6 +1,7 @@
 """The egress proxy: a sandbox's only way out, on a unix socket, filtering every connection.
 
-Speaks three dialects on one socket, told apart by the first byte:
+Each connection first sends the proxy's key (a line; see ``key``), then speaks one of three
+dialects, told apart by the first byte:
 
 * SOCKS5 (``0x05``): CONNECT with a name (remote DNS), an IPv4 or an IPv6 address. UDP
   ASSOCIATE and BIND are refused. A refusal carries the reason as a line after the reply.
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import os
+import secrets
 import shutil
 import struct
 import tempfile
@@ -33,6 +36,7 @@ from agenticraft.security import records
 
 MAX_HEAD = 64 * 1024
 CONNECT_TIMEOUT = 10.0
+KEY_TIMEOUT = 10.0
 CHUNK = 64 * 1024
 SOCKS_NOT_ALLOWED, SOCKS_UNREACHABLE, SOCKS_REFUSED, SOCKS_NO_COMMAND, SOCKS_BAD_ADDRESS = (
     2, 4, 5, 7, 8)
@@ -59,6 +63,9 @@ class EgressProxy:
         self.refused: dict[str, str] = {}
         self.directory = ""
         self.socket_path = ""
+        #: Every connection starts with this line: only the workers given it (in their profile)
+        #: can use the proxy, even if another process of this user finds the socket.
+        self.key = secrets.token_hex(16)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -132,12 +139,17 @@ class EgressProxy:
         with self._idle:
             self._active += 1
         try:
+            key = await asyncio.wait_for(reader.readexactly(len(self.key) + 1), KEY_TIMEOUT)
+            if not hmac.compare_digest(key, self.key.encode() + b"\n"):
+                self._record(Decision(False, "(no key)", None, "Permission denied: a connection "
+                                      "to the egress proxy without its sandbox's key"), "key")
+                return
             first = await reader.read(1)
             if first == b"\x05":
                 await self._socks(reader, writer)
             elif first:
                 await self._http(first, reader, writer)
-        except (OSError, asyncio.IncompleteReadError, ValueError, struct.error):
+        except (OSError, asyncio.IncompleteReadError, ValueError, struct.error, TimeoutError):
             pass
         finally:
             self._tasks.discard(task)
