@@ -5,6 +5,7 @@ allow-list in the message, and audited. Names are resolved by the proxy with a s
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Iterator
 
@@ -274,3 +275,32 @@ async def test_a_session_keeps_its_way_out_across_runs_and_rollbacks(sandbox, se
         assert not crashed.success  # rolled back: the checkpoint relays again
         again = await session.run(fetch + "\nresult = last.decode()")
         assert again["result"] == "hello from A"
+
+
+async def test_other_sandboxes_cannot_use_the_proxy(sandbox, servers):
+    a, _ = servers
+    ctx = sandbox.manager.authorize({"user_id": "student", "resource_limits": {
+        "network_access": listed(servers)}}, "execute", sandbox_type="process")
+    path, _key = sandbox.egress.endpoint_for(ctx)
+    seen = await run(sandbox, f"import os\nresult = sorted(os.listdir({os.path.dirname(path)!r}))",
+                     listed(servers))
+    assert seen["result"] == ["proxy.sock"]  # its own proxy, bound into its root
+    probe = f"""
+        import os, socket
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect({path!r})
+            s.sendall(b"CONNECT 127.0.0.1:{a.port} HTTP/1.1\\r\\n\\r\\n")
+            result = ["connected", s.recv(100).decode()]
+        except OSError as exc:
+            result = [type(exc).__name__, os.path.exists({path!r})]
+        """
+    before = a.hits
+    other = await run(sandbox, probe, False)  # a sandbox without network, same user
+    assert other.success, other.error
+    if sandbox.supervisor.mechanisms["mounts"]["active"]:
+        assert other["result"] == ["FileNotFoundError", False]  # not in its private root
+    else:  # no private root here: the socket is found, but the proxy wants its key
+        assert other["result"] == ["connected", ""]
+        assert audit_records(sandbox.manager, "network", protocol="key", allowed=False)
+    assert a.hits == before
