@@ -138,3 +138,22 @@ def test_pip_from_an_unlisted_index_fails_with_one_clear_line(net_kernel: Kernel
     assert len(clear) == 1, stderr
     assert clear[0].startswith(f"[network] Permission denied: 127.0.0.1:{other} is not in the "
                                "allow-list")
+
+
+def test_secure_cell_can_narrow_the_list_but_not_widen_it(net_kernel: Kernel, servers) -> None:
+    a, index, other = servers
+    reply, _ = net_kernel.execute(
+        f"%%secure --network 127.0.0.1:{a.port} --out got\n"
+        "import urllib.request, urllib.error\n"
+        f"got = urllib.request.urlopen('http://127.0.0.1:{a.port}/', timeout=10).read().decode()\n"
+        "try:\n"
+        f"    urllib.request.urlopen('http://127.0.0.1:{index}/simple/', timeout=10)\n"
+        "except urllib.error.HTTPError as exc:\n"
+        "    got += ' / ' + exc.read().decode()\n")
+    assert reply["status"] == "ok", reply
+    got = net_kernel.value("got")
+    assert got.startswith("'hello from A / Permission denied")  # the index is not in this cell's
+    assert f"network_access allows only 127.0.0.1:{a.port}" in got
+    reply, outputs = net_kernel.execute(f"%%secure --network 127.0.0.1:{other}\nx = 1")
+    assert reply["status"] == "error" and reply["ename"] == "PermissionDenied"
+    assert "can only tighten" in reply["evalue"] and f"127.0.0.1:{other}" in reply["evalue"]
