@@ -154,6 +154,6 @@ def test_secure_cell_can_narrow_the_list_but_not_widen_it(net_kernel: Kernel, se
     got = net_kernel.value("got")
     assert got.startswith("'hello from A / Permission denied")  # the index is not in this cell's
     assert f"network_access allows only 127.0.0.1:{a.port}" in got
-    reply, outputs = net_kernel.execute(f"%%secure --network 127.0.0.1:{other}\nx = 1")
+    reply, _ = net_kernel.execute(f"%%secure --network 127.0.0.1:{other}\nx = 1")
     assert reply["status"] == "error" and reply["ename"] == "PermissionDenied"
     assert "can only tighten" in reply["evalue"] and f"127.0.0.1:{other}" in reply["evalue"]
