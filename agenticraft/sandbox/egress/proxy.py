@@ -164,8 +164,10 @@ class EgressProxy:
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
-    def _decide(self, host: str, port: int, protocol: str) -> Decision:
-        decision = self.allow.decide(host, port, self.resolver)
+    async def _decide(self, host: str, port: int, protocol: str) -> Decision:
+        # Resolution may block (DNS): off the loop, so other connections keep flowing.
+        decision = await asyncio.get_running_loop().run_in_executor(
+            None, self.allow.decide, host, port, self.resolver)
         if not decision.allowed:
             self._record(decision, protocol)
         return decision
@@ -214,7 +216,7 @@ class EgressProxy:
             self._record(decision, "socks5-udp" if command == 3 else "socks5")
             await self._socks_reply(writer, SOCKS_NO_COMMAND, decision.reason)
             return
-        decision = self._decide(host, port, "socks5")
+        decision = await self._decide(host, port, "socks5")
         if not decision.allowed:
             await self._socks_reply(writer, SOCKS_NOT_ALLOWED, decision.reason)
             return
@@ -258,7 +260,7 @@ class EgressProxy:
             if host is None or port is None:
                 await self._http_error(writer, 400, f"CONNECT needs host:port, not {target!r}")
                 return
-            decision = self._decide(host, port, "http-connect")
+            decision = await self._decide(host, port, "http-connect")
             if not decision.allowed:
                 await self._http_error(writer, 403, decision.reason)
                 return
@@ -281,7 +283,7 @@ class EgressProxy:
         if host is None or port is None:
             await self._http_error(writer, 400, f"bad host in {target!r}")
             return
-        decision = self._decide(host, port, "http")
+        decision = await self._decide(host, port, "http")
         if not decision.allowed:
             await self._http_error(writer, 403, decision.reason)
             return
