@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from agenticraft.sandbox.egress.allowlist import AllowList, Decision
 from agenticraft.sandbox.egress.resolver import Resolver, SystemResolver
 from agenticraft.security import records
+from agenticraft.wire.network import parse_address
 
 MAX_HEAD = 64 * 1024
 CONNECT_TIMEOUT = 10.0
@@ -165,9 +166,11 @@ class EgressProxy:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     async def _decide(self, host: str, port: int, protocol: str) -> Decision:
-        # Resolution may block (DNS): off the loop, so other connections keep flowing.
-        decision = await asyncio.get_running_loop().run_in_executor(
-            None, self.allow.decide, host, port, self.resolver)
+        if parse_address(host) is not None:  # nothing to resolve
+            decision = self.allow.decide(host, port, self.resolver)
+        else:  # resolution may block (DNS): off the loop, so other connections keep flowing
+            decision = await asyncio.get_running_loop().run_in_executor(
+                None, self.allow.decide, host, port, self.resolver)
         if not decision.allowed:
             self._record(decision, protocol)
         return decision
