@@ -72,3 +72,4 @@ def test_max_network_bytes_ceiling():
     assert policy.resolve(None).resource_limits.max_network_bytes == 1000
     with pytest.raises(PermissionDenied, match="max_network_bytes"):
         policy.resolve({"user_id": "a", "resource_limits": {"max_network_bytes": 2000}})
+
