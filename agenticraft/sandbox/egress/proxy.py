@@ -38,6 +38,8 @@ from agenticraft.wire.network import parse_address
 MAX_HEAD = 64 * 1024
 CONNECT_TIMEOUT = 10.0
 KEY_TIMEOUT = 10.0
+#: How long one direction may go on after the other ended (seconds).
+AFTER_CLIENT_EOF, AFTER_SERVER_EOF = 60.0, 1.0
 CHUNK = 64 * 1024
 SOCKS_NOT_ALLOWED, SOCKS_UNREACHABLE, SOCKS_REFUSED, SOCKS_NO_COMMAND, SOCKS_BAD_ADDRESS = (
     2, 4, 5, 7, 8)
@@ -349,18 +351,21 @@ class EgressProxy:
                     if dst.can_write_eof():
                         dst.write_eof()
 
+        out = asyncio.ensure_future(pump(reader, up_writer, "sent", first))
+        back = asyncio.ensure_future(pump(up_reader, writer, "received", b""))
         try:
-            out = asyncio.ensure_future(pump(reader, up_writer, "sent", first))
-            back = asyncio.ensure_future(pump(up_reader, writer, "received", b""))
-            await back  # the server's side decides when the exchange is over
-            if stopped:
-                out.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await asyncio.wait_for(out, 1.0) if not out.done() else out.result()
-        except (TimeoutError, asyncio.CancelledError):
+            await asyncio.wait({out, back}, return_when=asyncio.FIRST_COMPLETED)
+            # Whichever side ended, the other gets a grace period to finish what is in flight
+            # (a client that half-closes after its request still gets the whole answer).
+            rest = back if out.done() else out
+            grace = AFTER_CLIENT_EOF if rest is back else AFTER_SERVER_EOF
+            if not stopped:
+                await asyncio.wait({rest}, timeout=grace)
+        except asyncio.CancelledError:
             pass
         finally:
             out.cancel()
+            back.cancel()
             up_writer.close()
             fields: dict[str, Any] = {"bytes_sent": counts["sent"],
                                       "bytes_received": counts["received"]}
