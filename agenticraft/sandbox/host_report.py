@@ -100,9 +100,11 @@ def network_enforcement(value: NetworkAccess, mech: Mapping[str, Mapping[str, An
     if not mech["namespaces"]["active"]:
         return (f"NOT AVAILABLE: {network.describe(value)} needs a private network namespace "
                 "(unprivileged user namespaces), which this host lacks; such runs are refused")
+    families = (" + seccomp socket filter (unix, IPv4, IPv6 only)"
+                if mech.get("seccomp", {}).get("active") else "")
     return (f"{network.describe(value)}: host-side egress proxy (names resolved and every "
             "connection checked on the host after resolution, each one audited); the "
-            "sandbox's own network namespace has no other route")
+            f"sandbox's own network namespace has no other route{families}")
 
 
 PRIVATE_ROOT = ("private root (own mount namespace: only the interpreter, the environment, the "

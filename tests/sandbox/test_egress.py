@@ -304,3 +304,20 @@ async def test_other_sandboxes_cannot_use_the_proxy(sandbox, servers):
         assert other["result"] == ["connected", ""]
         assert audit_records(sandbox.manager, "network", protocol="key", allowed=False)
     assert a.hits == before
+
+
+@pytest.mark.parametrize("family", ["AF_PACKET", "AF_NETLINK", "AF_VSOCK", "AF_APPLETALK"])
+async def test_only_unix_and_inet_sockets_exist_with_an_allow_list(sandbox, servers, family):
+    result = await run(sandbox, f"""
+        import socket
+        try:
+            socket.socket(socket.{family}, socket.SOCK_DGRAM)
+            result = "created"
+        except OSError as exc:
+            result = exc.errno
+        """, listed(servers))
+    assert result.success, result.error
+    if sandbox.supervisor.mechanisms["seccomp"]["active"]:
+        assert result["result"] == 1  # EPERM from the seccomp filter
+    else:
+        assert result["result"] != "created" or family == "AF_NETLINK"

@@ -75,6 +75,7 @@ def confine(
         )
     if "seccomp" in active:
         applied["seccomp"] = seccomp.apply(
-            network_access=network or egress, allow_process_creation=profile["max_processes"] > 1
+            network_access=True if network else seccomp.INET_ONLY if egress else False,
+            allow_process_creation=profile["max_processes"] > 1
         )
     return applied
