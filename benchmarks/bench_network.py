@@ -9,16 +9,19 @@ request, with the same http.client code (as urllib uses it):
   host proxy    the benchmark process -> the proxy's unix socket -> server (the proxy alone)
   sandbox       code in the process sandbox -> loopback shim -> proxy -> server (timed inside
                 the sandbox, so the sandbox's own start-up is not counted)
-The server is the tests' loopback HTTP server (tests/egress_helpers.py).
+The server is the tests' loopback HTTP server (tests/egress_helpers.py), in its own process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,7 @@ from _common import fmt, print_table, row  # noqa: E402
 from agenticraft.sandbox import SandboxManager  # noqa: E402
 from agenticraft.security import SecurityContext  # noqa: E402
 from agenticraft.security.config import Settings  # noqa: E402
-from agenticraft.security.policy import Policy  # noqa: E402
-from egress_helpers import named_server  # noqa: E402
+from agenticraft.security.policy import BUILTIN_CEILINGS, Policy  # noqa: E402
 
 SIZE = 10 * 1024 * 1024
 SMALL = 100
@@ -88,16 +90,40 @@ def host_client() -> dict[str, Any]:
     return namespace
 
 
+class _Server:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+@contextlib.contextmanager
+def server_process() -> Iterator[_Server]:
+    """The loopback server in its own process: as a remote server would, it shares no
+    interpreter lock with the proxy (which runs in a thread of this, the owner's, process)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from egress_helpers import NamedServer; "
+            "s = NamedServer('bench'); print(s.port, flush=True); s.serve_forever()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT.parent / "tests")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield _Server(int(proc.stdout.readline()))
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 async def main(count: int) -> None:
     tmp = Path(tempfile.mkdtemp())
-    manager = SandboxManager(policy=Policy(), settings=Settings(audit_log_path=tmp / "a"),
+    # Two cores for the sandbox: its client and its shim are two threads, and the supervisor's
+    # duty-cycle throttling at one core would be measured instead of the network path.
+    policy = Policy(ceilings=BUILTIN_CEILINGS.replace(cpu_percent=200))
+    manager = SandboxManager(policy=policy, settings=Settings(audit_log_path=tmp / "a"),
                              audit_log=tmp / "audit.jsonl")
     sandbox = await manager.get_sandbox("process")
     rounds = host_client()["rounds"]
-    with named_server("bench") as server:
+    with server_process() as server:
         ctx = SecurityContext("bench", resource_limits={
             "network_access": [f"127.0.0.1:{server.port}"], "timeout_seconds": 600,
-            "memory_mb": 1024, "cpu_percent": 100})
+            "memory_mb": 1024, "cpu_percent": 200})
         proxy = sandbox.egress.proxy_for(manager.authorize(ctx, "execute"))
         assert proxy is not None
         results = {"direct": rounds(server.port, None, count, SIZE, SMALL),
