@@ -83,7 +83,9 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
             if network
             else "NOT ENFORCED: no namespaces, seccomp or Landlock TCP here"
         ),
-        "filesystem_access": _filesystem(on["landlock"], ll.get("abi"), private_root),
+        "filesystem_access": _filesystem(
+            on["landlock"], ll.get("abi"), private_root,
+            private_root and bool(mech["mounts"].get("pid_namespace"))),
         "max_processes": _max_processes(on, nproc, root),
         "max_output_bytes": "supervisor stream cap (cut with a marker)",
         "max_network_bytes": "egress proxy byte count per run (with a network_access "
@@ -111,8 +113,10 @@ PRIVATE_ROOT = ("private root (own mount namespace: only the interpreter, the en
                 "package and the working directory exist; secrets and audit files masked)")
 
 
-def _filesystem(landlock: bool, abi: Any, private_root: bool) -> str:
-    parts = [PRIVATE_ROOT] if private_root else []
+def _filesystem(landlock: bool, abi: Any, private_root: bool, own_proc: bool) -> str:
+    parts = [PRIVATE_ROOT + ("; own PID namespace and /proc: no host process is visible"
+                             if own_proc else "; the host's /proc, unreadable under Landlock")]
+    parts = parts if private_root else []
     if landlock:
         parts.append(f"Landlock ABI {abi} (read-only system paths, private scratch)")
     if parts:

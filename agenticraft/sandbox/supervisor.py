@@ -92,6 +92,11 @@ class Supervisor:
             detail = (ready or {}).get("error", "it exited during confinement")
             raise SandboxError(f"a sandbox worker could not confine itself: {detail}")
         handle.ready = ready
+        try:
+            handle.adopt_pid_namespace(ready)
+        except SandboxError:
+            self.discard(handle)
+            raise
         return handle
 
     def release(self, handle: WorkerHandle) -> None:
@@ -331,11 +336,14 @@ class Supervisor:
 
     def _verify_runner(self, frame: dict[str, Any], handle: WorkerHandle) -> int:
         """The runner pid comes from the untrusted side: accept only one of the session's."""
-        pid = frame.get("pid")
-        if not isinstance(pid, int):
+        inner = frame.get("pid")
+        if not isinstance(inner, int):
             raise protocol.ProtocolError("started frame without a pid")
-        if pid <= 0:
+        if inner <= 0:
             raise protocol.ProtocolError("started frame names an invalid pid")
+        pid = handle.host_pid(inner)  # a PID namespace numbers its processes from 1
+        if pid is None:
+            return -1  # the runner already died (and was reaped): the checkpoint reports it
         # The runner may already have finished and been promoted (re-parented) by now, so check
         # the session it belongs to: the worker's own, which sandboxed code cannot leave
         # (setsid/setpgid are denied by seccomp).

@@ -19,7 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agenticraft.jail.tree import kill_tree
+from agenticraft.jail.confine import pidns
+from agenticraft.jail.tree import children, kill_tree
 from agenticraft.sandbox import leftovers
 from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
@@ -165,6 +166,10 @@ class WorkerHandle:
     def __init__(self, pid: int, fds: list[int], scratch: str) -> None:
         self.pid = pid          # the worker (for a session: the live state holder)
         self.session_id = pid   # the worker called setsid(): its descendants keep this id
+        #: With a PID namespace (``jail.confine.pidns``): the zygote's child is the keeper
+        #: outside it, ``init`` its process 1; killing the keeper ends the whole sandbox.
+        self.keeper: int | None = None
+        self.init: int | None = None
         self.chan = socket.socket(fileno=fds[0])
         self.chan.setblocking(False)
         self.out_fd, self.err_fd = fds[1], fds[2]
@@ -280,8 +285,33 @@ class WorkerHandle:
                     break
                 sink.feed(name, data)
 
+    def adopt_pid_namespace(self, ready: dict[str, Any]) -> None:
+        """The worker runs in a PID namespace when its ready frame names the namespace's init
+        (sent before any sandboxed code ran). The init must be the keeper's only child and the
+        worker the init's: then the worker's host pid is known."""
+        info = (ready.get("applied") or {}).get("pid_namespace")
+        if not isinstance(info, dict):
+            return
+        init = info.get("init_pid")
+        if not isinstance(init, int) or children(self.pid) != [init]:
+            raise SandboxError(f"a sandbox worker named an init that is not its own: {init!r}")
+        workers = children(init)
+        if len(workers) != 1:
+            raise SandboxError("a sandbox's PID namespace does not hold exactly one worker")
+        self.keeper, self.init, self.pid = self.pid, init, workers[0]
+
+    def host_pid(self, inner: int) -> int | None:
+        """The host pid of the sandbox process the worker calls ``inner`` (a runner it forked,
+        maybe already promoted and re-parented to the init), or ``inner`` itself without a PID
+        namespace. None if no such process of this sandbox exists (any more)."""
+        if self.init is None:
+            return inner
+        return pidns.host_pid(inner, [*children(self.pid), *children(self.init)])
+
     def close(self) -> None:
         self.alive = False
+        if self.keeper is not None:  # the init dies with it, and the namespace with the init
+            kill_tree(self.keeper)
         self.unwatch_pipes()
         if self._stat_fd is not None:
             with contextlib.suppress(OSError):

@@ -14,7 +14,7 @@ import pytest
 
 from agenticraft.security import SecurityContext
 
-from helpers import parent_of, wait_gone
+from helpers import name_me, parent_of, wait_gone, wait_named_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,13 +54,19 @@ async def workers(process_sandbox: Any) -> AsyncIterator[Workers]:
 async def test_a_worker_is_a_confined_child_of_the_zygote(workers: Workers) -> None:
     handle = await workers.spawn()
     assert handle.ready["ev"] == "ready"
-    assert handle.ready["pid"] == handle.pid
     assert handle.ready["scratch"] == handle.scratch
     assert handle.ready["applied"], "the worker reports which mechanisms it applied"
-    assert parent_of(handle.pid) == workers.supervisor.zygote.pid
+    if handle.keeper is None:
+        assert handle.ready["pid"] == handle.pid
+        assert parent_of(handle.pid) == workers.supervisor.zygote.pid
+    else:  # its own PID namespace: zygote -> keeper -> init (pid 1) -> worker (pid 2)
+        assert handle.ready["pid"] == 2
+        assert parent_of(handle.pid) == handle.init
+        assert parent_of(handle.init) == handle.keeper
+        assert parent_of(handle.keeper) == workers.supervisor.zygote.pid
     outcome = await workers.run(handle, "import os\nme = os.getpid()\nprint('hello')")
     assert outcome.frame["ok"] is True
-    assert outcome.frame["values"] == {"me": handle.pid}
+    assert outcome.frame["values"] == {"me": handle.ready["pid"]}
     assert outcome.stdout == "hello\n"
 
 
@@ -95,7 +101,7 @@ async def test_a_killed_zygote_is_restarted_on_the_next_spawn(workers: Workers) 
     zygote.proc.wait(timeout=10)
     handle = await workers.spawn()
     assert zygote.pid not in (old, -1)
-    assert parent_of(handle.pid) == zygote.pid
+    assert parent_of(handle.keeper or handle.pid) == zygote.pid
     assert (await workers.run(handle, "ok = True")).frame["values"] == {"ok": True}
 
 
@@ -103,10 +109,13 @@ async def test_what_a_finished_worker_leaves_behind_is_killed(workers: Workers) 
     handle = await workers.spawn()
     outcome = await workers.run(handle, (
         "import os, signal\nleft = os.fork()\n"
-        "if left == 0:\n    while True:\n        signal.pause()\n"))
-    left = outcome.frame["values"]["left"]
+        "if left == 0:\n" + "".join("    " + line + "\n" for line in
+                                   name_me("acs-left-behind").splitlines())
+        + "    while True:\n        signal.pause()\n"))
+    assert outcome.frame["ok"], outcome.frame
     workers.supervisor.release(handle)  # the worker exits; its child is re-parented
-    assert wait_gone(left), "the zygote (a subreaper) kills a dead worker's orphans"
+    # ... to the zygote (a subreaper) or the PID namespace's init; either way it is killed
+    assert wait_named_gone("acs-left-behind")
 
 
 async def test_a_session_checkpoint_restores_the_state_before_a_dead_run(

@@ -138,9 +138,10 @@ def test_private_root_probe_builds_what_a_worker_builds():
     """doctor's answer for the private root comes from building one, as a worker does."""
     from agenticraft.jail.confine import mounts
 
-    found = mounts._probe_in_child()
-    assert found["available"] == probe.mechanisms()["mounts"]["available"]
-    if found["available"]:
-        assert "pivot_root" in found["detail"]
+    reported = probe.mechanisms()["mounts"]
+    assert (mounts._probe_in_child(pid=False) == "1") == reported["available"]
+    assert (mounts._probe_in_child(pid=True) == "1") == reported["pid_namespace"]
+    if reported["available"]:
+        assert "switch_root" in reported["detail"]
     else:
-        assert found["detail"].startswith("a private root cannot be built here")
+        assert reported["detail"].startswith("a private root cannot be built here")

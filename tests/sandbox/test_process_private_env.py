@@ -508,12 +508,6 @@ result = [value for value, _pid in out]
 """
 
 
-#: Open: loky's workers read their own /proc/<pid> (psutil); Landlock denies the host's /proc.
-NEEDS_PID_NS = pytest.mark.xfail(strict=True, reason="issue 11: needs a PID namespace with a "
-                                 "fresh /proc")
-
-
-@NEEDS_PID_NS
 async def test_joblib_loky_parallel_works(process_sandbox):
     """joblib's default backend (loky: exec'd worker processes, semaphores in /dev/shm, each
     worker reading its own /proc/<pid> through psutil) runs with default limits."""
@@ -521,3 +515,56 @@ async def test_joblib_loky_parallel_works(process_sandbox):
     result = await run(process_sandbox, JOBLIB, timeout_seconds=60)
     assert result.success, (result.error, result.stderr[-2000:])
     assert result["result"] == [x * x for x in range(8)]
+
+
+# -- PID namespace --------------------------------------------------------------------------------
+def pid_namespace(sandbox) -> bool:
+    return bool(sandbox.supervisor.mechanisms["mounts"].get("pid_namespace")
+                and sandbox.supervisor.mechanisms["mounts"]["active"])
+
+
+async def test_own_pid_namespace_and_proc(process_sandbox):
+    """A sandbox sees its own processes only: the host's (this test, the zygote) do not exist."""
+    if not pid_namespace(process_sandbox):
+        pytest.skip("no PID namespace with its own /proc on this host (doctor says so)")
+    result = await run(process_sandbox, """
+    import os
+    me = os.getpid()
+    pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
+    init = open('/proc/1/cmdline', 'rb').read()
+    """)
+    assert result.success, result.error
+    assert result["me"] == 2 and result["pids"] == [1, 2]
+    assert os.getpid() not in result["pids"]
+
+
+async def test_ending_a_session_ends_every_process_of_its_namespace(process_sandbox):
+    """A process that left the worker's tree (re-parented to the namespace's init) dies with the
+    sandbox: killing the keeper alone kills the init (its parent-death signal), and the kernel
+    kills every other process of the namespace with it."""
+    if not pid_namespace(process_sandbox):
+        pytest.skip("no PID namespace with its own /proc on this host (doctor says so)")
+    session = process_sandbox.session(SecurityContext("tester", resource_limits={
+        "timeout_seconds": 10}))
+    result = await session.run("""
+import os, time
+r, w = os.pipe()
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.write(w, b"x")
+        time.sleep(600)
+    os._exit(0)
+os.wait()
+os.read(r, 1)
+""")
+    assert result.success, result.error
+    handle = session.handle
+    everything = [handle.keeper, *(p.pid for p in psutil.Process(handle.keeper).children(
+        recursive=True))]
+    assert handle.init in everything and handle.pid in everything
+    assert len(everything) >= 4  # keeper, init, worker and the orphan (wherever it was put)
+    procs = [psutil.Process(p) for p in everything]
+    os.kill(handle.keeper, signal.SIGKILL)  # only the keeper: the rest must follow by itself
+    _gone, alive = psutil.wait_procs(procs[1:], timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    await session.close()

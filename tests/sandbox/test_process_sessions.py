@@ -159,15 +159,16 @@ async def test_background_memory_growth_stops_the_session(tmp_path, monkeypatch)
 
 async def test_cancelled_one_shot_run_kills_its_worker(process_sandbox):
     """An interrupted caller (a %%secure cell in a fresh sandbox) must not leave code running."""
-    from helpers import wait_gone
+    from helpers import name_me, named, wait_named_gone
 
     started: asyncio.Queue = asyncio.Queue()
     task = asyncio.ensure_future(process_sandbox.execute_code(
-        "import os\nprint(os.getpid(), flush=True)\nwhile True:\n    pass",
+        name_me("acs-cancelled") + "print('started', flush=True)\nwhile True:\n    pass",
         {"user_id": "t", "resource_limits": {"timeout_seconds": 30}},
         on_output=lambda item: started.put_nowait(item.data)))
-    pid = int(await asyncio.wait_for(started.get(), timeout=10))
+    await asyncio.wait_for(started.get(), timeout=10)
+    assert named("acs-cancelled")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert wait_gone(pid)
+    assert wait_named_gone("acs-cancelled")

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
-from agenticraft.jail.confine import cgroups, landlock, mounts, namespaces, rlimits, seccomp
+from agenticraft.jail.confine import cgroups, landlock, mounts, namespaces, pidns, rlimits, seccomp
 from agenticraft.jail.confine.libc import (
     PR_SET_DUMPABLE,
     PR_SET_NO_NEW_PRIVS,
@@ -39,21 +39,28 @@ def confine(
     # way out is the host proxy's unix socket, so TCP/INET sockets are allowed inside it.
     # Without a namespace of its own, INET sockets would reach the host's network: not allowed.
     egress = bool(profile.get("egress_socket")) and "namespaces" in active
+    private_root = "namespaces" in active and "mounts" in active and bool(profile.get("scratch"))
+    # With a PID namespace the keeper and the init (``pidns``) are processes of the sandbox too.
+    pid_ns = private_root and bool(mechanisms["mounts"].get("pid_namespace"))
+    helpers = 2 if pid_ns else 0
     if "pids_cgroup" in active:  # before the namespace step: the cgroup fs is still writable
         applied["pids_cgroup"] = cgroups.pids_v1_place(
-            f"{expected_parent}-{os.getpid()}", profile["max_processes"] + 1)
-    private_root = "namespaces" in active and "mounts" in active and bool(profile.get("scratch"))
+            f"{expected_parent}-{os.getpid()}", profile["max_processes"] + 1 + helpers)
     if "namespaces" in active:
-        applied["namespaces"] = namespaces.enter(network=network, mount=private_root, drop=False,
-                                                 loopback=egress)
+        applied["namespaces"] = namespaces.enter(network=network, mount=private_root,
+                                                 pid=pid_ns, drop=False, loopback=egress)
+        if pid_ns:  # from here on this is process 1 of the namespace; the keeper stays outside
+            applied["pid_namespace"] = {"init_pid": pidns.start_init()}
         if private_root:  # needs the capabilities the user namespace gives, so before the drop
             root_plan = {**(profile.get("root_plan") or mounts.plan(profile, profile["scratch"])),
                          "scratch": profile["scratch"]}
-            applied["mounts"] = mounts.build(root_plan, os.getcwd())
+            applied["mounts"] = mounts.build(root_plan, os.getcwd(), own_proc=pid_ns)
             # Inside, a protected path is masked by a read-only mount (which cannot be unmounted,
             # renamed over or removed) or does not exist at all. Landlock then needs no holes
             # in the working directory, which would forbid creating files at its top level.
             profile = {**profile, "deny_paths": []}
+        if pid_ns:
+            pidns.start_worker()  # the init stays behind; this is process 2, the worker
         namespaces.drop_capabilities()
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
@@ -62,12 +69,15 @@ def confine(
             memory_mb=profile["memory_mb"],
             max_file_size_mb=profile["max_file_size_mb"],
             max_processes=profile["max_processes"],
-            nproc_baseline=0 if "namespaces" in active else profile.get("nproc_baseline", 0),
+            nproc_baseline=helpers if "namespaces" in active
+            else profile.get("nproc_baseline", 0),
         )
     if "landlock" in active:
         own = ["/tmp", "/dev/shm", "/dev/pts"] if private_root else []  # private tmpfs, devpts
+        # The sandbox's own /proc shows only its own processes: readable as a whole.
+        own_read = ["/proc"] if pid_ns and applied["mounts"].get("proc") == "own" else []
         applied["landlock"] = landlock.apply(
-            profile["read_paths"],
+            [*profile["read_paths"], *own_read],
             [*profile["write_paths"], *own],
             allow_tcp=network or egress,
             deny_paths=profile.get("deny_paths", ()),

@@ -1,5 +1,5 @@
 """The one place that loads libc through ctypes: prctl, raw syscalls, unshare/capset, the mount
-calls (mount, umount2, pivot_root, mount_setattr) and their flags, and small facts about the
+calls (mount, mount_setattr) and their flags, and small facts about the
 calling process that several confinement steps (and the zygote, worker and host) need."""
 
 from __future__ import annotations
@@ -75,18 +75,17 @@ MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
+MS_MOVE = 0x2000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
-MNT_DETACH = 2
 AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
-#: mount_setattr has the same number everywhere (Linux >= 5.12); pivot_root does not.
+#: mount_setattr has the same number everywhere (Linux >= 5.12).
 SYS_MOUNT_SETATTR = 442
-_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 
 
 def _b(text: str | bytes | None) -> bytes | None:
@@ -98,22 +97,6 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int,
     """mount(2), or OSError naming source and target."""
     if LIBC.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)) != 0:
         raise _error(f"mount({source!r} -> {target!r})")
-
-
-def umount2(target: str, flags: int) -> None:
-    """umount2(2), or OSError."""
-    if LIBC.umount2(_b(target), ctypes.c_int(flags)) != 0:
-        raise _error(f"umount2({target!r})")
-
-
-def pivot_root(new_root: str, put_old: str) -> None:
-    """pivot_root(2) (glibc has no wrapper), or OSError (ENOSYS on an unknown architecture)."""
-    import platform
-
-    number = _SYS_PIVOT_ROOT.get(platform.machine())
-    if number is None:
-        raise OSError(errno.ENOSYS, f"pivot_root: unknown syscall number on {platform.machine()}")
-    syscall(number, _b(new_root), _b(put_old))
 
 
 class _MountAttr(ctypes.Structure):

@@ -30,11 +30,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agenticraft.jail.confine.libc import (
-    MNT_DETACH,
     MOUNT_ATTR_NODEV,
     MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY,
     MS_BIND,
+    MS_MOVE,
     MS_NODEV,
     MS_NOEXEC,
     MS_NOSUID,
@@ -44,8 +44,6 @@ from agenticraft.jail.confine.libc import (
     MS_SLAVE,
     mount,
     mount_setattr,
-    pivot_root,
-    umount2,
 )
 from agenticraft.wire.errors import QUOTA_FACTOR
 
@@ -137,37 +135,92 @@ def plan(profile: Mapping[str, Any], scratch: str = "") -> dict[str, Any]:
     top_links = []
     with contextlib.suppress(OSError), os.scandir("/") as entries:
         top_links = [(e.path, os.readlink(e.path)) for e in entries if e.is_symlink()]
+    devices = [name for name in DEVICES if _is_char_device("/dev/" + name)]
     return {"binds": binds, "masks": masks, "links": [(p, os.readlink(p)) for p in links],
             "top_links": top_links, "quota_mb": quota_mb, "scratch": scratch,
+            "mountpoints": _mountpoints(binds), "devices": devices,
             "pts": os.path.isdir("/dev/pts")}
 
 
-def build(plan: Mapping[str, Any], cwd: str) -> dict[str, Any]:
+def _mountpoints(binds: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """The directories (True) and files (False) to create in the new root, in order, so every
+    bind has a mount point: looked up once per profile instead of once per worker. A bind
+    inside an earlier one needs none (its path shows through the parent); ``/tmp`` is made by
+    ``build`` itself (the private tmpfs)."""
+    made = {"/tmp"}
+    bound: list[str] = []
+    creates: list[tuple[str, bool]] = []
+    for path, _writable in binds:
+        if any(_within(path, b) for b in bound):
+            continue
+        parts = path.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            here = "/" + "/".join(parts[:depth])
+            if here not in made:
+                made.add(here)
+                creates.append((here, depth < len(parts) or os.path.isdir(path)))
+        bound.append(path)
+    return creates
+
+
+def _is_char_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def build(plan: Mapping[str, Any], cwd: str, *, own_proc: bool = False) -> dict[str, Any]:
     """Build the root of ``plan`` and move into it. Call with capabilities in a new user + mount
     namespace, single-threaded, before Landlock and seccomp. ``plan["scratch"]`` (an empty
-    directory the zygote made) is used as the mount point of the new root."""
+    directory the zygote made) is used as the mount point of the new root. ``own_proc``: mount
+    a fresh ``/proc`` (call as process 1 of a new PID namespace) instead of binding the host's."""
     scratch = plan["scratch"]
     mount(None, "/", None, MS_REC | MS_SLAVE)  # nothing we mount reaches the host
     root = scratch
-    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
-    # The private, size-limited tmpfs: /tmp, /dev/shm and the scratch directory.
-    data = root + "/.data"
-    os.mkdir(data)
+    # The private, size-limited tmpfs: /tmp, /dev/shm and the scratch directory. Mounted first,
+    # on the same mount point, then covered by the root's own tmpfs and reached through a
+    # descriptor until the switch: it never appears inside the root, so it needs no umount
+    # afterwards (an umount waits for an RCU grace period, milliseconds on a busy host).
     quota = plan["quota_mb"]
-    mount("tmpfs", data, "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={quota}m,nr_inodes={max(1024, quota * 64)},mode=0755")
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV,
+          f"size={quota}m,nr_inodes={max(1024, quota * 64)},mode=0755")
     for sub in ("tmp", "shm", "home"):
-        os.mkdir(f"{data}/{sub}", 0o1777 if sub != "home" else 0o700)
-        os.chmod(f"{data}/{sub}", 0o1777 if sub != "home" else 0o700)
+        os.mkdir(f"{root}/{sub}", 0o1777 if sub != "home" else 0o700)
+        os.chmod(f"{root}/{sub}", 0o1777 if sub != "home" else 0o700)
+    os.close(os.open(root + "/empty", os.O_CREAT | os.O_WRONLY, 0o400))
+    os.mkdir(root + "/emptydir", 0o500)
+    data_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        proc = _populate(plan, root, f"/proc/self/fd/{data_fd}", own_proc)
+    finally:
+        os.close(data_fd)
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(cwd)
+    global VISIBLE
+    VISIBLE = (*(b for b, _ in plan["binds"]), *(p for p, _ in plan["links"]),
+               *(p for p, _ in plan["top_links"]), "/tmp", "/dev", "/proc", scratch)
+    return {"root": "private", "quota_mb": quota, "binds": len(plan["binds"]),
+            "masked": len(plan["masks"]), "proc": proc}
+
+
+def _populate(plan: Mapping[str, Any], root: str, data: str, own_proc: bool) -> str:
+    """Mount the new root over ``root`` (covering the private tmpfs, reached as ``data``), fill
+    it and switch into it. Returns whose ``/proc`` it shows: "own" or "host"."""
+    scratch = plan["scratch"]
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
     empty = data + "/empty"
-    os.close(os.open(empty, os.O_CREAT | os.O_WRONLY, 0o400))
-    os.mkdir(data + "/emptydir", 0o500)
     for path, target in plan["top_links"]:
         os.symlink(target, root + path)
     os.mkdir(root + "/tmp")
     mount(f"{data}/tmp", root + "/tmp", None, MS_BIND)
+    for path, is_dir in plan["mountpoints"]:
+        if is_dir:
+            os.mkdir(root + path)
+        else:
+            os.close(os.open(root + path, os.O_CREAT | os.O_WRONLY, 0o600))
     for path, writable in plan["binds"]:
-        _bind(path, _mountpoint(root, path, path), writable=writable)
+        _bind(path, root + path, writable=writable)
     for path, target in plan["links"]:
         if not os.path.lexists(root + path):
             os.makedirs(os.path.dirname(root + path), exist_ok=True)
@@ -180,30 +233,27 @@ def build(plan: Mapping[str, Any], cwd: str) -> dict[str, Any]:
     for path, is_dir in plan["masks"]:
         if os.path.lexists(root + path):
             _bind(data + "/emptydir" if is_dir else empty, root + path)
-    _build_dev(root, data, plan["pts"])
+    _build_dev(root, data, plan["devices"], plan["pts"])
     os.mkdir(root + "/proc")
-    mount("/proc", root + "/proc", None, MS_BIND | MS_REC)
-    _pivot(root)
-    with contextlib.suppress(OSError):
-        umount2("/.data", MNT_DETACH)
-        os.rmdir("/.data")
-    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    os.chdir(cwd)
-    global VISIBLE
-    VISIBLE = (*(b for b, _ in plan["binds"]), *(p for p, _ in plan["links"]),
-               *(p for p, _ in plan["top_links"]), "/tmp", "/dev", "/proc", scratch)
-    return {"root": "private", "quota_mb": quota, "binds": len(plan["binds"]),
-            "masked": len(plan["masks"])}
+    proc = "host"
+    if own_proc:
+        try:
+            mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            proc = "own"
+        except OSError:  # a container that masks parts of its /proc refuses a fresh one
+            pass
+    if proc == "host":
+        mount("/proc", root + "/proc", None, MS_BIND | MS_REC)
+    _switch_root(root)
+    return proc
 
 
-def _build_dev(root: str, data: str, pts: bool) -> None:
+def _build_dev(root: str, data: str, devices: Iterable[str], pts: bool) -> None:
     dev = root + "/dev"
     os.mkdir(dev)
-    for name in DEVICES:
-        host = "/dev/" + name
-        if os.path.exists(host) and stat.S_ISCHR(os.stat(host).st_mode):
-            os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY, 0o600))
-            mount(host, f"{dev}/{name}", None, MS_BIND)
+    for name in devices:
+        os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY, 0o600))
+        mount("/dev/" + name, f"{dev}/{name}", None, MS_BIND)
     os.mkdir(dev + "/shm")
     mount(f"{data}/shm", dev + "/shm", None, MS_BIND)
     if pts:
@@ -216,10 +266,17 @@ def _build_dev(root: str, data: str, pts: bool) -> None:
         os.symlink(target, f"{dev}/{name}")
 
 
-def _pivot(root: str) -> None:
+def _switch_root(root: str) -> None:
+    """Make ``root`` this process's ``/``: move its mount over the host's root and chroot into
+    it (what switch_root does). Not pivot_root: that walks every thread on the host to move
+    their roots, and detaching the old root then waits for an RCU grace period: 5-20 ms per
+    worker on a busy host. The host's root stays covered beneath: no process of this mount
+    namespace refers to it, nothing inside reaches it by path (``..`` stops at the chroot),
+    and uncovering it needs umount or chroot, which take capabilities the worker drops next
+    and which seccomp denies."""
     os.chdir(root)
-    pivot_root(".", ".")
-    umount2(".", MNT_DETACH)  # detach the host's root, stacked under the new one
+    mount(root, "/", None, MS_MOVE)
+    os.chroot(".")
     os.chdir("/")
 
 
@@ -228,14 +285,29 @@ _probe_cache: dict[str, Any] | None = None
 
 def probe() -> dict[str, Any]:
     """Can a worker build its own root here? Tried for real, in a child, the way a worker does
-    it: new user + mount namespaces, a root with binds, /dev, devpts and /proc, pivot_root."""
+    it: new user + mount (+ PID) namespaces, a root with binds, /dev, devpts and /proc (a fresh
+    one as process 1 of a PID namespace, where the host allows it), switch_root."""
     global _probe_cache
     if _probe_cache is None:
-        _probe_cache = _probe_in_child()
+        with_pid = _probe_in_child(pid=True)
+        found = with_pid if with_pid == "1" else _probe_in_child(pid=False)
+        if found == "1":
+            _probe_cache = {
+                "available": True, "pid_namespace": with_pid == "1",
+                "detail": "a private root (mount namespace, switch_root, tmpfs, devpts, bind "
+                "mounts) can be built without privileges" + (
+                    ", in a PID namespace with its own /proc" if with_pid == "1" else
+                    f"; no PID namespace with its own /proc here ({with_pid[1:]}): the "
+                    "host's /proc is bound (Landlock keeps it unreadable)")}
+        else:
+            _probe_cache = {"available": False, "pid_namespace": False,
+                            "detail": "a private root cannot be built here: "
+                            f"{found[1:] or 'the probe died'}"}
     return _probe_cache
 
 
-def _probe_in_child() -> dict[str, Any]:
+def _probe_in_child(*, pid: bool) -> str:
+    """"1", or "0" and why not."""
     import sys
     import tempfile
 
@@ -245,17 +317,24 @@ def _probe_in_child() -> dict[str, Any]:
     marker = scratch + "/host-only"  # exists on the host, must not inside
     os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600))
     r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
         os.close(r)
         try:
-            namespaces.enter(network=False, mount=True, drop=False)
+            namespaces.enter(network=False, mount=True, pid=pid, drop=False)
+            if pid and os.fork():  # the answer comes from process 1 of the new namespace
+                os._exit(os.waitstatus_to_exitcode(os.wait()[1]) & 0x7F)
             read = [os.path.dirname(os.path.realpath(sys.executable)), sys.prefix,
                     sys.base_prefix]
-            build(plan({"read_paths": read, "write_paths": [], "max_file_size_mb": 1},
-                       scratch), "/")
-            answer = "1" if os.path.isdir("/proc/self") and not os.path.exists(marker) else (
-                "0the host is still visible after pivot_root")
+            done = build(plan({"read_paths": read, "write_paths": [], "max_file_size_mb": 1},
+                              scratch), "/", own_proc=pid)
+            if os.path.exists(marker) or not os.path.isdir("/proc/self"):
+                answer = "0the host is still visible after switching root"
+            elif pid and (done["proc"] != "own" or os.getpid() != 1
+                          or not os.path.isdir("/proc/1")):
+                answer = "0a fresh /proc could not be mounted"
+            else:
+                answer = "1"
         except OSError as exc:
             answer = f"0{exc.strerror or exc}"
         except Exception as exc:
@@ -265,12 +344,8 @@ def _probe_in_child() -> dict[str, Any]:
     os.close(w)
     answer = os.read(r, 1024).decode(errors="replace")
     os.close(r)
-    os.waitpid(pid, 0)
+    os.waitpid(child, 0)
     with contextlib.suppress(OSError):
         os.unlink(marker)
         os.rmdir(scratch)
-    if answer == "1":
-        return {"available": True, "detail": "a private root (mount namespace, pivot_root, "
-                "tmpfs, devpts, bind mounts) can be built without privileges"}
-    return {"available": False,
-            "detail": f"a private root cannot be built here: {answer[1:] or 'the probe died'}"}
+    return answer

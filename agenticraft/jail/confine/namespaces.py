@@ -19,6 +19,7 @@ from agenticraft.jail.confine.libc import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWNS,
+    CLONE_NEWPID,
     CLONE_NEWUSER,
     CLONE_NEWUTS,
     capset,
@@ -71,17 +72,18 @@ def _probe_in_child() -> dict[str, Any]:
     }
 
 
-def enter(*, network: bool, mount: bool = False, drop: bool = True,
-          loopback: bool = False) -> dict[str, Any]:
+def enter(*, network: bool, mount: bool = False, pid: bool = False,
+          drop: bool = True, loopback: bool = False) -> dict[str, Any]:
     """Move this (single-threaded) process into new user, IPC and UTS namespaces, a new network
-    namespace unless ``network`` and a new mount namespace if ``mount``; keep the same uid/gid
-    inside, cap per-user kernel objects, then (``drop``) drop every capability. With ``drop``
-    false the caller builds its mounts first and calls ``drop_capabilities`` itself.
-    ``loopback`` brings the new network namespace's ``lo`` up (still no route anywhere else),
-    for the egress shim of an allow-list; it needs the namespace's capabilities, hence here."""
+    namespace unless ``network``, a new mount namespace if ``mount`` and a new PID namespace for
+    its children if ``pid`` (see ``pidns``); keep the same uid/gid inside, cap per-user kernel
+    objects, then (``drop``) drop every capability. With ``drop`` false the caller builds its
+    mounts first and calls ``drop_capabilities`` itself. ``loopback`` brings the new network
+    namespace's ``lo`` up (still no route anywhere else), for the egress shim of an allow-list;
+    it needs the namespace's capabilities, hence here."""
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWUSER | PRIVATE | (0 if network else CLONE_NEWNET) | (
-        CLONE_NEWNS if mount else 0)
+        CLONE_NEWNS if mount else 0) | (CLONE_NEWPID if pid else 0)
     unshare(flags)
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{uid} {uid} 1")
@@ -94,8 +96,8 @@ def enter(*, network: bool, mount: bool = False, drop: bool = True,
     if drop:
         drop_capabilities()
     return {"user_namespace": True, "network_namespace": not network, "ipc_namespace": True,
-            "uts_namespace": True, "mount_namespace": mount, "capped": capped,
-            "loopback": bool(loopback and not network)}
+            "uts_namespace": True, "mount_namespace": mount, "pid_namespace": pid,
+            "capped": capped, "loopback": bool(loopback and not network)}
 
 
 def loopback_up() -> None:

@@ -42,8 +42,6 @@ def test_multiprocessing_pool(notebook: Kernel) -> None:
     assert "[0, 1, 4, 9, 16]" in text(outputs)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: loky's workers read their own /proc/<pid>; "
-                   "needs a PID namespace with a fresh /proc")
 def test_joblib_parallel(notebook: Kernel) -> None:
     reply, outputs = notebook.execute(
         "from joblib import Parallel, delayed\n"
