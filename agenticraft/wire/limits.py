@@ -125,8 +125,7 @@ def _coerce(name: str, value: Any) -> Any:
     return number
 
 
-_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
-               "0": False, "false": False, "no": False, "off": False}
+_BOOL_WORDS = network.BOOL_WORDS  # one spelling of true/false for every boolean
 
 
 def is_looser(name: str, value: Any, ceiling: Any) -> bool:

@@ -20,7 +20,6 @@ import dataclasses
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
 from typing import Any
 
 from agenticraft.wire.errors import ConfigurationError
@@ -205,6 +204,7 @@ def _bad(item: Any) -> str:
     raise ConfigurationError(f"{_FORM}; got {item!r} in the list")
 
 
+#: How true and false may be written (network_access, filesystem_access, config switches).
 BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
               "0": False, "false": False, "no": False, "off": False}
 
@@ -261,7 +261,3 @@ def describe(value: NetworkAccess) -> str:
 def is_allow_list(value: Any) -> bool:
     return isinstance(value, tuple)
 
-
-def join(entries: Iterable[str]) -> str:
-    """The comma-separated form (``%%secure --network``, environment variables)."""
-    return ",".join(entries)
