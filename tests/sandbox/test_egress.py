@@ -16,7 +16,7 @@ from agenticraft.sandbox.process import ProcessSandbox
 from agenticraft.security import SecurityContext
 from agenticraft.security.policy import BUILTIN_CEILINGS, Policy
 from agenticraft.wire.errors import PermissionDenied
-from egress_helpers import NamedServer, named_server
+from egress_helpers import NamedServer, named_server, tls_server
 
 from helpers import audit_records, make_manager
 
@@ -321,3 +321,42 @@ async def test_only_unix_and_inet_sockets_exist_with_an_allow_list(sandbox, serv
         assert result["result"] == 1  # EPERM from the seccomp filter
     else:
         assert result["result"] != "created" or family == "AF_NETLINK"
+
+
+async def test_https_through_connect_to_a_listed_server_only(sandbox, servers, tmp_path):
+    a, b = servers
+    with tls_server("C", tmp_path) as (c, pem):
+        result = await run(sandbox, f"""
+            import os, socket, ssl, urllib.request, urllib.error, requests
+            pem = {pem!r}
+            context = ssl.create_default_context(cadata=pem)
+            out = {{}}
+            out["urllib"] = urllib.request.urlopen("https://127.0.0.1:{c.port}/", timeout=10,
+                                                   context=context).read().decode()
+            bundle = os.path.join(os.environ["TMPDIR"], "ca.pem")
+            with open(bundle, "w") as fh:
+                fh.write(pem)
+            out["requests"] = requests.get("https://127.0.0.1:{c.port}/", timeout=10,
+                                           verify=bundle).text
+            with socket.create_connection(("127.0.0.1", {c.port}), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    tls.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+                    answer = b""
+                    while chunk := tls.recv(4096):
+                        answer += chunk
+                    out["socket"] = answer.decode().rsplit("\\n", 1)[-1]
+            try:
+                urllib.request.urlopen("https://127.0.0.1:{b.port}/", timeout=10, context=context)
+            except urllib.error.URLError as exc:
+                out["refused"] = str(exc.reason)
+            result = out
+            """, listed(servers, f"127.0.0.1:{c.port}"))
+    assert result.success, result.error
+    out = result["result"]
+    assert out["urllib"] == out["requests"] == "hello from C"
+    assert out["socket"].endswith("hello from C")
+    assert "Tunnel connection failed: 403 Permission denied" in out["refused"]
+    assert "network_access allows only 127.0.0.1:" in out["refused"]
+    assert audit_records(sandbox.manager, "network", protocol="http-connect", allowed=True,
+                         destination=f"127.0.0.1:{c.port}")
+    assert denied(sandbox, f"127.0.0.1:{b.port}")
