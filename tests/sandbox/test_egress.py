@@ -324,7 +324,7 @@ async def test_only_unix_and_inet_sockets_exist_with_an_allow_list(sandbox, serv
 
 
 async def test_https_through_connect_to_a_listed_server_only(sandbox, servers, tmp_path):
-    a, b = servers
+    _, b = servers
     with tls_server("C", tmp_path) as (c, pem):
         result = await run(sandbox, f"""
             import os, socket, ssl, urllib.request, urllib.error, requests
