@@ -6,7 +6,8 @@ module gives ordinary code a way to use it, without deciding anything itself:
 
 * a listener on ``127.0.0.1:PORT`` inside the namespace that relays every connection, byte for
   byte, to the proxy's unix socket (the proxy speaks HTTP proxy and SOCKS5 on it), announced as
-  ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` so pip, requests, httpx and urllib work unmodified;
+  ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` (``http://127.0.0.1:PORT``; ``socks5h://`` to the
+  same port works too) so pip, requests, httpx and urllib work unmodified;
 * ``socket.socket.connect`` for TCP goes through SOCKS5 over that listener (names resolved by
   the proxy), and ``getaddrinfo`` hands names through unresolved, so
   ``socket.create_connection(("allowed.host", 443))`` works. UDP is refused (and the proxy,
@@ -184,9 +185,11 @@ class Shim:
 
     # -- what code in the sandbox sees ----------------------------------------------------------
     def environment(self) -> dict[str, str]:
+        # ALL_PROXY is the HTTP form too: the listener also speaks SOCKS5 (socks5h://... works
+        # for clients told so), but httpx refuses to start with a socks ALL_PROXY unless the
+        # optional socksio is installed, and requests needs PySocks for it.
         url = f"http://{LOOPBACK}:{self.port}"
-        socks = f"socks5h://{LOOPBACK}:{self.port}"
-        env = {"HTTP_PROXY": url, "HTTPS_PROXY": url, "ALL_PROXY": socks, "NO_PROXY": ""}
+        env = {"HTTP_PROXY": url, "HTTPS_PROXY": url, "ALL_PROXY": url, "NO_PROXY": ""}
         return {**env, **{k.lower(): v for k, v in env.items()}}
 
 

@@ -64,23 +64,25 @@ def denied(sandbox: ProcessSandbox, destination: str) -> list[dict]:
 
 
 # -- the allowed server --------------------------------------------------------------------------
-async def test_listed_server_is_reached_by_urllib_requests_and_a_raw_socket(sandbox, servers):
+async def test_listed_server_is_reached_by_urllib_requests_httpx_and_a_socket(sandbox, servers):
     a, _ = servers
     before = a.hits
     result = await run(sandbox, f"""
-        import socket, urllib.request, requests
+        import socket, urllib.request, requests, httpx
         by_urllib = urllib.request.urlopen("http://127.0.0.1:{a.port}/", timeout=10).read()
         by_requests = requests.get("http://127.0.0.1:{a.port}/", timeout=10).text
+        by_httpx = httpx.get("http://127.0.0.1:{a.port}/", timeout=10).text
         with socket.create_connection(("127.0.0.1", {a.port}), timeout=10) as s:
             s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
             raw = b""
             while chunk := s.recv(4096):
                 raw += chunk
-        result = [by_urllib.decode(), by_requests, raw.decode().rsplit("\\r\\n", 1)[-1]]
+        result = [by_urllib.decode(), by_requests, by_httpx,
+                  raw.decode().rsplit("\\r\\n", 1)[-1]]
         """, listed(servers))
     assert result.success, result.error
-    assert result["result"] == ["hello from A"] * 3
-    assert a.hits == before + 3
+    assert result["result"] == ["hello from A"] * 4
+    assert a.hits == before + 4
     assert "egress proxy" in result.enforced["network_access"]
     allowed = audit_records(sandbox.manager, "network", allowed=True,
                             destination=f"127.0.0.1:{a.port}")
@@ -106,7 +108,7 @@ async def test_unlisted_port_is_refused_naming_the_allow_list(sandbox, servers):
     a, b = servers
     before = b.hits
     result = await run(sandbox, f"""
-        import socket, urllib.request, urllib.error, requests
+        import socket, urllib.request, urllib.error, requests, httpx
         out = {{}}
         try:
             urllib.request.urlopen("http://127.0.0.1:{b.port}/", timeout=10)
@@ -114,6 +116,8 @@ async def test_unlisted_port_is_refused_naming_the_allow_list(sandbox, servers):
             out["urllib"] = f"{{exc.code}} {{exc.read().decode()}}"
         r = requests.get("http://127.0.0.1:{b.port}/", timeout=10)
         out["requests"] = f"{{r.status_code}} {{r.text}}"
+        r = httpx.get("http://127.0.0.1:{b.port}/", timeout=10)
+        out["httpx"] = f"{{r.status_code}} {{r.text}}"
         try:
             socket.create_connection(("127.0.0.1", {b.port}), timeout=10)
         except PermissionError as exc:
@@ -125,6 +129,7 @@ async def test_unlisted_port_is_refused_naming_the_allow_list(sandbox, servers):
     allow = f"network_access allows only 127.0.0.1:{a.port}"
     assert out["urllib"].startswith("403 Permission denied") and allow in out["urllib"]
     assert out["requests"].startswith("403 Permission denied") and allow in out["requests"]
+    assert out["httpx"].startswith("403 Permission denied") and allow in out["httpx"]
     assert "Permission denied" in out["socket"] and allow in out["socket"]
     assert b.hits == before
     assert {r["protocol"] for r in denied(sandbox, f"127.0.0.1:{b.port}")} >= {"http", "socks5"}
