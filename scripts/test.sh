@@ -16,6 +16,11 @@ if ! command -v chromium >/dev/null 2>&1; then
         echo "note: chromium is not installed; the browser test will be skipped" >&2
     fi
 fi
+# The egress tests make a self-signed certificate for their HTTPS server with openssl.
+if ! command -v openssl >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] \
+        && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
 .venv/bin/ruff check agenticraft agenticraft_kernel tests benchmarks
 # The container sandbox's tests need a container engine and the default image: install Debian's
 # docker.io and mmdebstrap, start dockerd when none runs (stopped again on exit), build the image.

@@ -274,7 +274,7 @@ class Agent:
     def __init__(self, name: str = "Agent", *, instructions: str | None = None,
                  sandbox_enabled: bool = True, sandbox_type: str | SandboxType | None = None,
                  memory_limit: int | None = None, cpu_limit: float | None = None,
-                 timeout: float | None = None, network_access: bool | None = None,
+                 timeout: float | None = None, network_access: bool | list[str] | None = None,
                  filesystem_access: bool | None = None,
                  tools: Iterable[Tool | Callable[..., Any]] = (),
                  search_backend: SearchBackend | None = None,

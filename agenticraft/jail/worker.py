@@ -78,10 +78,15 @@ class Worker:
     def _fork_runner(self, msg: dict[str, Any]) -> bool:
         """True in the runner; in the checkpoint, returns False after a rollback."""
         gc.freeze()
+        shim = egress_shim_active()
+        if shim is not None:
+            shim.pause()  # the runner relays its own connections (threads do not fork)
         r, w = os.pipe()
         try:
             pid = os.fork()
         except OSError as exc:
+            if shim is not None:
+                shim.start()
             gc.unfreeze()
             os.close(r)
             os.close(w)
@@ -92,6 +97,8 @@ class Worker:
         if pid == 0:
             os.close(r)
             gc.unfreeze()
+            if shim is not None:
+                shim.after_fork()
             prctl(PR_SET_CHILD_SUBREAPER, 1)
             self.promote_fd = w
             return True
@@ -107,6 +114,8 @@ class Worker:
             os._exit(0)  # the runner is the live session now
         _, status = os.waitpid(pid, 0)
         gc.unfreeze()
+        if shim is not None:
+            shim.start()  # rolled back: this process is the live worker again
         protocol.send(self.chan, {"ev": "rolled_back", "run": msg["run"], "status": status})
         return False
 
@@ -171,6 +180,12 @@ class Worker:
                 os._exit(0)  # hand the session back to the checkpoint
 
 
+def egress_shim_active() -> Any:
+    """The egress shim of this worker, if its profile has an allow-list."""
+    module = sys.modules.get("agenticraft.jail.egress_shim")
+    return module.active() if module is not None else None
+
+
 def _limit_frame(exc: ResourceLimitExceeded) -> dict[str, Any]:
     return {"limit": exc.limit, "value": to_safe(exc.value), "allowed": to_safe(exc.allowed),
             "message": str(exc)}
@@ -186,9 +201,14 @@ def load_executor(name: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def main(chan_fd: int, executor: str, ready: dict[str, Any]) -> None:
-    """Entry point in the confined child (called by the zygote after ``confine``)."""
+def main(chan_fd: int, executor: str, ready: dict[str, Any],
+         egress: tuple[str, str] | None = None) -> None:
+    """Entry point in the confined child (called by the zygote after ``confine``).
+    ``egress``: (socket, key) of the host egress proxy of a ``network_access`` allow-list."""
     _streams()
+    if egress:
+        from agenticraft.jail import egress_shim
+        ready["egress_port"] = egress_shim.install(*egress).port
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # unblocked only inside a run
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes fail with EFBIG instead

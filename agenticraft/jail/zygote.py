@@ -179,7 +179,9 @@ class Zygote:
             os._exit(71)
         from agenticraft.jail.worker import main
         main(CHILD_FD, profile.get("executor", "exec"),
-             {"pid": os.getpid(), "applied": applied, "scratch": scratch})
+             {"pid": os.getpid(), "applied": applied, "scratch": scratch},
+             egress=(profile["egress_socket"], profile["egress_key"])
+             if profile.get("egress_socket") else None)
 
     def _reap(self) -> None:
         died = False

@@ -40,6 +40,7 @@ from agenticraft.sandbox.types import SandboxType
 from agenticraft.sandbox.workers import LAUNCHER, ZygoteProcess
 from agenticraft.security.context import SecurityContext
 from agenticraft.security.policy import default_container_image
+from agenticraft.wire import network
 from agenticraft.wire.errors import SandboxError, SandboxUnavailable
 
 #: Where the image keeps this package and its dependencies (first on the zygote's sys.path).
@@ -109,6 +110,14 @@ class ContainerSpec:
                     uid, gid = info.st_uid, info.st_gid
         if workdir:
             _check_enterable(workdir, uid, gid)
+        if network.is_allow_list(limits.network_access):
+            # The egress proxy's socket lives on the host and is not mounted into containers:
+            # an allow-list must never turn into the engine's whole network.
+            raise SandboxUnavailable(
+                "container", ["network allow-lists"],
+                "network_access allow-lists are enforced by the process sandbox's egress proxy, "
+                "which the container sandbox does not have yet. Use sandbox_type='process' for "
+                "allow-listed destinations, or network_access=False/True here.")
         return cls(image=ctx.image or image, user_id=ctx.user_id, user=f"{uid}:{gid}",
                    memory_mb=int(limits.memory_mb) + MEMORY_HEADROOM_MB,
                    nano_cpus=max(10_000_000, int(limits.cpu_percent / 100 * 1e9)),

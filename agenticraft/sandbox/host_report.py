@@ -14,7 +14,9 @@ from typing import Any
 
 from agenticraft.jail.confine.probe import MECHANISMS, mechanisms
 from agenticraft.security.policy import SYSTEM_POLICY_PATH
+from agenticraft.wire import network
 from agenticraft.wire.errors import QUOTA_FACTOR, SandboxUnavailable
+from agenticraft.wire.network import NetworkAccess
 
 DISABLE_ENV = "AGENTICRAFT_DISABLE"
 
@@ -88,7 +90,25 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]], *,
             private_root and bool(mech["mounts"].get("pid_namespace"))),
         "max_processes": _max_processes(on, nproc, root),
         "max_output_bytes": "supervisor stream cap (cut with a marker)",
+        "max_network_bytes": "egress proxy byte count per run (with a network_access "
+                             "allow-list; no budget otherwise)",
     }
+
+
+def network_enforcement(value: NetworkAccess, mech: Mapping[str, Mapping[str, Any]]) -> str:
+    """What enforces ``network_access=value`` here (doctor, ``ExecutionResult.enforced``)."""
+    if value is True:
+        return "allowed by the context (network_access=True): the host's network"
+    if value is False:
+        return limit_enforcement(mech)["network_access"]
+    if not mech["namespaces"]["active"]:
+        return (f"NOT AVAILABLE: {network.describe(value)} needs a private network namespace "
+                "(unprivileged user namespaces), which this host lacks; such runs are refused")
+    families = (" + seccomp socket filter (unix, IPv4, IPv6 only)"
+                if mech.get("seccomp", {}).get("active") else "")
+    return (f"{network.describe(value)}: host-side egress proxy (names resolved and every "
+            "connection checked on the host after resolution, each one audited); the "
+            f"sandbox's own network namespace has no other route{families}")
 
 
 PRIVATE_ROOT = ("private root (own mount namespace: only the interpreter, the environment, the "
@@ -143,8 +163,24 @@ def host_report(disabled: Iterable[str] | None = None) -> dict[str, Any]:
         },
         "mechanisms": mech,
         "limits": limit_enforcement(mech),
+        "network": effective_network(mech),
         "disabled": sorted(disabled),
     }
+
+
+def effective_network(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """The network this host's policy and the user's settings give a run by default."""
+    from agenticraft.security.config import load_settings
+    from agenticraft.security.policy import load_policy
+    try:
+        policy = load_policy()
+        ctx = policy.resolve(None, limit_defaults=load_settings().limit_defaults)
+    except Exception as exc:  # a broken policy or config is itself worth reporting
+        return {"effective": f"unknown: {exc}", "ceiling": "", "enforced_by": ""}
+    value = ctx.resource_limits.network_access
+    return {"effective": network.describe(value),
+            "ceiling": network.describe(policy.ceilings.network_access),
+            "enforced_by": network_enforcement(value, mech)}
 
 
 def format_report(report: Mapping[str, Any]) -> str:
@@ -167,4 +203,10 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines += ["", "Limits:"]
     for limit, how in report["limits"].items():
         lines.append(f"  {limit:<18} {how}")
+    net = report.get("network")
+    if net:
+        lines += ["", "Network (policy + your settings, by default):",
+                  f"  effective          {net['effective']}",
+                  f"  policy ceiling     {net['ceiling']}",
+                  f"  enforced by        {net['enforced_by']}"]
     return "\n".join(lines)

@@ -52,7 +52,8 @@ class SandboxManager:
     def __init__(self, policy: Policy | None = None, settings: Settings | None = None,
                  audit_log: AuditLog | str | Path | None = None, *,
                  working_dir: str | Path | None = None,
-                 process_preload: tuple[str, ...] = ()) -> None:
+                 process_preload: tuple[str, ...] = (),
+                 egress_resolver: Any = None) -> None:
         self.policy = policy if policy is not None else load_policy()
         self.settings = settings if settings is not None else load_settings()
         if isinstance(audit_log, AuditLog | NullAuditLog):
@@ -65,6 +66,8 @@ class SandboxManager:
             self.audit = NullAuditLog()
         self.working_dir = str(Path(working_dir or os.getcwd()).resolve())
         self.process_preload = process_preload  # modules the zygote imports before forking
+        # How egress proxies resolve names (sandbox.egress.Resolver; None: the host's resolver).
+        self.egress_resolver = egress_resolver
         self._sandboxes: dict[SandboxType, Sandbox] = {}
         self._missing: dict[SandboxType, list[str]] = {}
         self._lock = threading.Lock()  # guards the dict only; never held across an await

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.base import OutputCallback, Sandbox
+from agenticraft.sandbox.egress.pool import EgressPool
 from agenticraft.sandbox.profile import build_profile, manager_files
 from agenticraft.sandbox.result import ExecutionError, ExecutionResult, RunReply
 from agenticraft.sandbox.supervisor import RunOutcome, Supervisor
@@ -18,10 +20,12 @@ from agenticraft.sandbox.watchdog import IdleWatch
 from agenticraft.sandbox.workers import WorkerHandle
 from agenticraft.security import records
 from agenticraft.security.context import SecurityContext
+from agenticraft.wire import network
 from agenticraft.wire.errors import (
     ChannelAbuse,
     ResourceLimitExceeded,
     SandboxError,
+    SandboxUnavailable,
     SecurityViolation,
 )
 from agenticraft.wire.limits import ResourceLimits, Usage
@@ -40,6 +44,8 @@ class ProcessSandbox(Sandbox):
         self.supervisor = Supervisor(host_probe.disabled_from_env(),
                                      tuple(getattr(manager, "process_preload", ())))
         self._started = False
+        # Allow-listed network: one host-side egress proxy per (list, user), see sandbox/egress.
+        self.egress = EgressPool(manager.audit.record, getattr(manager, "egress_resolver", None))
 
     @classmethod
     def probe(cls) -> list[str]:
@@ -62,6 +68,7 @@ class ProcessSandbox(Sandbox):
         if self._started:
             self.supervisor.close()
             self._started = False
+        self.egress.close()
 
     def host_report(self) -> dict[str, str]:
         return host_probe.limit_enforcement(self.supervisor.mechanisms)
@@ -69,8 +76,8 @@ class ProcessSandbox(Sandbox):
     def enforced_for(self, ctx: SecurityContext) -> dict[str, str]:
         report = self.host_report()
         limits = ctx.resource_limits
-        if limits.network_access:
-            report["network_access"] = "allowed by the context (network_access=True)"
+        report["network_access"] = host_probe.network_enforcement(
+            limits.network_access, self.supervisor.mechanisms)
         if limits.filesystem_access:
             mode = "read-write" if ctx.has_permission("write") else "read-only"
             report["filesystem_access"] = (f"working directory {mode}; "
@@ -89,6 +96,22 @@ class ProcessSandbox(Sandbox):
         profile = build_profile(ctx, scratch_root=scratch_root,
                                 protect=manager_files(self.manager))
         profile["executor"] = executor or self.executor
+        if network.is_allow_list(ctx.resource_limits.network_access):
+            if not (supervisor or self.supervisor).mechanisms["namespaces"]["active"]:
+                raise SandboxUnavailable(
+                    self.sandbox_type.value, ["a private network namespace"],
+                    "network_access allow-lists need a private network namespace (unprivileged "
+                    "user namespaces), which this host lacks: without one the sandbox would "
+                    "share the host's network. Ask for network_access=False, or run on a host "
+                    "where `doctor` shows namespaces available.")
+            endpoint = self.egress.endpoint_for(ctx)
+            assert endpoint is not None
+            socket_path, profile["egress_key"] = endpoint
+            profile["egress_socket"] = socket_path
+            # The proxy's directory (0700, only its socket) is bound read-only into the
+            # private root: connecting needs no write access, and no other host socket shows.
+            profile["read_paths"] = sorted({*profile["read_paths"],
+                                            os.path.dirname(socket_path)})
         return profile
 
     async def run(self, code: str, ctx: SecurityContext,
@@ -96,6 +119,7 @@ class ProcessSandbox(Sandbox):
         supervisor = await self.supervisor_for(ctx)
         handle = await supervisor.spawn(self.profile_for(ctx, supervisor=supervisor),
                                         prefork=True)
+        self.egress.begin_run(ctx)
         try:
             outcome = await supervisor.run(handle, code, ctx.resource_limits,
                                            on_output=on_output, extra=self.run_extra(ctx))
@@ -249,6 +273,7 @@ class ProcessSession:
                         on_output: OutputCallback | None, on_event: Any,
                         extra: dict[str, Any] | None, grace: float) -> RunOutcome:
         assert self.supervisor is not None
+        self.sandbox.egress.begin_run(ctx, cell_id=(extra or {}).get("cell_id"))
         try:
             outcome = await self.supervisor.run(
                 handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,

@@ -27,7 +27,9 @@ SYSTEM_READ_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cac
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 #: What name resolution and TLS need, granted only together with network access.
 NETWORK_READ_PATHS = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl",
-                      "/etc/ca-certificates", "/etc/gai.conf", "/etc/host.conf")
+                      "/etc/ca-certificates", "/etc/gai.conf", "/etc/host.conf",
+                      # pip's User-Agent names the distribution (and fails if it cannot read it)
+                      "/etc/os-release", "/etc/debian_version", "/etc/lsb-release")
 WRITE_DEVICES = ("/dev/null",)
 
 
@@ -116,7 +118,11 @@ def build_profile(ctx: SecurityContext, *, scratch_root: str,
         "memory_mb": limits.memory_mb,
         "max_file_size_mb": limits.max_file_size_mb,
         "max_processes": limits.max_processes,
-        "network_access": limits.network_access,
+        # True: the host's network; a list: own namespace + the egress proxy's socket, which
+        # the sandbox backend adds as ``egress_socket``; False: own, empty namespace.
+        "network_access": (list(limits.network_access)
+                           if isinstance(limits.network_access, tuple)
+                           else limits.network_access),
         "filesystem_access": limits.filesystem_access,
         "read_paths": sorted(set(read)),
         "write_paths": write,

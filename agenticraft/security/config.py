@@ -167,7 +167,7 @@ def _apply(values: dict[str, Any], origins: dict[str, str], key: str, value: Any
             if not isinstance(value, str) or not value.strip():
                 raise ConfigurationError(f"audit_log_path must be a path string, not {value!r}")
         elif key == "enable_audit_logging":
-            value = coerce_limit("network_access", value)  # same boolean parsing
+            value = coerce_limit("filesystem_access", value)  # same boolean parsing
         elif key == "default_sandbox_type":
             from agenticraft.security.policy import SANDBOX_TYPES, canonical_sandbox_type
             value = canonical_sandbox_type(value)

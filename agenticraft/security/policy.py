@@ -19,7 +19,13 @@ from typing import Any
 from agenticraft.security import permissions as perms
 from agenticraft.security.context import SecurityContext
 from agenticraft.wire.errors import ConfigurationError, PermissionDenied
-from agenticraft.wire.limits import LIMIT_NAMES, ResourceLimits, coerce_limit, is_looser
+from agenticraft.wire.limits import (
+    LIMIT_NAMES,
+    ResourceLimits,
+    coerce_limit,
+    is_looser,
+    show_limit,
+)
 
 SANDBOX_TYPES = ("process", "restricted", "container")
 #: Other names accepted for a sandbox type (the specification's "Docker sandbox").
@@ -133,9 +139,10 @@ class Policy:
             value = coerce_limit(name, value)
             ceiling = getattr(self.ceilings, name)
             if is_looser(name, value, ceiling):
+                shown, limit = show_limit(name, value), show_limit(name, ceiling)
                 raise PermissionDenied(
-                    f"Permission denied: {name}={value} is above the administrator's ceiling "
-                    f"{name}={ceiling} ({self.source_text()}). Ask for {ceiling} or less.",
+                    f"Permission denied: {name}={shown} is above the administrator's ceiling "
+                    f"{name}={limit} ({self.source_text()}). Ask for {limit} or less.",
                     permission=name, user_id=user, ceiling=ceiling)
             changes[name] = value
         limits = limits.replace(**changes)
@@ -286,7 +293,7 @@ class Policy:
         if "default_type" in sandbox:
             kwargs["default_sandbox_type"] = canonical_sandbox_type(sandbox["default_type"])
         if "allow_unsandboxed" in sandbox:
-            kwargs["allow_unsandboxed"] = coerce_limit("network_access",
+            kwargs["allow_unsandboxed"] = coerce_limit("filesystem_access",
                                                        sandbox["allow_unsandboxed"])
         if "allowed_imports" in sandbox:
             kwargs["allowed_imports"] = frozenset(_strings(sandbox["allowed_imports"],

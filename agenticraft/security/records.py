@@ -20,7 +20,7 @@ from agenticraft.wire.limits import Usage
 Record = dict[str, Any]
 
 EVENT_TYPES = ("authentication", "authorization", "execution", "violation", "policy", "session",
-               "tool", "workflow")
+               "tool", "workflow", "network")
 
 #: Required fields per event type (besides ``type``).
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -32,6 +32,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "session": ("user_id",),
     "tool": ("user_id",),
     "workflow": ("user_id",),
+    "network": ("user_id", "destination", "allowed"),
 }
 
 
@@ -129,3 +130,13 @@ def workflow_finished(user_id: str, workflow: str, outcome: str, *, results_retu
                       **fields: Any) -> Record:
     return {"type": "workflow", "user_id": user_id, "name": workflow, "event": "finished",
             "outcome": outcome, "results_returned": results_returned, **fields}
+
+
+# -- egress -------------------------------------------------------------------------------------
+
+def network_connection(user_id: str, destination: str, allowed: bool, *, protocol: str,
+                       **fields: Any) -> Record:
+    """One connection a sandbox asked the egress proxy for: allowed (written when it closes,
+    with ``address``, ``bytes_sent``/``bytes_received``) or denied (with ``reason``)."""
+    return {"type": "network", "user_id": user_id, "destination": destination,
+            "allowed": allowed, "protocol": protocol, **fields}

@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from agenticraft.wire import network
 from agenticraft.wire.errors import ConfigurationError
 
 
@@ -18,10 +19,13 @@ class ResourceLimits:
     cpu_percent: float = 50.0
     timeout_seconds: float = 30.0
     max_file_size_mb: int = 10
-    network_access: bool = False
+    #: False, True, or a sorted tuple of allowed destinations (see ``wire.network``).
+    network_access: network.NetworkAccess = False
     filesystem_access: bool = False
     max_output_bytes: int = 1_000_000
     max_processes: int = 32
+    #: Bytes a run may move through its egress proxy (both directions); None: no budget.
+    max_network_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -64,8 +68,12 @@ class ResourceLimits:
 
 
 LIMIT_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResourceLimits))
+#: Limits that take true/false (network_access also takes a list of destinations).
 BOOLEAN_LIMITS = frozenset({"network_access", "filesystem_access"})
-INTEGER_LIMITS = frozenset({"memory_mb", "max_file_size_mb", "max_output_bytes", "max_processes"})
+INTEGER_LIMITS = frozenset({"memory_mb", "max_file_size_mb", "max_output_bytes", "max_processes",
+                            "max_network_bytes"})
+#: Limits whose default is "no limit" (None), which is looser than any number.
+OPTIONAL_LIMITS = frozenset({"max_network_bytes"})
 CPU_PERCENT_MAX = 100.0 * 1024  # several cores may be granted: 200 means two full cores
 
 
@@ -89,6 +97,11 @@ class Usage:
 
 def _coerce(name: str, value: Any) -> Any:
     """Validate one limit value; a clear ConfigurationError names the limit and what is valid."""
+    if name == "network_access":
+        return network.coerce(value)
+    if name in OPTIONAL_LIMITS and (value is None or (
+            isinstance(value, str) and value.strip().lower() in ("none", "unlimited"))):
+        return None
     if name in BOOLEAN_LIMITS:
         if isinstance(value, bool):
             return value
@@ -112,20 +125,27 @@ def _coerce(name: str, value: Any) -> Any:
     return number
 
 
-_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
-               "0": False, "false": False, "no": False, "off": False}
+_BOOL_WORDS = network.BOOL_WORDS  # one spelling of true/false for every boolean
 
 
 def is_looser(name: str, value: Any, ceiling: Any) -> bool:
     """True when ``value`` allows more than ``ceiling`` for limit ``name``."""
+    if name == "network_access":
+        return network.is_looser(value, ceiling)
     if name in BOOLEAN_LIMITS:
         return bool(value) and not bool(ceiling)
+    if name in OPTIONAL_LIMITS and (value is None or ceiling is None):
+        return ceiling is not None
     return value > ceiling
 
 
 def strictest(name: str, a: Any, b: Any) -> Any:
+    if name == "network_access":
+        return network.strictest(a, b)
     if name in BOOLEAN_LIMITS:
         return bool(a) and bool(b)
+    if name in OPTIONAL_LIMITS and (a is None or b is None):
+        return b if a is None else a
     return min(a, b)
 
 
@@ -135,3 +155,10 @@ def coerce_limit(name: str, value: Any) -> Any:
         raise ConfigurationError(
             f"Unknown resource limit {name!r}; valid limits are: {', '.join(LIMIT_NAMES)}")
     return _coerce(name, value)
+
+
+def show_limit(name: str, value: Any) -> str:
+    """A limit's value as messages write it (a destination list as ``[a, b]``)."""
+    if name == "network_access" and isinstance(value, tuple):
+        return "[" + ", ".join(value) + "]"
+    return str(value)

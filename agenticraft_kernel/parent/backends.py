@@ -81,6 +81,10 @@ class SessionBackend:
             return {}
         return self._sandbox.enforced_for(self.context)
 
+    def network_refusals(self) -> list[str]:
+        """The egress proxy's refusals during the last cell (a network allow-list)."""
+        return self._sandbox.egress.refused(self.context) if self._sandbox is not None else []
+
     @property
     def lost_state(self) -> bool:
         """True when the last run killed the session beyond rollback (next run starts fresh)."""

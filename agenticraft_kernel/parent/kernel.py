@@ -28,6 +28,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Dict, List, Unicode, default
 
 from agenticraft.sandbox import SandboxManager
+from agenticraft.sandbox.result import Output
 from agenticraft.security.context import SecurityContext, current_user
 from agenticraft.security.policy import load_policy
 from agenticraft.wire.codec import to_safe
@@ -337,6 +338,9 @@ class SecureKernel(Kernel):
         finally:
             self.panels.stop(monitor)
             self.cell.session_done()
+            refusals = getattr(backend, "network_refusals", list)()
+            for reason in refusals:  # libraries (pip) often keep the proxy's reason to themselves
+                relay.output(Output("stderr", f"[network] {reason}\n"))
             relay.flush()
         values = result.reply
         room = ctx.resource_limits.max_output_bytes - (result.usage.output_bytes

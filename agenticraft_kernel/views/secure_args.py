@@ -122,8 +122,12 @@ def secure_parser() -> _Parser:
     parser.add_argument("--max-file-size", metavar="MB", help="largest file it may write")
     parser.add_argument("--max-output", metavar="BYTES", help="output cap (max_output_bytes)")
     parser.add_argument("--max-processes", metavar="N", help="processes and threads")
-    parser.add_argument("--network", action=argparse.BooleanOptionalAction, default=None,
-                        help="network access (network_access)")
+    parser.add_argument("--network", nargs="?", const=True, default=None,
+                        metavar="HOST:PORT,...",
+                        help="network access: alone for any destination, or only these "
+                             "destinations (network_access), e.g. --network pypi.org:443")
+    parser.add_argument("--no-network", dest="network", action="store_false",
+                        help="no network access")
     parser.add_argument("--filesystem", action=argparse.BooleanOptionalAction, default=None,
                         help="access to the working directory (filesystem_access)")
     parser.add_argument("--permissions", metavar="P[,P]",

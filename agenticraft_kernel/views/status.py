@@ -15,8 +15,8 @@ from agenticraft.security.context import SecurityContext
 from agenticraft_kernel.views.audit_table import html_table, text_table
 
 UNITS = {"timeout_seconds": "s", "memory_mb": "MB", "cpu_percent": "%", "max_file_size_mb": "MB",
-         "max_output_bytes": "bytes"}
-WEAK = ("DEGRADED", "NOT ENFORCED")
+         "max_output_bytes": "bytes", "max_network_bytes": "bytes"}
+WEAK = ("DEGRADED", "NOT ENFORCED", "NOT AVAILABLE")
 
 
 def degraded(enforcement: Mapping[str, str]) -> dict[str, str]:
@@ -25,6 +25,10 @@ def degraded(enforcement: Mapping[str, str]) -> dict[str, str]:
 
 
 def show_value(name: str, value: Any) -> str:
+    if name == "network_access" and isinstance(value, tuple):
+        return "only " + ", ".join(value)  # the effective allow-list
+    if value is None:
+        return "no limit"
     if isinstance(value, bool):
         return "allowed" if value else "off"
     if isinstance(value, float) and value.is_integer():

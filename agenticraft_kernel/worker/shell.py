@@ -8,7 +8,11 @@ shell is IPython's own; only where output goes is changed, the way ipykernel's
 from __future__ import annotations
 
 import errno
+import importlib
+import os
+import shlex
 import sys
+import tempfile
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
@@ -145,7 +149,8 @@ class WorkerShell(InteractiveShell):
                              "(network_access=False). Install packages in the kernel's own "
                              "environment, or ask for network_access.")
         from IPython.core.magics.packaging import PackagingMagics
-        PackagingMagics(self).pip(line)
+        PackagingMagics(self).pip(_pip_into_scratch(line))
+        importlib.invalidate_caches()
 
     def system_piped(self, cmd: str) -> None:
         """``!cmd`` and ``%%sh``-style calls: the command writes straight to the cell's stdout and
@@ -171,3 +176,19 @@ class WorkerShell(InteractiveShell):
         self._last_traceback = stb
         self.channel.emit({"type": "error", "ename": etype.__name__, "evalue": str(evalue),
                            "traceback": stb})
+
+
+#: pip options that already say where to install.
+_PIP_PLACES = ("--target", "-t", "--user", "--prefix", "--root")
+
+
+def _pip_into_scratch(line: str) -> str:
+    """``%pip install X`` installs into the sandbox's private site directory (the environment
+    is read-only in the sandbox), which is put first on ``sys.path``."""
+    words = line.split()
+    if not words or words[0] != "install" or any(w.split("=")[0] in _PIP_PLACES for w in words):
+        return line
+    site = os.path.join(os.environ.get("HOME") or tempfile.gettempdir(), "site-packages")
+    if site not in sys.path:
+        sys.path.insert(0, site)
+    return f"install --target {shlex.quote(site)} {line[len('install'):].strip()}"

@@ -221,3 +221,15 @@ async def test_agent_user_context_can_name_an_allowed_image(isolated_agent_state
     with pytest.raises(PermissionDenied, match="image"):
         await agent.execute_secure("result = 3", user_context={
             "user_id": "alice", "image": "evil/root:latest"})
+
+
+def test_a_network_allow_list_is_refused_not_widened_to_the_engine_network():
+    """Allow-lists are enforced by the process sandbox's egress proxy only: in a container a
+    list must never become the engine's whole network."""
+    from agenticraft.sandbox.container import ContainerSpec
+
+    ctx = SecurityContext("a", resource_limits={"network_access": ["127.0.0.1:80"]})
+    with pytest.raises(SandboxUnavailable, match="allow-lists"):
+        ContainerSpec.for_context(ctx, default_container_image())
+    assert ContainerSpec.for_context(SecurityContext("a"), default_container_image()).network \
+        is False

@@ -12,6 +12,7 @@ import pytest
 from agenticraft.sandbox import host_report as probe
 from agenticraft.security import SecurityContext
 from agenticraft.wire.errors import ResourceLimitExceeded
+from agenticraft.wire.limits import LIMIT_NAMES
 
 from helpers import make_manager, tcp_listener
 
@@ -39,9 +40,8 @@ def test_doctor_reports_every_limit():
     out = subprocess.run([sys.executable, "-m", "agenticraft_kernel", "doctor", "--json"],
                          capture_output=True, text=True, check=True).stdout
     report = json.loads(out)
-    assert set(report["limits"]) == {"timeout_seconds", "memory_mb", "cpu_percent",
-                                     "max_file_size_mb", "network_access", "filesystem_access",
-                                     "max_processes", "max_output_bytes"}
+    assert set(report["limits"]) == set(LIMIT_NAMES)
+    assert set(report["network"]) == {"effective", "ceiling", "enforced_by"}
     assert set(report["mechanisms"]) == set(probe.MECHANISMS)
     text = subprocess.run([sys.executable, "-m", "agenticraft_kernel", "doctor"],
                           capture_output=True, text=True, check=True).stdout

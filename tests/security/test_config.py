@@ -295,7 +295,7 @@ ENV_VALUES = {
     "memory_mb": ("300", 300), "cpu_percent": ("12.5", 12.5), "timeout_seconds": ("9", 9.0),
     "max_file_size_mb": ("3", 3), "network_access": ("true", True),
     "filesystem_access": ("off", False), "max_output_bytes": ("2048", 2048),
-    "max_processes": ("2", 2),
+    "max_processes": ("2", 2), "max_network_bytes": ("1000000", 1_000_000),
 }
 
 

@@ -53,11 +53,12 @@ SPEC_LIMITS = {
 
 # -- ResourceLimits: defaults -------------------------------------------------------------------
 
-def test_limit_names_are_the_eight_knobs():
+def test_limit_names_are_the_eight_knobs_and_the_network_budget():
     assert set(LIMIT_NAMES) == {
         "memory_mb", "cpu_percent", "timeout_seconds", "max_file_size_mb", "network_access",
-        "filesystem_access", "max_output_bytes", "max_processes"}
-    assert len(LIMIT_NAMES) == 8
+        "filesystem_access", "max_output_bytes", "max_processes", "max_network_bytes"}
+    assert len(LIMIT_NAMES) == 9
+    assert ResourceLimits().max_network_bytes is None  # no budget unless one is asked for
     assert {"network_access", "filesystem_access"} == BOOLEAN_LIMITS
 
 
@@ -165,6 +166,8 @@ BAD_NUMBERS = [0, -1, -0.5, 0.0, float("nan"), float("inf"), float("-inf"), "nan
 @pytest.mark.parametrize("name", NUMERIC_LIMITS)
 @pytest.mark.parametrize("value", BAD_NUMBERS, ids=repr)
 def test_bad_numeric_values_are_rejected_naming_the_limit(name, value):
+    if value is None and name == "max_network_bytes":
+        return  # None is this limit's "no budget"
     with pytest.raises(ConfigurationError, match=name):
         ResourceLimits(**{name: value})
     with pytest.raises(ConfigurationError, match=name):

@@ -34,7 +34,11 @@ def confine(
     if os.getppid() != expected_parent:  # parent died before the death signal was armed
         os._exit(1)
 
-    network = bool(profile["network_access"])
+    network = profile["network_access"] is True  # the host's network
+    # An allow-list: own namespace with loopback up (the egress shim listens there); the only
+    # way out is the host proxy's unix socket, so TCP/INET sockets are allowed inside it.
+    # Without a namespace of its own, INET sockets would reach the host's network: not allowed.
+    egress = bool(profile.get("egress_socket")) and "namespaces" in active
     private_root = "namespaces" in active and "mounts" in active and bool(profile.get("scratch"))
     # With a PID namespace the keeper and the init (``pidns``) are processes of the sandbox too.
     pid_ns = private_root and bool(mechanisms["mounts"].get("pid_namespace"))
@@ -44,7 +48,7 @@ def confine(
             f"{expected_parent}-{os.getpid()}", profile["max_processes"] + 1 + helpers)
     if "namespaces" in active:
         applied["namespaces"] = namespaces.enter(network=network, mount=private_root,
-                                                 pid=pid_ns, drop=False)
+                                                 pid=pid_ns, drop=False, loopback=egress)
         if pid_ns:  # from here on this is process 1 of the namespace; the keeper stays outside
             applied["pid_namespace"] = {"init_pid": pidns.start_init()}
         if private_root:  # needs the capabilities the user namespace gives, so before the drop
@@ -75,12 +79,13 @@ def confine(
         applied["landlock"] = landlock.apply(
             [*profile["read_paths"], *own_read],
             [*profile["write_paths"], *own],
-            allow_tcp=network,
+            allow_tcp=network or egress,
             deny_paths=profile.get("deny_paths", ()),
             scope=True,
         )
     if "seccomp" in active:
         applied["seccomp"] = seccomp.apply(
-            network_access=network, allow_process_creation=profile["max_processes"] > 1
+            network_access=True if network else seccomp.INET_ONLY if egress else False,
+            allow_process_creation=profile["max_processes"] > 1
         )
     return applied

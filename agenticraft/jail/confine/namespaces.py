@@ -74,12 +74,14 @@ def _probe_in_child() -> dict[str, Any]:
 
 
 def enter(*, network: bool, mount: bool = False, pid: bool = False,
-          drop: bool = True) -> dict[str, Any]:
+          drop: bool = True, loopback: bool = False) -> dict[str, Any]:
     """Move this (single-threaded) process into new user, IPC and UTS namespaces, a new network
     namespace unless ``network``, a new mount namespace if ``mount`` and a new PID namespace for
     its children if ``pid`` (see ``pidns``); keep the same uid/gid inside, cap per-user kernel
     objects, then (``drop``) drop every capability. With ``drop`` false the caller builds its
-    mounts first and calls ``drop_capabilities`` itself."""
+    mounts first and calls ``drop_capabilities`` itself. ``loopback`` brings the new network
+    namespace's ``lo`` up (still no route anywhere else), for the egress shim of an allow-list;
+    it needs the namespace's capabilities, hence here."""
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWUSER | PRIVATE | (0 if network else CLONE_NEWNET) | (
         CLONE_NEWNS if mount else 0) | (CLONE_NEWPID if pid else 0)
@@ -87,6 +89,8 @@ def enter(*, network: bool, mount: bool = False, pid: bool = False,
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{uid} {uid} 1")
     _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    if loopback and not network:
+        loopback_up()
     capped = cap_ucounts()
     with contextlib.suppress(OSError):
         socket.sethostname("sandbox")
@@ -94,7 +98,17 @@ def enter(*, network: bool, mount: bool = False, pid: bool = False,
         drop_capabilities()
     return {"user_namespace": True, "network_namespace": not network, "ipc_namespace": True,
             "uts_namespace": True, "mount_namespace": mount, "pid_namespace": pid,
-            "capped": capped}
+            "capped": capped, "loopback": bool(loopback and not network)}
+
+
+def loopback_up() -> None:
+    """``ip link set lo up`` in the current network namespace (SIOCSIFFLAGS)."""
+    import fcntl
+    import struct
+    siocsifflags, iff_up, iff_loopback, iff_running = 0x8914, 0x1, 0x8, 0x40
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, siocsifflags,
+                    struct.pack("16sH22x", b"lo", iff_up | iff_loopback | iff_running))
 
 
 def cap_ucounts() -> list[str]:

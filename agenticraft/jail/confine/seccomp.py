@@ -47,6 +47,11 @@ __all__ = [
 ]
 
 AF_UNIX = 1
+AF_INET6 = 10
+#: ``network_access`` of a filter that allows AF_UNIX, AF_INET and AF_INET6 sockets only: an
+#: allow-list, whose own network namespace holds nothing but loopback. Other families (vsock
+#: reaches a VM's host, and is not confined by network namespaces) stay refused.
+INET_ONLY = "inet"
 
 #: Syscalls that always return EPERM.
 ALWAYS_DENIED = (
@@ -150,24 +155,26 @@ def probe() -> dict[str, Any]:
     }
 
 
-def apply(*, network_access: bool, allow_process_creation: bool = True) -> dict[str, Any]:
+def apply(*, network_access: bool | str,
+          allow_process_creation: bool = True) -> dict[str, Any]:
     """Load the sandbox seccomp filter into the calling process (irreversible).
 
-    Returns ``{"denied": [...], "network": "unix-only"|"allowed", "process_creation": bool,
-    "unknown": [...]}``.  ``denied`` names every syscall that got at least one EPERM/ENOSYS
+    Returns ``{"denied": [...], "network": "unix-only"|"inet-only"|"allowed", "process_creation":
+    bool, "unknown": [...]}``.  ``denied`` names every syscall that got at least one EPERM/ENOSYS
     rule (conditional ones included: ``clone``, ``socket``, ``socketpair``);
     ``unknown`` names requested syscalls libseccomp does not know on this architecture.
-    A filter compiled ahead of time by ``precompile`` (in the zygote) is loaded directly, which
-    saves building it with libseccomp in every worker.
+    ``network_access`` is a bool or ``INET_ONLY``. A filter compiled ahead of time by
+    ``precompile`` (in the zygote) is loaded directly, which saves building it with libseccomp
+    in every worker.
     Raises :class:`OSError` when seccomp is unavailable or the filter cannot be loaded.
     """
-    key = (bool(network_access), bool(allow_process_creation))
+    key = (_network_mode(network_access), bool(allow_process_creation))
     if key in _COMPILED and thread_count() == 1:
         program, info = _COMPILED[key]
         set_no_new_privs()
         _load_bpf(program)
         return dict(info)
-    filt, info = _build(network_access, allow_process_creation)
+    filt, info = _build(key[0], allow_process_creation)
     try:
         filt.load()
     except OSError as exc:
@@ -177,7 +184,11 @@ def apply(*, network_access: bool, allow_process_creation: bool = True) -> dict[
     return info
 
 
-_COMPILED: dict[tuple[bool, bool], tuple[bytes, dict[str, Any]]] = {}
+_COMPILED: dict[tuple[bool | str, bool], tuple[bytes, dict[str, Any]]] = {}
+
+
+def _network_mode(network_access: bool | str) -> bool | str:
+    return INET_ONLY if network_access == INET_ONLY else bool(network_access)
 SECCOMP_MODE_FILTER = 2
 
 
@@ -185,7 +196,7 @@ def precompile() -> None:
     """Build every filter variant once (as BPF bytes) so forked workers only have to load it."""
     import tempfile
 
-    for network in (False, True):
+    for network in (False, True, INET_ONLY):
         for processes in (False, True):
             filt, info = _build(network, processes)
             with tempfile.TemporaryFile() as fh:
@@ -211,7 +222,8 @@ def _load_bpf(program: bytes) -> None:
                       f"{os.strerror(exc.errno)}") from None
 
 
-def _build(network_access: bool, allow_process_creation: bool) -> tuple[Any, dict[str, Any]]:
+def _build(network_access: bool | str,
+           allow_process_creation: bool) -> tuple[Any, dict[str, Any]]:
     """Load the sandbox seccomp filter into the calling process (irreversible).
 
     Returns ``{"denied": [...], "network": "unix-only"|"allowed", "process_creation": bool,
@@ -282,7 +294,12 @@ def _build(network_access: bool, allow_process_creation: bool) -> tuple[Any, dic
     # clone3 passes its flags in a struct seccomp cannot read: pretend it does not exist.
     add(seccomp.ERRNO(errno.ENOSYS), "clone3")
 
-    if not network_access:
+    if network_access == INET_ONLY:
+        add(eperm, "socket", seccomp.Arg(0, seccomp.GT, AF_INET6))
+        for family in (0, *range(AF_UNIX + 2, AF_INET6)):  # AF_UNSPEC, 3..9
+            add(eperm, "socket", seccomp.Arg(0, seccomp.EQ, family))
+        add(eperm, "socketpair", seccomp.Arg(0, seccomp.NE, AF_UNIX))
+    elif not network_access:
         add(eperm, "socket", seccomp.Arg(0, seccomp.NE, AF_UNIX))
         add(eperm, "socketpair", seccomp.Arg(0, seccomp.NE, AF_UNIX))
 
@@ -298,7 +315,8 @@ def _build(network_access: bool, allow_process_creation: bool) -> tuple[Any, dic
 
     return filt, {
         "denied": denied,
-        "network": "allowed" if network_access else "unix-only",
+        "network": ("inet-only" if network_access == INET_ONLY
+                    else "allowed" if network_access else "unix-only"),
         "process_creation": bool(allow_process_creation),
         "unknown": unknown,
     }

@@ -104,3 +104,18 @@ def test_magics_without_options_know_only_help() -> None:
         secure_args.parse_no_options("%secure_status", "--x", description)
     text = secure_args.help_of("%secure_panel", secure_args.PANEL_DESCRIPTION)
     assert text.startswith("usage: %secure_panel") and "live panel" in text
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("--network", True), ("--no-network", False), ("--network --timeout 2", True),
+    ("--network pypi.org:443,files.pythonhosted.org:443",
+     ("files.pythonhosted.org:443", "pypi.org:443")),
+    ("--network '[::1]:8080, 10.0.0.0/8:5432'", ("10.0.0.0/8:5432", "[::1]:8080")),
+])
+def test_network_takes_a_switch_or_an_allow_list(line: str, expected: object) -> None:
+    assert secure_args.parse_secure(line).limits["network_access"] == expected
+
+
+def test_a_bad_destination_is_one_usage_line() -> None:
+    with pytest.raises(UsageError, match=r"^%%secure: --network: network_access: 'evil:0'"):
+        secure_args.parse_secure("--network evil:0")
