@@ -25,16 +25,13 @@ DENIAL_ERRNOS = {errno.EPERM, errno.EACCES, errno.EROFS, errno.ENETUNREACH,
                  errno.EAFNOSUPPORT, errno.EHOSTUNREACH}
 
 
-class StdinNotImplementedError(NotImplementedError):
-    """``input()`` in a cell whose frontend cannot answer (same name as in ipykernel)."""
-
-
 class IPythonExecutor:
     """One IPython shell per session worker; see the module docstring."""
 
     def __init__(self) -> None:
         self.worker: Any = None
         self.channel: Channel | None = None
+        self.kernel: Any = None
         self.shell: Any = None
         self.allow_stdin = False
 
@@ -65,32 +62,22 @@ class IPythonExecutor:
     def _start_shell(self) -> None:
         from traitlets.config import Config
 
-        from agenticraft_kernel.worker.shell import WorkerShell
+        from agenticraft_kernel.worker.shell import make_kernel
         os.environ.setdefault("IPYTHONDIR", os.path.join(os.environ.get("HOME", "."), ".ipython"))
+        # As IPKernelApp does: matplotlib draws inline unless the user chose another backend.
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         self.channel = Channel(self.worker)
         config = Config()
         config.HistoryManager.hist_file = ":memory:"
-        config.InteractiveShell.colors = "linux"
-        config.InteractiveShell.xmode = "Context"
         sys.stdout = EventStream(self.channel, "stdout")
         sys.stderr = EventStream(self.channel, "stderr")
-        self.shell = WorkerShell.instance(config=config, channel=self.channel)
+        self.kernel = make_kernel(self.channel, config)
+        self.shell = self.kernel.shell
         from agenticraft_kernel.worker.magics import KernelAnsweredMagics
         self.shell.register_magics(KernelAnsweredMagics)
         builtins.input = self._input
         getpass.getpass = self._getpass
-        self._install_comms()
-
-    def _install_comms(self) -> None:
-        import comm
-        from comm.base_comm import CommManager
-
-        from agenticraft_kernel.worker.comms import make_comm_class
-        manager = CommManager()
-        comm_class = make_comm_class(self.channel)
-        comm.create_comm = comm_class
-        comm.get_comm_manager = lambda: manager
-        self.comm_manager = manager
+        self.comm_manager = self.kernel.comm_manager
 
     # -- kinds -----------------------------------------------------------------------------------
     def _execute(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +93,7 @@ class IPythonExecutor:
         self.channel.emit({"type": "cell_started"})
         result = shell.run_cell(code, store_history=store_history, silent=silent,
                                 cell_id=request.get("cell_id"))
+        shell.exit_now = False  # exit() is the ask_exit payload: the parent acts on it
         if shell.limit_error is not None:  # the worker reports it; the session rolls back
             raise limit_exceeded(shell.limit_error, request.get("limits") or {})
         error = result.error_before_exec or result.error_in_exec
@@ -219,6 +207,7 @@ class IPythonExecutor:
 
     def _ask(self, prompt: str, password: bool) -> str:
         if not self.allow_stdin:
+            from IPython.core.error import StdinNotImplementedError
             raise StdinNotImplementedError(
                 "raw_input was called, but this frontend does not support input requests.")
         assert self.channel is not None

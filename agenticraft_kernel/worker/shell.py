@@ -1,22 +1,31 @@
-"""Worker side: an IPython ``InteractiveShell`` whose outputs become channel events.
+"""Worker side: ipykernel's own kernel object and shell, wired to the sandbox channel.
 
-Cells keep IPython semantics (display hooks, ``Out``/``_``, rich reprs, tracebacks, magics): the
-shell is IPython's own; only where output goes is changed, the way ipykernel's
-``ZMQInteractiveShell`` changes it, but to the sandbox channel instead of ZeroMQ.
+User code must not be able to tell this kernel from ipykernel: ``get_ipython()`` is a
+``ZMQInteractiveShell``, ``get_ipython().kernel`` an ``IPythonKernel`` with a ``session``, an
+``iopub_socket`` and a ``comm_manager``, displays go through ipykernel's display publisher and
+display hook, comms through ipykernel's ``Comm``/``CommManager``, ``exit()`` writes ipykernel's
+``ask_exit`` payload. Only the last step differs: ``ChannelSession.send`` turns each IOPub
+message into a channel event (the parent republishes it under the cell's request) instead of
+writing it to a ZeroMQ socket. The kernel object serves no sockets; the parent runs the protocol.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
+import os
 from typing import Any
 
-from IPython.core.displayhook import DisplayHook
-from IPython.core.displaypub import DisplayPublisher
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets import Any as AnyTrait
+from ipykernel.ipkernel import IPythonKernel
+from ipykernel.zmqshell import ZMQInteractiveShell
+from jupyter_client.session import Session
 from traitlets import Type
 
 from agenticraft_kernel.worker.channel import Channel, encode_bundle
+
+#: What the worker's kernel object has as its IOPub socket: messages sent to it become events.
+IOPUB = "iopub"
+COMM_MESSAGES = ("comm_open", "comm_msg", "comm_close")
 
 
 def is_limit_error(exc: BaseException | None) -> bool:
@@ -24,112 +33,50 @@ def is_limit_error(exc: BaseException | None) -> bool:
     return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.EFBIG)
 
 
-class ChannelDisplayPublisher(DisplayPublisher):
-    """``display()``, ``update_display()`` and ``clear_output()`` as channel events."""
+class ChannelSession(Session):
+    """A jupyter_client ``Session`` whose ``send`` writes channel events, not ZeroMQ frames.
+
+    Everything that publishes the ipykernel way (``session.send(kernel.iopub_socket, ...)``:
+    ipykernel's display publisher, display hook, comms, and libraries that do the same) ends here.
+    """
 
     channel: Channel | None = None
 
-    def publish(self, data: dict[str, Any], metadata: dict[str, Any] | None = None,  # type: ignore[override]
-                source: Any = None, *, transient: dict[str, Any] | None = None,
-                update: bool = False, **kwargs: Any) -> None:
-        assert self.channel is not None
-        self.channel.emit({"type": "update_display_data" if update else "display_data",
-                           "data": encode_bundle(data), "metadata": metadata or {},
-                           "transient": transient or {}})
-
-    def clear_output(self, wait: bool = False) -> None:
-        assert self.channel is not None
-        self.channel.emit({"type": "clear_output", "wait": bool(wait)})
-
-
-class ChannelDisplayHook(DisplayHook):
-    """The value of a cell's last expression as an ``execute_result`` event."""
-
-    channel: Channel | None = None
-    _pending: dict[str, Any] | None = None
-
-    def start_displayhook(self) -> None:
-        self._pending = {"type": "execute_result", "execution_count": self.prompt_count,
-                         "data": {}, "metadata": {}}
-
-    def write_output_prompt(self) -> None:
-        if self._pending is not None:
-            self._pending["execution_count"] = self.prompt_count
-
-    def write_format_data(self, format_dict: dict[str, Any],
-                          md_dict: dict[str, Any] | None = None) -> None:
-        if self._pending is not None:
-            self._pending["data"] = encode_bundle(format_dict)
-            self._pending["metadata"] = md_dict or {}
-
-    def finish_displayhook(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending and pending["data"] and self.channel is not None:
-            self.channel.emit(pending)
-
-
-class SessionShim:
-    """``get_ipython().kernel.session``: code written for ipykernel publishes IOPub messages
-    with ``session.send(kernel.iopub_socket, msg_type, content, parent=ip.parent_header)``; here
-    that becomes a channel event the kernel republishes (under the cell's request)."""
-
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
-
-    def send(self, stream: Any, msg_or_type: Any, content: dict[str, Any] | None = None,
-             parent: Any = None, ident: Any = None, buffers: Any = None, track: bool = False,
-             header: Any = None, metadata: Any = None) -> dict[str, Any]:
+    def send(self, stream: Any, msg_or_type: Any, content: Any = None, parent: Any = None,
+             ident: Any = None, buffers: Any = None, track: bool = False, header: Any = None,
+             metadata: Any = None) -> dict[str, Any] | None:
         if isinstance(msg_or_type, dict):
-            msg_type = msg_or_type["header"]["msg_type"]
-            content = msg_or_type.get("content", content)
+            msg = msg_or_type
         else:
-            msg_type = str(msg_or_type)
-        event = dict(content or {})
-        if isinstance(event.get("data"), dict):
-            event["data"] = encode_bundle(event["data"])
-        self.channel.emit({**event, "type": msg_type})
-        return {"header": {"msg_type": msg_type}, "content": content or {}}
+            msg = self.msg(str(msg_or_type), content=content, parent=parent, header=header,
+                           metadata=metadata)
+        channel = self.channel
+        if channel is None:
+            return msg
+        msg_type = str(msg["header"]["msg_type"])
+        body = dict(msg.get("content") or {})
+        if msg_type == "stream":
+            channel.write_stream(str(body.get("name", "stdout")), str(body.get("text", "")))
+        elif msg_type in COMM_MESSAGES:
+            channel.emit({"type": msg_type, "content": body,
+                          "metadata": dict(msg.get("metadata") or {}),
+                          "buffers": [base64.b64encode(bytes(b)).decode("ascii")
+                                      for b in buffers or msg.get("buffers") or ()]})
+        else:
+            if isinstance(body.get("data"), dict):
+                body["data"] = encode_bundle(body["data"])
+            channel.emit({**body, "type": msg_type})
+        return msg
 
 
-class KernelShim:
-    """The part of ipykernel's kernel object that notebooks use directly."""
+class WorkerShell(ZMQInteractiveShell):
+    """ipykernel's shell; a limit hit inside a cell is the worker's to report, not an error."""
 
-    iopub_socket = "iopub"
-
-    def __init__(self, channel: Channel) -> None:
-        self.session = SessionShim(channel)
-
-
-class WorkerShell(InteractiveShell):
-    """The shell inside the sandbox. History is in memory (``:memory:``); output is events."""
-
-    display_pub_class = Type(ChannelDisplayPublisher)
-    displayhook_class = Type(ChannelDisplayHook)
-    channel = AnyTrait(None)
-    _last_traceback: list[str] | None = None
     limit_error: BaseException | None = None
 
-    parent_header: dict[str, Any] = {}
-
-    @property
-    def kernel(self) -> KernelShim:
-        return KernelShim(self.channel)
-
-    def init_display_pub(self) -> None:
-        super().init_display_pub()
-        self.display_pub.channel = self.channel
-
-    def init_displayhook(self) -> None:
-        super().init_displayhook()
-        self.displayhook.channel = self.channel
-
-    def init_hooks(self) -> None:
-        super().init_hooks()
-        from IPython.core import page, payloadpage
-        # ``obj?`` and %pinfo page into the reply payload, as in ipykernel (no terminal pager).
-        self.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
-
     def enable_gui(self, gui: str | None = None) -> None:
+        # ipykernel integrates GUI event loops through its own application; in the sandbox
+        # there is no display server, only the inline backend.
         if gui not in (None, "inline"):
             raise NotImplementedError(f"GUI event loop {gui!r} is not available in the sandbox")
 
@@ -138,6 +85,26 @@ class WorkerShell(InteractiveShell):
         if is_limit_error(evalue):
             self.limit_error = evalue  # reported as a limit by the worker, not as a cell error
             return
-        self._last_traceback = stb
-        self.channel.emit({"type": "error", "ename": etype.__name__, "evalue": str(evalue),
-                           "traceback": stb})
+        super()._showtraceback(etype, evalue, stb)
+
+
+class WorkerKernel(IPythonKernel):
+    """ipykernel's kernel object without sockets: it owns the shell, session and comm manager
+    the way ipykernel does; the worker's executor runs the requests."""
+
+    shell_class = Type(WorkerShell)
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:  # what get_ipython().kernel.kernel_info says
+        return dict(super().kernel_info, supported_features=[])
+
+
+def make_kernel(channel: Channel, config: Any) -> WorkerKernel:
+    """The worker's kernel singleton (``Kernel.instance()`` is what ipykernel's comms use)."""
+    # ipykernel imports debugpy when it builds its kernel object; without this, debugpy warns
+    # about frozen modules on stderr (stock ipykernel avoids it with -Xfrozen_modules=off).
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    session = ChannelSession(key=b"")
+    session.channel = channel
+    kernel = WorkerKernel.instance(config=config, session=session, iopub_socket=IOPUB)
+    return kernel
