@@ -14,12 +14,12 @@ from __future__ import annotations
 import base64
 import errno
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.zmqshell import ZMQInteractiveShell
 from jupyter_client.session import Session
-from traitlets import Type
 
 from agenticraft_kernel.worker.channel import Channel, encode_bundle
 
@@ -69,42 +69,47 @@ class ChannelSession(Session):
         return msg
 
 
-class WorkerShell(ZMQInteractiveShell):
-    """ipykernel's shell; a limit hit inside a cell is the worker's to report, not an error."""
+def _enable_gui(gui: str | None = None) -> None:
+    """``shell.enable_gui``: ipykernel integrates GUI event loops through its application; in the
+    sandbox there is no display server, only the inline backend."""
+    if gui not in (None, "inline"):
+        raise NotImplementedError(f"GUI event loop {gui!r} is not available in the sandbox")
 
-    limit_error: BaseException | None = None
 
-    def enable_gui(self, gui: str | None = None) -> None:
-        # ipykernel integrates GUI event loops through its own application; in the sandbox
-        # there is no display server, only the inline backend.
-        if gui not in (None, "inline"):
-            raise NotImplementedError(f"GUI event loop {gui!r} is not available in the sandbox")
+def _limit_aware(show: Callable[..., None], shell: ZMQInteractiveShell) -> Callable[..., None]:
+    """``shell._showtraceback``: a limit hit inside a cell is the worker's to report (the run
+    rolls back), not a cell error; everything else is ipykernel's own error output."""
 
-    def _showtraceback(self, etype: type[BaseException], evalue: BaseException,
-                       stb: list[str]) -> None:
+    def showtraceback(etype: type[BaseException], evalue: BaseException,
+                      stb: list[str]) -> None:
         if is_limit_error(evalue):
-            self.limit_error = evalue  # reported as a limit by the worker, not as a cell error
+            shell.limit_error = evalue  # type: ignore[attr-defined]
             return
-        super()._showtraceback(etype, evalue, stb)
+        show(etype, evalue, stb)
+
+    return showtraceback
 
 
-class WorkerKernel(IPythonKernel):
-    """ipykernel's kernel object without sockets: it owns the shell, session and comm manager
-    the way ipykernel does; the worker's executor runs the requests."""
+def make_kernel(channel: Channel, config: Any,
+                input_request: Callable[[str, bool], str]) -> IPythonKernel:
+    """ipykernel's kernel singleton and shell, as stock classes (code that checks the class, its
+    module or ``Kernel.instance()``, like plotly and ipykernel's comms, sees ipykernel).
 
-    shell_class = Type(WorkerShell)
-
-    @property
-    def kernel_info(self) -> dict[str, Any]:  # what get_ipython().kernel.kernel_info says
-        return dict(super().kernel_info, supported_features=[])
-
-
-def make_kernel(channel: Channel, config: Any) -> WorkerKernel:
-    """The worker's kernel singleton (``Kernel.instance()`` is what ipykernel's comms use)."""
+    ``input_request(prompt, password)`` answers ``input()``/``getpass`` once ipykernel's own
+    ``raw_input`` has checked ``allow_stdin``; instance attributes replace the few methods that
+    would otherwise reach for ZeroMQ sockets or ipykernel's application.
+    """
     # ipykernel imports debugpy when it builds its kernel object; without this, debugpy warns
     # about frozen modules on stderr (stock ipykernel avoids it with -Xfrozen_modules=off).
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     session = ChannelSession(key=b"")
     session.channel = channel
-    kernel = WorkerKernel.instance(config=config, session=session, iopub_socket=IOPUB)
+    kernel = IPythonKernel.instance(config=config, session=session, iopub_socket=IOPUB)
+    kernel._input_request = (  # type: ignore[method-assign]
+        lambda prompt, ident, parent, password=False: input_request(str(prompt), password))
+    shell = kernel.shell
+    assert isinstance(shell, ZMQInteractiveShell)
+    shell.limit_error = None  # type: ignore[attr-defined]
+    shell.enable_gui = _enable_gui  # type: ignore[method-assign]
+    shell._showtraceback = _limit_aware(shell._showtraceback, shell)  # type: ignore[method-assign]
     return kernel

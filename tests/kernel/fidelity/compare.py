@@ -22,7 +22,7 @@ from kernel.harness import KERNEL
 STOCK = "python3"
 ADDR = re.compile(r"0x[0-9a-fA-F]{6,16}")
 HEX_ID = re.compile(r"\b[0-9a-f]{32}\b")
-TIMING = re.compile(r"\d+(\.\d+)?\s?(ns|µs|us|ms|s)\b( ± \d+(\.\d+)?\s?(ns|µs|us|ms|s))?")
+TIMING = re.compile(r"\d+(\.\d+)?\s?(ns|µs|μs|us|ms|s)\b( ± \d+(\.\d+)?\s?(ns|µs|μs|us|ms|s))?")
 LOOPS = re.compile(r"\(mean ± std\. dev\. of \d+ runs?, [\d,]+ loops? each\)")
 RATE = re.compile(r"\d+(\.\d+)?(it/s|s/it)")
 PID_PATH = re.compile(r"ipykernel_\d+")
