@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import errno
-import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +26,23 @@ from agenticraft_kernel.worker.channel import Channel, encode_bundle
 #: What the worker's kernel object has as its IOPub socket: messages sent to it become events.
 IOPUB = "iopub"
 COMM_MESSAGES = ("comm_open", "comm_msg", "comm_close")
+
+
+def _import_ipykernel_without_debugpy() -> None:
+    """Import ipykernel's debugger module with debugpy hidden, so it records "no debugpy".
+
+    The worker's kernel object serves no debugger (the parent advertises none), yet
+    ``IPythonKernel`` would import debugpy and pydevd (about 8 MB per worker) and debugpy would
+    warn about frozen modules on stderr. ``None`` in ``sys.modules`` makes that one import fail;
+    the entry is removed again, so a cell can still ``import debugpy`` itself."""
+    hidden = "debugpy" not in sys.modules
+    if hidden:
+        sys.modules["debugpy"] = None  # type: ignore[assignment]
+    try:
+        import ipykernel.debugger  # noqa: F401
+    finally:
+        if hidden:
+            del sys.modules["debugpy"]
 
 
 def is_limit_error(exc: BaseException | None) -> bool:
@@ -99,9 +116,7 @@ def make_kernel(channel: Channel, config: Any,
     ``raw_input`` has checked ``allow_stdin``; instance attributes replace the few methods that
     would otherwise reach for ZeroMQ sockets or ipykernel's application.
     """
-    # ipykernel imports debugpy when it builds its kernel object; without this, debugpy warns
-    # about frozen modules on stderr (stock ipykernel avoids it with -Xfrozen_modules=off).
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    _import_ipykernel_without_debugpy()
     session = ChannelSession(key=b"")
     session.channel = channel
     kernel = IPythonKernel.instance(config=config, session=session, iopub_socket=IOPUB)
