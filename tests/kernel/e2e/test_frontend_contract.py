@@ -69,3 +69,21 @@ def test_usage_reply_has_ipykernels_shape_and_measures_the_sandbox(fresh: Kernel
     after = usage(fresh)
     assert after["kernel_memory"] - before["kernel_memory"] > 250 * 1024 * 1024
     assert parent.memory_info().rss < 250 * 1024 * 1024
+
+
+def test_parent_uses_only_the_connection_files_ports(kernel: Kernel) -> None:
+    """Start-up race: jupyter_client picks a kernel's ports by binding to port 0 and closing, so
+    any port a starting kernel takes at random (ipykernel's IOPub pipe, a connection's local
+    port) can be one another starting kernel was just given, which then dies with "Address
+    already in use". The parent takes none: its TCP sockets are the five it was given."""
+    kernel.value("1")
+    info = kernel.km.get_connection_info()
+    given = {info[k] for k in ("shell_port", "iopub_port", "stdin_port", "control_port",
+                               "hb_port")}
+    process = psutil.Process(kernel.km.provisioner.pid)
+    local = {c.laddr.port for c in process.net_connections(kind="tcp")
+             if c.status == psutil.CONN_LISTEN or not c.raddr}
+    outgoing = [c for c in process.net_connections(kind="tcp")
+                if c.raddr and c.laddr.port not in given]
+    assert local == given
+    assert outgoing == []
