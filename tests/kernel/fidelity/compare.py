@@ -9,6 +9,7 @@ colours of tracebacks included, must be identical.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -63,7 +64,10 @@ def run_notebook(nb: Any, kernel_name: str, path: Path, **opts: Any) -> Any:
             cell["outputs"] = []
     client = nbclient.NotebookClient(cleaned, kernel_name=kernel_name,
                                      resources={"metadata": {"path": str(path)}}, **opts)
-    return client.execute()
+    # Not PYTEST_CURRENT_TEST: under pytest, ipykernel leaves its fd capture off (and
+    # sys.stdout.fileno() then raises); kernels here run as under Jupyter.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    return client.execute(env=env)
 
 
 def outputs_of(nb: Any) -> list[tuple[Any, list[dict[str, Any]]]]:

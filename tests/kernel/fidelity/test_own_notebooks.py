@@ -52,6 +52,9 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
         "import sys\n'ipykernel' in sys.modules, type(ip.exiter).__name__",
         "import os\nos.environ.get('MPLBACKEND'), os.environ.get('TERM'), "
         "os.environ.get('PAGER')",
+        "from ipykernel.iostream import OutStream\n"
+        "[(isinstance(s, OutStream), s.name, s.encoding, s.isatty(), s.fileno() > 0) "
+        "for s in (sys.stdout, sys.stderr)]",
     ),
     "exit": (
         "print('before')",
