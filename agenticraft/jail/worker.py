@@ -4,6 +4,11 @@ Sessions: before each run the live worker forks. The child runs the code; the pa
 checkpoint. If the run ends normally the child tells the parent to exit and becomes the live
 worker. If the child is killed (or hits a limit), the parent resumes with the state from before
 the run: a rollback costs one fork, not a replay.
+
+Undo (runs with ``keep_undo``, the kernel's cells): after such a run the checkpoint does not exit
+but stays, waiting, as the state from before that run; ``{"op": "undo"}`` ends the live worker and
+resumes it. One state is kept: the next ``keep_undo`` run replaces it, and after an undo there is
+none until the next such run. Runs without ``keep_undo`` (completions, comm messages) leave it.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ class Worker:
         self.promote_fd: int | None = None
         self.run_id: int | None = None  # tags this run's events; None between runs
 
+        #: Write end of the pipe the undo state (our parent, the previous checkpoint) waits on.
+        self.undo_fd: int | None = None
+
     def serve(self, ready: dict[str, Any]) -> None:
         protocol.send(self.chan, {"ev": "ready", **ready})
         while True:
@@ -60,10 +68,22 @@ class Worker:
             if msg is None or msg.get("op") == "exit":
                 _flush()
                 os._exit(0)
+            if msg.get("op") == "undo":
+                self._undo()
+                continue
             if msg.get("op") == "run":
                 if msg.get("checkpoint") and not self._fork_runner(msg):
                     continue  # this process is the checkpoint and was just restored
                 self._run(msg)
+
+    def _undo(self) -> None:
+        """End this live worker and let the undo state resume (it reports ``undone``)."""
+        if self.undo_fd is None:
+            protocol.send(self.chan, {"ev": "undo_refused"})
+            return
+        _flush()
+        os.write(self.undo_fd, b"U")
+        os._exit(0)
 
     def emit(self, data: dict[str, Any]) -> None:
         """Send an executor event (display data, an input request) to the supervisor now,
@@ -94,8 +114,12 @@ class Worker:
                                       "limit": {"limit": "max_processes",
                                                 "detail": f"checkpoint fork failed: {exc}"}})
             return False
+        keep_undo = bool(msg.get("keep_undo"))
         if pid == 0:
             os.close(r)
+            if keep_undo and self.undo_fd is not None:
+                os.close(self.undo_fd)  # the undo state's pipe stays with the checkpoint
+                self.undo_fd = None
             gc.unfreeze()
             if shim is not None:
                 shim.after_fork()
@@ -103,12 +127,9 @@ class Worker:
             self.promote_fd = w
             return True
         os.close(w)
-        while True:
-            try:
-                data = os.read(r, 1)
-                break
-            except InterruptedError:
-                continue
+        data = _read_byte(r)
+        if data == b"P" and keep_undo:
+            return self._hold_undo(r, pid)
         os.close(r)
         if data == b"P":
             os._exit(0)  # the runner is the live session now
@@ -117,6 +138,22 @@ class Worker:
         if shim is not None:
             shim.start()  # rolled back: this process is the live worker again
         protocol.send(self.chan, {"ev": "rolled_back", "run": msg["run"], "status": status})
+        return False
+
+    def _hold_undo(self, r: int, runner: int) -> bool:
+        """The runner is the live session now; wait as the state from before its run until it
+        asks for an undo (b"U": resume, False) or lets go (end of file: exit)."""
+        if self.undo_fd is not None:
+            os.close(self.undo_fd)  # the older undo state ends (it reads end of file)
+            self.undo_fd = None
+        data = _read_byte(r)
+        os.close(r)
+        if data != b"U":
+            os._exit(0)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(runner, 0)
+        gc.unfreeze()
+        protocol.send(self.chan, {"ev": "undone", "pid": os.getpid()})
         return False
 
     def _run(self, msg: dict[str, Any]) -> None:
@@ -174,7 +211,10 @@ class Worker:
         if self.promote_fd is not None:
             if keep:
                 os.write(self.promote_fd, b"P")
-                os.close(self.promote_fd)
+                if msg.get("keep_undo"):  # the checkpoint now waits on it as the undo state
+                    self.undo_fd = self.promote_fd
+                else:
+                    os.close(self.promote_fd)
                 self.promote_fd = None
             else:
                 os._exit(0)  # hand the session back to the checkpoint
@@ -189,6 +229,13 @@ def egress_shim_active() -> Any:
 def _limit_frame(exc: ResourceLimitExceeded) -> dict[str, Any]:
     return {"limit": exc.limit, "value": to_safe(exc.value), "allowed": to_safe(exc.allowed),
             "message": str(exc)}
+
+def _read_byte(fd: int) -> bytes:
+    while True:
+        try:
+            return os.read(fd, 1)
+        except InterruptedError:
+            continue
 
 
 def load_executor(name: str) -> Any:

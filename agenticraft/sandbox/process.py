@@ -238,6 +238,21 @@ class ProcessSession:
 
         return await self._in_turn(once)
 
+    async def undo(self) -> bool:
+        """Restore the variables from before the last run made with ``keep_undo`` in ``extra``
+        (the kernel's cells); False if there is nothing to restore (no such run yet, or undone
+        already). The session must be idle."""
+
+        async def once(handle: WorkerHandle) -> bool:
+            try:
+                return await self.sandbox.supervisor.undo(handle)
+            finally:
+                if not handle.alive:
+                    handle.close()
+                    self.handle = None
+
+        return await self._in_turn(once)
+
     def _context_for(self, limits: ResourceLimits | None) -> SecurityContext:
         ctx = self.context
         if limits is None:

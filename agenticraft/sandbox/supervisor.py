@@ -374,6 +374,25 @@ class Supervisor:
             kill_tree(handle.pid)
             handle.alive = False
 
+    async def undo(self, handle: WorkerHandle) -> bool:
+        """Ask a session's live worker to give way to the state from before its last
+        ``keep_undo`` run (see ``agenticraft.jail.worker``); False when there is none."""
+        handle.send({"op": "undo"})
+        try:
+            frame = await asyncio.wait_for(handle.recv(), timeout=10)
+        except (TimeoutError, protocol.ProtocolError):
+            frame = None
+        if frame is not None and frame.get("ev") == "undo_refused":
+            return False
+        if frame is not None and frame.get("ev") == "undone":
+            pid = self._verify_runner(frame, handle)
+            if pid > 0:
+                handle.pid = pid  # the undo state is the live session now
+                return True
+        kill_tree(handle.pid)
+        handle.alive = False
+        raise SandboxError(f"the sandbox session could not be restored (got {frame!r})")
+
     def _verify_runner(self, frame: dict[str, Any], handle: WorkerHandle) -> int:
         """The runner pid comes from the untrusted side: accept only one of the session's."""
         inner = frame.get("pid")

@@ -11,6 +11,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import zmq
+from ipykernel.control import ControlThread
+from ipykernel.iostream import IOPubThread
 from ipykernel.kernelapp import IPKernelApp
 from jupyter_client.session import Session
 from traitlets import Bool, Type
@@ -32,8 +35,36 @@ class SecureKernelApp(IPKernelApp):
                              ).tag(config=True)
 
     def init_control(self, context: Any) -> None:
-        super().init_control(context)
+        """ipykernel's, without connecting its debugger's shell socket (this kernel offers no
+        debugger, and every outgoing connection takes an ephemeral port, see ``init_iopub``)."""
+        self.control_socket = context.socket(zmq.ROUTER)
+        self.control_socket.linger = 1000
+        self._apply_curve_server_options(self.control_socket)
+        self.control_port = self._bind_socket(self.control_socket, self.control_port)
+        self.debugpy_socket = context.socket(zmq.STREAM)
+        self.debug_shell_socket = context.socket(zmq.DEALER)
+        if hasattr(zmq, "ROUTER_HANDOVER"):
+            self.control_socket.router_handover = 1
+        self.control_thread = ControlThread(daemon=True)
         self.shell_channel_thread = None  # no subshells: shell messages run on the main loop
+
+    def init_iopub(self, context: Any) -> None:
+        """ipykernel's, without the pipe for forked subprocesses' output.
+
+        That pipe is one more TCP port bound at random while the kernel starts. jupyter_client
+        picks each kernel's ports by binding to port 0 and closing, so when many kernels start at
+        once, a port picked for one can be taken by another's pipe before the first binds it, and
+        the first dies ("Address already in use"). The parent runs no user code: nothing forked
+        from it ever writes to IOPub, so it needs no pipe (cells' output comes over the sandbox
+        channel)."""
+        self.iopub_socket = context.socket(zmq.XPUB)
+        self.iopub_socket.linger = 1000
+        self._apply_curve_server_options(self.iopub_socket)
+        self.iopub_port = self._bind_socket(self.iopub_socket, self.iopub_port)
+        self.configure_tornado_logger()
+        self.iopub_thread = IOPubThread(self.iopub_socket, pipe=False, session=self.session)
+        self.iopub_thread.start()
+        self.iopub_socket = self.iopub_thread.background_socket
 
     def init_path(self) -> None:
         """Leave ``sys.path`` alone: never import from the notebook's directory."""

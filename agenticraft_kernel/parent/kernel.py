@@ -39,7 +39,7 @@ from agenticraft.wire.errors import (
     SecurityException,
 )
 from agenticraft_kernel import __version__
-from agenticraft_kernel.parent import magic_detect
+from agenticraft_kernel.parent import fidelity, magic_detect
 from agenticraft_kernel.parent.backends import RestrictedBackend, SessionBackend, make_backend
 from agenticraft_kernel.parent.cell_audit import KernelAudit
 from agenticraft_kernel.parent.cell_state import CellState
@@ -142,6 +142,7 @@ class SecureKernel(Kernel):
         self.panels = PanelHost(self._make_panel, log=self.log)
         self.output_policy = OutputPolicy()
         self.stdin_server = StdinServer()
+        self._usage = fidelity.SandboxUsage()
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -297,7 +298,9 @@ class SecureKernel(Kernel):
             return self._refused(relay, exc, code, count, cell_id)
         extra = {"kind": "execute", "silent": silent, "store_history": store_history,
                  "user_expressions": user_expressions or {}, "allow_stdin": allow_stdin,
-                 "execution_count": count, "cell_id": cell_id}
+                 "execution_count": count, "cell_id": cell_id,
+                 "parent_header": fidelity.plain_header(parent),
+                 "keep_undo": True}  # %secure_undo: the session keeps the state before it
         try:
             if audit_view.requested(code) is not None:
                 self.cell.idle()
@@ -372,6 +375,8 @@ class SecureKernel(Kernel):
             reply.update(ename=str(values.get("ename", "Error")),
                          evalue=str(values.get("evalue", "")),
                          traceback=list(values.get("traceback") or []))
+        if fidelity.asks_exit(reply["payload"]):
+            self._exit_soon()
         return reply
 
     def limit_failure(self, relay: Relay, backend: Backend | None, ctx: SecurityContext,
@@ -535,7 +540,8 @@ class SecureKernel(Kernel):
                "header": {"msg_id": parent["header"].get("msg_id"), "msg_type": msg_type},
                "buffers": [base64.b64encode(bytes(b)).decode("ascii")
                            for b in parent.get("buffers") or []]}
-        await self.ask_worker("comm", "", {}, self._relay(parent), msg=msg)
+        await self.ask_worker("comm", "", {}, self._relay(parent), msg=msg,
+                              parent_header=fidelity.plain_header(parent))
 
     comm_open = comm_msg = comm_close = _comm
 
@@ -544,6 +550,26 @@ class SecureKernel(Kernel):
         assert self.session is not None
         self.session.send(stream, "comm_info_reply",
                           {"status": "ok", "comms": self.comms.listing(target)}, parent, ident)
+
+    # -- usage (jupyter-resource-usage), exit() --------------------------------------------------
+    async def usage_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        """What ipykernel answers, measured on the sandbox's worker tree (where cells run)."""
+        assert self.session is not None
+        pid = self.backend.pid if self.backend is not None else None
+        self.session.send(stream, "usage_reply", self._usage.reply(pid), parent, ident)
+
+    def _exit_soon(self) -> None:
+        """``exit()`` in a cell: as ipykernel, stop shortly after the reply went out."""
+        async def stop() -> None:
+            await self._close()
+            self.io_loop.stop()
+
+        def later() -> None:
+            task = asyncio.ensure_future(stop())
+            self._tasks.add(task)
+
+        assert self._loop is not None
+        self._loop.call_later(fidelity.EXIT_DELAY, later)
 
     # -- shutdown --------------------------------------------------------------------------------
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from agenticraft.wire.limits import coerce_limit
 #: The process sandbox preloads these in its zygote so a notebook's worker starts warm.
 PRELOAD = ("IPython", "IPython.core.interactiveshell", "IPython.core.completer", "jedi",
            "comm", "agenticraft_kernel.worker.ipython_executor", "agenticraft_kernel.worker.shell",
-           "agenticraft_kernel.worker.comms", "agenticraft_kernel.worker.magics",
+           "agenticraft_kernel.worker.magics",
            "traitlets.config")
 
 

@@ -17,7 +17,10 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
+
+from ipykernel.iostream import OutStream
 
 from agenticraft.wire.streams import StreamBatch
 
@@ -147,25 +150,38 @@ class Channel:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-class EventStream(io.TextIOBase):
-    """``sys.stdout``/``sys.stderr`` inside the worker: text goes to the channel in order."""
+class EventStream(OutStream):
+    """``sys.stdout``/``sys.stderr`` inside the worker: ipykernel's ``OutStream`` class (code that
+    checks for it finds it), writing to the channel in order instead of an IOPub thread.
 
-    def __init__(self, channel: Channel, name: str) -> None:
-        super().__init__()
+    ``fileno()`` is the process's own descriptor, as ipykernel's is with its fd capture: what a
+    subprocess or C code writes there reaches the cell's output through the supervisor.
+    """
+
+    def __init__(self, channel: Channel, name: str) -> None:  # no IOPub thread, no fd pipes
+        io.TextIOBase.__init__(self)
         self.channel = channel
         self.name = name
+        self.session = None
+        self.pub_thread = channel  # ``closed`` is "pub_thread is None"
+        self.echo = None
+        self._isatty = False
+        self._should_watch = False
+        self._local = threading.local()
+        self._parent_header: ContextVar[dict[str, Any]] = ContextVar("parent_header")
+        self._parent_header.set({})
+        self._parent_header_global: dict[str, Any] = {}
+        self._fd = 1 if name == "stdout" else 2
 
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
+    def fileno(self) -> int:
+        return self._fd
 
-    def writable(self) -> bool:
-        return True
+    def close(self) -> None:
+        self.pub_thread = None
 
-    def isatty(self) -> bool:
-        return False
-
-    def write(self, text: str) -> int:
+    def write(self, text: str) -> int:  # type: ignore[override]
+        if self.pub_thread is None:
+            raise ValueError("I/O operation on closed file")
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         self.channel.write_stream(self.name, text)

@@ -11,9 +11,7 @@ never decide.
 from __future__ import annotations
 
 import base64
-import builtins
 import errno
-import getpass
 import os
 import sys
 from typing import Any
@@ -26,18 +24,14 @@ DENIAL_ERRNOS = {errno.EPERM, errno.EACCES, errno.EROFS, errno.ENETUNREACH,
                  errno.EAFNOSUPPORT, errno.EHOSTUNREACH}
 
 
-class StdinNotImplementedError(NotImplementedError):
-    """``input()`` in a cell whose frontend cannot answer (same name as in ipykernel)."""
-
-
 class IPythonExecutor:
     """One IPython shell per session worker; see the module docstring."""
 
     def __init__(self) -> None:
         self.worker: Any = None
         self.channel: Channel | None = None
+        self.kernel: Any = None
         self.shell: Any = None
-        self.allow_stdin = False
 
     def attach(self, worker: Any) -> None:
         self.worker = worker
@@ -52,6 +46,11 @@ class IPythonExecutor:
         if handler is None:
             return {"status": "error", "ename": "ValueError", "evalue": f"unknown kind {kind!r}",
                     "traceback": []}
+        header = request.get("parent_header")
+        if isinstance(header, dict):  # the frontend's request: Output widgets capture by its id
+            self.kernel.set_parent([], {"header": header, "parent_header": {}, "metadata": {},
+                                        "content": {}, "msg_id": header.get("msg_id"),
+                                        "msg_type": header.get("msg_type")}, "shell")
         self.channel.begin()
         try:
             return handler(code, request)
@@ -66,39 +65,28 @@ class IPythonExecutor:
     def _start_shell(self) -> None:
         from traitlets.config import Config
 
-        from agenticraft_kernel.worker.shell import WorkerShell
+        from agenticraft_kernel.worker.shell import make_kernel
         os.environ.setdefault("IPYTHONDIR", os.path.join(os.environ.get("HOME", "."), ".ipython"))
+        # As IPKernelApp does: matplotlib draws inline unless the user chose another backend.
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        from agenticraft_kernel.worker.fontconfig import ensure_fontconfig
+        ensure_fontconfig()
         self.channel = Channel(self.worker)
         config = Config()
         config.HistoryManager.hist_file = ":memory:"
-        config.InteractiveShell.colors = "linux"
-        config.InteractiveShell.xmode = "Context"
         sys.stdout = EventStream(self.channel, "stdout")
         sys.stderr = EventStream(self.channel, "stderr")
-        self.shell = WorkerShell.instance(config=config, channel=self.channel)
+        self.kernel = make_kernel(self.channel, config, self._ask)
+        self.shell = self.kernel.shell
         from agenticraft_kernel.worker.magics import KernelAnsweredMagics
         self.shell.register_magics(KernelAnsweredMagics)
-        builtins.input = self._input
-        getpass.getpass = self._getpass
-        self._install_comms()
-
-    def _install_comms(self) -> None:
-        import comm
-        from comm.base_comm import CommManager
-
-        from agenticraft_kernel.worker.comms import make_comm_class
-        manager = CommManager()
-        comm_class = make_comm_class(self.channel)
-        comm.create_comm = comm_class
-        comm.get_comm_manager = lambda: manager
-        self.comm_manager = manager
+        self.comm_manager = self.kernel.comm_manager
 
     # -- kinds -----------------------------------------------------------------------------------
     def _execute(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
         shell = self.shell
         silent = bool(request.get("silent", False))
         store_history = bool(request.get("store_history", not silent))
-        self.allow_stdin = bool(request.get("allow_stdin", False))
         if isinstance(request.get("execution_count"), int) and store_history:
             shell.execution_count = request["execution_count"]
         shell._last_traceback = None
@@ -106,8 +94,13 @@ class IPythonExecutor:
         shell.limits = dict(request.get("limits") or {})
         # From here a KeyboardInterrupt is the cell's: the kernel holds interrupts until now.
         self.channel.emit({"type": "cell_started"})
-        result = shell.run_cell(code, store_history=store_history, silent=silent,
-                                cell_id=request.get("cell_id"))
+        self.kernel._forward_input(bool(request.get("allow_stdin", False)))
+        try:
+            result = shell.run_cell(code, store_history=store_history, silent=silent,
+                                    cell_id=request.get("cell_id"))
+        finally:
+            self.kernel._restore_input()
+        shell.exit_now = False  # exit() is the ask_exit payload: the parent acts on it
         if shell.limit_error is not None:  # the worker reports it; the session rolls back
             raise limit_exceeded(shell.limit_error, request.get("limits") or {})
         error = result.error_before_exec or result.error_in_exec
@@ -217,16 +210,8 @@ class IPythonExecutor:
             if target is None or c.target_name == target}}
 
     # -- stdin -----------------------------------------------------------------------------------
-    def _input(self, prompt: Any = "") -> str:
-        return self._ask(str(prompt), password=False)
-
-    def _getpass(self, prompt: str = "Password: ", stream: Any = None) -> str:
-        return self._ask(prompt, password=True)
-
     def _ask(self, prompt: str, password: bool) -> str:
-        if not self.allow_stdin:
-            raise StdinNotImplementedError(
-                "raw_input was called, but this frontend does not support input requests.")
+        """ipykernel's ``_input_request``: the parent asks the frontend on the stdin channel."""
         assert self.channel is not None
         self.channel.emit({"type": "input_request", "prompt": prompt, "password": password})
         while True:

@@ -1,27 +1,53 @@
-"""Worker side: an IPython ``InteractiveShell`` whose outputs become channel events.
+"""Worker side: ipykernel's own kernel object and shell, wired to the sandbox channel.
 
-Cells keep IPython semantics (display hooks, ``Out``/``_``, rich reprs, tracebacks, magics): the
-shell is IPython's own; only where output goes is changed, the way ipykernel's
-``ZMQInteractiveShell`` changes it, but to the sandbox channel instead of ZeroMQ.
+User code must not be able to tell this kernel from ipykernel: ``get_ipython()`` is a
+``ZMQInteractiveShell``, ``get_ipython().kernel`` an ``IPythonKernel`` with a ``session``, an
+``iopub_socket`` and a ``comm_manager``, displays go through ipykernel's display publisher and
+display hook, comms through ipykernel's ``Comm``/``CommManager``, ``exit()`` writes ipykernel's
+``ask_exit`` payload. Only the last step differs: ``ChannelSession.send`` turns each IOPub
+message into a channel event (the parent republishes it under the cell's request) instead of
+writing it to a ZeroMQ socket. The kernel object serves no sockets; the parent runs the protocol.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import importlib
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
-from IPython.core.displayhook import DisplayHook
-from IPython.core.displaypub import DisplayPublisher
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets import Any as AnyTrait
-from traitlets import Type
+from ipykernel.ipkernel import IPythonKernel
+from ipykernel.zmqshell import ZMQInteractiveShell
+from jupyter_client.session import Session
 
 from agenticraft_kernel.worker.channel import Channel, encode_bundle
+
+#: What the worker's kernel object has as its IOPub socket: messages sent to it become events.
+IOPUB = "iopub"
+COMM_MESSAGES = ("comm_open", "comm_msg", "comm_close")
+
+
+def _import_ipykernel_without_debugpy() -> None:
+    """Import ipykernel's debugger module with debugpy hidden, so it records "no debugpy".
+
+    The worker's kernel object serves no debugger (the parent advertises none), yet
+    ``IPythonKernel`` would import debugpy and pydevd (about 8 MB per worker) and debugpy would
+    warn about frozen modules on stderr. ``None`` in ``sys.modules`` makes that one import fail;
+    the entry is removed again, so a cell can still ``import debugpy`` itself."""
+    hidden = "debugpy" not in sys.modules
+    if hidden:
+        sys.modules["debugpy"] = None  # type: ignore[assignment]
+    try:
+        import ipykernel.debugger  # noqa: F401
+    finally:
+        if hidden:
+            del sys.modules["debugpy"]
 
 
 def is_limit_error(exc: BaseException | None) -> bool:
@@ -30,152 +56,119 @@ def is_limit_error(exc: BaseException | None) -> bool:
         isinstance(exc, OSError) and exc.errno in (errno.EFBIG, errno.ENOSPC))
 
 
-class ChannelDisplayPublisher(DisplayPublisher):
-    """``display()``, ``update_display()`` and ``clear_output()`` as channel events."""
+class ChannelSession(Session):
+    """A jupyter_client ``Session`` whose ``send`` writes channel events, not ZeroMQ frames.
+
+    Everything that publishes the ipykernel way (``session.send(kernel.iopub_socket, ...)``:
+    ipykernel's display publisher, display hook, comms, and libraries that do the same) ends here.
+    """
 
     channel: Channel | None = None
 
-    def publish(self, data: dict[str, Any], metadata: dict[str, Any] | None = None,  # type: ignore[override]
-                source: Any = None, *, transient: dict[str, Any] | None = None,
-                update: bool = False, **kwargs: Any) -> None:
-        assert self.channel is not None
-        self.channel.emit({"type": "update_display_data" if update else "display_data",
-                           "data": encode_bundle(data), "metadata": metadata or {},
-                           "transient": transient or {}})
-
-    def clear_output(self, wait: bool = False) -> None:
-        assert self.channel is not None
-        self.channel.emit({"type": "clear_output", "wait": bool(wait)})
-
-
-class ChannelDisplayHook(DisplayHook):
-    """The value of a cell's last expression as an ``execute_result`` event."""
-
-    channel: Channel | None = None
-    _pending: dict[str, Any] | None = None
-
-    def start_displayhook(self) -> None:
-        self._pending = {"type": "execute_result", "execution_count": self.prompt_count,
-                         "data": {}, "metadata": {}}
-
-    def write_output_prompt(self) -> None:
-        if self._pending is not None:
-            self._pending["execution_count"] = self.prompt_count
-
-    def write_format_data(self, format_dict: dict[str, Any],
-                          md_dict: dict[str, Any] | None = None) -> None:
-        if self._pending is not None:
-            self._pending["data"] = encode_bundle(format_dict)
-            self._pending["metadata"] = md_dict or {}
-
-    def finish_displayhook(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending and pending["data"] and self.channel is not None:
-            self.channel.emit(pending)
-
-
-class SessionShim:
-    """``get_ipython().kernel.session``: code written for ipykernel publishes IOPub messages
-    with ``session.send(kernel.iopub_socket, msg_type, content, parent=ip.parent_header)``; here
-    that becomes a channel event the kernel republishes (under the cell's request)."""
-
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
-
-    def send(self, stream: Any, msg_or_type: Any, content: dict[str, Any] | None = None,
-             parent: Any = None, ident: Any = None, buffers: Any = None, track: bool = False,
-             header: Any = None, metadata: Any = None) -> dict[str, Any]:
+    def send(self, stream: Any, msg_or_type: Any, content: Any = None, parent: Any = None,
+             ident: Any = None, buffers: Any = None, track: bool = False, header: Any = None,
+             metadata: Any = None) -> dict[str, Any] | None:
         if isinstance(msg_or_type, dict):
-            msg_type = msg_or_type["header"]["msg_type"]
-            content = msg_or_type.get("content", content)
+            msg = msg_or_type
         else:
-            msg_type = str(msg_or_type)
-        event = dict(content or {})
-        if isinstance(event.get("data"), dict):
-            event["data"] = encode_bundle(event["data"])
-        self.channel.emit({**event, "type": msg_type})
-        return {"header": {"msg_type": msg_type}, "content": content or {}}
+            msg = self.msg(str(msg_or_type), content=content, parent=parent, header=header,
+                           metadata=metadata)
+        channel = self.channel
+        if channel is None:
+            return msg
+        msg_type = str(msg["header"]["msg_type"])
+        body = dict(msg.get("content") or {})
+        if msg_type == "stream":
+            channel.write_stream(str(body.get("name", "stdout")), str(body.get("text", "")))
+        elif msg_type in COMM_MESSAGES:
+            channel.emit({"type": msg_type, "content": body,
+                          "metadata": dict(msg.get("metadata") or {}),
+                          "buffers": [base64.b64encode(bytes(b)).decode("ascii")
+                                      for b in buffers or msg.get("buffers") or ()]})
+        else:
+            if isinstance(body.get("data"), dict):
+                body["data"] = encode_bundle(body["data"])
+            channel.emit({**body, "type": msg_type})
+        return msg
 
 
-class KernelShim:
-    """The part of ipykernel's kernel object that notebooks use directly."""
-
-    iopub_socket = "iopub"
-
-    def __init__(self, channel: Channel) -> None:
-        self.session = SessionShim(channel)
+def _enable_gui(gui: str | None = None) -> None:
+    """``shell.enable_gui``: ipykernel integrates GUI event loops through its application; in the
+    sandbox there is no display server, only the inline backend."""
+    if gui not in (None, "inline"):
+        raise NotImplementedError(f"GUI event loop {gui!r} is not available in the sandbox")
 
 
-class WorkerShell(InteractiveShell):
-    """The shell inside the sandbox. History is in memory (``:memory:``); output is events."""
+def _limit_aware(show: Callable[..., None], shell: ZMQInteractiveShell) -> Callable[..., None]:
+    """``shell._showtraceback``: a limit hit inside a cell is the worker's to report (the run
+    rolls back), not a cell error; everything else is ipykernel's own error output."""
 
-    display_pub_class = Type(ChannelDisplayPublisher)
-    displayhook_class = Type(ChannelDisplayHook)
-    channel = AnyTrait(None)
-    _last_traceback: list[str] | None = None
-    limit_error: BaseException | None = None
-    #: The current run's limits (set by the executor before each cell).
-    limits: dict[str, Any] = {}
+    def showtraceback(etype: type[BaseException], evalue: BaseException,
+                      stb: list[str]) -> None:
+        if is_limit_error(evalue):
+            shell.limit_error = evalue  # type: ignore[attr-defined]
+            return
+        show(etype, evalue, stb)
 
-    parent_header: dict[str, Any] = {}
+    return showtraceback
 
-    @property
-    def kernel(self) -> KernelShim:
-        return KernelShim(self.channel)
 
-    def init_display_pub(self) -> None:
-        super().init_display_pub()
-        self.display_pub.channel = self.channel
+def make_kernel(channel: Channel, config: Any,
+                input_request: Callable[[str, bool], str]) -> IPythonKernel:
+    """ipykernel's kernel singleton and shell, as stock classes (code that checks the class, its
+    module or ``Kernel.instance()``, like plotly and ipykernel's comms, sees ipykernel).
 
-    def init_displayhook(self) -> None:
-        super().init_displayhook()
-        self.displayhook.channel = self.channel
+    ``input_request(prompt, password)`` answers ``input()``/``getpass`` once ipykernel's own
+    ``raw_input`` has checked ``allow_stdin``; instance attributes replace the few methods that
+    would otherwise reach for ZeroMQ sockets or ipykernel's application.
+    """
+    _import_ipykernel_without_debugpy()
+    session = ChannelSession(key=b"")
+    session.channel = channel
+    kernel = IPythonKernel.instance(config=config, session=session, iopub_socket=IOPUB)
+    kernel._input_request = (  # type: ignore[method-assign]
+        lambda prompt, ident, parent, password=False: input_request(str(prompt), password))
+    shell = kernel.shell
+    assert isinstance(shell, ZMQInteractiveShell)
+    shell.limit_error = None  # type: ignore[attr-defined]
+    shell.limits = {}  # type: ignore[attr-defined]  # the current run's (set by the executor)
+    shell.enable_gui = _enable_gui  # type: ignore[method-assign]
+    shell.system = shell.system_piped = _system_piped(shell)  # type: ignore[method-assign]
+    shell.register_magic_function(_pip_magic(shell), "line", "pip")
+    shell._showtraceback = _limit_aware(shell._showtraceback, shell)  # type: ignore[method-assign]
+    return kernel
 
-    def init_hooks(self) -> None:
-        super().init_hooks()
-        from IPython.core import page, payloadpage
-        # ``obj?`` and %pinfo page into the reply payload, as in ipykernel (no terminal pager).
-        self.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
 
-    def init_magics(self) -> None:
-        super().init_magics()
-        self.register_magic_function(self._pip_magic, "line", "pip")
+def _system_piped(shell: ZMQInteractiveShell) -> Callable[[str], None]:
+    """``!cmd`` and ``%%sh``-style calls: the command writes straight to the cell's stdout and
+    stderr. Without a pty: IPython's pexpect-based runner needs a new session (setsid), which
+    the sandbox's seccomp filter denies."""
 
-    def _pip_magic(self, line: str) -> None:
-        """``%pip``: IPython's, unless the network is off; then one line saying so."""
-        if not self.limits.get("network_access"):
+    def system(cmd: str) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        shell.user_ns["_exit_code"] = subprocess.call(
+            shell.var_expand(cmd, depth=1), shell=True, stdin=subprocess.DEVNULL)
+
+    return system
+
+
+def _pip_magic(shell: ZMQInteractiveShell) -> Callable[[str], None]:
+    """``%pip``: IPython's, into the sandbox's private site directory, unless the network is
+    off; then one line saying so."""
+
+    def pip(line: str) -> None:
+        if not shell.limits.get("network_access"):  # type: ignore[attr-defined]
             from IPython.core.error import UsageError
             raise UsageError("%pip cannot install anything: the network is off in this sandbox "
                              "(network_access=False). Install packages in the kernel's own "
                              "environment, or ask for network_access.")
         from IPython.core.magics.packaging import PackagingMagics
-        PackagingMagics(self).pip(_pip_into_scratch(line))
+        PackagingMagics(shell).pip(_pip_into_scratch(line))
         importlib.invalidate_caches()
 
-    def system_piped(self, cmd: str) -> None:
-        """``!cmd`` and ``%%sh``-style calls: the command writes straight to the cell's stdout and
-        stderr. Without a pty: IPython's pexpect-based runner needs a new session (setsid),
-        which the sandbox's seccomp filter denies."""
-        import subprocess
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        self.user_ns["_exit_code"] = subprocess.call(
-            self.var_expand(cmd, depth=1), shell=True, stdin=subprocess.DEVNULL)
-
-    system = system_piped
-
-    def enable_gui(self, gui: str | None = None) -> None:
-        if gui not in (None, "inline"):
-            raise NotImplementedError(f"GUI event loop {gui!r} is not available in the sandbox")
-
-    def _showtraceback(self, etype: type[BaseException], evalue: BaseException,
-                       stb: list[str]) -> None:
-        if is_limit_error(evalue):
-            self.limit_error = evalue  # reported as a limit by the worker, not as a cell error
-            return
-        self._last_traceback = stb
-        self.channel.emit({"type": "error", "ename": etype.__name__, "evalue": str(evalue),
-                           "traceback": stb})
+    pip.__name__ = "pip"
+    return pip
 
 
 #: pip options that already say where to install.

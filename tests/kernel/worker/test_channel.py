@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from ipykernel.iostream import OutStream
 
 from agenticraft.jail.worker import Worker
 from agenticraft.wire import protocol
@@ -143,7 +144,9 @@ def test_event_stream_is_a_text_file_on_the_channel(pair: tuple[Channel, Wire],
                                                     slow_flush: None) -> None:
     chan, wire = pair
     out = EventStream(chan, "stderr")
-    assert (out.encoding, out.writable(), out.isatty()) == ("utf-8", True, False)
+    # What ipykernel's OutStream says (its class, its encoding, the process's own descriptor).
+    assert isinstance(out, OutStream)
+    assert (out.encoding, out.writable(), out.isatty(), out.fileno()) == ("UTF-8", True, False, 2)
     assert out.write("héllo") == 5
     with pytest.raises(TypeError, match="must be str, not bytes"):
         out.write(b"raw")  # type: ignore[arg-type]

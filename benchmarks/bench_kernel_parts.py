@@ -1,0 +1,98 @@
+"""Where the secure kernel's ``1+1`` round trip goes, layer by layer (same run, medians).
+
+    python benchmarks/bench_kernel_parts.py [--n 200]
+
+* shell: ipykernel's own shell (as the worker builds it) running ``1+1`` in this process, its
+  outputs going nowhere: the floor both kernels share;
+* session, checkpoint: the kernel's sandbox session (``ProcessSession.request``, what the parent
+  awaits per cell): supervisor, frames, the worker's fork of the checkpoint, the shell;
+* session, no checkpoint: the same without the fork (what a lazy checkpoint would save);
+* kernel round trips (ZeroMQ, execute_request to idle) for both kernels come from
+  ``bench_kernel.py``; the difference between its secure number and "session, checkpoint" is the
+  parent (ZeroMQ, relay, audit record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ameasure, measure, print_table, row
+from agenticraft.sandbox import SandboxManager
+from agenticraft.sandbox.process import ProcessSession
+from agenticraft.security.policy import load_policy
+from agenticraft_kernel.parent.backends import make_backend
+from agenticraft_kernel.parent.kernel_context import PRELOAD, build_request
+
+EXTRA = {"kind": "execute", "silent": False, "store_history": True, "user_expressions": {},
+         "allow_stdin": False, "cell_id": None}
+
+
+def shell_floor(n: int) -> list[float]:
+    from traitlets.config import Config
+
+    from agenticraft_kernel.worker.shell import make_kernel
+
+    class Nowhere:
+        def emit(self, event: dict[str, Any]) -> None: ...
+        def write_stream(self, name: str, text: str) -> None: ...
+        def flush(self) -> None: ...
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = make_kernel(Nowhere(), config, lambda prompt, password: "").shell  # type: ignore[arg-type]
+    return measure(lambda: shell.run_cell("1+1", store_history=True), n)
+
+
+async def session_trips(n: int, checkpoint: bool) -> list[float]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-parts-"))
+    request = build_request(user_id=None, sandbox_type=None, limits={})
+    manager = SandboxManager(policy=load_policy(), audit_log=str(tmp / "audit.jsonl"),
+                             working_dir=str(tmp), process_preload=PRELOAD)
+    ctx = manager.authorize(request.context_request(), "execute", action="kernel_start",
+                            limit_overrides=request.limit_overrides)
+    backend = make_backend(manager, ctx)
+    await backend.start()
+    original = ProcessSession._exchange
+    if not checkpoint:
+        sandbox = backend.session.sandbox  # type: ignore[union-attr]
+
+        async def exchange(self: ProcessSession, handle: Any, code: str, ctx: Any,
+                           on_output: Any, on_event: Any, extra: Any, grace: float) -> Any:
+            return await sandbox.supervisor.run(
+                handle, code, ctx.resource_limits, on_output=on_output, checkpoint=False,
+                extra={**sandbox.run_extra(ctx), **(extra or {})}, on_event=on_event,
+                grace=grace)
+
+        ProcessSession._exchange = exchange  # type: ignore[method-assign]
+    try:
+        return await ameasure(lambda: backend.run("1+1", dict(EXTRA), None, None), n, warmup=10)
+    finally:
+        ProcessSession._exchange = original  # type: ignore[method-assign]
+        await backend.close()
+        await manager.close()
+
+
+def main(n: int) -> None:
+    os.environ.setdefault("AGENTICRAFT_AUDIT_LOG", tempfile.mktemp(suffix=".jsonl"))
+    with_fork = asyncio.run(session_trips(n, checkpoint=True))
+    without = asyncio.run(session_trips(n, checkpoint=False))
+    floor = shell_floor(n)
+    print_table(f"'1+1' by layer ({n} runs each; ratio against the session with checkpoint)", [
+        row("ipykernel shell, in process", floor, with_fork),
+        row("session without checkpoint fork", without, with_fork),
+        row("session with checkpoint fork (the kernel's path)", with_fork),
+    ])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=200)
+    main(parser.parse_args().n)

@@ -1,0 +1,89 @@
+"""Run one notebook on the stock ``python3`` kernel (ipykernel) and on AgentiCraft Secure, and
+compare them output for output.
+
+Normalised only where two runs of the *same* kernel differ too: timings, ids (display ids, widget
+model ids, comm ids), memory addresses, process ids and temporary paths. Everything else, ANSI
+colours of tracebacks included, must be identical.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import nbclient
+import nbformat
+
+from kernel.harness import KERNEL
+
+STOCK = "python3"
+ADDR = re.compile(r"0x[0-9a-fA-F]{6,16}")
+HEX_ID = re.compile(r"\b[0-9a-f]{32}\b")
+TIMING = re.compile(r"\d+(\.\d+)?\s?(ns|µs|μs|us|ms|s)\b( ± \d+(\.\d+)?\s?(ns|µs|μs|us|ms|s))?")
+LOOPS = re.compile(r"\(mean ± std\. dev\. of \d+ runs?, [\d,]+ loops? each\)")
+RATE = re.compile(r"\d+(\.\d+)?(it/s|s/it)")
+PID_PATH = re.compile(r"ipykernel_\d+")
+
+
+def normalize_text(text: str) -> str:
+    for pattern, repl in ((ADDR, "<ADDR>"), (HEX_ID, "<ID>"), (LOOPS, "<LOOPS>"),
+                          (RATE, "<RATE>"), (TIMING, "<TIME>"), (PID_PATH, "ipykernel_<PID>")):
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _normalize_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return normalize_text(value)
+    if isinstance(value, list):
+        return [_normalize_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalize_value(v) for k, v in value.items()}
+    return value
+
+
+def normalize_output(output: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(output))
+    out.pop("metadata", None)
+    out.pop("transient", None)
+    data = out.get("data", {})
+    if "image/svg+xml" in data:
+        data["image/svg+xml"] = ET.canonicalize(data["image/svg+xml"], strip_text=True)
+    return _normalize_value(out)
+
+
+def run_notebook(nb: Any, kernel_name: str, path: Path, **opts: Any) -> Any:
+    cleaned = copy.deepcopy(nb)
+    for cell in cleaned.cells:
+        cell.pop("execution_count", None)
+        if cell.cell_type == "code":
+            cell["outputs"] = []
+    client = nbclient.NotebookClient(cleaned, kernel_name=kernel_name,
+                                     resources={"metadata": {"path": str(path)}}, **opts)
+    # Not PYTEST_CURRENT_TEST: under pytest, ipykernel leaves its fd capture off (and
+    # sys.stdout.fileno() then raises); kernels here run as under Jupyter.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    return client.execute(env=env)
+
+
+def outputs_of(nb: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
+    return [(cell.get("execution_count"), [normalize_output(o) for o in cell.get("outputs", [])])
+            for cell in nb.cells if cell.cell_type == "code"]
+
+
+def assert_same_as_stock(nb: Any, path: Path, **opts: Any) -> None:
+    """Run ``nb`` on both kernels; every code cell's outputs and count must match."""
+    stock = outputs_of(run_notebook(nb, STOCK, path, **opts))
+    secure = outputs_of(run_notebook(nb, KERNEL, path, **opts))
+    assert len(stock) == len(secure)
+    for index, (want, got) in enumerate(zip(stock, secure, strict=True)):
+        assert got == want, f"cell {index}: secure {got!r} != stock {want!r}"
+
+
+def notebook(*cells: str) -> Any:
+    """A notebook from cell sources (our own corpus)."""
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
