@@ -33,6 +33,7 @@ from typing import Any
 from agenticraft.jail.tree import children
 from agenticraft.sandbox import container_engine as engine
 from agenticraft.sandbox import host_report as host_probe
+from agenticraft.sandbox.egress.pool import EgressPool
 from agenticraft.sandbox.process import ProcessSandbox
 from agenticraft.sandbox.profile import SYSTEM_READ_PATHS
 from agenticraft.sandbox.supervisor import Supervisor
@@ -355,6 +356,9 @@ class ContainerSandbox(ProcessSandbox):
         self.seccomp = seccomp
         self.disabled = host_probe.disabled_from_env()
         self.preload = tuple(getattr(manager, "process_preload", ()))
+        # Never given an allow-list here (refused in ContainerSpec.for_context): an empty pool,
+        # so the process sandbox's run and session code can ask it as usual.
+        self.egress = EgressPool(manager.audit.record, None)
         self.client: Any = None
         self.supervisors: dict[ContainerSpec, Supervisor] = {}
         self._starting: dict[ContainerSpec, concurrent.futures.Future[None]] = {}
@@ -390,6 +394,7 @@ class ContainerSandbox(ProcessSandbox):
         if self.client is not None:
             self.client.close()
             self.client = None
+        self.egress.close()
         self._started = False
 
     def spec_for(self, ctx: SecurityContext) -> ContainerSpec:

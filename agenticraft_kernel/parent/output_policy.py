@@ -64,6 +64,7 @@ _COMMON_ATTRIBUTES = frozenset({
     "id", "class", "style", "title", "lang", "dir", "width", "height", "align", "valign",
     "border", "cellpadding", "cellspacing", "colspan", "rowspan", "scope", "headers", "span",
     "start", "type", "value", "checked", "disabled", "min", "max", "color", "bgcolor",
+    "scoped",  # <style scoped> in pandas' DataFrame HTML
 })
 _SVG_ATTRIBUTES = frozenset({
     "xmlns", "xmlns:xlink", "version", "viewBox", "preserveAspectRatio", "transform", "d",

@@ -2,8 +2,11 @@
 compare them output for output.
 
 Normalised only where two runs of the *same* kernel differ too: timings, ids (display ids, widget
-model ids, comm ids), memory addresses, process ids and temporary paths. Everything else, ANSI
-colours of tracebacks included, must be identical.
+model ids, comm ids), memory addresses, process ids and temporary paths; and HTML, SVG and
+Markdown pass through the kernel's output policy on both sides (issue 13: the secure kernel sends
+them sanitised, which re-serialises the markup, e.g. ``<style scoped="">``), so what is compared
+is "ours == the policy applied to stock's". Everything else, ANSI colours of tracebacks
+included, must be identical.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from typing import Any
 import nbclient
 import nbformat
 
+from agenticraft_kernel.parent.output_policy import SANITISED_MIMETYPES, OutputPolicy
 from kernel.harness import KERNEL
+
+POLICY = OutputPolicy()
 
 STOCK = "python3"
 ADDR = re.compile(r"0x[0-9a-fA-F]{6,16}")
@@ -51,6 +57,9 @@ def normalize_output(output: dict[str, Any]) -> dict[str, Any]:
     out.pop("metadata", None)
     out.pop("transient", None)
     data = out.get("data", {})
+    markup = {k: v for k, v in data.items() if k in SANITISED_MIMETYPES}
+    if markup:
+        data.update(POLICY.clean_bundle(markup)[0])
     if "image/svg+xml" in data:
         data["image/svg+xml"] = ET.canonicalize(data["image/svg+xml"], strip_text=True)
     return _normalize_value(out)
