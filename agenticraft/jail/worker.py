@@ -1,9 +1,9 @@
 """The worker's main loop, inside the confined child: receive code, run it, report.
 
 Sessions: before each run the live worker forks. The child runs the code; the parent waits as the
-checkpoint. If the run ends normally the child tells the parent to exit and becomes the live
-worker. If the child is killed (or hits a limit), the parent resumes with the state from before
-the run: a rollback costs one fork, not a replay.
+checkpoint. If the run ends normally the supervisor kills the checkpoint and the child is the
+live worker. If the child is killed (or hits a limit), the parent resumes with the state from
+before the run: a rollback costs one fork, not a replay.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Worker:
         self.chan = chan
         self.executor_name = executor
         self.executor: Any = None
-        self.promote_fd: int | None = None
+        self.runner = False  # a session's forked runner (its checkpoint waits for it)
 
     def serve(self, ready: dict[str, Any]) -> None:
         protocol.send(self.chan, {"ev": "ready", **ready})
@@ -73,43 +73,38 @@ class Worker:
         return protocol.recv(self.chan)
 
     def _fork_runner(self, msg: dict[str, Any]) -> bool:
-        """True in the runner; in the checkpoint, returns False after a rollback."""
+        """True in the runner; in the checkpoint, returns False after a rollback.
+
+        The checkpoint only waits for its runner to end. It never decides that the run
+        succeeded: when the supervisor accepts the run, it kills the checkpoint itself (the
+        runner then is the live session). So nothing the runner writes can promote it.
+        """
         gc.freeze()
-        r, w = os.pipe()
         try:
             pid = os.fork()
         except OSError as exc:
             gc.unfreeze()
-            os.close(r)
-            os.close(w)
-            protocol.send(self.chan, {"ev": "done", "run": msg["run"], "ok": False,
-                                      "limit": {"limit": "max_processes",
-                                                "detail": f"checkpoint fork failed: {exc}"}})
+            protocol.send(self.chan, {"ev": "rolled_back", "run": msg["run"], "status": None,
+                                      "fork_error": str(exc)})
             return False
         if pid == 0:
-            os.close(r)
             gc.unfreeze()
             prctl(PR_SET_CHILD_SUBREAPER, 1)
-            self.promote_fd = w
+            self.runner = True
             return True
-        os.close(w)
         while True:
             try:
-                data = os.read(r, 1)
+                _, status = os.waitpid(pid, 0)
                 break
             except InterruptedError:
                 continue
-        os.close(r)
-        if data == b"P":
-            os._exit(0)  # the runner is the live session now
-        _, status = os.waitpid(pid, 0)
         gc.unfreeze()
         protocol.send(self.chan, {"ev": "rolled_back", "run": msg["run"], "status": status})
         return False
 
     def _run(self, msg: dict[str, Any]) -> None:
         run_id = msg["run"]
-        if self.promote_fd is not None:  # a forked runner: tell the supervisor who runs
+        if self.runner:  # a forked runner: tell the supervisor the run has started
             protocol.send(self.chan, {"ev": "started", "run": run_id, "pid": os.getpid()})
         reply: dict[str, Any] = {"ev": "done", "run": run_id}
         keep = True
@@ -152,13 +147,8 @@ class Worker:
                                     "error": {"ename": "ResultError", "evalue": str(exc),
                                               "traceback": ""}})
         self.chan.sendall(data)
-        if self.promote_fd is not None:
-            if keep:
-                os.write(self.promote_fd, b"P")
-                os.close(self.promote_fd)
-                self.promote_fd = None
-            else:
-                os._exit(0)  # hand the session back to the checkpoint
+        if self.runner and not keep:
+            os._exit(0)  # hand the session back to the checkpoint
 
 
 def load_executor(name: str) -> Any:

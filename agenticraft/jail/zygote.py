@@ -43,7 +43,7 @@ class Zygote:
             from agenticraft.jail.confine import seccomp
             seccomp.precompile()  # workers then load ready-made BPF instead of building it
         self.workers: set[int] = set()
-        self.cgroups: set[str] = set()  # pids cgroups of dead workers, removed once empty
+        self.cgroups: set[str] = set()  # cgroup units of dead workers, removed once empty
         self.session_ids: set[int] = set()  # a session's runner outlives its first process
         # Workers forked and confined ahead of time for the most recent pre-forked profile.
         self.ready_key = ""
@@ -179,9 +179,7 @@ class Zygote:
                 died = True
         if died:
             self._kill_orphans()
-        if self.mechanisms.get("pids_cgroup", {}).get("active"):
-            from agenticraft.jail.confine.cgroups import pids_v1_remove
-            self.cgroups = {name for name in self.cgroups if not pids_v1_remove(name)}
+        self.cgroups = {name for name in self.cgroups if not self._remove_unit(name)}
 
     def _kill_orphans(self) -> None:
         """Processes a dead worker left behind were re-parented to us: kill them."""
@@ -201,11 +199,17 @@ class Zygote:
         from agenticraft.jail.tree import kill_tree
         kill_tree(self.pid, include_root=False)
         self._reap()
-        if self.mechanisms.get("pids_cgroup", {}).get("active"):
-            from agenticraft.jail.confine.cgroups import pids_v1_remove
-            for name in list(self.cgroups) + [f"{self.pid}-{pid}" for pid in self.workers]:
-                pids_v1_remove(name)
+        for name in list(self.cgroups) + [f"{self.pid}-{pid}" for pid in self.workers]:
+            self._remove_unit(name)
         os._exit(0)
+
+    def _remove_unit(self, name: str) -> bool:
+        """Remove a dead worker's cgroups (True once gone, or when there are none)."""
+        from agenticraft.jail.confine import cgroups
+        from agenticraft.jail.confine.apply import unit_bases
+        active = {n for n, info in self.mechanisms.items() if info.get("active")}
+        bases = unit_bases(self.mechanisms, active)
+        return not bases or cgroups.remove(bases, name)
 
 
 def main() -> None:

@@ -120,7 +120,8 @@ class ProcessSession:
     def _watch_idle(self) -> None:
         if self.handle is not None and self.handle.alive:
             self._idle = IdleWatch(self.handle.pid, self.context.resource_limits,
-                                   self.handle.scratch, self._killed_while_idle)
+                                   self.handle.scratch, self._killed_while_idle,
+                                   unit=self.handle.unit)
 
     def _killed_while_idle(self, violation: tuple[str, Any, Any]) -> None:
         self._lost = violation

@@ -81,6 +81,7 @@ def build_profile(ctx: SecurityContext, *, scratch_root: str,
     deny = protected_paths(protect)
     return {
         "memory_mb": limits.memory_mb,
+        "cpu_percent": limits.cpu_percent,
         "max_file_size_mb": limits.max_file_size_mb,
         "max_processes": limits.max_processes,
         "network_access": limits.network_access,

@@ -10,14 +10,16 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from agenticraft.jail.tree import kill_tree
+from agenticraft.jail.tree import children, kill_tree
 from agenticraft.sandbox.result import Output
+from agenticraft.sandbox.unit import Unit
 from agenticraft.sandbox.watchdog import MB, Watchdog, read_usage
 from agenticraft.sandbox.workers import LAUNCHER, OutputSink, WorkerHandle, ZygoteProcess
 from agenticraft.wire import protocol
@@ -74,6 +76,7 @@ class Supervisor:
                     session: bool = False) -> WorkerHandle:
         reply, fds = self.zygote.spawn(profile, prefork, session)
         handle = WorkerHandle(reply["pid"], fds, reply["scratch"])
+        handle.unit = Unit.for_worker(self.mechanisms, self.zygote.pid, reply["pid"])
         try:
             ready = await asyncio.wait_for(handle.recv(), timeout=30)
         except (TimeoutError, protocol.ProtocolError) as exc:
@@ -94,7 +97,9 @@ class Supervisor:
         handle.close()
 
     def discard(self, handle: WorkerHandle) -> None:
+        """Kill everything the worker ever started (its whole unit), then let go of it."""
         kill_tree(handle.pid)
+        handle.unit.kill()
         handle.close()
 
     async def run(self, handle: WorkerHandle, code: str, limits: ResourceLimits, *,
@@ -107,13 +112,13 @@ class Supervisor:
         ``on_event`` receives the executor's own events (rich display data, input requests)
         as plain dicts while the code runs.
         """
-        self._run_ids += 1
-        run_id = self._run_ids
+        run_id = self._next_run_id()
         loop = asyncio.get_running_loop()
         sink = OutputSink(limits.max_output_bytes, on_output)
         outcome = RunOutcome()
         started = time.monotonic()
         deadline = started + limits.timeout_seconds
+        before = self._prepare_run(handle, limits, checkpoint)
 
         handle.watch_pipes(loop, sink)
         def event(data: dict[str, Any]) -> None:
@@ -136,8 +141,10 @@ class Supervisor:
                 first = await self._frame(handle, run_id, deadline, event)
                 if first is None or first.get("ev") != "started":
                     return self._ended_early(handle, first, outcome, checkpoint)
-                runner = self._verify_runner(first, handle)
-            watchdog = Watchdog(runner, limits, handle.scratch)
+                runner = self._find_runner(handle, before)
+            watchdog = Watchdog(runner, limits, handle.scratch,
+                                unit=handle.unit if checkpoint else None,
+                                spare=(handle.pid,) if checkpoint else ())
             done_task = asyncio.ensure_future(self._frame(handle, run_id, None, event))
             # Most runs finish in microseconds: the watchdog starts polling only after 5 ms.
             watch_task = asyncio.ensure_future(watchdog.watch())
@@ -155,18 +162,22 @@ class Supervisor:
             if done_task in finished:
                 frame = done_task.result()
                 cpu, peak = read_usage(runner)
-                outcome.usage = {"cpu_seconds": cpu, "memory_mb": max(peak, watchdog.peak_rss / MB)}
+                outcome.usage = {"cpu_seconds": cpu,
+                                 "memory_mb": self._peak_mb(handle, peak, watchdog)}
                 if frame is not None and frame.get("ev") == "done":
                     outcome.frame = frame
                     failed_limit = "limit" in frame or "violation" in frame
+                    if checkpoint and runner <= 0:
+                        raise protocol.ProtocolError("a run finished that no runner started")
                     if checkpoint and failed_limit:
                         outcome.rolled_back = await self._await_rollback(handle, run_id, runner)
-                    elif checkpoint and runner > 0:
-                        handle.pid = runner  # the runner is the live session now
+                    elif checkpoint:
+                        self._promote(handle, runner)
                     elif failed_limit:
                         handle.alive = False
                 else:
                     self._ended_early(handle, frame, outcome, checkpoint)
+                self._account_oom(handle, before, outcome, limits)
                 return outcome
             # a limit, a timeout or an interrupt that did not stop in time: kill, maybe restore
             if watch_task in finished:
@@ -175,21 +186,24 @@ class Supervisor:
                 outcome.violation = ("timeout_seconds", round(time.monotonic() - started, 2),
                                      limits.timeout_seconds)
             cpu, peak = read_usage(runner)
-            outcome.usage = {"cpu_seconds": cpu, "memory_mb": max(peak, watchdog.peak_rss / MB)}
+            outcome.usage = {"cpu_seconds": cpu,
+                             "memory_mb": self._peak_mb(handle, peak, watchdog)}
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             tasks = []
             if checkpoint:
-                kill_tree(handle.pid, include_root=False)
+                self._kill_run(handle)
                 outcome.rolled_back = await self._await_rollback(handle, run_id, runner)
             else:
                 kill_tree(handle.pid)
+                handle.unit.kill()
                 handle.alive = False
             return outcome
         except protocol.ProtocolError as exc:
             outcome.crashed = f"the sandboxed code corrupted the control channel ({exc})"
             kill_tree(handle.pid)
+            handle.unit.kill()
             handle.alive = False
             return outcome
         finally:
@@ -321,31 +335,74 @@ class Supervisor:
             if frame is None or frame.get("run") == run_id:
                 return frame
 
-    def _verify_runner(self, frame: dict[str, Any], handle: WorkerHandle) -> int:
-        """The runner pid comes from the untrusted side: accept only one of the session's."""
-        pid = frame.get("pid")
-        if not isinstance(pid, int):
-            raise protocol.ProtocolError("started frame without a pid")
-        if pid <= 0:
-            raise protocol.ProtocolError("started frame names an invalid pid")
-        # The runner may already have finished and been promoted (re-parented) by now, so check
-        # the session it belongs to: the worker's own, which sandboxed code cannot leave
-        # (setsid/setpgid are denied by seccomp).
-        try:
-            session = os.getsid(pid)
-        except ProcessLookupError:
-            return -1  # the runner already died (and was reaped): the checkpoint reports it
-        if session != handle.session_id:
-            raise protocol.ProtocolError("started frame names a process that is not ours")
-        return pid
+    # -- the supervisor decides: run ids, runner, promotion, what is killed --------------------
+    @staticmethod
+    def _next_run_id() -> int:
+        """Run ids are random: code left in a session cannot guess the next one's frames."""
+        return secrets.randbits(53)
+
+    @staticmethod
+    def _prepare_run(handle: WorkerHandle, limits: ResourceLimits, checkpoint: bool,
+                     ) -> dict[str, Any]:
+        """Before a run: discard what arrived since the last one (nothing sent between runs
+        counts), apply its limits to the unit, and note what the runner will be told from."""
+        handle.discard_stale()
+        handle.unit.set_limits(limits.memory_mb, limits.cpu_percent, limits.max_processes)
+        handle.unit.reset_peak()
+        return {"children": set(children(handle.pid)) if checkpoint else set(),
+                "oom": handle.unit.oom_kills()}
+
+    @staticmethod
+    def _find_runner(handle: WorkerHandle, before: dict[str, Any]) -> int:
+        """The runner is the checkpoint's first child born for this run, as /proc shows it (a
+        pid the sandboxed side names is never used); -1 if it already died."""
+        born = [pid for pid in children(handle.pid) if pid not in before["children"]]
+        if not born:
+            return -1
+        return min(born, key=_start_time)
+
+    @staticmethod
+    def _promote(handle: WorkerHandle, runner: int) -> None:
+        """The run is accepted: its checkpoint (and any thread in it) ends; the runner is the
+        live session now. Only the supervisor does this."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handle.pid, signal.SIGKILL)
+        handle.pid = runner
+
+    @staticmethod
+    def _kill_run(handle: WorkerHandle) -> None:
+        """Kill everything of the session but its checkpoint (which then rolls back)."""
+        kill_tree(handle.pid, include_root=False)
+        handle.unit.kill(spare=(handle.pid,))
+
+    @staticmethod
+    def _peak_mb(handle: WorkerHandle, rss_mb: float, watchdog: Watchdog | None) -> float:
+        unit_peak = handle.unit.memory_peak_mb()
+        if unit_peak is not None:
+            return round(unit_peak, 1)
+        return max(rss_mb, watchdog.peak_rss / MB if watchdog else 0.0)
+
+    @staticmethod
+    def _account_oom(handle: WorkerHandle, before: dict[str, Any], outcome: RunOutcome,
+                     limits: ResourceLimits) -> None:
+        """A process the kernel's OOM killer took inside the unit is a memory_mb violation."""
+        if outcome.violation is None and handle.unit.oom_kills() > before["oom"]:
+            outcome.violation = ("memory_mb", outcome.usage.get("memory_mb"), limits.memory_mb)
+            outcome.crashed = None
 
     def _ended_early(self, handle: WorkerHandle, frame: dict[str, Any] | None,
                      outcome: RunOutcome, checkpoint: bool) -> RunOutcome:
-        if frame is not None and frame.get("ev") == "done":
-            outcome.frame = frame  # the checkpoint could not even fork a runner
+        if frame is not None and frame.get("ev") == "done" and not checkpoint:
+            outcome.frame = frame
             return outcome
+        if checkpoint and frame is not None and frame.get("ev") == "done":
+            raise protocol.ProtocolError("a run reported done before it started")
         if frame is not None and frame.get("ev") == "rolled_back":
             outcome.rolled_back = True
+            if frame.get("fork_error"):  # the checkpoint could not even fork a runner
+                outcome.violation = ("max_processes", "the session could not start a process "
+                                     f"for this run ({frame['fork_error']})", None)
+                return outcome
             outcome.crashed = "the sandboxed process " + describe_status(frame.get("status"))
             return outcome
         if frame is not None and frame.get("ev") == "timeout":
@@ -354,14 +411,19 @@ class Supervisor:
             outcome.crashed = ("the sandboxed process ended abruptly (os._exit, a crash or a "
                                "signal)" if frame is None else f"unexpected frame {frame}")
         if checkpoint and handle.alive and frame is not None:
-            kill_tree(handle.pid, include_root=False)
+            self._kill_run(handle)
         else:
             kill_tree(handle.pid)
+            handle.unit.kill()
             handle.alive = False
         return outcome
 
     async def _await_rollback(self, handle: WorkerHandle, run_id: int, runner: int) -> bool:
         """After the runner is gone the checkpoint resumes and says so."""
+        if not _alive(handle.pid):  # the checkpoint itself was killed: the state is lost
+            handle.unit.kill()
+            handle.alive = False
+            return False
         try:
             while True:
                 frame = await asyncio.wait_for(handle.recv(), timeout=10)
@@ -388,3 +450,19 @@ def describe_status(status: Any) -> str:
             name = f"signal {-code}"
         return f"was killed by {name}"
     return f"exited with status {code} (os._exit or a crash) before finishing"
+
+
+def _start_time(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 1 << 62
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False

@@ -22,6 +22,7 @@ from typing import Any
 from agenticraft.jail.tree import kill_tree
 from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
+from agenticraft.sandbox.unit import Unit
 from agenticraft.sandbox.watchdog import parse_stat
 from agenticraft.wire import protocol
 from agenticraft.wire.environment import ZYGOTE_ENV_ALLOW, allowed_env
@@ -162,6 +163,7 @@ class WorkerHandle:
     def __init__(self, pid: int, fds: list[int], scratch: str) -> None:
         self.pid = pid          # the worker (for a session: the live state holder)
         self.session_id = pid   # the worker called setsid(): its descendants keep this id
+        self.unit = Unit(pid)   # everything it starts (the supervisor attaches its cgroups)
         self.chan = socket.socket(fileno=fds[0])
         self.chan.setblocking(False)
         self.out_fd, self.err_fd = fds[1], fds[2]
@@ -181,11 +183,29 @@ class WorkerHandle:
         """Next frame, or None at end of stream. Raises ProtocolError on garbage."""
         loop = asyncio.get_running_loop()
         while not self.pending:
-            data = await loop.sock_recv(self.chan, 1 << 20)
+            try:
+                data = await loop.sock_recv(self.chan, 1 << 20)
+            except ConnectionResetError:  # the other end died with data unread
+                return None
             if not data:
                 return None
             self.pending.extend(self.frames.feed(data))
         return self.pending.pop(0)
+
+    def discard_stale(self) -> None:
+        """Drop every frame that arrived since the last run (a thread left running may write
+        to the channel between runs; nothing it sends then can count for the next run)."""
+        self.pending.clear()
+        self.frames = protocol.FrameBuffer()
+        while True:
+            try:
+                data = self.chan.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if not data:
+                return
 
     def send(self, message: dict[str, Any]) -> None:
         data = protocol.encode(message)

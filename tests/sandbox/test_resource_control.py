@@ -1,0 +1,137 @@
+"""Resource control v2: the limits hold for the whole session, whatever its process structure.
+
+Each test is an evasion that worked against a polled snapshot of the process tree: a run that
+promotes itself, threads and children left in the checkpoint, children waking a throttled
+spinner, ``done`` frames planted between runs. Each must be stopped, accounted, and killed with
+the session: nothing of a session is alive after ``session.close()``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agenticraft.security import SecurityContext
+from agenticraft.wire.errors import ResourceLimitExceeded
+
+from helpers import is_gone, wait_gone
+
+pytestmark = pytest.mark.timeout(120)
+
+SELF_PROMOTE = """\
+import os, stat
+print(os.getpid(), flush=True)
+for fd in range(4, 256):  # every pipe this process may write to, the promote pipe included
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, b"P")
+    except OSError:
+        pass
+while True:
+    pass
+"""
+
+
+async def test_a_run_cannot_promote_itself(process_sandbox):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 1.5})
+    pids: list[int] = []
+    async with process_sandbox.session(ctx) as session:
+        await session.run("x = 'kept'")
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await session.run(SELF_PROMOTE, on_output=lambda o: pids.append(int(o.data)))
+        assert info.value.limit == "timeout_seconds"
+        assert info.value.rolled_back
+        assert wait_gone(pids[0])  # killed at its timeout, not at close
+        assert (await session.run("y = x"))["y"] == "kept"
+
+
+LEAVE_A_FORKING_THREAD = """\
+import os, threading, time
+def later():
+    time.sleep(0.5)  # by now the next run has started: this thread lives in the checkpoint
+    pid = os.fork()
+    if pid == 0:
+        blob = bytearray(40 * 1024 * 1024)
+        while True:
+            pass
+    with open("child.pid", "w") as fh:
+        fh.write(str(pid))
+threading.Thread(target=later, daemon=True).start()
+"""
+
+
+async def test_children_of_checkpoint_threads_die_with_the_session(process_sandbox):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 5})
+    async with process_sandbox.session(ctx) as session:
+        await session.run(LEAVE_A_FORKING_THREAD)
+        await session.run("import time\ntime.sleep(1.5)")
+        child = int((await session.run("child = int(open('child.pid').read())"))["child"])
+        assert not is_gone(child)
+        holders = [session.pid]
+    assert wait_gone(child), "a child forked in the checkpoint outlived session.close()"
+    assert all(wait_gone(pid) for pid in holders)
+
+
+WAKE_THE_SPINNER = """\
+import os, signal, time
+me = os.getpid()
+
+def waker():  # lives 0.1 s, waking the spinner every millisecond
+    end = time.monotonic() + 0.1
+    while time.monotonic() < end:
+        os.kill(me, signal.SIGCONT)
+        time.sleep(0.001)
+    os._exit(0)
+
+end = time.monotonic() + 4
+last = 0.0
+while time.monotonic() < end:
+    if time.monotonic() - last > 0.01:  # a new waker between two polls of any watchdog
+        last = time.monotonic()
+        if os.fork() == 0:
+            waker()
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+times = os.times()
+cpu = times.user + times.system
+"""
+
+
+async def test_children_cannot_wake_a_throttled_spinner(process_sandbox):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 20, "cpu_percent": 10})
+    async with process_sandbox.session(ctx) as session:
+        result = await session.run(WAKE_THE_SPINNER)
+    # 10 % of 4 s is 0.4 s for the whole unit (unstoppable, the spinner took 1.3-2.2 s)
+    assert result["cpu"] < 0.8, result["cpu"]
+    assert result.resource_usage["cpu_seconds"] < 1.0, result.resource_usage
+
+
+PLANT_DONE_FRAMES = """\
+import os, socket, threading, time
+from agenticraft.wire import protocol
+chan = socket.socket(fileno=os.dup(3))
+def plant():
+    while True:
+        for run in range(1, 64):
+            for ev in ("started", "done"):
+                chan.sendall(protocol.encode({"ev": ev, "run": run, "pid": 1, "ok": True,
+                                              "values": {"forged": True}}))
+        time.sleep(0.01)
+threading.Thread(target=plant, daemon=True).start()
+time.sleep(0.2)
+"""
+
+
+async def test_planted_frames_cannot_forge_a_result(process_sandbox):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 5})
+    async with process_sandbox.session(ctx) as session:
+        await session.run(PLANT_DONE_FRAMES)
+        for attempt in range(3):
+            result = await session.run(f"import time\ntime.sleep(0.05)\nanswer = {attempt}")
+            assert result.success, result.error
+            assert "forged" not in result
+            assert result["answer"] == attempt
+            assert not is_gone(session.pid)
