@@ -9,7 +9,6 @@ before the run: a rollback costs one fork, not a replay.
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import io
 import os
@@ -20,11 +19,10 @@ from typing import Any
 
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, prctl
 from agenticraft.jail.executors import EXECUTORS
+from agenticraft.jail.limit_errors import limit_info
 from agenticraft.wire import protocol
 from agenticraft.wire.codec import to_safe
 from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation
-
-_LIMIT_ERRNOS = {errno.EFBIG: "max_file_size_mb", errno.ENOMEM: "memory_mb"}
 
 
 def _streams() -> None:
@@ -120,19 +118,17 @@ class Worker:
             reply.update(ok=True, values=values)
         except ResourceLimitExceeded as exc:
             reply.update(ok=False, limit={"limit": exc.limit, "value": to_safe(exc.value),
-                                          "allowed": to_safe(exc.allowed), "message": str(exc)})
+                                          "allowed": to_safe(exc.allowed), "message": str(exc),
+                                          "detail": getattr(exc, "detail", None)})
             keep = False
         except SecurityViolation as exc:
             reply.update(ok=False, violation={"message": str(exc), "lineno": exc.lineno,
                                               "construct": exc.construct})
             keep = False
-        except MemoryError:
-            reply.update(ok=False, limit={"limit": "memory_mb"})
-            keep = False
         except BaseException as exc:  # the user's exception, SystemExit included, is a result
-            limit = _LIMIT_ERRNOS.get(exc.errno) if isinstance(exc, OSError) else None
-            if limit is not None:  # RLIMIT_FSIZE / RLIMIT_AS refusals are limit violations
-                reply.update(ok=False, limit={"limit": limit, "detail": str(exc)})
+            limit = limit_info(exc, msg.get("limits") or {})
+            if limit is not None:  # a raw error that is really a limit (see limit_errors)
+                reply.update(ok=False, limit=limit)
                 keep = False
             else:
                 reply.update(ok=False, error=self.executor.format_exception(exc)

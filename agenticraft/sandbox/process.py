@@ -17,7 +17,12 @@ from agenticraft.sandbox.watchdog import IdleWatch
 from agenticraft.sandbox.workers import WorkerHandle
 from agenticraft.security import records
 from agenticraft.security.context import SecurityContext
-from agenticraft.wire.errors import ResourceLimitExceeded, SandboxError, SecurityViolation
+from agenticraft.wire.errors import (
+    ResourceLimitExceeded,
+    SandboxError,
+    SecurityViolation,
+    limit_message,
+)
 from agenticraft.wire.limits import ResourceLimits, Usage
 
 T = TypeVar("T")
@@ -262,11 +267,14 @@ def raise_for_violation(outcome: RunOutcome) -> None:
     """Raise what stopped the run: a limit, the code policy, or a broken worker protocol."""
     frame = outcome.frame or {}
     limit = outcome.violation
+    message = None
     if limit is None and "limit" in frame:
         info = frame["limit"] if isinstance(frame["limit"], dict) else {}
         limit = (str(info.get("limit", "unknown")), info.get("value"), info.get("allowed"))
+        if isinstance(info.get("detail"), str):  # what the sandbox saw, as text, bounded
+            message = f"{limit_message(*limit)} Cause: {info['detail'][:400]}"
     if limit is not None:
-        raise ResourceLimitExceeded(*limit, rolled_back=outcome.rolled_back,
+        raise ResourceLimitExceeded(*limit, message, rolled_back=outcome.rolled_back,
                                     usage=Usage.measured(outcome.usage), stdout=outcome.stdout,
                                     stderr=outcome.stderr)
     if "violation" in frame and isinstance(frame["violation"], dict):

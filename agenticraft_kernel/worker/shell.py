@@ -7,7 +7,6 @@ shell is IPython's own; only where output goes is changed, the way ipykernel's
 
 from __future__ import annotations
 
-import errno
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
@@ -16,12 +15,13 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Any as AnyTrait
 from traitlets import Type
 
+from agenticraft.jail.limit_errors import classify
 from agenticraft_kernel.worker.channel import Channel, encode_bundle
 
 
 def is_limit_error(exc: BaseException | None) -> bool:
     """Exceptions that mean a limit was hit: the worker reports them and the run rolls back."""
-    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.EFBIG)
+    return classify(exc) is not None
 
 
 class ChannelDisplayPublisher(DisplayPublisher):

@@ -135,3 +135,62 @@ async def test_planted_frames_cannot_forge_a_result(process_sandbox):
             assert "forged" not in result
             assert result["answer"] == attempt
             assert not is_gone(session.pid)
+
+
+# -- raw errors name their limits ---------------------------------------------------------------
+@pytest.mark.parametrize(("code", "limit", "words"), [
+    ("open('big.bin', 'wb').write(b'x' * (12 * 1024 * 1024))", "max_file_size_mb",
+     "max_file_size_mb"),
+    # numpy's tofile/np.save report a short fwrite without an errno
+    ("raise OSError('3000000 requested and 1310704 written')", "max_file_size_mb",
+     "max_file_size_mb"),
+    ("import threading, time\n"
+     "for _ in range(40):\n"
+     "    threading.Thread(target=time.sleep, args=(5,), daemon=True).start()",
+     "max_processes", "threads count"),
+    ("raise ImportError('libgfortran.so.5: failed to map segment from shared object')",
+     "memory_mb", "memory_mb"),
+])
+async def test_raw_errors_name_their_limit(process_sandbox, code, limit, words):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 10,
+                                                      "max_file_size_mb": 10})
+    async with process_sandbox.session(ctx) as session:
+        await session.run("x = 'kept'")
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await session.run(code)
+        assert info.value.limit == limit
+        assert words in str(info.value)
+        assert "To fix it" in str(info.value)
+        assert (await session.run("y = x"))["y"] == "kept"
+
+
+# -- no wedge: after any failure the next trivial run answers ------------------------------------
+FAILURES = {
+    "limit": "x = 'lost'\nwhile True:\n    pass",
+    "memory": "x = 'lost'\nb = []\nwhile True:\n    b.append(bytearray(32 * 1024 * 1024))",
+    "crash": "import os\nos._exit(3)",
+    "protocol": "import os\nos.write(3, b'\\xff' * 64)\nimport time\ntime.sleep(1)",
+    "failed import": "raise ImportError('libx.so: failed to map segment from shared object')",
+    "checkpoint killed": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
+                         "while True:\n    pass",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FAILURES))
+async def test_no_wedge_after_any_failure(process_sandbox, kind):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 2, "memory_mb": 256})
+    async with process_sandbox.session(ctx) as session:
+        await session.run("x = 'kept'")
+        try:
+            await session.run(FAILURES[kind])
+        except Exception as exc:  # each kind fails its own way; what matters is what follows
+            assert str(exc)
+        for attempt in range(3):
+            try:
+                result = await session.run(f"z = {attempt}")
+            except ResourceLimitExceeded as exc:  # the state was lost: the user is told so
+                assert "lost" in str(exc)
+                continue
+            assert result.success
+            assert result["z"] == attempt
+            assert result.execution_time_ms < 1500
