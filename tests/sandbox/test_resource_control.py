@@ -152,6 +152,8 @@ async def test_planted_frames_cannot_forge_a_result(process_sandbox):
      "memory_mb", "memory_mb"),
 ])
 async def test_raw_errors_name_their_limit(process_sandbox, code, limit, words):
+    if limit == "max_processes" and "DEGRADED" in process_sandbox.host_report()[limit]:
+        pytest.skip("nothing bounds threads here (root without a pids cgroup)")
     ctx = SecurityContext("student", resource_limits={"timeout_seconds": 10,
                                                       "max_file_size_mb": 10})
     async with process_sandbox.session(ctx) as session:
