@@ -294,7 +294,9 @@ class Supervisor:
             if outcome.violation is not None:  # killed by the watchdog or the deadline
                 handle.alive = False
                 return outcome
-            return self._ended_early(handle, frame, outcome, False)
+            self._ended_early(handle, frame, outcome, False)
+            self._account_oom(handle, {"oom": 0}, outcome, limits)
+            return outcome
         except protocol.ProtocolError as exc:
             outcome.crashed = f"the sandboxed code corrupted the control channel ({exc})"
             kill_tree(handle.pid)
@@ -387,7 +389,9 @@ class Supervisor:
                      limits: ResourceLimits) -> None:
         """A process the kernel's OOM killer took inside the unit is a memory_mb violation."""
         if outcome.violation is None and handle.unit.oom_kills() > before["oom"]:
-            outcome.violation = ("memory_mb", outcome.usage.get("memory_mb"), limits.memory_mb)
+            peak = handle.unit.memory_peak_mb()
+            outcome.violation = ("memory_mb", None if peak is None else round(peak, 1),
+                                 limits.memory_mb)
             outcome.crashed = None
 
     def _ended_early(self, handle: WorkerHandle, frame: dict[str, Any] | None,
