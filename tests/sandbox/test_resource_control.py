@@ -196,3 +196,49 @@ async def test_no_wedge_after_any_failure(process_sandbox, kind):
             assert result.success
             assert result["z"] == attempt
             assert result.execution_time_ms < 1500
+
+
+# -- memory bombs stop at memory_mb -------------------------------------------------------------
+BOMBS = {
+    "bytearray": "b = []\nwhile True:\n    b.append(bytearray(32 * 1024 * 1024))",
+    "numpy": "import numpy as np\na = []\nwhile True:\n    a.append(np.ones(4 * 1024 * 1024))",
+    "shared anonymous mapping": (
+        "import mmap\nm = []\nwhile True:\n"
+        "    mm = mmap.mmap(-1, 32 * 1024 * 1024)\n    mm.write(b'x' * (32 * 1024 * 1024))\n"
+        "    m.append(mm)"),
+    "pipe buffers": (
+        "import fcntl, os\nkeep = []\nwhile True:\n    r, w = os.pipe()\n"
+        "    try:\n        fcntl.fcntl(w, 1031, 1024 * 1024)  # F_SETPIPE_SZ\n"
+        "    except PermissionError:\n        pass  # past the user's pipe pages: small pipes\n"
+        "    os.set_blocking(w, False)\n"
+        "    try:\n        while True:\n            os.write(w, b'x' * 65536)\n"
+        "    except BlockingIOError:\n        pass\n    keep.append((r, w))"),
+}
+#: What the fallback (no memory cgroup) does not bound: doctor says so; the run still ends.
+FALLBACK_UNBOUNDED = {"pipe buffers"}
+#: The kernel caps one user's pipe buffers near 64 MB (fs.pipe-user-pages-soft): a lower limit.
+BOMB_MEMORY = {"pipe buffers": 40}
+
+
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+async def test_memory_bombs_stop_at_memory_mb(process_sandbox, bomb):
+    if bomb == "numpy":
+        pytest.importorskip("numpy")
+    memory = process_sandbox.host_report()["memory_mb"]
+    ctx = SecurityContext("student", resource_limits={
+        "timeout_seconds": 8, "memory_mb": BOMB_MEMORY.get(bomb, 128)})
+    async with process_sandbox.session(ctx) as session:
+        await session.run("x = 'kept'")
+        if memory.startswith("DEGRADED") and bomb in FALLBACK_UNBOUNDED:
+            assert bomb in memory  # doctor names what the fallback cannot bound
+            try:  # only the kernel's own per-user bounds (pipe pages, open files) stop it
+                result = await session.run(BOMBS[bomb])
+            except ResourceLimitExceeded:
+                pass
+            else:
+                assert not result.success
+        else:
+            with pytest.raises(ResourceLimitExceeded) as info:
+                await session.run(BOMBS[bomb])
+            assert info.value.limit == "memory_mb", info.value
+        assert (await session.run("y = x"))["y"] == "kept"
