@@ -14,6 +14,8 @@ import errno
 import re
 from typing import Any
 
+from agenticraft.wire.errors import quota_exceeded
+
 _SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 _NO_MEMORY = ("failed to map segment", "cannot allocate memory", "out of memory")
 _NO_THREAD = ("can't start new thread", "can not start new thread")
@@ -65,5 +67,8 @@ def limit_info(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any] | N
     if found is None:
         return None
     limit, detail = found
+    if detail == DETAILS["scratch"]:  # the private tmpfs (the total write quota) is full
+        quota = quota_exceeded(limits.get("max_file_size_mb"))
+        return {"limit": quota.limit, "value": quota.value, "allowed": quota.allowed}
     return {"limit": limit, "value": None, "allowed": limits.get(limit),
             "detail": f"{detail} ({type(exc).__name__}: {str(exc)[:200]})"}

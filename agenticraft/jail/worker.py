@@ -19,6 +19,7 @@ from typing import Any
 
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, prctl
 from agenticraft.jail.executors import EXECUTORS
+from agenticraft.jail.explain import file_refusal
 from agenticraft.jail.limit_errors import limit_info
 from agenticraft.wire import protocol
 from agenticraft.wire.codec import to_safe
@@ -117,9 +118,7 @@ class Worker:
             values = self.executor.run(msg["code"], msg)
             reply.update(ok=True, values=values)
         except ResourceLimitExceeded as exc:
-            reply.update(ok=False, limit={"limit": exc.limit, "value": to_safe(exc.value),
-                                          "allowed": to_safe(exc.allowed), "message": str(exc),
-                                          "detail": getattr(exc, "detail", None)})
+            reply.update(ok=False, limit=_limit_frame(exc))
             keep = False
         except SecurityViolation as exc:
             reply.update(ok=False, violation={"message": str(exc), "lineno": exc.lineno,
@@ -134,6 +133,9 @@ class Worker:
                 reply.update(ok=False, error=self.executor.format_exception(exc)
                              if self.executor else {"ename": type(exc).__name__,
                                                     "evalue": str(exc), "traceback": ""})
+                why = file_refusal(exc, msg.get("limits") or {})
+                if why and isinstance(reply["error"], dict):
+                    reply["error"]["evalue"] = f"{reply['error'].get('evalue', '')} ({why})"
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         _flush()
         try:
@@ -145,6 +147,11 @@ class Worker:
         self.chan.sendall(data)
         if self.runner and not keep:
             os._exit(0)  # hand the session back to the checkpoint
+
+
+def _limit_frame(exc: ResourceLimitExceeded) -> dict[str, Any]:
+    return {"limit": exc.limit, "value": to_safe(exc.value), "allowed": to_safe(exc.allowed),
+            "message": str(exc), "detail": getattr(exc, "detail", None)}
 
 
 def load_executor(name: str) -> Any:

@@ -1,6 +1,7 @@
 """The zygote: a warm Python that forks confined workers in milliseconds.
 
-Started once per supervisor with ``python -I -c "...; main()" PACKAGE_ROOT FD DISABLED PRELOAD``
+Started once per supervisor with
+``python -I -c "...; main()" PACKAGE_ROOT FD DISABLED PRELOAD SCRATCH_ROOT``
 (``-c`` so that the package root, passed as an argument, can go first on ``sys.path``), with an
 allow-listed environment and no descriptors but its control socket (SOCK_SEQPACKET). For each
 ``spawn`` request it forks a child that confines itself and becomes a worker; the worker's
@@ -34,9 +35,11 @@ PRELOAD = ("json", "re", "math", "collections", "itertools", "functools", "datet
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, disabled: list[str]) -> None:
+    def __init__(self, control: socket.socket, disabled: list[str],
+                 scratch_root: str = "") -> None:
         from agenticraft.jail.confine import probe
         self.control = control
+        self.scratch_root = scratch_root  # removed when the zygote ends, however its parent did
         self.pid = os.getpid()
         self.mechanisms = probe.mechanisms(disabled)
         if self.mechanisms["seccomp"]["active"]:
@@ -45,6 +48,7 @@ class Zygote:
         self.workers: set[int] = set()
         self.cgroups: set[str] = set()  # cgroup units of dead workers, removed once empty
         self.session_ids: set[int] = set()  # a session's runner outlives its first process
+        self.plans: dict[str, dict[str, Any]] = {}  # private-root plans per profile
         # Workers forked and confined ahead of time for the most recent pre-forked profile.
         self.ready_key = ""
         self.ready: list[tuple[int, list[int], str]] = []
@@ -117,6 +121,8 @@ class Zygote:
             from agenticraft.jail.confine import landlock
             landlock.prepare([*profile["read_paths"], *profile["write_paths"],
                               *profile.get("deny_paths", ())])
+        if self.mechanisms["namespaces"]["active"] and self.mechanisms["mounts"]["active"]:
+            profile = {**profile, "root_plan": self._root_plan(profile)}
         scratch = tempfile.mkdtemp(prefix="w-", dir=profile["scratch_root"])
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
@@ -132,6 +138,16 @@ class Zygote:
         os.close(err_w)
         self.workers.add(pid)
         return pid, [parent_end.detach(), out_r, err_r], scratch
+
+    def _root_plan(self, profile: dict[str, Any]) -> dict[str, Any]:
+        """The private root's plan, computed once per profile (saves each worker ~0.7 ms)."""
+        key = json.dumps(profile, sort_keys=True)
+        if key not in self.plans:
+            from agenticraft.jail.confine import mounts
+            if len(self.plans) >= 32:
+                self.plans.clear()
+            self.plans[key] = mounts.plan(profile)
+        return self.plans[key]
 
     def _child(self, profile: dict[str, Any], scratch: str, chan: int, out_w: int,
                err_w: int) -> None:
@@ -152,7 +168,8 @@ class Zygote:
         os.environ.clear()
         os.environ.update(env)
         from agenticraft.jail.confine.apply import confine
-        profile = {**profile, "write_paths": [*profile["write_paths"], scratch]}
+        profile = {**profile, "write_paths": [*profile["write_paths"], scratch],
+                   "scratch": scratch}
         try:
             applied = confine(profile, self.mechanisms, expected_parent=self.pid)
         except Exception as exc:
@@ -199,8 +216,19 @@ class Zygote:
         from agenticraft.jail.tree import kill_tree
         kill_tree(self.pid, include_root=False)
         self._reap()
-        for name in list(self.cgroups) + [f"{self.pid}-{pid}" for pid in self.workers]:
-            self._remove_unit(name)
+        import time
+        names = set(self.cgroups) | {f"{self.pid}-{pid}" for pid in self.workers}
+        deadline = time.monotonic() + 2.0  # killed processes leave their cgroup as they exit
+        while names and time.monotonic() < deadline:
+            names = {name for name in names if not self._remove_unit(name)}
+            if names:
+                with contextlib.suppress(ChildProcessError):
+                    while os.waitpid(-1, os.WNOHANG)[0]:
+                        pass
+                time.sleep(0.02)
+        if self.scratch_root:
+            import shutil
+            shutil.rmtree(self.scratch_root, ignore_errors=True)
         os._exit(0)
 
     def _remove_unit(self, name: str) -> bool:
@@ -216,6 +244,7 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     disabled = [d for d in sys.argv[2].split(",") if d] if len(sys.argv) > 2 else []
     extra_preload = [m for m in sys.argv[3].split(",") if m] if len(sys.argv) > 3 else []
+    scratch_root = sys.argv[4] if len(sys.argv) > 4 else ""
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     for name in (*PRELOAD, *extra_preload):
@@ -225,8 +254,8 @@ def main() -> None:
         tree,  # noqa: F401
         worker,  # noqa: F401
     )
-    from agenticraft.jail.confine import apply, landlock, namespaces, seccomp  # noqa: F401
-    zygote = Zygote(control, disabled)
+    from agenticraft.jail.confine import apply, landlock, mounts, namespaces, seccomp  # noqa: F401
+    zygote = Zygote(control, disabled, scratch_root)
     signal.signal(signal.SIGTERM, zygote.shutdown)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     zygote.serve()

@@ -14,6 +14,7 @@ from typing import Any
 
 from agenticraft.jail.confine.probe import MECHANISMS, mechanisms
 from agenticraft.security.policy import SYSTEM_POLICY_PATH
+from agenticraft.wire.errors import QUOTA_FACTOR, SandboxUnavailable
 
 DISABLE_ENV = "AGENTICRAFT_DISABLE"
 
@@ -33,9 +34,26 @@ def disabled_from_env(env: Mapping[str, str] | None = None) -> frozenset[str]:
     return frozenset(names)
 
 
+def check_required(policy: Any, mech: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse to run code where the administrator's policy requires a mechanism this host lacks
+    (``[sandbox] require = ["namespaces", ...]``): say what is missing and what to change."""
+    required = sorted(getattr(policy, "required_mechanisms", ()) or ())
+    missing = [f"{name}: {mech.get(name, {}).get('detail', 'unknown mechanism')}"
+               + (" (switched off with AGENTICRAFT_DISABLE)"
+                  if mech.get(name, {}).get("disabled") else "")
+               for name in required if not mech.get(name, {}).get("active")]
+    if missing:
+        raise SandboxUnavailable(
+            "process", missing,
+            f"The administrator's policy ({policy.source_text()}) requires "
+            f"{', '.join(required)}. Run where they are available (see `python -m "
+            "agenticraft_kernel doctor`), or remove them from [sandbox] require.")
+
+
 def limit_enforcement(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """For each limit, the mechanism that enforces it here, or DEGRADED/NOT ENFORCED and why."""
     on = {name: bool(info["active"]) for name, info in mech.items()}
+    private_root = on.get("mounts", False) and on["namespaces"]
     ll = mech["landlock"]
     root = os.geteuid() == 0
     network = [
@@ -60,22 +78,13 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
             else "supervisor duty-cycle throttling of the whole process group at once "
             "(killpg SIGSTOP/SIGCONT; no cpu cgroup here)"
         ),
-        "max_file_size_mb": (
-            "RLIMIT_FSIZE + scratch size watchdog"
-            if on["rlimits"]
-            else "DEGRADED: scratch size watchdog only (rlimits off)"
-        ),
+        "max_file_size_mb": _disk(on["rlimits"], private_root),
         "network_access": (
             " + ".join(network)
             if network
             else "NOT ENFORCED: no namespaces, seccomp or Landlock TCP here"
         ),
-        "filesystem_access": (
-            f"Landlock ABI {ll.get('abi')} (read-only system paths, private scratch)"
-            if on["landlock"]
-            else "NOT ENFORCED: Landlock unavailable or off; code can read "
-            "and write whatever this OS user can"
-        ),
+        "filesystem_access": _filesystem(on["landlock"], ll.get("abi"), private_root),
         "max_processes": _max_processes(on, nproc, root),
         "max_output_bytes": "supervisor stream cap (cut with a marker)",
     }
@@ -97,6 +106,30 @@ def _memory(on: Mapping[str, bool], unit: set[str]) -> str:
                 "(catches shared anonymous mappings between polls); not bounded: files in "
                 "tmpfs (/dev/shm, /tmp) and pipe buffers")
     return "DEGRADED: supervisor RSS watch only (polling; rlimits and cgroups off)"
+
+
+PRIVATE_ROOT = ("private root (own mount namespace: only the interpreter, the environment, the "
+                "package and the working directory exist; secrets and audit files masked)")
+
+
+def _filesystem(landlock: bool, abi: Any, private_root: bool) -> str:
+    parts = [PRIVATE_ROOT] if private_root else []
+    if landlock:
+        parts.append(f"Landlock ABI {abi} (read-only system paths, private scratch)")
+    if parts:
+        return " + ".join(parts)
+    return ("NOT ENFORCED: no private root and Landlock unavailable or off; code can read and "
+            "write whatever this OS user can")
+
+
+def _disk(rlimits: bool, private_root: bool) -> str:
+    per_file = "RLIMIT_FSIZE per file" if rlimits else "DEGRADED: no per-file limit (rlimits off)"
+    if private_root:
+        return (f"{per_file} + total write quota of {QUOTA_FACTOR} x max_file_size_mb for /tmp, "
+                "/dev/shm "
+                "and scratch (size-limited private tmpfs; unlinked open files count); writes to "
+                "a read-write working directory: per file only")
+    return f"{per_file} + scratch size watchdog (polling; unlinked files not seen)"
 
 
 def _max_processes(on: Mapping[str, bool], nproc: bool, root: bool) -> str:

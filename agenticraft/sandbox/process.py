@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.base import OutputCallback, Sandbox
-from agenticraft.sandbox.profile import build_profile
+from agenticraft.sandbox.profile import build_profile, manager_files
 from agenticraft.sandbox.result import ExecutionError, ExecutionResult, RunReply
 from agenticraft.sandbox.supervisor import RunOutcome, Supervisor
 from agenticraft.sandbox.types import SandboxType
@@ -53,7 +54,8 @@ class ProcessSandbox(Sandbox):
 
     async def start(self) -> None:
         if not self._started:
-            await self.supervisor.astart()
+            await self.supervisor.astart(
+                require=functools.partial(host_probe.check_required, self.manager.policy))
             self._started = True
 
     async def close(self) -> None:
@@ -76,7 +78,8 @@ class ProcessSandbox(Sandbox):
         return report
 
     def profile_for(self, ctx: SecurityContext, executor: str | None = None) -> dict[str, Any]:
-        profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
+        profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root,
+                                protect=manager_files(self.manager))
         profile["executor"] = executor or self.executor
         return profile
 

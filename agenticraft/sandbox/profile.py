@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import site
 import sys
 import sysconfig
 from collections.abc import Iterable
@@ -32,15 +33,26 @@ WRITE_DEVICES = ("/dev/null",)
 
 @functools.lru_cache(maxsize=1)
 def python_paths() -> tuple[str, ...]:
-    """The interpreter, its standard library and every site-packages directory on sys.path."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(os.path.realpath(sys.executable))}
+    """The interpreter, its standard library, the environment's site-packages (with what their
+    ``.pth`` files add inside the environment) and the package itself. Not the host's other
+    ``sys.path`` entries: the directory of the host's own script (``/srv/app`` of
+    ``python /srv/app/server.py``) or ``PYTHONPATH`` hold the host's code and secrets."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths = {*prefixes, os.path.dirname(os.path.realpath(sys.executable))}
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         with contextlib.suppress(KeyError):
             paths.add(sysconfig.get_path(key))
-    paths.update(p for p in sys.path if p and os.path.isabs(p))
+    with contextlib.suppress(AttributeError):
+        paths.update(site.getsitepackages())
+    inside = [os.path.realpath(p) for p in prefixes if p]
+    paths.update(p for p in sys.path if p and os.path.isabs(p)
+                 and any(_below(os.path.realpath(p), base) for base in inside))
     paths.add(PACKAGE_ROOT)
     return tuple(sorted(p for p in paths if p and os.path.exists(p)))
+
+
+def _below(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
 
 
 def protected_paths(extra: Iterable[str] = ()) -> list[str]:
@@ -64,6 +76,27 @@ def _protected_paths(extra: tuple[str, ...], env: tuple[str, ...]) -> tuple[str,
         *extra,
     ]
     return tuple(sorted({str(Path(p).resolve()) for p in candidates if p}))
+
+
+def manager_files(manager: Any) -> list[str]:
+    """Files that decide or record what sandboxes may do: this manager's audit log and its head,
+    its policy files and config file. Never visible from a sandbox, wherever they are."""
+    files = []
+    audit = getattr(manager, "audit", None)
+    for attr in ("path", "head_path"):
+        with contextlib.suppress(Exception):
+            value = getattr(audit, attr, None)
+            if value:
+                files.append(str(value))
+    for source in getattr(getattr(manager, "policy", None), "sources", ()):
+        if isinstance(source, str) and os.path.isabs(source):
+            files.append(source)
+    for origin in getattr(getattr(manager, "settings", None), "origins", {}).values():
+        if isinstance(origin, str) and origin.startswith("config file "):
+            files.append(origin[len("config file "):])
+    if os.environ.get("AGENTICRAFT_CONFIG"):
+        files.append(os.environ["AGENTICRAFT_CONFIG"])
+    return files
 
 
 def build_profile(ctx: SecurityContext, *, scratch_root: str,

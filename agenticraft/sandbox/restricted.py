@@ -9,13 +9,14 @@ kill or failure, and never shared between users.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.base import OutputCallback, Sandbox
 from agenticraft.sandbox.process import to_result
-from agenticraft.sandbox.profile import build_profile
+from agenticraft.sandbox.profile import build_profile, manager_files
 from agenticraft.sandbox.result import ExecutionResult
 from agenticraft.sandbox.supervisor import Supervisor
 from agenticraft.sandbox.types import SandboxType
@@ -46,7 +47,8 @@ class RestrictedSandbox(Sandbox):
 
     async def start(self) -> None:
         if not self._started:
-            await self.supervisor.astart()
+            await self.supervisor.astart(
+                require=functools.partial(host_probe.check_required, self.manager.policy))
             self._started = True
 
     async def close(self) -> None:
@@ -77,7 +79,8 @@ class RestrictedSandbox(Sandbox):
             if pooled:
                 handle = idle.pop()
             else:
-                profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root)
+                profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root,
+                                        protect=manager_files(self.manager))
                 profile["executor"] = "restricted"
                 handle = await self.supervisor.spawn(profile, prefork=False)
             try:

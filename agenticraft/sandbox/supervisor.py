@@ -66,8 +66,16 @@ class Supervisor:
             if self.zygote.proc is None or self.zygote.proc.poll() is not None:
                 self.zygote.start()
 
-    async def astart(self) -> None:
+    async def astart(self, require: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Start the zygote; ``require(mechanisms)`` may refuse this host (the policy's
+        ``[sandbox] require``), and then the zygote is stopped again."""
         await asyncio.get_running_loop().run_in_executor(LAUNCHER, self.start)
+        if require is not None:
+            try:
+                require(self.mechanisms)
+            except BaseException:
+                self.close()
+                raise
 
     def close(self) -> None:
         self.zygote.close()
@@ -167,11 +175,13 @@ class Supervisor:
                 if frame is not None and frame.get("ev") == "done":
                     outcome.frame = frame
                     failed_limit = "limit" in frame or "violation" in frame
-                    if checkpoint and runner <= 0:
-                        raise protocol.ProtocolError("a run finished that no runner started")
-                    if checkpoint and failed_limit:
+                    if checkpoint and failed_limit:  # the runner exits; the checkpoint resumes
                         outcome.rolled_back = await self._await_rollback(handle, run_id, runner)
                     elif checkpoint:
+                        # A runner that finished fast may not have been seen at "started".
+                        runner = runner if runner > 0 else self._find_runner(handle, before)
+                        if runner <= 0:
+                            raise protocol.ProtocolError("a run finished that no runner started")
                         self._promote(handle, runner)
                     elif failed_limit:
                         handle.alive = False

@@ -16,12 +16,12 @@ from typing import Any
 
 from agenticraft.jail.tree import descendants, kill_tree
 from agenticraft.sandbox.unit import Unit
+from agenticraft.wire.errors import QUOTA_FACTOR
 from agenticraft.wire.limits import ResourceLimits
 
 MB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-SCRATCH_FACTOR = 4  # total scratch usage may be at most this many times max_file_size_mb
 
 
 def read_usage(pid: int) -> tuple[float, float]:
@@ -124,10 +124,10 @@ class Watchdog:
                 return ("memory_mb", round(rss / MB, 1), limits.memory_mb), 0.0
         if self.tick % 20 == 0:
             used_bytes = dir_size(self.scratch)
-            if used_bytes > limits.max_file_size_mb * MB * SCRATCH_FACTOR:
+            if used_bytes > limits.max_file_size_mb * MB * QUOTA_FACTOR:
                 return ("max_file_size_mb", f"{used_bytes // MB} MB in scratch",
                         f"{limits.max_file_size_mb} MB per file, "
-                        f"{limits.max_file_size_mb * SCRATCH_FACTOR} MB in total"), 0.0
+                        f"{limits.max_file_size_mb * QUOTA_FACTOR} MB in total"), 0.0
         if not self.throttle:
             return None, 0.0
         now = time.monotonic()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agenticraft.jail.tree import kill_tree
+from agenticraft.sandbox import leftovers
 from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
 from agenticraft.sandbox.unit import Unit
@@ -41,7 +42,8 @@ class ZygoteProcess:
     def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = ()) -> None:
         self.disabled = disabled
         self.preload = preload
-        self.scratch_root = tempfile.mkdtemp(prefix="agenticraft-")
+        leftovers.reap()  # what sandboxes of dead owners left (a SIGKILLed kernel, a crash)
+        self.scratch_root = tempfile.mkdtemp(prefix=leftovers.scratch_prefix())
         os.chmod(self.scratch_root, 0o700)
         self._lock = threading.Lock()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -49,6 +51,7 @@ class ZygoteProcess:
         self.mechanisms: dict[str, Any] = {}
 
     def start(self) -> None:
+        os.makedirs(self.scratch_root, 0o700, exist_ok=True)  # a previous zygote removed it
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = allowed_env(os.environ, ZYGOTE_ENV_ALLOW)
         env["PYTHONPATH"] = PACKAGE_ROOT  # -I ignores it; kept for clarity in ps output
@@ -56,7 +59,7 @@ class ZygoteProcess:
                 "from agenticraft.jail.zygote import main; main()")
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", code, PACKAGE_ROOT, str(child.fileno()),
-             ",".join(sorted(self.disabled)), ",".join(self.preload)],
+             ",".join(sorted(self.disabled)), ",".join(self.preload), self.scratch_root],
             pass_fds=[child.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL,
             start_new_session=True)
         child.close()

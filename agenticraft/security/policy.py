@@ -26,6 +26,8 @@ SANDBOX_TYPES = ("process", "restricted")
 #: Where an administrator puts the policy. Users cannot point the engine elsewhere to loosen it:
 #: extra policy files (a kernel's ``--policy``) are intersected with this one, never replace it.
 SYSTEM_POLICY_PATH = Path("/etc/agenticraft/policy.toml")
+#: Mechanisms a policy may require (``[sandbox] require = [...]``); the names of the jail's probe.
+REQUIRABLE = ("rlimits", "namespaces", "mounts", "landlock", "seccomp", "cgroups", "pids_cgroup")
 
 BUILTIN_CEILINGS = ResourceLimits(
     memory_mb=4096, cpu_percent=100.0, timeout_seconds=600, max_file_size_mb=1024,
@@ -52,6 +54,8 @@ class Policy:
     default_sandbox_type: str = "process"
     allow_unsandboxed: bool = False
     allowed_imports: frozenset[str] = frozenset()
+    #: Confinement mechanisms the process sandbox must have: without one, no code runs.
+    required_mechanisms: frozenset[str] = frozenset()
     api_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
     signing_key: str | None = None
     sources: tuple[str, ...] = ("built-in",)
@@ -175,6 +179,7 @@ class Policy:
                                   else self.default_sandbox_type),
             allow_unsandboxed=self.allow_unsandboxed and other.allow_unsandboxed,
             allowed_imports=self.allowed_imports & other.allowed_imports,
+            required_mechanisms=self.required_mechanisms | other.required_mechanisms,
             # Identities come only from the base policy: a later file may not add API keys or a
             # signing key, or it could make itself any user.
             api_keys=dict(self.api_keys),
@@ -214,7 +219,14 @@ class Policy:
                             for g, m in members.items()}
         sandbox = data.get("sandbox", {})
         _reject_unknown(sandbox, {"allowed_types", "default_type", "allow_unsandboxed",
-                                  "allowed_imports"}, f"{source} [sandbox]")
+                                  "allowed_imports", "require"}, f"{source} [sandbox]")
+        if "require" in sandbox:
+            wanted = frozenset(_strings(sandbox["require"], "sandbox.require"))
+            bad = sorted(wanted - set(REQUIRABLE))
+            if bad:
+                raise ConfigurationError(f"{source}: sandbox.require names unknown mechanism(s) "
+                                         f"{bad}; valid: {', '.join(REQUIRABLE)}")
+            kwargs["required_mechanisms"] = wanted
         if "allowed_types" in sandbox:
             types = frozenset(_strings(sandbox["allowed_types"], "sandbox.allowed_types"))
             bad = sorted(types - set(SANDBOX_TYPES))

@@ -92,12 +92,32 @@ _HOW_TO_CHANGE = {
 }
 
 
+#: ``value`` of a max_file_size_mb violation that filled the total write quota (ENOSPC).
+QUOTA_FULL = "quota"
+#: The total write quota of a sandbox (its private tmpfs holding /tmp, /dev/shm and scratch, or
+#: the scratch watchdog without one) is this many times max_file_size_mb.
+QUOTA_FACTOR = 4
+
+
+def quota_exceeded(max_file_size_mb: Any) -> ResourceLimitExceeded:
+    """ENOSPC inside the sandbox: its total write quota is full (a full host disk looks the
+    same, and is reported the same way)."""
+    allowed = (QUOTA_FACTOR * max_file_size_mb
+               if isinstance(max_file_size_mb, int | float) else None)
+    return ResourceLimitExceeded("max_file_size_mb", QUOTA_FULL, allowed)
+
+
 def limit_message(limit: str, value: Any, allowed: Any) -> str:
     """One line: which limit, what value, how to change it."""
     unit = {"timeout_seconds": " s", "memory_mb": " MB", "max_file_size_mb": " MB",
             "max_output_bytes": " bytes", "cpu_percent": " %"}.get(limit, "")
     text = f"Resource limit exceeded: {limit}"
-    if allowed is not None:
+    if limit == "max_file_size_mb" and value == QUOTA_FULL:
+        text += (f" (the sandbox's total write quota{f' of {allowed} MB' if allowed else ''}, "
+                 f"{QUOTA_FACTOR} x max_file_size_mb for /tmp, /dev/shm and scratch together, "
+                 "is full; "
+                 "deleted files still open count)")
+    elif allowed is not None:
         text += f" (allowed {allowed}{unit}"
         if value is not None:
             text += f", reached {value}{unit}"

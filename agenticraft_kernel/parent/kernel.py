@@ -43,7 +43,7 @@ from agenticraft_kernel.parent.cell_audit import KernelAudit
 from agenticraft_kernel.parent.cell_state import CellState
 from agenticraft_kernel.parent.comms import CommTable
 from agenticraft_kernel.parent.history import CellHistory
-from agenticraft_kernel.parent.kernel_context import PRELOAD, build_request
+from agenticraft_kernel.parent.kernel_context import PRELOAD, build_request, notebook_defaults
 from agenticraft_kernel.parent.magics import KernelMagics
 from agenticraft_kernel.parent.panel_host import PanelHost
 from agenticraft_kernel.parent.relay import Relay
@@ -156,9 +156,11 @@ class SecureKernel(Kernel):
                 working_dir=os.getcwd(), process_preload=PRELOAD)
             self.kaudit = KernelAudit(self.manager.audit, self.kernel_id,
                                       on_cell=self.recent_cells.append)
+            overrides = notebook_defaults(request.limit_overrides,
+                                          self.manager.settings.limit_defaults,
+                                          self.manager.policy.ceilings.filesystem_access)
             ctx = self.manager.authorize(request.context_request(), "execute",
-                                         action="kernel_start",
-                                         limit_overrides=request.limit_overrides)
+                                         action="kernel_start", limit_overrides=overrides)
             self.backend = make_backend(self.manager, ctx)
             await self.backend.start()
             self.kaudit.kernel_event("kernel_started", ctx.user_id, ctx,

@@ -36,6 +36,19 @@ class KernelRequest:
         return {"user_id": self.user_id, "sandbox_type": self.sandbox_type}
 
 
+def notebook_defaults(overrides: Mapping[str, Any], settings_defaults: Mapping[str, Any],
+                      ceiling_allows_files: bool) -> dict[str, Any]:
+    """The kernel's own built-in default: the notebook's directory (the kernel's working
+    directory) is readable, because notebooks read the data next to them; writable only with
+    the ``write`` permission. Below every other source: a config file, ``AGENTICRAFT_*`` or the
+    kernel's traitlets that say ``filesystem_access`` win, and an administrator's ceiling of
+    ``filesystem_access = false`` turns it off."""
+    if ("filesystem_access" in overrides or "filesystem_access" in settings_defaults
+            or not ceiling_allows_files):
+        return dict(overrides)
+    return {"filesystem_access": True, **overrides}
+
+
 def build_request(*, user_id: str | None, sandbox_type: str | None,
                   limits: Mapping[str, Any], policy_files: list[str] | tuple[str, ...] = (),
                   env: Mapping[str, str] | None = None) -> KernelRequest:

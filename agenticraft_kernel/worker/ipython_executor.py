@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any
 
+from agenticraft.jail.explain import HIDDEN_HINT, file_refusal, hidden_path
 from agenticraft_kernel.worker.channel import Channel, EventStream
 
 #: errno values that mean "the sandbox said no" when an operating-system call fails in a cell.
@@ -102,6 +103,7 @@ class IPythonExecutor:
             shell.execution_count = request["execution_count"]
         shell._last_traceback = None
         shell.limit_error = None
+        shell.limits = dict(request.get("limits") or {})
         # From here a KeyboardInterrupt is the cell's: the kernel holds interrupts until now.
         self.channel.emit({"type": "cell_started"})
         result = shell.run_cell(code, store_history=store_history, silent=silent,
@@ -115,9 +117,13 @@ class IPythonExecutor:
             reply["user_expressions"] = shell.user_expressions(
                 request.get("user_expressions") or {})
         else:
-            reply.update(status="error", ename=type(error).__name__, evalue=str(error),
-                         traceback=shell._last_traceback or [], user_expressions={})
             denial = classify_denial(error)
+            evalue = str(error)
+            why = file_refusal(error, request.get("limits") or {})
+            if why:
+                evalue += f" ({why})"
+            reply.update(status="error", ename=type(error).__name__, evalue=evalue,
+                         traceback=shell._last_traceback or [], user_expressions={})
             network_allowed = bool((request.get("limits") or {}).get("network_access"))
             if denial and not (denial["limit"] == "network_access" and network_allowed):
                 reply["denial"] = denial
@@ -240,7 +246,7 @@ def limit_exceeded(exc: BaseException, limits: dict[str, Any]) -> BaseException:
     from agenticraft.jail.limit_errors import limit_info
     from agenticraft.wire.errors import ResourceLimitExceeded
     info = limit_info(exc, limits) or {"limit": "memory_mb", "allowed": limits.get("memory_mb")}
-    error = ResourceLimitExceeded(info["limit"], allowed=info["allowed"])
+    error = ResourceLimitExceeded(info["limit"], info.get("value"), info["allowed"])
     error.detail = info.get("detail")  # type: ignore[attr-defined]
     return error
 
@@ -252,6 +258,9 @@ def classify_denial(exc: BaseException | None) -> dict[str, str] | None:
     """
     seen = 0
     while exc is not None and seen < 10:
+        if isinstance(exc, FileNotFoundError) and hidden_path(exc.filename):
+            return {"limit": "filesystem_access",
+                    "detail": f"{type(exc).__name__}: {exc} ({HIDDEN_HINT})"[:300]}
         if isinstance(exc, OSError) and (exc.errno in DENIAL_ERRNOS
                                          or _is_resolver_error(exc)):
             kind = ("filesystem_access" if exc.filename is not None else "network_access"

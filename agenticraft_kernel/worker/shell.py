@@ -7,6 +7,7 @@ shell is IPython's own; only where output goes is changed, the way ipykernel's
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
@@ -108,6 +109,8 @@ class WorkerShell(InteractiveShell):
     channel = AnyTrait(None)
     _last_traceback: list[str] | None = None
     limit_error: BaseException | None = None
+    #: The current run's limits (set by the executor before each cell).
+    limits: dict[str, Any] = {}
 
     parent_header: dict[str, Any] = {}
 
@@ -128,6 +131,32 @@ class WorkerShell(InteractiveShell):
         from IPython.core import page, payloadpage
         # ``obj?`` and %pinfo page into the reply payload, as in ipykernel (no terminal pager).
         self.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
+
+    def init_magics(self) -> None:
+        super().init_magics()
+        self.register_magic_function(self._pip_magic, "line", "pip")
+
+    def _pip_magic(self, line: str) -> None:
+        """``%pip``: IPython's, unless the network is off; then one line saying so."""
+        if not self.limits.get("network_access"):
+            from IPython.core.error import UsageError
+            raise UsageError("%pip cannot install anything: the network is off in this sandbox "
+                             "(network_access=False). Install packages in the kernel's own "
+                             "environment, or ask for network_access.")
+        from IPython.core.magics.packaging import PackagingMagics
+        PackagingMagics(self).pip(line)
+
+    def system_piped(self, cmd: str) -> None:
+        """``!cmd`` and ``%%sh``-style calls: the command writes straight to the cell's stdout and
+        stderr. Without a pty: IPython's pexpect-based runner needs a new session (setsid),
+        which the sandbox's seccomp filter denies."""
+        import subprocess
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        self.user_ns["_exit_code"] = subprocess.call(
+            self.var_expand(cmd, depth=1), shell=True, stdin=subprocess.DEVNULL)
+
+    system = system_piped
 
     def enable_gui(self, gui: str | None = None) -> None:
         if gui not in (None, "inline"):

@@ -71,8 +71,14 @@ def test_unknown_mechanism_name_is_rejected():
 @pytest.mark.parametrize("sandbox_without", ["landlock"], indirect=True)
 async def test_without_landlock(sandbox_without):
     result = await run(sandbox_without, "data = open('/etc/hostname').read()")
-    assert result.success  # honestly degraded: filesystem reads are no longer confined
-    assert result.enforced["filesystem_access"].startswith("NOT ENFORCED")
+    if sandbox_without.supervisor.mechanisms["mounts"]["active"]:
+        assert not result.success  # the private root holds without Landlock
+        assert result.error.ename == "FileNotFoundError"
+        assert result.enforced["filesystem_access"].startswith("private root")
+        assert "Landlock" not in result.enforced["filesystem_access"]
+    else:
+        assert result.success  # honestly degraded: filesystem reads are no longer confined
+        assert result.enforced["filesystem_access"].startswith("NOT ENFORCED")
     assert not (await run(sandbox_without, "import socket\nsocket.socket()")).success
     with pytest.raises(ResourceLimitExceeded):
         await run(sandbox_without, "while True:\n    pass", timeout_seconds=1)
@@ -116,3 +122,26 @@ async def test_with_everything_off_timeouts_and_output_caps_hold(sandbox_without
         await run(sandbox_without, "while True:\n    pass", timeout_seconds=1)
     flood = await run(sandbox_without, "print('y' * 50000)", max_output_bytes=1000)
     assert flood.truncated
+
+
+@pytest.mark.parametrize("sandbox_without", ["mounts"], indirect=True)
+async def test_without_private_root(sandbox_without):
+    """The private root off: Landlock still refuses host files, and the report says what holds."""
+    assert not sandbox_without.supervisor.mechanisms["mounts"]["active"]
+    result = await run(sandbox_without, "data = open('/etc/hostname').read()")
+    if sandbox_without.supervisor.mechanisms["landlock"]["active"]:
+        assert not result.success and result.error.ename == "PermissionError"
+    assert "private root" not in result.enforced["filesystem_access"]
+    assert "watchdog" in result.enforced["max_file_size_mb"]  # no kernel-enforced total
+
+
+def test_private_root_probe_builds_what_a_worker_builds():
+    """doctor's answer for the private root comes from building one, as a worker does."""
+    from agenticraft.jail.confine import mounts
+
+    found = mounts._probe_in_child()
+    assert found["available"] == probe.mechanisms()["mounts"]["available"]
+    if found["available"]:
+        assert "switch_root" in found["detail"]
+    else:
+        assert found["detail"].startswith("a private root cannot be built here")

@@ -1,6 +1,7 @@
 """Confine the current (freshly forked, single-threaded) process, in a fixed order.
 
-Order: new session, parent-death signal, user + network namespace, not dumpable, no_new_privs,
+Order: new session, parent-death signal, user + IPC + UTS (+ network) namespaces, the
+private root in its own mount namespace (``mounts``), not dumpable, no_new_privs,
 rlimits, Landlock, seccomp. (Not-dumpable comes after the namespace step because writing
 ``/proc/self/uid_map`` needs a dumpable process.) Every step that is switched off or not
 supported is recorded, so the result says exactly what holds.
@@ -13,7 +14,7 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
-from agenticraft.jail.confine import cgroups, landlock, namespaces, rlimits, seccomp
+from agenticraft.jail.confine import cgroups, landlock, mounts, namespaces, rlimits, seccomp
 from agenticraft.jail.confine.libc import (
     PR_SET_DUMPABLE,
     PR_SET_NO_NEW_PRIVS,
@@ -39,8 +40,18 @@ def confine(
         applied["cgroups"] = cgroups.place(
             bases, f"{expected_parent}-{os.getpid()}", memory_mb=profile["memory_mb"],
             cpu_percent=profile["cpu_percent"], max_processes=profile["max_processes"] + 1)
+    private_root = "namespaces" in active and "mounts" in active and bool(profile.get("scratch"))
     if "namespaces" in active:
-        applied["namespaces"] = namespaces.enter(network=network)
+        applied["namespaces"] = namespaces.enter(network=network, mount=private_root, drop=False)
+        if private_root:  # needs the capabilities the user namespace gives, so before the drop
+            root_plan = {**(profile.get("root_plan") or mounts.plan(profile, profile["scratch"])),
+                         "scratch": profile["scratch"]}
+            applied["mounts"] = mounts.build(root_plan, os.getcwd())
+            # Inside, a protected path is masked by a read-only mount (which cannot be unmounted,
+            # renamed over or removed) or does not exist at all. Landlock then needs no holes
+            # in the working directory, which would forbid creating files at its top level.
+            profile = {**profile, "deny_paths": []}
+        namespaces.drop_capabilities()
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     if "rlimits" in active:
@@ -51,9 +62,10 @@ def confine(
             nproc_baseline=0 if "namespaces" in active else profile.get("nproc_baseline", 0),
         )
     if "landlock" in active:
+        own = ["/tmp", "/dev/shm", "/dev/pts"] if private_root else []  # private tmpfs, devpts
         applied["landlock"] = landlock.apply(
             profile["read_paths"],
-            profile["write_paths"],
+            [*profile["write_paths"], *own],
             allow_tcp=network,
             deny_paths=profile.get("deny_paths", ()),
             scope=True,

@@ -1,6 +1,6 @@
-"""The one place that loads libc through ctypes: prctl, raw syscalls, unshare/capset and their
-flags, and small facts about the calling process that several confinement steps (and the zygote,
-worker and host) need."""
+"""The one place that loads libc through ctypes: prctl, raw syscalls, unshare/capset, the mount
+calls (mount, mount_setattr) and their flags, and small facts about the
+calling process that several confinement steps (and the zygote, worker and host) need."""
 
 from __future__ import annotations
 
@@ -66,6 +66,51 @@ def unshare(flags: int) -> None:
     """unshare(2), or OSError."""
     if LIBC.unshare(flags) != 0:
         raise _error("unshare")
+
+
+#: Mount flags (mount(2)) used to build a sandbox's private root.
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+#: mount_setattr has the same number everywhere (Linux >= 5.12).
+SYS_MOUNT_SETATTR = 442
+
+
+def _b(text: str | bytes | None) -> bytes | None:
+    return text if text is None or isinstance(text, bytes) else os.fsencode(text)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int,
+          data: str | None = None) -> None:
+    """mount(2), or OSError naming source and target."""
+    if LIBC.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)) != 0:
+        raise _error(f"mount({source!r} -> {target!r})")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, attr_set: int, *, recursive: bool = True) -> None:
+    """mount_setattr(2) on the mount at ``path`` (and below it if ``recursive``), or OSError
+    (ENOSYS before Linux 5.12)."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    syscall(SYS_MOUNT_SETATTR, ctypes.c_int(AT_FDCWD), _b(path),
+            ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)))
 
 
 def capset(header: Any, data: Any) -> None:

@@ -1,18 +1,39 @@
-"""User and network namespaces: a private, empty network stack without privileges.
+"""User, network, IPC and UTS namespaces: a private, empty network stack without privileges.
 
 In a new network namespace only a loopback device exists, and it is down: no route reaches any
 other host or any port on this one. A user namespace is what lets an unprivileged process create
-it; it also makes RLIMIT_NPROC count only the sandbox's own processes.
+it; it also makes RLIMIT_NPROC count only the sandbox's own processes. The IPC namespace hides
+the host's SysV objects and POSIX message queues; the mount namespace (when asked for) holds the
+private root that ``mounts`` builds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import socket
 from typing import Any
 
-from agenticraft.jail.confine.libc import CLONE_NEWNET, CLONE_NEWUSER, capset, unshare
+from agenticraft.jail.confine.libc import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    capset,
+    unshare,
+)
 
+#: Namespaces every sandbox gets besides the user namespace (and the network one when the
+#: network is off): its own SysV IPC objects and POSIX message queues, its own host name.
+PRIVATE = CLONE_NEWIPC | CLONE_NEWUTS
+#: Kernel objects counted per user, capped inside the sandbox's user namespace (the counts are
+#: charged to every level up to the host's, so a cap here keeps the host user's share free).
+UCOUNT_CAPS = {"max_inotify_instances": 32, "max_inotify_watches": 8192,
+               "max_user_namespaces": 0, "max_mnt_namespaces": 0, "max_ipc_namespaces": 0,
+               "max_net_namespaces": 0, "max_pid_namespaces": 0, "max_uts_namespaces": 0,
+               "max_cgroup_namespaces": 0, "max_time_namespaces": 0}
 _probe_cache: dict[str, Any] | None = None
 
 
@@ -30,7 +51,7 @@ def _probe_in_child() -> dict[str, Any]:
     if pid == 0:  # pragma: no cover - runs in the child
         os.close(r)
         try:
-            unshare(CLONE_NEWUSER | CLONE_NEWNET)
+            unshare(CLONE_NEWUSER | CLONE_NEWNET | PRIVATE)
             os.write(w, b"1")
         except OSError as exc:
             os.write(w, str(exc.errno).encode())
@@ -40,25 +61,47 @@ def _probe_in_child() -> dict[str, Any]:
     os.close(r)
     os.waitpid(pid, 0)
     if answer == b"1":
-        return {"available": True, "detail": "unprivileged user + network namespaces work"}
+        return {"available": True,
+                "detail": "unprivileged user, network, IPC and UTS namespaces work"}
     return {
         "available": False,
-        "detail": f"unshare(CLONE_NEWUSER|CLONE_NEWNET) failed: {os.strerror(int(answer))}"
+        "detail": "unshare(CLONE_NEWUSER|CLONE_NEWNET|CLONE_NEWIPC|CLONE_NEWUTS) failed: "
+        f"{os.strerror(int(answer))}"
         " (check kernel.unprivileged_userns_clone / user.max_user_namespaces)",
     }
 
 
-def enter(*, network: bool) -> dict[str, Any]:
-    """Move this (single-threaded) process into a new user namespace, and a new network
-    namespace unless ``network``; keep the same uid/gid inside, then drop every capability."""
+def enter(*, network: bool, mount: bool = False, drop: bool = True) -> dict[str, Any]:
+    """Move this (single-threaded) process into new user, IPC and UTS namespaces, a new network
+    namespace unless ``network`` and a new mount namespace if ``mount``; keep the same uid/gid
+    inside, cap per-user kernel objects, then (``drop``) drop every capability. With ``drop``
+    false the caller builds its mounts first and calls ``drop_capabilities`` itself."""
     uid, gid = os.getuid(), os.getgid()
-    flags = CLONE_NEWUSER | (0 if network else CLONE_NEWNET)
+    flags = CLONE_NEWUSER | PRIVATE | (0 if network else CLONE_NEWNET) | (
+        CLONE_NEWNS if mount else 0)
     unshare(flags)
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{uid} {uid} 1")
     _write("/proc/self/gid_map", f"{gid} {gid} 1")
-    drop_capabilities()
-    return {"user_namespace": True, "network_namespace": not network}
+    capped = cap_ucounts()
+    with contextlib.suppress(OSError):
+        socket.sethostname("sandbox")
+    if drop:
+        drop_capabilities()
+    return {"user_namespace": True, "network_namespace": not network, "ipc_namespace": True,
+            "uts_namespace": True, "mount_namespace": mount, "capped": capped}
+
+
+def cap_ucounts() -> list[str]:
+    """Lower this user namespace's limits on per-user kernel objects (``UCOUNT_CAPS``)."""
+    capped = []
+    for name, value in UCOUNT_CAPS.items():
+        try:
+            _write(f"/proc/sys/user/{name}", str(value))
+            capped.append(name)
+        except OSError:
+            continue
+    return capped
 
 
 def drop_capabilities() -> None:

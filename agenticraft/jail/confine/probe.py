@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from agenticraft.jail.confine import cgroups, landlock, namespaces, rlimits, seccomp
+from agenticraft.jail.confine import cgroups, landlock, mounts, namespaces, rlimits, seccomp
 
-MECHANISMS = ("rlimits", "namespaces", "landlock", "seccomp", "cgroups", "pids_cgroup")
+MECHANISMS = ("rlimits", "namespaces", "mounts", "landlock", "seccomp", "cgroups", "pids_cgroup")
 
 
 def mechanisms(disabled: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
@@ -20,6 +20,7 @@ def mechanisms(disabled: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
     found = {
         "rlimits": rlimits.probe(),
         "namespaces": namespaces.probe(),
+        "mounts": mounts.probe(),
         "landlock": landlock.probe(),
         "seccomp": seccomp.probe(),
         "cgroups": cgroups.probe(),
@@ -30,5 +31,7 @@ def mechanisms(disabled: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
         info = dict(info)
         info["disabled"] = name in disabled
         info["active"] = bool(info.get("available")) and name not in disabled
+        if name == "mounts" and found["namespaces"].get("available") and "namespaces" in disabled:
+            info["active"] = False  # the private root lives in the namespaces it needs
         report[name] = info
     return report

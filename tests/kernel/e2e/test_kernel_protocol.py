@@ -223,7 +223,7 @@ def test_filesystem_access_still_hides_runtime_dir(data_dir: Path, tmp_path: Pat
         assert Path(k.km.connection_file).parent == notebook_dir / ".runtime"
         assert k.value("open('data.txt').read()") == "'notebook data'"
         reply, _ = k.execute(f"open({k.km.connection_file!r}).read()")
-        assert reply["ename"] == "PermissionError"
+        assert reply["ename"] in ("PermissionError", "FileNotFoundError")  # masked
         reply, _ = k.execute("open('out/written.txt', 'w').write('x')")
         assert reply["status"] == "ok", reply
         assert (notebook_dir / "out" / "written.txt").read_text() == "x"

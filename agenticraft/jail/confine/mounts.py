@@ -1,0 +1,323 @@
+"""The sandbox's own root: a mount namespace in which only what Python needs exists.
+
+Built by the worker right after it entered its user namespace (it holds every capability there
+and none outside), the way bubblewrap and nsjail do it, without root and without a daemon:
+
+- a small tmpfs becomes the new root; it is read-only once built;
+- read-only binds of exactly the profile's read paths (the interpreter, the standard library, the
+  environment's site-packages, shared libraries, the package itself) at their real paths, and the
+  host's top-level symlinks (``/lib -> usr/lib``) so those paths resolve as on the host;
+- ``/proc`` (the host's, bound: a fresh one needs a PID namespace), a minimal ``/dev`` (null,
+  zero, full, random, urandom, tty bound from the host; a private devpts with its own ptmx;
+  ``/dev/shm``), and a private, size-limited tmpfs holding ``/tmp``, ``/dev/shm`` and the scratch
+  directory: the sandbox's total write quota, enforced by the kernel (ENOSPC), unlinked-but-open
+  files included, gone with the namespace;
+- the working directory bound read-only, or read-write with the ``write`` permission; every
+  protected path inside a bound directory (the audit log and its ``.head``, policy and config
+  files, the Jupyter runtime directory, ``~/.ssh``...) is masked by an empty read-only mount.
+
+Nothing else of the host exists inside: no ``/run``, no host ``/tmp``, no home directory, no
+sockets but those in a bound directory. Landlock and seccomp still apply underneath.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agenticraft.jail.confine.libc import (
+    MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY,
+    MS_BIND,
+    MS_MOVE,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_SLAVE,
+    mount,
+    mount_setattr,
+)
+from agenticraft.wire.errors import QUOTA_FACTOR
+
+#: Device nodes the sandbox gets (bound from the host's /dev).
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+#: Directories of the host that are never bound whole (the sandbox gets its own).
+OWN = ("/dev", "/proc", "/tmp")
+#: statvfs flags a bind must keep when it is remounted (the kernel refuses to clear locked ones).
+_KEEP = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_NOEXEC,
+         os.ST_NOATIME: 0x400, os.ST_NODIRATIME: 0x800, os.ST_RELATIME: 0x200000}
+MB = 1024 * 1024
+#: Set in the worker once its private root is built: the directories that exist inside it.
+VISIBLE: tuple[str, ...] = ()
+
+
+def hidden(path: str) -> bool:
+    """True if ``path`` (absolute) is outside everything the private root shows: a host path the
+    sandbox cannot see, rather than one that does not exist. False without a private root."""
+    if not VISIBLE or not os.path.isabs(path):
+        return False
+    path = os.path.normpath(path)
+    return not any(_within(path, v) or _within(v, path) for v in VISIBLE)
+
+
+def _read_only(target: str) -> None:
+    """Make the bind at ``target`` (and everything below it) read-only, nosuid, nodev."""
+    try:
+        mount_setattr(target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+            raise
+    # Before Linux 5.12: remount the top bind, keeping the flags the kernel locked.
+    flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
+    vfs = os.statvfs(target).f_flag
+    for bit, flag in _KEEP.items():
+        if vfs & bit:
+            flags |= flag
+    mount(None, target, None, flags)
+
+
+def _bind(source: str, target: str, *, writable: bool = False) -> None:
+    mount(source, target, None, MS_BIND | MS_REC)
+    if not writable:
+        _read_only(target)
+
+
+def _mountpoint(root: str, path: str, like: str) -> str:
+    """Create (inside ``root``) an empty directory or file at ``path`` to mount ``like`` on."""
+    target = root + path
+    if os.path.lexists(target):
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.isdir(like):
+        os.mkdir(target)
+    else:
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
+    return target
+
+
+def _within(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def _real(paths: Iterable[str]) -> list[str]:
+    return sorted({os.path.realpath(p) for p in paths if p and os.path.lexists(p)})
+
+
+def plan(profile: Mapping[str, Any], scratch: str = "") -> dict[str, Any]:
+    """What to build, from the profile: pure, so the zygote computes it once per profile (then
+    each worker only sets its own ``scratch``)."""
+    write = [p for p in profile.get("write_paths", ()) if not _within(p, "/dev")]
+    read = [p for p in profile.get("read_paths", ())
+            if not any(_within(p, own) for own in ("/dev", "/proc"))]
+    links = sorted({p for p in (*read, *write) if os.path.islink(p)})
+    read_real, write_real = _real(read), _real(w for w in write if w != scratch)
+    binds: list[tuple[str, bool]] = []
+    for path in sorted({*read_real, *write_real}):
+        writable = path in write_real
+        if path == "/" or path in OWN:
+            continue  # never the host's whole root, /dev, /proc or /tmp
+        if not writable and any(_within(path, b) for b, _ in binds):
+            continue  # already visible through a bound parent
+        binds.append((path, writable))
+    masks = [(path, os.path.isdir(path)) for path in _real(profile.get("deny_paths", ()))
+             if any(_within(path, b) for b, _ in binds)]
+    quota_mb = max(1, int(profile.get("disk_quota_mb")
+                          or QUOTA_FACTOR * profile["max_file_size_mb"]))
+    top_links = []
+    with contextlib.suppress(OSError), os.scandir("/") as entries:
+        top_links = [(e.path, os.readlink(e.path)) for e in entries if e.is_symlink()]
+    devices = [name for name in DEVICES if _is_char_device("/dev/" + name)]
+    return {"binds": binds, "masks": masks, "links": [(p, os.readlink(p)) for p in links],
+            "top_links": top_links, "quota_mb": quota_mb, "scratch": scratch,
+            "mountpoints": _mountpoints(binds), "devices": devices,
+            "pts": os.path.isdir("/dev/pts")}
+
+
+def _mountpoints(binds: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """The directories (True) and files (False) to create in the new root, in order, so every
+    bind has a mount point: looked up once per profile instead of once per worker. A bind
+    inside an earlier one needs none (its path shows through the parent); ``/tmp`` is made by
+    ``build`` itself (the private tmpfs)."""
+    made = {"/tmp"}
+    bound: list[str] = []
+    creates: list[tuple[str, bool]] = []
+    for path, _writable in binds:
+        if any(_within(path, b) for b in bound):
+            continue
+        parts = path.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            here = "/" + "/".join(parts[:depth])
+            if here not in made:
+                made.add(here)
+                creates.append((here, depth < len(parts) or os.path.isdir(path)))
+        bound.append(path)
+    return creates
+
+
+def _is_char_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def build(plan: Mapping[str, Any], cwd: str) -> dict[str, Any]:
+    """Build the root of ``plan`` and move into it. Call with capabilities in a new user + mount
+    namespace, single-threaded, before Landlock and seccomp. ``plan["scratch"]`` (an empty
+    directory the zygote made) is used as the mount point of the new root."""
+    scratch = plan["scratch"]
+    mount(None, "/", None, MS_REC | MS_SLAVE)  # nothing we mount reaches the host
+    root = scratch
+    # The private, size-limited tmpfs: /tmp, /dev/shm and the scratch directory. Mounted first,
+    # on the same mount point, then covered by the root's own tmpfs and reached through a
+    # descriptor until the switch: it never appears inside the root, so it needs no umount
+    # afterwards (an umount waits for an RCU grace period, milliseconds on a busy host).
+    quota = plan["quota_mb"]
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV,
+          f"size={quota}m,nr_inodes={max(1024, quota * 64)},mode=0755")
+    for sub in ("tmp", "shm", "home"):
+        os.mkdir(f"{root}/{sub}", 0o1777 if sub != "home" else 0o700)
+        os.chmod(f"{root}/{sub}", 0o1777 if sub != "home" else 0o700)
+    os.close(os.open(root + "/empty", os.O_CREAT | os.O_WRONLY, 0o400))
+    os.mkdir(root + "/emptydir", 0o500)
+    data_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _populate(plan, root, f"/proc/self/fd/{data_fd}")
+    finally:
+        os.close(data_fd)
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(cwd)
+    global VISIBLE
+    VISIBLE = (*(b for b, _ in plan["binds"]), *(p for p, _ in plan["links"]),
+               *(p for p, _ in plan["top_links"]), "/tmp", "/dev", "/proc", scratch)
+    return {"root": "private", "quota_mb": quota, "binds": len(plan["binds"]),
+            "masked": len(plan["masks"])}
+
+
+def _populate(plan: Mapping[str, Any], root: str, data: str) -> None:
+    """Mount the new root over ``root`` (covering the private tmpfs, reached as ``data``), fill
+    it and switch into it."""
+    scratch = plan["scratch"]
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    empty = data + "/empty"
+    for path, target in plan["top_links"]:
+        os.symlink(target, root + path)
+    os.mkdir(root + "/tmp")
+    mount(f"{data}/tmp", root + "/tmp", None, MS_BIND)
+    for path, is_dir in plan["mountpoints"]:
+        if is_dir:
+            os.mkdir(root + path)
+        else:
+            os.close(os.open(root + path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for path, writable in plan["binds"]:
+        _bind(path, root + path, writable=writable)
+    for path, target in plan["links"]:
+        if not os.path.lexists(root + path):
+            os.makedirs(os.path.dirname(root + path), exist_ok=True)
+            os.symlink(target, root + path)
+    if not _within(scratch, "/tmp"):
+        mount(f"{data}/home", _mountpoint(root, scratch, data), None, MS_BIND)
+    else:
+        os.makedirs(root + scratch, exist_ok=True)
+        os.chmod(root + scratch, 0o700)
+    for path, is_dir in plan["masks"]:
+        if os.path.lexists(root + path):
+            _bind(data + "/emptydir" if is_dir else empty, root + path)
+    _build_dev(root, data, plan["devices"], plan["pts"])
+    os.mkdir(root + "/proc")
+    mount("/proc", root + "/proc", None, MS_BIND | MS_REC)
+    _switch_root(root)
+
+
+def _build_dev(root: str, data: str, devices: Iterable[str], pts: bool) -> None:
+    dev = root + "/dev"
+    os.mkdir(dev)
+    for name in devices:
+        os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY, 0o600))
+        mount("/dev/" + name, f"{dev}/{name}", None, MS_BIND)
+    os.mkdir(dev + "/shm")
+    mount(f"{data}/shm", dev + "/shm", None, MS_BIND)
+    if pts:
+        os.mkdir(dev + "/pts")
+        mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+               "newinstance,ptmxmode=0666,mode=0620")
+        os.symlink("pts/ptmx", dev + "/ptmx")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{dev}/{name}")
+
+
+def _switch_root(root: str) -> None:
+    """Make ``root`` this process's ``/``: move its mount over the host's root and chroot into
+    it (what switch_root does). Not pivot_root: that walks every thread on the host to move
+    their roots, and detaching the old root then waits for an RCU grace period: 5-20 ms per
+    worker on a busy host. The host's root stays covered beneath: no process of this mount
+    namespace refers to it, nothing inside reaches it by path (``..`` stops at the chroot),
+    and uncovering it needs umount or chroot, which take capabilities the worker drops next
+    and which seccomp denies."""
+    os.chdir(root)
+    mount(root, "/", None, MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+_probe_cache: dict[str, Any] | None = None
+
+
+def probe() -> dict[str, Any]:
+    """Can a worker build its own root here? Tried for real, in a child, the way a worker does
+    it: new user + mount namespaces, a root with binds, /dev, devpts and /proc, switch_root."""
+    global _probe_cache
+    if _probe_cache is None:
+        _probe_cache = _probe_in_child()
+    return _probe_cache
+
+
+def _probe_in_child() -> dict[str, Any]:
+    import sys
+    import tempfile
+
+    from agenticraft.jail.confine import namespaces
+
+    scratch = tempfile.mkdtemp(prefix="agenticraft-probe-")
+    marker = scratch + "/host-only"  # exists on the host, must not inside
+    os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(r)
+        try:
+            namespaces.enter(network=False, mount=True, drop=False)
+            read = [os.path.dirname(os.path.realpath(sys.executable)), sys.prefix,
+                    sys.base_prefix]
+            build(plan({"read_paths": read, "write_paths": [], "max_file_size_mb": 1},
+                       scratch), "/")
+            answer = "1" if os.path.isdir("/proc/self") and not os.path.exists(marker) else (
+                "0the host is still visible after switching root")
+        except OSError as exc:
+            answer = f"0{exc.strerror or exc}"
+        except Exception as exc:
+            answer = f"0{type(exc).__name__}: {exc}"
+        os.write(w, answer.encode()[:1000])
+        os._exit(0)
+    os.close(w)
+    answer = os.read(r, 1024).decode(errors="replace")
+    os.close(r)
+    os.waitpid(pid, 0)
+    with contextlib.suppress(OSError):
+        os.unlink(marker)
+        os.rmdir(scratch)
+    if answer == "1":
+        return {"available": True, "detail": "a private root (mount namespace, switch_root, "
+                "tmpfs, devpts, bind mounts) can be built without privileges"}
+    return {"available": False,
+            "detail": f"a private root cannot be built here: {answer[1:] or 'the probe died'}"}
