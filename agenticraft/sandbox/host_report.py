@@ -70,7 +70,9 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return {
         "timeout_seconds": "supervisor wall clock; the whole unit ("
         + ("cgroup, frozen" if "freezer" in unit else "process group, stopped")
-        + ") then killed",
+        + ") then killed"
+        + ("" if unit or on["seccomp"] else
+           " (DEGRADED: without seccomp, code can leave its process group with setsid)"),
         "memory_mb": _memory(on, unit),
         "cpu_percent": (
             "cgroup v1 cpu.cfs_quota_us for the whole unit (session: checkpoint, runner, children)"

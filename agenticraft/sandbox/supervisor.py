@@ -287,6 +287,7 @@ class Supervisor:
 
         handle.watch_pipes(loop, sink)
         try:
+            handle.discard_stale()  # nothing sent between runs counts for this one
             handle.send_run(run_id, code, limits, extra)
             state[0] = loop.call_at(min(started + 0.005, end), tick, 0.005)
             frame = await self._frame(handle, run_id, None, None)

@@ -206,6 +206,10 @@ BOMBS = {
         "import mmap\nm = []\nwhile True:\n"
         "    mm = mmap.mmap(-1, 32 * 1024 * 1024)\n    mm.write(b'x' * (32 * 1024 * 1024))\n"
         "    m.append(mm)"),
+    "tmpfs files": (
+        "import itertools\nfor n in itertools.count():\n"
+        "    with open(f'/dev/shm/fill-{n}', 'wb') as fh:\n"
+        "        fh.write(b'x' * (8 * 1024 * 1024))"),
     "pipe buffers": (
         "import fcntl, os\nkeep = []\nwhile True:\n    r, w = os.pipe()\n"
         "    try:\n        fcntl.fcntl(w, 1031, 1024 * 1024)  # F_SETPIPE_SZ\n"
@@ -215,7 +219,7 @@ BOMBS = {
         "    except BlockingIOError:\n        pass\n    keep.append((r, w))"),
 }
 #: What the fallback (no memory cgroup) does not bound: doctor says so; the run still ends.
-FALLBACK_UNBOUNDED = {"pipe buffers"}
+FALLBACK_UNBOUNDED = {"pipe buffers", "tmpfs files"}
 #: The kernel caps one user's pipe buffers near 64 MB (fs.pipe-user-pages-soft): a lower limit.
 BOMB_MEMORY = {"pipe buffers": 40}
 
@@ -225,12 +229,13 @@ async def test_memory_bombs_stop_at_memory_mb(process_sandbox, bomb):
     if bomb == "numpy":
         pytest.importorskip("numpy")
     memory = process_sandbox.host_report()["memory_mb"]
+    # max_file_size_mb high enough that the write quota (4 x) is not what stops the tmpfs bomb
     ctx = SecurityContext("student", resource_limits={
-        "timeout_seconds": 8, "memory_mb": BOMB_MEMORY.get(bomb, 128)})
+        "timeout_seconds": 8, "memory_mb": BOMB_MEMORY.get(bomb, 128), "max_file_size_mb": 100})
     async with process_sandbox.session(ctx) as session:
         await session.run("x = 'kept'")
         if memory.startswith("DEGRADED") and bomb in FALLBACK_UNBOUNDED:
-            assert bomb in memory  # doctor names what the fallback cannot bound
+            assert bomb.split()[0] in memory  # doctor names what the fallback cannot bound
             try:  # only the kernel's own per-user bounds (pipe pages, open files) stop it
                 result = await session.run(BOMBS[bomb])
             except ResourceLimitExceeded:
