@@ -66,9 +66,12 @@ async def test_children_of_checkpoint_threads_die_with_the_session(process_sandb
         await session.run("import time\ntime.sleep(1.5)")
         child = int((await session.run("child = int(open('child.pid').read())"))["child"])
         assert not is_gone(child)
+        assert child in session.handle.unit.members()  # accounted: it is part of the unit
         holders = [session.pid]
+        unit = session.handle.unit
     assert wait_gone(child), "a child forked in the checkpoint outlived session.close()"
     assert all(wait_gone(pid) for pid in holders)
+    assert not [pid for pid in unit.members() if not is_gone(pid)]
 
 
 WAKE_THE_SPINNER = """\
