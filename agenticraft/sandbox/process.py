@@ -127,6 +127,9 @@ class ProcessSession:
 
     def _watch_idle(self) -> None:
         if self.handle is not None and self.handle.alive:
+            limits = self.context.resource_limits  # a run may have tightened the unit's
+            self.handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
+                                        limits.max_processes)
             self._idle = IdleWatch(self.handle.pid, self.context.resource_limits,
                                    self.handle.scratch, self._killed_while_idle,
                                    unit=self.handle.unit)

@@ -32,6 +32,7 @@ class Unit:
         self.group = group  # the worker's process group (= its session id)
         self.paths = dict(paths or {})
         self._limits: tuple[int, float, int] | None = None
+        self.memory_limited = self.memory  # False while the cgroup refused this run's limit
 
     @classmethod
     def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int) -> Unit:
@@ -61,9 +62,14 @@ class Unit:
         if wanted == self._limits or not self.paths:
             return
         self._limits = wanted
-        with contextlib.suppress(OSError):
-            if self.memory:
+        if self.memory:
+            try:
                 self._write("memory", "memory.limit_in_bytes", memory_mb * MB)
+                self.memory_limited = True
+            except OSError:  # EBUSY: the unit already uses more (a run tightened memory_mb)
+                self.memory_limited = False
+                self._limits = None  # try again next time
+        with contextlib.suppress(OSError):
             if self.cpu:
                 quota = (-1 if cpu_percent >= 100.0 * (os.cpu_count() or 1)
                          else max(1000, int(cgroups.CFS_PERIOD_US * cpu_percent / 100.0)))

@@ -92,7 +92,8 @@ class Watchdog:
         self.cpu_share = limits.cpu_percent / 100.0
         # A cgroup cpu quota enforces the share in the kernel; a memory cgroup bounds memory.
         self.throttle = self.cpu_share < (os.cpu_count() or 1) and not (unit and unit.cpu)
-        self.rss_watch = not (unit and unit.memory)
+        # (the RSS watch stays on when the cgroup refused a limit tighter than its usage)
+        self.rss_watch = not (unit and unit.memory and unit.memory_limited)
         self.oom_base = unit.oom_kills() if unit is not None and unit.memory else 0
         self._window: tuple[float, float] | None = None  # (start time, cpu used then)
 

@@ -250,3 +250,17 @@ async def test_memory_bombs_stop_at_memory_mb(process_sandbox, bomb):
                 await session.run(BOMBS[bomb])
             assert info.value.limit == "memory_mb", info.value
         assert (await session.run("y = x"))["y"] == "kept"
+
+
+async def test_a_run_may_tighten_memory_below_the_sessions_use(process_sandbox):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 8, "memory_mb": 256})
+    async with process_sandbox.session(ctx) as session:
+        await session.run("ballast = bytearray(80 * 1024 * 1024)\nx = 'kept'")
+        tight = ctx.resource_limits.replace(memory_mb=48)
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await session.run("b = []\nwhile True:\n    b.append(bytearray(8 * 1024 * 1024))",
+                              limits=tight)
+        assert info.value.limit == "memory_mb"
+        # back to the session's own limit between runs and for the next run
+        result = await session.run("more = bytearray(64 * 1024 * 1024)\ny = x")
+        assert result["y"] == "kept"
