@@ -103,10 +103,11 @@ def _memory(on: Mapping[str, bool], unit: set[str]) -> str:
         return ("cgroup v1 memory.limit_in_bytes for the whole unit (OOM inside it reported as "
                 "memory_mb); RLIMIT_AS only as a generous backstop")
     if on["rlimits"]:
-        return ("DEGRADED (no memory cgroup): RLIMIT_DATA (baseline + limit: heap, anonymous "
-                "and thread-stack mappings) + supervisor RSS watch of the process group "
-                "(catches shared anonymous mappings between polls); not bounded: files in "
-                "tmpfs (/dev/shm, /tmp) and pipe buffers")
+        return ("DEGRADED (no memory cgroup): RLIMIT_DATA (baseline + limit) stops heap, "
+                "numpy, anonymous-mmap and thread-stack bombs; the supervisor's RSS watch of the "
+                "process group stops shared anonymous mappings (polling); not counted in "
+                "memory_mb: files in the private tmpfs (bounded by the write quota instead) and "
+                "pipe buffers (bounded only by the kernel's per-user pipe pages)")
     return "DEGRADED: supervisor RSS watch only (polling; rlimits and cgroups off)"
 
 
