@@ -24,6 +24,7 @@ DETAILS = {
     "file": "a write went past the size one file may have (max_file_size_mb)",
     "scratch": "the sandbox's scratch space is full (its quota follows max_file_size_mb)",
     "thread": "threads count towards max_processes: no new thread or process could start",
+    "stack": "a new thread's stack did not fit in memory (memory_mb)",
     "process": "no new process could start (max_processes; threads count too)",
     "memory": "not enough memory for an allocation or a library (memory_mb)",
 }
@@ -67,8 +68,20 @@ def limit_info(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any] | N
     if found is None:
         return None
     limit, detail = found
+    if detail == DETAILS["thread"] and not _near_thread_limit(limits):
+        limit, detail = "memory_mb", DETAILS["stack"]  # far below max_processes: memory it was
     if detail == DETAILS["scratch"]:  # the private tmpfs (the total write quota) is full
         quota = quota_exceeded(limits.get("max_file_size_mb"))
         return {"limit": quota.limit, "value": quota.value, "allowed": quota.allowed}
     return {"limit": limit, "value": None, "allowed": limits.get(limit),
             "detail": f"{detail} ({type(exc).__name__}: {str(exc)[:200]})"}
+
+
+def _near_thread_limit(limits: dict[str, Any]) -> bool:
+    """Whether this process's threads are near max_processes (else a failed thread start was
+    its stack's memory). Threads of other processes of the session are not seen: near = 3/4."""
+    import threading
+    allowed = limits.get("max_processes")
+    if not isinstance(allowed, int):
+        return True
+    return threading.active_count() + 1 >= allowed * 3 // 4
