@@ -27,7 +27,9 @@ MB = 1024 * 1024
 V1_MOUNT = Path("/sys/fs/cgroup")
 #: The v1 controllers a unit uses (cpuacct for CPU time; freezer to stop it atomically).
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
-CFS_PERIOD_US = 100_000
+#: A long period lets short cells burst (a 200 MB checkpoint fork is tens of ms of CPU) while
+#: a spinner still gets exactly its share per second.
+CFS_PERIOD_US = 1_000_000
 WANTED = ("memory", "cpu", "pids")
 
 
