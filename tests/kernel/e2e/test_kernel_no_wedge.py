@@ -42,3 +42,16 @@ def test_next_cell_answers_after(kernel: Kernel, kind: str) -> None:
         results = [o for o in outputs if o["msg_type"] == "execute_result"]
         assert results and results[-1]["data"]["text/plain"] == "2", outputs
         assert elapsed < 3.0, (kind, elapsed)
+
+
+def test_scientific_imports_then_trivial_cells(kernel: Kernel) -> None:
+    """The issue's reproduction: numpy + pandas + matplotlib, then sklearn (which failed to map
+    libgfortran under the address-space limit and wedged the session)."""
+    kernel.execute("import numpy, pandas, matplotlib.pyplot", timeout=60)
+    reply, _ = kernel.execute("import sklearn, sklearn.ensemble", timeout=60)
+    for _ in range(3):
+        started = time.monotonic()
+        reply, outputs = kernel.execute("1 + 1", timeout=30)
+        assert reply["status"] == "ok" or "lost" in reply.get("evalue", ""), reply
+        if reply["status"] == "ok":
+            assert time.monotonic() - started < 3.0
