@@ -170,7 +170,7 @@ class Supervisor:
             if done_task in finished:
                 frame = done_task.result()
                 cpu, peak = read_usage(runner)
-                outcome.usage = {"cpu_seconds": cpu,
+                outcome.usage = {"cpu_seconds": self._cpu(handle, before, cpu),
                                  "memory_mb": self._peak_mb(handle, peak, watchdog)}
                 if frame is not None and frame.get("ev") == "done":
                     outcome.frame = frame
@@ -196,7 +196,7 @@ class Supervisor:
                 outcome.violation = ("timeout_seconds", round(time.monotonic() - started, 2),
                                      limits.timeout_seconds)
             cpu, peak = read_usage(runner)
-            outcome.usage = {"cpu_seconds": cpu,
+            outcome.usage = {"cpu_seconds": self._cpu(handle, before, cpu),
                              "memory_mb": self._peak_mb(handle, peak, watchdog)}
             for task in tasks:
                 task.cancel()
@@ -363,7 +363,7 @@ class Supervisor:
         handle.unit.set_limits(limits.memory_mb, limits.cpu_percent, limits.max_processes)
         handle.unit.reset_peak()
         return {"children": set(children(handle.pid)) if checkpoint else set(),
-                "oom": handle.unit.oom_kills()}
+                "oom": handle.unit.oom_kills(), "cpu": handle.unit.cpu_seconds()}
 
     @staticmethod
     def _find_runner(handle: WorkerHandle, before: dict[str, Any]) -> int:
@@ -394,6 +394,15 @@ class Supervisor:
         if unit_peak is not None:
             return round(unit_peak, 1)
         return max(rss_mb, watchdog.peak_rss / MB if watchdog else 0.0)
+
+    @staticmethod
+    def _cpu(handle: WorkerHandle, before: dict[str, Any], runner_cpu: float) -> float:
+        """This run's CPU time: the whole unit's (threads left in the checkpoint and children
+        included) where cpuacct measures it, else the runner's own."""
+        now = handle.unit.cpu_seconds()
+        if now is None or before.get("cpu") is None:
+            return runner_cpu
+        return round(now - before["cpu"], 3)
 
     @staticmethod
     def _account_oom(handle: WorkerHandle, before: dict[str, Any], outcome: RunOutcome,

@@ -137,6 +137,11 @@ class Unit:
             with contextlib.suppress(OSError):
                 self._write("memory", "memory.max_usage_in_bytes", 0)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time of every process the unit ever held (cpuacct), or None without it."""
+        text = self._read("cpuacct", "cpuacct.usage") if "cpuacct" in self.paths else None
+        return int(text) / 1e9 if text else None
+
     def oom_kills(self) -> int:
         """How many processes the kernel's OOM killer took in this unit so far."""
         text = self._read("memory", "memory.oom_control") if self.memory else None
