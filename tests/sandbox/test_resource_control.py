@@ -65,7 +65,7 @@ async def test_children_of_checkpoint_threads_die_with_the_session(process_sandb
         await session.run(LEAVE_A_FORKING_THREAD)
         sleeper = await session.run("import time\ntime.sleep(1.5)")
         if "cpuacct" in session.handle.unit.paths:  # the spinning child is this run's cost
-            assert sleeper.resource_usage["cpu_seconds"] > 0.2, sleeper.resource_usage
+            assert sleeper.resource_usage["cpu_seconds"] > 0.05, sleeper.resource_usage
         child = int((await session.run("child = int(open('child.pid').read())"))["child"])
         assert not is_gone(child)
         assert child in session.handle.unit.members()  # accounted: it is part of the unit
