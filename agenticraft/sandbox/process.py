@@ -126,6 +126,7 @@ class ProcessSession:
         self._lost: tuple[str, Any, Any] | None = None  # set when killed between runs
 
     def _watch_idle(self) -> None:
+        self._stop_idle()  # never two watchers: one left running would judge the next run
         if self.handle is not None and self.handle.alive:
             limits = self.context.resource_limits  # a run may have tightened the unit's
             self.handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
@@ -233,6 +234,7 @@ class ProcessSession:
                     "and its variables are lost. This run did not start; run it again to start "
                     "a fresh session.")
             await self.start()
+            self._stop_idle()  # a session started just now began watching: the run watches now
             assert self.handle is not None
             self._interrupt = asyncio.Event()
             try:

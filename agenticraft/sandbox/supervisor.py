@@ -150,6 +150,7 @@ class Supervisor:
                 if first is None or first.get("ev") != "started":
                     return self._ended_early(handle, first, outcome, checkpoint)
                 runner = self._find_runner(handle, before)
+                handle.unit.prefer_oom(runner, True)  # the OOM killer spares the checkpoint
             watchdog = Watchdog(runner, limits, handle.scratch,
                                 unit=handle.unit if checkpoint else None,
                                 spare=(handle.pid,) if checkpoint else ())
@@ -380,6 +381,7 @@ class Supervisor:
         live session now. Only the supervisor does this."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(handle.pid, signal.SIGKILL)
+        handle.unit.prefer_oom(runner, False)
         handle.pid = runner
 
     @staticmethod

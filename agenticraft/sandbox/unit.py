@@ -150,6 +150,13 @@ class Unit:
                 return int(line.split()[1])
         return 0
 
+    def prefer_oom(self, pid: int, preferred: bool) -> None:
+        """Make ``pid`` (and what it forks) the OOM killer's first choice in the unit, so a
+        session's runner goes before its checkpoint; back to normal when it is promoted."""
+        if self.memory and pid > 0:
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/oom_score_adj", "w") as fh:
+                fh.write("1000" if preferred else "0")
+
     def remove(self) -> None:
         for path in self.paths.values():
             with contextlib.suppress(OSError):

@@ -302,6 +302,7 @@ class WorkerHandle:
 
     def close(self) -> None:
         self.alive = False
+        self.unit.remove()  # once its processes are gone (else the zygote removes it later)
         self.unwatch_pipes()
         if self._stat_fd is not None:
             with contextlib.suppress(OSError):
