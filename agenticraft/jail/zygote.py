@@ -20,12 +20,14 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from typing import Any
 
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 from agenticraft.wire.environment import allowed_env
 
 CHILD_FD = 3
+UNIT_KEEP_SECONDS = 5.0  # a dead worker's cgroups outlive it this long (see _remove_dead_units)
 PREFORK = 2  # confined workers kept ready for the default profile
 #: Modules worth having in memory before the first fork (a fork then shares them).
 PRELOAD = ("json", "re", "math", "collections", "itertools", "functools", "datetime", "decimal",
@@ -46,7 +48,9 @@ class Zygote:
             from agenticraft.jail.confine import seccomp
             seccomp.precompile()  # workers then load ready-made BPF instead of building it
         self.workers: set[int] = set()
-        self.cgroups: set[str] = set()  # pids cgroups of dead workers, removed once empty
+        # cgroup units of dead workers -> when they died; removed once empty and old enough for
+        # the supervisor to have read them (its OOM count and peak memory)
+        self.cgroups: dict[str, float] = {}
         self.session_ids: set[int] = set()  # a session's runner outlives its first process
         self.plans: dict[str, dict[str, Any]] = {}  # private-root plans per profile
         # Workers forked and confined ahead of time for the most recent pre-forked profile.
@@ -78,6 +82,7 @@ class Zygote:
     def _handle(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "spawn":
+            self._remove_dead_units()
             profile = msg["profile"]
             key = json.dumps(profile, sort_keys=True)
             if key == self.ready_key and self.ready:
@@ -194,13 +199,11 @@ class Zygote:
                 break
             if pid in self.workers:
                 self.workers.discard(pid)
-                self.cgroups.add(f"{self.pid}-{pid}")
+                self.cgroups[f"{self.pid}-{pid}"] = time.monotonic()
                 died = True
         if died:
             self._kill_orphans()
-        if self.mechanisms.get("pids_cgroup", {}).get("active"):
-            from agenticraft.jail.confine.cgroups import pids_v1_remove
-            self.cgroups = {name for name in self.cgroups if not pids_v1_remove(name)}
+        self._remove_dead_units()
 
     def _kill_orphans(self) -> None:
         """Processes a dead worker left behind were re-parented to us: kill them."""
@@ -220,23 +223,33 @@ class Zygote:
         from agenticraft.jail.tree import kill_tree
         kill_tree(self.pid, include_root=False)
         self._reap()
-        if self.mechanisms.get("pids_cgroup", {}).get("active"):
-            import time
-
-            from agenticraft.jail.confine.cgroups import pids_v1_remove
-            names = set(self.cgroups) | {f"{self.pid}-{pid}" for pid in self.workers}
-            deadline = time.monotonic() + 2.0  # killed processes leave their cgroup as they exit
-            while names and time.monotonic() < deadline:
-                names = {name for name in names if not pids_v1_remove(name)}
-                if names:
-                    with contextlib.suppress(ChildProcessError):
-                        while os.waitpid(-1, os.WNOHANG)[0]:
-                            pass
-                    time.sleep(0.02)
+        names = set(self.cgroups) | {f"{self.pid}-{pid}" for pid in self.workers}
+        deadline = time.monotonic() + 2.0  # killed processes leave their cgroup as they exit
+        while names and time.monotonic() < deadline:
+            names = {name for name in names if not self._remove_unit(name)}
+            if names:
+                with contextlib.suppress(ChildProcessError):
+                    while os.waitpid(-1, os.WNOHANG)[0]:
+                        pass
+                time.sleep(0.02)
         if self.scratch_root:
             import shutil
             shutil.rmtree(self.scratch_root, ignore_errors=True)
         os._exit(0)
+
+    def _remove_dead_units(self) -> None:
+        ripe = time.monotonic() - UNIT_KEEP_SECONDS
+        for name, died in list(self.cgroups.items()):
+            if died < ripe and self._remove_unit(name):
+                del self.cgroups[name]
+
+    def _remove_unit(self, name: str) -> bool:
+        """Remove a dead worker's cgroups (True once gone, or when there are none)."""
+        from agenticraft.jail.confine import cgroups
+        from agenticraft.jail.confine.apply import unit_bases
+        active = {n for n, info in self.mechanisms.items() if info.get("active")}
+        bases = unit_bases(self.mechanisms, active)
+        return not bases or cgroups.remove(bases, name)
 
 
 def main() -> None:

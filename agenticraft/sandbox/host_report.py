@@ -70,15 +70,20 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]], *,
         if ok
     ]
     nproc = on["rlimits"] and not root  # uid 0 is exempt from RLIMIT_NPROC, namespace or not
+    unit = _unit_controllers(mech)
     return {
-        "timeout_seconds": "supervisor wall clock; process tree frozen then killed",
-        "memory_mb": (
-            "RLIMIT_AS (baseline + limit) + supervisor RSS watchdog"
-            if on["rlimits"]
-            else "DEGRADED: supervisor RSS watchdog only (polling; rlimits off)"
+        "timeout_seconds": "supervisor wall clock; the whole unit ("
+        + ("cgroup, frozen" if "freezer" in unit else "process group, stopped")
+        + ") then killed"
+        + ("" if unit or on["seccomp"] else
+           " (DEGRADED: without seccomp, code can leave its process group with setsid)"),
+        "memory_mb": _memory(on, unit),
+        "cpu_percent": (
+            "cgroup v1 cpu.cfs_quota_us for the whole unit (session: checkpoint, runner, children)"
+            if "cpu" in unit
+            else "supervisor duty-cycle throttling of the whole process group at once "
+            "(killpg SIGSTOP/SIGCONT; no cpu cgroup here)"
         ),
-        "cpu_percent": "supervisor duty-cycle throttling (SIGSTOP/SIGCONT); cgroup cpu.max "
-        "not delegated here",
         "max_file_size_mb": _disk(on["rlimits"], private_root),
         "network_access": (
             " + ".join(network)
@@ -111,6 +116,25 @@ def network_enforcement(value: NetworkAccess, mech: Mapping[str, Mapping[str, An
             f"sandbox's own network namespace has no other route{families}")
 
 
+def _unit_controllers(mech: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    from agenticraft.jail.confine.apply import unit_bases
+    active = {name for name, info in mech.items() if info.get("active")}
+    return set(unit_bases(mech, active))
+
+
+def _memory(on: Mapping[str, bool], unit: set[str]) -> str:
+    if "memory" in unit:
+        return ("cgroup v1 memory.limit_in_bytes for the whole unit (OOM inside it reported as "
+                "memory_mb); RLIMIT_AS only as a generous backstop")
+    if on["rlimits"]:
+        return ("DEGRADED (no memory cgroup): RLIMIT_DATA (baseline + limit) stops heap, "
+                "numpy, anonymous-mmap and thread-stack bombs; the supervisor's RSS watch of the "
+                "process group stops shared anonymous mappings (polling); not counted in "
+                "memory_mb: files in the private tmpfs (bounded by the write quota instead) and "
+                "pipe buffers (bounded only by the kernel's per-user pipe pages)")
+    return "DEGRADED: supervisor RSS watch only (polling; rlimits and cgroups off)"
+
+
 PRIVATE_ROOT = ("private root (own mount namespace: only the interpreter, the environment, the "
                 "package and the working directory exist; secrets and audit files masked)")
 
@@ -140,7 +164,7 @@ def _disk(rlimits: bool, private_root: bool) -> str:
 def _max_processes(on: Mapping[str, bool], nproc: bool, root: bool) -> str:
     parts = []
     if on["pids_cgroup"]:
-        parts.append("cgroup v1 pids.max per worker")
+        parts.append("cgroup v1 pids.max for the whole unit (threads count)")
     if nproc:
         parts.append("RLIMIT_NPROC counted in a private user namespace" if on["namespaces"]
                      else "RLIMIT_NPROC (per OS user)")

@@ -2,8 +2,9 @@
 
 Inside a worker everything it writes lives in a tmpfs of its own mount namespace and vanishes
 with it. Outside remain: the supervisor's scratch root (a directory of empty mount points,
-``<tmp>/agenticraft-<supervisor pid>-<random>``) and, on cgroup v1 hosts as root, one pids cgroup
-per worker (``agenticraft/<zygote pid>-<worker pid>``). The zygote removes both when it ends,
+``<tmp>/agenticraft-<supervisor pid>-<random>``) and, on cgroup v1 hosts as root, one cgroup
+unit per worker in each controller (``agenticraft/<zygote pid>-<worker pid>``). The zygote
+removes both when it ends,
 including when its parent was killed with SIGKILL (its parent-death signal); what a machine crash
 or a SIGKILL of the zygote itself leaves is reaped by the next sandbox that starts.
 """
@@ -20,7 +21,6 @@ from pathlib import Path
 PREFIX = "agenticraft-"
 _SCRATCH = re.compile(r"^agenticraft-(\d+)-[A-Za-z0-9_]+$")
 _CGROUP = re.compile(r"^(\d+)-(\d+)$")
-PIDS_ROOT = Path("/sys/fs/cgroup/pids/agenticraft")
 
 
 def scratch_prefix() -> str:
@@ -38,8 +38,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def reap(tmpdir: str | None = None, cgroups: Path = PIDS_ROOT) -> list[str]:
-    """Remove this user's scratch roots and pids cgroups whose owner process is dead."""
+def reap(tmpdir: str | None = None, cgroups: Path | None = None) -> list[str]:
+    """Remove this user's scratch roots and cgroup units whose owner process is dead
+    (``cgroups``: one directory to look in; by default every controller's unit directory)."""
     removed: list[str] = []
     base = tmpdir or tempfile.gettempdir()
     uid = os.getuid()
@@ -57,11 +58,17 @@ def reap(tmpdir: str | None = None, cgroups: Path = PIDS_ROOT) -> list[str]:
             if not _alive(int(match.group(1))):
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed.append(entry.path)
-    with contextlib.suppress(OSError), os.scandir(cgroups) as entries:
-        for entry in entries:
-            match = _CGROUP.match(entry.name)
-            if match and not _alive(int(match.group(1))):
-                with contextlib.suppress(OSError):
-                    os.rmdir(entry.path)  # refused while a process is still inside
-                    removed.append(entry.path)
+    for directory in [cgroups] if cgroups is not None else _unit_directories():
+        with contextlib.suppress(OSError), os.scandir(directory) as entries:
+            for entry in entries:
+                match = _CGROUP.match(entry.name)
+                if match and not _alive(int(match.group(1))):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(entry.path)  # refused while a process is still inside
+                        removed.append(entry.path)
     return removed
+
+
+def _unit_directories() -> list[Path]:
+    from agenticraft.jail.confine.cgroups import v1_bases
+    return list(v1_bases().values())

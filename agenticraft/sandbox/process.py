@@ -27,6 +27,7 @@ from agenticraft.wire.errors import (
     SandboxError,
     SandboxUnavailable,
     SecurityViolation,
+    limit_message,
 )
 from agenticraft.wire.limits import ResourceLimits, Usage
 
@@ -160,9 +161,14 @@ class ProcessSession:
         self._lost: tuple[str, Any, Any] | None = None  # set when killed between runs
 
     def _watch_idle(self) -> None:
+        self._stop_idle()  # never two watchers: one left running would judge the next run
         if self.handle is not None and self.handle.alive:
+            limits = self.context.resource_limits  # a run may have tightened the unit's
+            self.handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
+                                        limits.max_processes)
             self._idle = IdleWatch(self.handle.pid, self.context.resource_limits,
-                                   self.handle.scratch, self._killed_while_idle)
+                                   self.handle.scratch, self._killed_while_idle,
+                                   unit=self.handle.unit)
 
     def _killed_while_idle(self, violation: tuple[str, Any, Any]) -> None:
         self._lost = violation
@@ -238,21 +244,6 @@ class ProcessSession:
 
         return await self._in_turn(once)
 
-    async def undo(self) -> bool:
-        """Restore the variables from before the last run made with ``keep_undo`` in ``extra``
-        (the kernel's cells); False if there is nothing to restore (no such run yet, or undone
-        already). The session must be idle."""
-
-        async def once(handle: WorkerHandle) -> bool:
-            try:
-                return await self.sandbox.supervisor.undo(handle)
-            finally:
-                if not handle.alive:
-                    handle.close()
-                    self.handle = None
-
-        return await self._in_turn(once)
-
     def _context_for(self, limits: ResourceLimits | None) -> SecurityContext:
         ctx = self.context
         if limits is None:
@@ -277,6 +268,7 @@ class ProcessSession:
                     "and its variables are lost. This run did not start; run it again to start "
                     "a fresh session.")
             await self.start()
+            self._stop_idle()  # a session started just now began watching: the run watches now
             assert self.handle is not None
             self._interrupt = asyncio.Event()
             try:
@@ -319,11 +311,14 @@ def raise_for_violation(outcome: RunOutcome) -> None:
     """Raise what stopped the run: a limit, the code policy, or a broken worker protocol."""
     frame = outcome.frame or {}
     limit = outcome.violation
+    message = None
     if limit is None and "limit" in frame:
         info = frame["limit"] if isinstance(frame["limit"], dict) else {}
         limit = (str(info.get("limit", "unknown")), info.get("value"), info.get("allowed"))
+        if isinstance(info.get("detail"), str):  # what the sandbox saw, as text, bounded
+            message = f"{limit_message(*limit)} Cause: {info['detail'][:400]}"
     if limit is not None:
-        raise ResourceLimitExceeded(*limit, rolled_back=outcome.rolled_back,
+        raise ResourceLimitExceeded(*limit, message, rolled_back=outcome.rolled_back,
                                     usage=Usage.measured(outcome.usage), stdout=outcome.stdout,
                                     stderr=outcome.stderr)
     if "violation" in frame and isinstance(frame["violation"], dict):

@@ -116,6 +116,7 @@ def build_profile(ctx: SecurityContext, *, scratch_root: str,
     deny = protected_paths(protect)
     return {
         "memory_mb": limits.memory_mb,
+        "cpu_percent": limits.cpu_percent,
         "max_file_size_mb": limits.max_file_size_mb,
         "max_processes": limits.max_processes,
         # True: the host's network; a list: own namespace + the egress proxy's socket, which

@@ -9,15 +9,17 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import secrets
 import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from agenticraft.jail.tree import kill_tree
+from agenticraft.jail.tree import children, kill_tree
 from agenticraft.sandbox.budget import ResultTooLarge, RunBudget
 from agenticraft.sandbox.result import Output
+from agenticraft.sandbox.unit import Unit
 from agenticraft.sandbox.watchdog import MB, Watchdog, read_usage
 from agenticraft.sandbox.workers import LAUNCHER, OutputSink, WorkerHandle, ZygoteProcess
 from agenticraft.wire import protocol
@@ -86,6 +88,7 @@ class Supervisor:
                     session: bool = False) -> WorkerHandle:
         reply, fds = self.zygote.spawn(profile, prefork, session)
         handle = WorkerHandle(self.zygote.host_pid(reply["pid"]), fds, reply["scratch"])
+        handle.unit = Unit.for_worker(self.mechanisms, self.zygote.pid, reply["pid"])
         try:
             ready = await asyncio.wait_for(handle.recv(), timeout=30)
         except (TimeoutError, protocol.ProtocolError) as exc:
@@ -111,7 +114,9 @@ class Supervisor:
         handle.close()
 
     def discard(self, handle: WorkerHandle) -> None:
+        """Kill everything the worker ever started (its whole unit), then let go of it."""
         kill_tree(handle.pid)
+        handle.unit.kill()
         handle.close()
 
     async def run(self, handle: WorkerHandle, code: str, limits: ResourceLimits, *,
@@ -124,13 +129,13 @@ class Supervisor:
         ``on_event`` receives the executor's own events (rich display data, input requests)
         as plain dicts while the code runs.
         """
-        self._run_ids += 1
-        run_id = self._run_ids
+        run_id = self._next_run_id()
         loop = asyncio.get_running_loop()
         sink = OutputSink(limits.max_output_bytes, on_output)
         outcome = RunOutcome()
         started = time.monotonic()
         deadline = started + limits.timeout_seconds
+        before = self._prepare_run(handle, limits, checkpoint)
 
         handle.watch_pipes(loop, sink)
         budget = RunBudget(limits, on_discard=sink.admit)
@@ -158,8 +163,11 @@ class Supervisor:
                 first = await self._frame(handle, run_id, deadline, event)
                 if first is None or first.get("ev") != "started":
                     return self._ended_early(handle, first, outcome, checkpoint)
-                runner = self._verify_runner(first, handle)
-            watchdog = Watchdog(runner, limits, handle.scratch)
+                runner = self._find_runner(handle, before)
+                handle.unit.prefer_oom(runner, True)  # the OOM killer spares the checkpoint
+            watchdog = Watchdog(runner, limits, handle.scratch,
+                                unit=handle.unit if checkpoint else None,
+                                spare=(handle.pid,) if checkpoint else ())
             done_task = asyncio.ensure_future(self._frame(handle, run_id, None, event))
             # Most runs finish in microseconds: the watchdog starts polling only after 5 ms.
             watch_task = asyncio.ensure_future(watchdog.watch())
@@ -177,18 +185,24 @@ class Supervisor:
             if done_task in finished:
                 frame = done_task.result()
                 cpu, peak = read_usage(runner)
-                outcome.usage = {"cpu_seconds": cpu, "memory_mb": max(peak, watchdog.peak_rss / MB)}
+                outcome.usage = {"cpu_seconds": self._cpu(handle, before, cpu),
+                                 "memory_mb": self._peak_mb(handle, peak, watchdog)}
                 if frame is not None and frame.get("ev") == "done":
                     outcome.frame = frame
                     failed_limit = "limit" in frame or "violation" in frame
-                    if checkpoint and failed_limit:
+                    if checkpoint and failed_limit:  # the runner exits; the checkpoint resumes
                         outcome.rolled_back = await self._await_rollback(handle, run_id, runner)
-                    elif checkpoint and runner > 0:
-                        handle.pid = runner  # the runner is the live session now
+                    elif checkpoint:
+                        # A runner that finished fast may not have been seen at "started".
+                        runner = runner if runner > 0 else self._find_runner(handle, before)
+                        if runner <= 0:
+                            raise protocol.ProtocolError("a run finished that no runner started")
+                        self._promote(handle, runner)
                     elif failed_limit:
                         handle.alive = False
                 else:
                     self._ended_early(handle, frame, outcome, checkpoint)
+                self._account_oom(handle, before, outcome, limits)
                 return outcome
             # a limit, a timeout or an interrupt that did not stop in time: kill, maybe restore
             if watch_task in finished:
@@ -196,17 +210,20 @@ class Supervisor:
             elif not outcome.interrupted:
                 outcome.violation = ("timeout_seconds", round(time.monotonic() - started, 2),
                                      limits.timeout_seconds)
-            await self._stop_run(handle, run_id, runner, checkpoint, outcome, tasks, watchdog)
+            await self._stop_run(handle, run_id, runner, checkpoint, outcome, tasks, watchdog,
+                                 before)
             tasks = []
             return outcome
         except ResultTooLarge as exc:  # the run went over max_output_bytes with its result
             outcome.violation = ("max_output_bytes", exc.size, exc.allowed)
-            await self._stop_run(handle, run_id, runner, checkpoint, outcome, tasks, watchdog)
+            await self._stop_run(handle, run_id, runner, checkpoint, outcome, tasks, watchdog,
+                                 before)
             tasks = []
             return outcome
         except protocol.ProtocolError as exc:
             outcome.crashed = f"the sandboxed code corrupted the control channel ({exc})"
             kill_tree(handle.pid)
+            handle.unit.kill()
             handle.alive = False
             return outcome
         except Exception:  # a failure on this side: the run must not live on unsupervised
@@ -286,6 +303,7 @@ class Supervisor:
         handle.watch_pipes(loop, sink)
         handle.budget(RunBudget(limits, on_discard=sink.admit))
         try:
+            handle.discard_stale()  # nothing sent between runs counts for this one
             handle.send_run(run_id, code, limits, extra)
             state[0] = loop.call_at(min(started + 0.005, end), tick, 0.005)
             frame = await self._frame(handle, run_id, None, None)
@@ -303,10 +321,13 @@ class Supervisor:
             if outcome.violation is not None:  # killed by the watchdog or the deadline
                 handle.alive = False
                 return outcome
-            return self._ended_early(handle, frame, outcome, False)
+            self._ended_early(handle, frame, outcome, False)
+            self._account_oom(handle, {"oom": 0}, outcome, limits)
+            return outcome
         except ResultTooLarge as exc:
             outcome.violation = ("max_output_bytes", exc.size, exc.allowed)
             kill_tree(handle.pid)
+            handle.unit.kill()
             handle.alive = False
             return outcome
         except protocol.ProtocolError as exc:
@@ -359,71 +380,102 @@ class Supervisor:
 
     async def _stop_run(self, handle: WorkerHandle, run_id: int, runner: int, checkpoint: bool,
                         outcome: RunOutcome, tasks: list[asyncio.Task[Any]],
-                        watchdog: Watchdog | None) -> None:
+                        watchdog: Watchdog | None, before: dict[str, Any]) -> None:
         """Kill a run that went over a limit; a session's checkpoint restores its state."""
         cpu, peak = read_usage(runner)
-        watched = watchdog.peak_rss / MB if watchdog is not None else 0.0
-        outcome.usage = {"cpu_seconds": cpu, "memory_mb": max(peak, watched)}
+        outcome.usage = {"cpu_seconds": self._cpu(handle, before, cpu),
+                         "memory_mb": self._peak_mb(handle, peak, watchdog)}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if checkpoint:
-            kill_tree(handle.pid, include_root=False)
+            self._kill_run(handle)
             outcome.rolled_back = await self._await_rollback(handle, run_id, runner)
         else:
             kill_tree(handle.pid)
+            handle.unit.kill()
             handle.alive = False
 
-    async def undo(self, handle: WorkerHandle) -> bool:
-        """Ask a session's live worker to give way to the state from before its last
-        ``keep_undo`` run (see ``agenticraft.jail.worker``); False when there is none."""
-        handle.send({"op": "undo"})
-        try:
-            frame = await asyncio.wait_for(handle.recv(), timeout=10)
-        except (TimeoutError, protocol.ProtocolError):
-            frame = None
-        if frame is not None and frame.get("ev") == "undo_refused":
-            return False
-        if frame is not None and frame.get("ev") == "undone":
-            pid = self._verify_runner(frame, handle)
-            if pid > 0:
-                handle.pid = pid  # the undo state is the live session now
-                return True
-        kill_tree(handle.pid)
-        handle.alive = False
-        raise SandboxError(f"the sandbox session could not be restored (got {frame!r})")
+    # -- the supervisor decides: run ids, runner, promotion, what is killed --------------------
+    @staticmethod
+    def _next_run_id() -> int:
+        """Run ids are random: code left in a session cannot guess the next one's frames."""
+        return secrets.randbits(53)
 
-    def _verify_runner(self, frame: dict[str, Any], handle: WorkerHandle) -> int:
-        """The runner pid comes from the untrusted side: accept only one of the session's."""
-        inner = frame.get("pid")
-        if not isinstance(inner, int):
-            raise protocol.ProtocolError("started frame without a pid")
-        if inner <= 0:
-            raise protocol.ProtocolError("started frame names an invalid pid")
-        # A PID namespace numbers its processes from 1; a container's zygote reports pids of
-        # the container's namespace. Either way only this sandbox's processes are searched.
-        pid = (handle.host_pid(inner) if handle.init is not None
-               else self.zygote.host_pid(inner))
-        if pid is None or pid <= 0:
-            return -1  # the runner already died (and was reaped): the checkpoint reports it
-        # The runner may already have finished and been promoted (re-parented) by now, so check
-        # the session it belongs to: the worker's own, which sandboxed code cannot leave
-        # (setsid/setpgid are denied by seccomp).
-        try:
-            session = os.getsid(pid)
-        except ProcessLookupError:
-            return -1  # the runner already died (and was reaped): the checkpoint reports it
-        if session != handle.session_id:
-            raise protocol.ProtocolError("started frame names a process that is not ours")
-        return pid
+    @staticmethod
+    def _prepare_run(handle: WorkerHandle, limits: ResourceLimits, checkpoint: bool,
+                     ) -> dict[str, Any]:
+        """Before a run: discard what arrived since the last one (nothing sent between runs
+        counts), apply its limits to the unit, and note what the runner will be told from."""
+        handle.discard_stale()
+        handle.unit.set_limits(limits.memory_mb, limits.cpu_percent, limits.max_processes)
+        handle.unit.reset_peak()
+        return {"children": set(children(handle.pid)) if checkpoint else set(),
+                "oom": handle.unit.oom_kills(), "cpu": handle.unit.cpu_seconds()}
+
+    @staticmethod
+    def _find_runner(handle: WorkerHandle, before: dict[str, Any]) -> int:
+        """The runner is the checkpoint's first child born for this run, as /proc shows it (a
+        pid the sandboxed side names is never used); -1 if it already died."""
+        born = [pid for pid in children(handle.pid) if pid not in before["children"]]
+        if not born:
+            return -1
+        return min(born, key=_start_time)
+
+    @staticmethod
+    def _promote(handle: WorkerHandle, runner: int) -> None:
+        """The run is accepted: its checkpoint (and any thread in it) ends; the runner is the
+        live session now. Only the supervisor does this."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handle.pid, signal.SIGKILL)
+        handle.unit.prefer_oom(runner, False)
+        handle.pid = runner
+
+    @staticmethod
+    def _kill_run(handle: WorkerHandle) -> None:
+        """Kill everything of the session but its checkpoint (which then rolls back)."""
+        kill_tree(handle.pid, include_root=False)
+        handle.unit.kill(spare=handle.sandbox_processes())
+
+    @staticmethod
+    def _peak_mb(handle: WorkerHandle, rss_mb: float, watchdog: Watchdog | None) -> float:
+        unit_peak = handle.unit.memory_peak_mb()
+        if unit_peak is not None:
+            return round(unit_peak, 1)
+        return max(rss_mb, watchdog.peak_rss / MB if watchdog else 0.0)
+
+    @staticmethod
+    def _cpu(handle: WorkerHandle, before: dict[str, Any], runner_cpu: float) -> float:
+        """This run's CPU time: the whole unit's (threads left in the checkpoint and children
+        included) where cpuacct measures it, else the runner's own."""
+        now = handle.unit.cpu_seconds()
+        if now is None or before.get("cpu") is None:
+            return runner_cpu
+        return round(now - before["cpu"], 3)
+
+    @staticmethod
+    def _account_oom(handle: WorkerHandle, before: dict[str, Any], outcome: RunOutcome,
+                     limits: ResourceLimits) -> None:
+        """A process the kernel's OOM killer took inside the unit is a memory_mb violation."""
+        if outcome.violation is None and handle.unit.oom_kills() > before["oom"]:
+            peak = handle.unit.memory_peak_mb()
+            outcome.violation = ("memory_mb", None if peak is None else round(peak, 1),
+                                 limits.memory_mb)
+            outcome.crashed = None
 
     def _ended_early(self, handle: WorkerHandle, frame: dict[str, Any] | None,
                      outcome: RunOutcome, checkpoint: bool) -> RunOutcome:
-        if frame is not None and frame.get("ev") == "done":
-            outcome.frame = frame  # the checkpoint could not even fork a runner
+        if frame is not None and frame.get("ev") == "done" and not checkpoint:
+            outcome.frame = frame
             return outcome
+        if checkpoint and frame is not None and frame.get("ev") == "done":
+            raise protocol.ProtocolError("a run reported done before it started")
         if frame is not None and frame.get("ev") == "rolled_back":
             outcome.rolled_back = True
+            if frame.get("fork_error"):  # the checkpoint could not even fork a runner
+                outcome.violation = ("max_processes", "the session could not start a process "
+                                     f"for this run ({frame['fork_error']})", None)
+                return outcome
             outcome.crashed = "the sandboxed process " + describe_status(frame.get("status"))
             return outcome
         if frame is not None and frame.get("ev") == "timeout":
@@ -432,14 +484,19 @@ class Supervisor:
             outcome.crashed = ("the sandboxed process ended abruptly (os._exit, a crash or a "
                                "signal)" if frame is None else f"unexpected frame {frame}")
         if checkpoint and handle.alive and frame is not None:
-            kill_tree(handle.pid, include_root=False)
+            self._kill_run(handle)
         else:
             kill_tree(handle.pid)
+            handle.unit.kill()
             handle.alive = False
         return outcome
 
     async def _await_rollback(self, handle: WorkerHandle, run_id: int, runner: int) -> bool:
         """After the runner is gone the checkpoint resumes and says so."""
+        if not _alive(handle.pid):  # the checkpoint itself was killed: the state is lost
+            handle.unit.kill()
+            handle.alive = False
+            return False
         try:
             if await handle.recv_rollback(run_id, timeout=10):
                 return True
@@ -462,3 +519,19 @@ def describe_status(status: Any) -> str:
             name = f"signal {-code}"
         return f"was killed by {name}"
     return f"exited with status {code} (os._exit or a crash) before finishing"
+
+
+def _start_time(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 1 << 62
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agenticraft.jail.tree import descendants, kill_tree
+from agenticraft.sandbox.unit import Unit
 from agenticraft.wire.errors import QUOTA_FACTOR
 from agenticraft.wire.limits import ResourceLimits
 
@@ -79,8 +80,9 @@ class Watchdog:
     WINDOW = 2.0  # seconds over which cpu_percent is averaged
 
     def __init__(self, runner: int, limits: ResourceLimits, scratch: str,
-                 spare: tuple[int, ...] = ()) -> None:
+                 spare: tuple[int, ...] = (), unit: Unit | None = None) -> None:
         self.runner = runner
+        self.unit = unit  # a session: its whole unit is watched, stopped and measured
         self.limits = limits
         self.scratch = scratch
         self.spare = set(spare)
@@ -88,10 +90,16 @@ class Watchdog:
         self.tick = 0
         self.tree = [runner]
         self.cpu_share = limits.cpu_percent / 100.0
-        self.throttle = self.cpu_share < (os.cpu_count() or 1)
+        # A cgroup cpu quota enforces the share in the kernel; a memory cgroup bounds memory.
+        self.throttle = self.cpu_share < (os.cpu_count() or 1) and not (unit and unit.cpu)
+        # (the RSS watch stays on when the cgroup refused a limit tighter than its usage)
+        self.rss_watch = not (unit and unit.memory and unit.memory_limited)
+        self.oom_base = unit.oom_kills() if unit is not None and unit.memory else 0
         self._window: tuple[float, float] | None = None  # (start time, cpu used then)
 
     def _tree(self) -> list[int]:
+        if self.unit is not None:
+            return self.unit.members()
         if self.runner <= 0:
             return []
         return [self.runner, *descendants(self.runner)]
@@ -104,10 +112,17 @@ class Watchdog:
             self.tree = [p for p in self._tree() if p not in self.spare]
             if len(self.tree) > limits.max_processes:
                 return ("max_processes", len(self.tree), limits.max_processes), 0.0
-        rss = sum(rss_bytes(pid) for pid in self.tree)
-        self.peak_rss = max(self.peak_rss, rss)
-        if rss > limits.memory_mb * MB:
-            return ("memory_mb", round(rss / MB, 1), limits.memory_mb), 0.0
+        if not self.rss_watch:
+            assert self.unit is not None
+            if self.unit.oom_kills() > self.oom_base:  # the kernel stopped the unit at its limit
+                peak = self.unit.memory_peak_mb()
+                return ("memory_mb", None if peak is None else round(peak, 1),
+                        limits.memory_mb), 0.0
+        else:
+            rss = sum(rss_bytes(pid) for pid in self.tree)
+            self.peak_rss = max(self.peak_rss, rss)
+            if rss > limits.memory_mb * MB:
+                return ("memory_mb", round(rss / MB, 1), limits.memory_mb), 0.0
         if self.tick % 20 == 0:
             used_bytes = dir_size(self.scratch)
             if used_bytes > limits.max_file_size_mb * MB * QUOTA_FACTOR:
@@ -117,7 +132,9 @@ class Watchdog:
         if not self.throttle:
             return None, 0.0
         now = time.monotonic()
-        used = sum(read_usage(pid)[0] for pid in self.tree)
+        # CPU counts every process of the unit, the checkpoint (and its threads) included.
+        cpu_pids = self.tree if self.unit is None else [*self.tree, *self.spare]
+        used = sum(read_usage(pid)[0] for pid in set(cpu_pids))
         if self._window is None or now - self._window[0] > self.WINDOW:
             self._window = (now, used)
             return None, 0.0
@@ -141,6 +158,10 @@ class Watchdog:
                     self.signal_tree(signal.SIGCONT)
 
     def signal_tree(self, sig: int) -> None:
+        """Stop or resume what is watched: a unit at once (no member can wake another)."""
+        if self.unit is not None:
+            (self.unit.stop if sig == signal.SIGSTOP else self.unit.resume)()
+            return
         for pid in self.tree:
             if pid > 0:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -158,9 +179,11 @@ class IdleWatch:
     INTERVAL = 0.25
 
     def __init__(self, holder: int, limits: ResourceLimits, scratch: str,
-                 on_violation: Callable[[tuple[str, Any, Any]], Any]) -> None:
-        self.watchdog = Watchdog(holder, limits, scratch)
+                 on_violation: Callable[[tuple[str, Any, Any]], Any],
+                 unit: Unit | None = None) -> None:
+        self.watchdog = Watchdog(holder, limits, scratch, unit=unit)
         self.on_violation = on_violation
+        self._fired = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="agenticraft-idle-watch",
                                         daemon=True)
@@ -170,8 +193,7 @@ class IdleWatch:
         while not self._stop.wait(self.INTERVAL):
             violation, pause = self.watchdog.check()
             if violation is not None:
-                kill_tree(self.watchdog.runner)
-                self.on_violation(violation)
+                self._fire(violation)
                 return
             if pause:
                 self.watchdog.signal_tree(signal.SIGSTOP)
@@ -179,8 +201,20 @@ class IdleWatch:
                 self.watchdog.signal_tree(signal.SIGCONT)
 
     def stop(self) -> None:
-        """Stop watching (before the next run, which has its own watchdog)."""
+        """Stop watching (before the next run, which has its own watchdog), with one last
+        look: what happened since the last poll (a kernel OOM kill) is not missed."""
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
+            if not self._fired and self.watchdog.unit is not None and self.watchdog.unit.memory:
+                violation, _pause = self.watchdog.check()
+                if violation is not None:
+                    self._fire(violation)
+
+    def _fire(self, violation: tuple[str, Any, Any]) -> None:
+        self._fired = True
+        kill_tree(self.watchdog.runner)
+        if self.watchdog.unit is not None:
+            self.watchdog.unit.kill()
+        self.on_violation(violation)
 

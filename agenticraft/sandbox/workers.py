@@ -25,6 +25,7 @@ from agenticraft.sandbox import leftovers
 from agenticraft.sandbox.budget import RunBudget
 from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
+from agenticraft.sandbox.unit import Unit
 from agenticraft.sandbox.watchdog import parse_stat
 from agenticraft.wire import protocol
 from agenticraft.wire.environment import ZYGOTE_ENV_ALLOW, allowed_env
@@ -178,6 +179,7 @@ class WorkerHandle:
         #: outside it, ``init`` its process 1; killing the keeper ends the whole sandbox.
         self.keeper: int | None = None
         self.init: int | None = None
+        self.unit = Unit(pid)   # everything it starts (the supervisor attaches its cgroups)
         self.chan = socket.socket(fileno=fds[0])
         self.chan.setblocking(False)
         self.out_fd, self.err_fd = fds[1], fds[2]
@@ -205,7 +207,10 @@ class WorkerHandle:
             self._burst = 0
             await asyncio.sleep(0)
         while (frame := self.frames.pop()) is None:
-            data = await loop.sock_recv(self.chan, READ_CHUNK)
+            try:
+                data = await loop.sock_recv(self.chan, READ_CHUNK)
+            except ConnectionResetError:  # the other end died with data unread
+                return None
             if not data:
                 return None
             self.frames.push(data)
@@ -236,6 +241,20 @@ class WorkerHandle:
     def budget(self, budget: RunBudget | None) -> None:
         """Weigh every frame read from now on against ``budget`` (None: only ``MAX_FRAME``)."""
         self.frames.admit = budget.admit if budget is not None else None
+
+    def discard_stale(self) -> None:
+        """Drop every frame that arrived since the last run (a thread left running may write
+        to the channel between runs; nothing it sends then can count for the next run)."""
+        self.frames.take()  # (its admission check, the run's budget, stays)
+        while True:
+            try:
+                data = self.chan.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if not data:
+                return
 
     def send(self, message: dict[str, Any]) -> None:
         data = protocol.encode(message)
@@ -342,6 +361,11 @@ class WorkerHandle:
             raise SandboxError("a sandbox's PID namespace does not hold exactly one worker")
         self.keeper, self.init, self.pid = self.pid, init, workers[0]
 
+    def sandbox_processes(self) -> tuple[int, ...]:
+        """The processes a rollback must spare: the checkpoint, and with a PID namespace its
+        keeper and init (killing either ends the whole namespace)."""
+        return tuple(p for p in (self.pid, self.keeper, self.init) if p is not None)
+
     def host_pid(self, inner: int) -> int | None:
         """The host pid of the sandbox process the worker calls ``inner`` (a runner it forked,
         maybe already promoted and re-parented to the init), or ``inner`` itself without a PID
@@ -354,6 +378,7 @@ class WorkerHandle:
         self.alive = False
         if self.keeper is not None:  # the init dies with it, and the namespace with the init
             kill_tree(self.keeper)
+        self.unit.remove()  # once its processes are gone (else the zygote removes it later)
         self.unwatch_pipes()
         if self._stat_fd is not None:
             with contextlib.suppress(OSError):

@@ -53,7 +53,13 @@ def literal(value: Any, *, coerce: bool = False, keep_tuples: bool = True) -> st
 
 
 def safe_repr(value: Any) -> str:
-    """``repr(value)`` cut to ``REPR_LIMIT``; a placeholder if ``__repr__`` misbehaves."""
+    """``repr(value)`` cut to ``REPR_LIMIT``; a placeholder if ``__repr__`` misbehaves.
+
+    Large byte strings are cut before their ``repr`` is built: the repr of a 64 MB bytearray
+    is a 256 MB string, which under a memory cgroup would end the run instead of its result.
+    """
+    if type(value) in (bytes, bytearray) and len(value) > REPR_LIMIT:
+        return f"{safe_repr(value[:REPR_LIMIT])}...[truncated, {len(value)} bytes]"
     try:
         text = repr(value)
     except Exception as exc:  # a hostile __repr__ must not break result delivery (but an

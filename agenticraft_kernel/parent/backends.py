@@ -75,12 +75,6 @@ class SessionBackend:
         return await self.session.request(code, on_output=on_output, on_event=on_event,
                                           extra=extra, limits=limits)
 
-    async def undo(self) -> bool:
-        """Back to the state from before the last cell (``%secure_undo``); False if none."""
-        if self.session is None:
-            return False
-        return await self.session.undo()
-
     def enforcement(self) -> dict[str, str]:
         """Which mechanism enforces which limit of this kernel's context, on this host."""
         if self._sandbox is None:
@@ -175,10 +169,6 @@ class RestrictedBackend:
     def interrupt(self) -> None:
         if self._task is not None:
             self._task.cancel()
-
-    async def undo(self) -> bool:
-        """Restricted kernels keep no state between cells: nothing to undo."""
-        return False
 
     def send(self, message: dict[str, Any]) -> None:
         """The restricted sandbox has no stdin."""

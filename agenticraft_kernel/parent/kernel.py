@@ -299,8 +299,7 @@ class SecureKernel(Kernel):
         extra = {"kind": "execute", "silent": silent, "store_history": store_history,
                  "user_expressions": user_expressions or {}, "allow_stdin": allow_stdin,
                  "execution_count": count, "cell_id": cell_id,
-                 "parent_header": fidelity.plain_header(parent),
-                 "keep_undo": True}  # %secure_undo: the session keeps the state before it
+                 "parent_header": fidelity.plain_header(parent)}
         try:
             if audit_view.requested(code) is not None:
                 self.cell.idle()

@@ -227,12 +227,13 @@ class IPythonExecutor:
 
 
 def limit_exceeded(exc: BaseException, limits: dict[str, Any]) -> BaseException:
-    """MemoryError (RLIMIT_AS) or EFBIG (RLIMIT_FSIZE) as the limit that caused it."""
-    from agenticraft.wire.errors import ResourceLimitExceeded, quota_exceeded
-    name = "memory_mb" if isinstance(exc, MemoryError) else "max_file_size_mb"
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the private tmpfs is full
-        return quota_exceeded(limits.get(name))
-    return ResourceLimitExceeded(name, allowed=limits.get(name))
+    """A raw error that is really a limit (see ``jail.limit_errors``) as that limit."""
+    from agenticraft.jail.limit_errors import limit_info
+    from agenticraft.wire.errors import ResourceLimitExceeded
+    info = limit_info(exc, limits) or {"limit": "memory_mb", "allowed": limits.get("memory_mb")}
+    error = ResourceLimitExceeded(info["limit"], info.get("value"), info["allowed"])
+    error.detail = info.get("detail")  # type: ignore[attr-defined]
+    return error
 
 
 def classify_denial(exc: BaseException | None) -> dict[str, str] | None:

@@ -12,7 +12,6 @@ writing it to a ZeroMQ socket. The kernel object serves no sockets; the parent r
 from __future__ import annotations
 
 import base64
-import errno
 import importlib
 import os
 import shlex
@@ -26,6 +25,7 @@ from ipykernel.ipkernel import IPythonKernel
 from ipykernel.zmqshell import ZMQInteractiveShell
 from jupyter_client.session import Session
 
+from agenticraft.jail.limit_errors import classify
 from agenticraft_kernel.worker.channel import Channel, encode_bundle
 
 #: What the worker's kernel object has as its IOPub socket: messages sent to it become events.
@@ -52,8 +52,7 @@ def _import_ipykernel_without_debugpy() -> None:
 
 def is_limit_error(exc: BaseException | None) -> bool:
     """Exceptions that mean a limit was hit: the worker reports them and the run rolls back."""
-    return isinstance(exc, MemoryError) or (
-        isinstance(exc, OSError) and exc.errno in (errno.EFBIG, errno.ENOSPC))
+    return classify(exc) is not None
 
 
 class ChannelSession(Session):

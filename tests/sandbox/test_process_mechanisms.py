@@ -50,14 +50,15 @@ def test_doctor_reports_every_limit():
 
 def test_report_marks_switched_off_mechanisms():
     full = probe.host_report(disabled=())
-    off = probe.host_report(disabled=("landlock", "seccomp", "namespaces", "rlimits"))
+    off = probe.host_report(disabled=("landlock", "seccomp", "namespaces", "rlimits", "cgroups"))
     if full["mechanisms"]["landlock"]["available"]:
         assert "Landlock" in full["limits"]["filesystem_access"]
     assert off["limits"]["filesystem_access"].startswith("NOT ENFORCED")
     assert off["limits"]["network_access"].startswith("NOT ENFORCED")
     assert off["limits"]["memory_mb"].startswith("DEGRADED")
     assert off["mechanisms"]["landlock"]["disabled"] is True
-    assert off["limits"]["timeout_seconds"] == full["limits"]["timeout_seconds"]
+    assert off["limits"]["timeout_seconds"].startswith("supervisor wall clock")
+    assert "process group" in off["limits"]["timeout_seconds"]  # no cgroup: the group is the unit
 
 
 def test_unknown_mechanism_name_is_rejected():

@@ -43,9 +43,12 @@ def confine(
     # With a PID namespace the keeper and the init (``pidns``) are processes of the sandbox too.
     pid_ns = private_root and bool(mechanisms["mounts"].get("pid_namespace"))
     helpers = 2 if pid_ns else 0
-    if "pids_cgroup" in active:  # before the namespace step: the cgroup fs is still writable
-        applied["pids_cgroup"] = cgroups.pids_v1_place(
-            f"{expected_parent}-{os.getpid()}", profile["max_processes"] + 1 + helpers)
+    bases = unit_bases(mechanisms, active)
+    if bases:  # before the namespace step: the cgroup fs is still writable
+        applied["cgroups"] = cgroups.place(
+            bases, f"{expected_parent}-{os.getpid()}", memory_mb=profile["memory_mb"],
+            cpu_percent=profile["cpu_percent"],
+            max_processes=profile["max_processes"] + 1 + helpers)
     if "namespaces" in active:
         applied["namespaces"] = namespaces.enter(network=network, mount=private_root,
                                                  pid=pid_ns, drop=False, loopback=egress)
@@ -66,7 +69,7 @@ def confine(
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     if "rlimits" in active:
         applied["rlimits"] = rlimits.apply(
-            memory_mb=profile["memory_mb"],
+            memory_mb=profile["memory_mb"], memory_unit="memory" in bases,
             max_file_size_mb=profile["max_file_size_mb"],
             max_processes=profile["max_processes"],
             nproc_baseline=helpers if "namespaces" in active
@@ -89,3 +92,13 @@ def confine(
             allow_process_creation=profile["max_processes"] > 1
         )
     return applied
+
+
+def unit_bases(mechanisms: Mapping[str, Mapping[str, Any]], active: set[str]) -> dict[str, str]:
+    """The cgroup controllers a worker's unit uses here (pids only with ``pids_cgroup``)."""
+    bases = dict(mechanisms.get("cgroups", {}).get("bases") or {})
+    if "cgroups" not in active:
+        bases = {k: v for k, v in bases.items() if k == "pids"}
+    if "pids_cgroup" not in active:
+        bases.pop("pids", None)
+    return bases

@@ -43,7 +43,7 @@ def test_memory_bomb_rolls_back(kernel: Kernel) -> None:
 def test_single_huge_allocation_rolls_back(kernel: Kernel) -> None:
     reply, outputs = kernel.execute("survivor.clear()\nbig = bytearray(2 * 1024**3)")
     assert one_error(outputs)["ename"] == "ResourceLimitExceeded"
-    assert "memory_mb (allowed 256 MB)" in reply["evalue"]
+    assert "memory_mb (allowed 256 MB" in reply["evalue"]  # a cgroup also says what it reached
     assert_survived(kernel)
 
 
