@@ -28,6 +28,7 @@ from agenticraft.wire.limits import (
     BOOLEAN_LIMITS,
     INTEGER_LIMITS,
     LIMIT_NAMES,
+    OPTIONAL_LIMITS,
     ResourceLimits,
     is_looser,
 )
@@ -677,7 +678,9 @@ def valid_value(name, upper=None):
 def invalid_value(name):
     if name in BOOLEAN_LIMITS:
         return st.sampled_from(["maybe", None, 3, ""])
-    bad = [0, -1, -2.5, float("nan"), float("inf"), "lots", True, None]
+    bad = [0, -1, -2.5, float("nan"), float("inf"), "lots", True]
+    if name not in OPTIONAL_LIMITS:  # None is "no limit" for those: valid, not a bad value
+        bad.append(None)
     if name in INTEGER_LIMITS:
         bad.append(1.5)
     return st.sampled_from(bad)
