@@ -185,11 +185,11 @@ def test_security_panel_in_the_browser(data_dir: Path, tmp_path: Path, app: str)
         pytest.importorskip("notebook", minversion="7", reason="Notebook 7 is not installed")
     ARTIFACTS.mkdir(exist_ok=True)
     shot = f"panel-{app}"
-    # rlimits switched off for this kernel only: the panel must then warn that memory and file
-    # size are degraded (a managed host with a system policy ignores the switch)
+    # rlimits and cgroups switched off for this kernel only: the panel must then warn that memory
+    # and file size are degraded (a managed host with a system policy ignores the switch)
     managed = SYSTEM_POLICY_PATH.exists()
     with running_lab(data_dir, tmp_path, PANEL_CELLS, app=app, timeout_seconds=20,
-                     extra_env={"AGENTICRAFT_DISABLE": "rlimits"}) as (url, tmp), \
+                     extra_env={"AGENTICRAFT_DISABLE": "rlimits,cgroups"}) as (url, tmp), \
             playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
