@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -48,6 +49,9 @@ class Zygote:
             from agenticraft.jail.confine import seccomp
             seccomp.precompile()  # workers then load ready-made BPF instead of building it
         self.workers: set[int] = set()
+        #: Each worker's scratch directory, removed here when the worker dies (off the
+        #: supervisor's path: an rmdir of a directory that was a mount point costs ~1 ms).
+        self.scratches: dict[int, str] = {}
         # cgroup units of dead workers -> when they died; removed once empty and old enough for
         # the supervisor to have read them (its OOM count and peak memory)
         self.cgroups: dict[str, float] = {}
@@ -142,6 +146,7 @@ class Zygote:
         os.close(out_w)
         os.close(err_w)
         self.workers.add(pid)
+        self.scratches[pid] = scratch
         return pid, [parent_end.detach(), out_r, err_r], scratch
 
     def _root_plan(self, profile: dict[str, Any]) -> dict[str, Any]:
@@ -200,6 +205,7 @@ class Zygote:
             if pid in self.workers:
                 self.workers.discard(pid)
                 self.cgroups[f"{self.pid}-{pid}"] = time.monotonic()
+                shutil.rmtree(self.scratches.pop(pid, ""), ignore_errors=True)
                 died = True
         if died:
             self._kill_orphans()
@@ -233,7 +239,6 @@ class Zygote:
                         pass
                 time.sleep(0.02)
         if self.scratch_root:
-            import shutil
             shutil.rmtree(self.scratch_root, ignore_errors=True)
         os._exit(0)
 
