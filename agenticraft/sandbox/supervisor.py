@@ -236,14 +236,7 @@ class Supervisor:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             handle.budget(None)
-            handle.drain(sink)
-            handle.sink = None
-            outcome.stdout = "".join(sink.parts["stdout"])
-            outcome.stderr = "".join(sink.parts["stderr"])
-            outcome.outputs = sink.outputs
-            outcome.truncated = sink.truncated
-            outcome.usage["output_bytes"] = sink.total
-            outcome.wall = time.monotonic() - started
+            self._collect_output(handle, sink, outcome, started)
 
     async def run_lean(self, handle: WorkerHandle, code: str, limits: ResourceLimits, *,
                        on_output: Callable[[Output], Any] | None = None,
@@ -345,14 +338,20 @@ class Supervisor:
                 state[0].cancel()
             if state[2]:
                 state[1].signal_tree(signal.SIGCONT)  # never leave a stopped tree behind
-            handle.drain(sink)
-            handle.sink = None
-            outcome.stdout = "".join(sink.parts["stdout"])
-            outcome.stderr = "".join(sink.parts["stderr"])
-            outcome.outputs = sink.outputs
-            outcome.truncated = sink.truncated
-            outcome.usage["output_bytes"] = sink.total
-            outcome.wall = time.monotonic() - started
+            self._collect_output(handle, sink, outcome, started)
+
+    @staticmethod
+    def _collect_output(handle: WorkerHandle, sink: OutputSink, outcome: RunOutcome,
+                        started: float) -> None:
+        """At a run's end: what is left in the pipes, then the run's output and wall time."""
+        handle.drain(sink)
+        handle.sink = None
+        outcome.stdout = "".join(sink.parts["stdout"])
+        outcome.stderr = "".join(sink.parts["stderr"])
+        outcome.outputs = sink.outputs
+        outcome.truncated = sink.truncated
+        outcome.usage["output_bytes"] = sink.total
+        outcome.wall = time.monotonic() - started
 
     async def _frame(self, handle: WorkerHandle, run_id: int, deadline: float | None,
                      on_event: Callable[[dict[str, Any]], Any] | None = None,

@@ -257,7 +257,9 @@ class WorkerHandle:
                 return
 
     def send(self, message: dict[str, Any]) -> None:
-        data = protocol.encode(message)
+        self._send_frame(protocol.encode(message))
+
+    def _send_frame(self, data: bytes) -> None:
         try:  # the common case: the whole frame fits in the socket buffer at once
             sent = self.chan.send(data)
         except BlockingIOError:
@@ -280,17 +282,7 @@ class WorkerHandle:
             self._run_tail = (key, tail[1:].encode())
         body = (b'{"op":"run","run":%d,"code":' % run_id
                 + json.dumps(code, separators=(",", ":")).encode() + b"," + self._run_tail[1])
-        data = protocol.HEADER.pack(len(body)) + body
-        try:
-            sent = self.chan.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(data):
-            self.chan.setblocking(True)
-            try:
-                self.chan.sendall(data[sent:])
-            finally:
-                self.chan.setblocking(False)
+        self._send_frame(protocol.HEADER.pack(len(body)) + body)
 
     def usage(self) -> tuple[float, float]:
         """The worker's (cpu seconds, resident MB), with its /proc stat file kept open."""

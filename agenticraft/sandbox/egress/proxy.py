@@ -265,17 +265,10 @@ class EgressProxy:
             if host is None or port is None:
                 await self._http_error(writer, 400, f"CONNECT needs host:port, not {target!r}")
                 return
-            decision = await self._decide(host, port, "http-connect")
-            if not decision.allowed:
-                await self._http_error(writer, 403, decision.reason)
+            opened = await self._connect_http(writer, host, port, "http-connect")
+            if opened is None:
                 return
-            try:
-                upstream = await self._open(decision, port)
-            except (OSError, TimeoutError) as exc:
-                self._record(decision, "http-connect", error=f"connect failed: {exc}")
-                await self._http_error(writer, 502, f"connect to {decision.destination} "
-                                       f"failed: {exc}")
-                return
+            decision, upstream = opened
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await self._relay(reader, writer, upstream, decision, "http-connect", b"")
             return
@@ -288,17 +281,10 @@ class EgressProxy:
         if host is None or port is None:
             await self._http_error(writer, 400, f"bad host in {target!r}")
             return
-        decision = await self._decide(host, port, "http")
-        if not decision.allowed:
-            await self._http_error(writer, 403, decision.reason)
+        opened = await self._connect_http(writer, host, port, "http")
+        if opened is None:
             return
-        try:
-            upstream = await self._open(decision, port)
-        except (OSError, TimeoutError) as exc:
-            self._record(decision, "http", error=f"connect failed: {exc}")
-            await self._http_error(writer, 502, f"connect to {decision.destination} failed: "
-                                   f"{exc}")
-            return
+        decision, upstream = opened
         path = url.path or "/"
         if url.query:
             path += "?" + url.query
@@ -307,6 +293,23 @@ class EgressProxy:
         request = (f"{method} {path} {version}\r\n".encode("latin-1")
                    + b"".join(h + b"\r\n" for h in headers) + b"Connection: close\r\n\r\n")
         await self._relay(reader, writer, upstream, decision, "http", request)
+
+    async def _connect_http(self, writer: asyncio.StreamWriter, host: str, port: int,
+                            dialect: str) -> tuple[Any, Any] | None:
+        """Decide on ``host:port`` and connect; on refusal or failure answer the client with an
+        HTTP error (403/502) and return None."""
+        decision = await self._decide(host, port, dialect)
+        if not decision.allowed:
+            await self._http_error(writer, 403, decision.reason)
+            return None
+        try:
+            upstream = await self._open(decision, port)
+        except (OSError, TimeoutError) as exc:
+            self._record(decision, dialect, error=f"connect failed: {exc}")
+            await self._http_error(writer, 502, f"connect to {decision.destination} failed: "
+                                   f"{exc}")
+            return None
+        return decision, upstream
 
     @staticmethod
     async def _http_error(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
