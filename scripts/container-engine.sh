@@ -57,10 +57,11 @@ container_engine_start() {
 }
 
 container_engine_stop() {
+    # Our sandbox containers go whoever runs the engine (a run that crashed may leave some).
+    local ids
+    ids=$(docker ps -aq --filter label=org.agenticraft.sandbox 2>/dev/null || true)
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
     if [ -n "$_ce_started_pid" ]; then
-        local ids
-        ids=$(docker ps -aq --filter label=org.agenticraft.sandbox 2>/dev/null || true)
-        [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
         kill "$_ce_started_pid" 2>/dev/null || true
         wait "$_ce_started_pid" 2>/dev/null || true
         _ce_started_pid=""

@@ -14,6 +14,7 @@ home=$(getent passwd "$user" | cut -d: -f6)
 work="$home/agenticraft"
 rm -rf "$work"
 mkdir -p "$work"
+trap 'rm -rf "$work"' EXIT  # the copy and its virtualenv are not kept
 git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work"
 chown -R "$user:$user" "$work"
 # The interpreter must be one this user can reach (a pyenv under /root is not).

@@ -16,6 +16,13 @@ if ! command -v chromium >/dev/null 2>&1; then
         echo "note: chromium is not installed; the browser test will be skipped" >&2
     fi
 fi
+# A fresh Debian's python3 cannot make virtualenvs without python3-venv (setup-venv.sh, and the
+# unprivileged run's /usr/bin/python3).
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1 && [ -x /usr/bin/python3 ] \
+        && ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv \
+        >/dev/null
+fi
 # The egress tests make a self-signed certificate for their HTTPS server with openssl.
 if ! command -v openssl >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] \
         && command -v apt-get >/dev/null 2>&1; then

@@ -49,9 +49,6 @@ class Zygote:
             from agenticraft.jail.confine import seccomp
             seccomp.precompile()  # workers then load ready-made BPF instead of building it
         self.workers: set[int] = set()
-        #: Each worker's scratch directory, removed here when the worker dies (off the
-        #: supervisor's path: an rmdir of a directory that was a mount point costs ~1 ms).
-        self.scratches: dict[int, str] = {}
         # cgroup units of dead workers -> when they died; removed once empty and old enough for
         # the supervisor to have read them (its OOM count and peak memory)
         self.cgroups: dict[str, float] = {}
@@ -146,7 +143,6 @@ class Zygote:
         os.close(out_w)
         os.close(err_w)
         self.workers.add(pid)
-        self.scratches[pid] = scratch
         return pid, [parent_end.detach(), out_r, err_r], scratch
 
     def _root_plan(self, profile: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +201,6 @@ class Zygote:
             if pid in self.workers:
                 self.workers.discard(pid)
                 self.cgroups[f"{self.pid}-{pid}"] = time.monotonic()
-                shutil.rmtree(self.scratches.pop(pid, ""), ignore_errors=True)
                 died = True
         if died:
             self._kill_orphans()

@@ -248,8 +248,10 @@ class ProcessSession:
         ctx = self.context
         if limits is None:
             return ctx
-        return SecurityContext(ctx.user_id, ctx.permissions, limits,
-                               sandbox_type=ctx.sandbox_type, working_dir=ctx.working_dir)
+        narrowed = ctx.copy()  # every field (image and groups too), only the limits differ
+        narrowed.resource_limits = limits
+        narrowed.resolved = ctx.resolved
+        return narrowed
 
     async def _in_turn(self, work: Callable[[WorkerHandle], Awaitable[T]]) -> T:
         """Run ``work`` on the session's worker, one run at a time, watched while idle."""

@@ -57,7 +57,6 @@ class Supervisor:
                  zygote: ZygoteProcess | None = None) -> None:
         # ``zygote``: another way to run the same zygote (the container sandbox's, in a container)
         self.zygote = zygote if zygote is not None else ZygoteProcess(disabled, preload)
-        self._run_ids = 0
         self._start_lock = threading.Lock()
 
     @property
@@ -253,8 +252,7 @@ class Supervisor:
         part is encoded once per limits), one receive, one timer handle and one ``pread`` of
         the worker's ``/proc/<pid>/stat`` for its usage.
         """
-        self._run_ids += 1
-        run_id = self._run_ids
+        run_id = self._next_run_id()
         loop = asyncio.get_running_loop()
         sink = OutputSink(limits.max_output_bytes, on_output)
         outcome = RunOutcome()

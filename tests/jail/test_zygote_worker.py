@@ -14,7 +14,7 @@ import pytest
 
 from agenticraft.security import SecurityContext
 
-from helpers import name_me, parent_of, wait_gone, wait_named_gone
+from helpers import name_me, named, parent_of, wait_gone, wait_named_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -108,11 +108,13 @@ async def test_a_killed_zygote_is_restarted_on_the_next_spawn(workers: Workers) 
 async def test_what_a_finished_worker_leaves_behind_is_killed(workers: Workers) -> None:
     handle = await workers.spawn()
     outcome = await workers.run(handle, (
-        "import os, signal\nleft = os.fork()\n"
+        "import os, signal\nready, tell = os.pipe()\nleft = os.fork()\n"
         "if left == 0:\n" + "".join("    " + line + "\n" for line in
                                    name_me("acs-left-behind").splitlines())
-        + "    while True:\n        signal.pause()\n"))
+        + "    os.write(tell, b'1')\n    while True:\n        signal.pause()\n"
+        "os.read(ready, 1)\n"))  # the child is named before the run ends
     assert outcome.frame["ok"], outcome.frame
+    assert named("acs-left-behind")
     workers.supervisor.release(handle)  # the worker exits; its child is re-parented
     # ... to the zygote (a subreaper) or the PID namespace's init; either way it is killed
     assert wait_named_gone("acs-left-behind")

@@ -511,7 +511,6 @@ result = [value for value, _pid in out]
 async def test_joblib_loky_parallel_works(process_sandbox):
     """joblib's default backend (loky: exec'd worker processes, semaphores in /dev/shm, each
     worker reading its own /proc/<pid> through psutil) runs with default limits."""
-    pytest.importorskip("joblib")
     result = await run(process_sandbox, JOBLIB, timeout_seconds=60)
     assert result.success, (result.error, result.stderr[-2000:])
     assert result["result"] == [x * x for x in range(8)]

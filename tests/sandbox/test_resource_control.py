@@ -144,7 +144,7 @@ async def test_planted_frames_cannot_forge_a_result(process_sandbox):
             try:
                 result = await session.run(f"import time\ntime.sleep(0.05)\nanswer = {attempt}")
             except ChannelAbuse as exc:
-                assert "result frames" in str(exc) or "frames" in str(exc)
+                assert "more result frames than a run has" in str(exc)
                 continue
             assert result.success, result.error
             assert "forged" not in result
@@ -208,7 +208,7 @@ async def test_no_wedge_after_any_failure(process_sandbox, kind):
             try:
                 result = await session.run(f"z = {attempt}")
             except ResourceLimitExceeded as exc:  # the state was lost: the user is told so
-                assert "lost" in str(exc)
+                assert "lost" in str(exc) and attempt == 0  # once; a wedge would repeat it
                 continue
             assert result.success
             assert result["z"] == attempt
@@ -248,8 +248,6 @@ BOMB_MEMORY = {"pipe buffers": 40}
 
 @pytest.mark.parametrize("bomb", sorted(BOMBS))
 async def test_memory_bombs_stop_at_memory_mb(process_sandbox, bomb):
-    if bomb == "numpy":
-        pytest.importorskip("numpy")
     memory = process_sandbox.host_report()["memory_mb"]
     # max_file_size_mb high enough that the write quota (4 x) is not what stops the tmpfs bomb
     ctx = SecurityContext("student", resource_limits={

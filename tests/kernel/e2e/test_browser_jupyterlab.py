@@ -280,8 +280,6 @@ def kernels_running(url: str) -> list[dict[str, Any]]:
 
 
 def test_outputs_cannot_script_the_page(data_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("pandas", reason="pandas is not installed")
-    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
     with running_lab(data_dir, tmp_path, ATTACK_CELLS) as (url, tmp), \
             playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)

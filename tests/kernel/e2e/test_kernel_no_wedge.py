@@ -32,11 +32,13 @@ FAILURES = {
 @pytest.mark.parametrize("kind", sorted(FAILURES))
 def test_next_cell_answers_after(kernel: Kernel, kind: str) -> None:
     kernel.execute(FAILURES[kind])
-    for _ in range(3):
+    for attempt in range(3):
         started = time.monotonic()
         reply, outputs = kernel.execute("1 + 1", timeout=30)
         elapsed = time.monotonic() - started
-        if reply["status"] == "error":  # only allowed when the state was lost, and said so
+        # Only the first cell may fail, and only when the state was lost and the user told so:
+        # a wedged session would refuse every later one too.
+        if reply["status"] == "error" and attempt == 0:
             assert "lost" in reply["evalue"] or "gone" in reply["evalue"], reply
             continue
         results = [o for o in outputs if o["msg_type"] == "execute_result"]
@@ -49,10 +51,10 @@ def test_scientific_imports_then_trivial_cells(kernel: Kernel) -> None:
     libgfortran under the address-space limit and wedged the session)."""
     kernel.execute("import numpy, pandas, matplotlib.pyplot", timeout=60)
     reply, _ = kernel.execute("import sklearn, sklearn.ensemble", timeout=60)
-    for _ in range(3):
+    for attempt in range(3):
         started = time.monotonic()
         reply, outputs = kernel.execute("1 + 1", timeout=30)
-        if reply["status"] == "error":  # only allowed when the state was lost, and said so
+        if reply["status"] == "error" and attempt == 0:  # the state was lost, and said so
             assert "lost" in reply["evalue"] or "gone" in reply["evalue"], reply
             continue
         assert time.monotonic() - started < 3.0
