@@ -1,9 +1,10 @@
 """Launch the secure kernel: ``python -P -m agenticraft_kernel.parent.app -f {connection_file}``.
 
-ipykernel's ``IPKernelApp`` with three changes: the kernel class is ``SecureKernel``; there is no
-shell-channel thread (this kernel does not offer subshells); and the working directory is never
+ipykernel's ``IPKernelApp`` with four changes: the kernel class is ``SecureKernel``; there is no
+shell-channel thread (this kernel does not offer subshells); the working directory is never
 put on ``sys.path`` (``-P`` and ``init_path``), because a cell may be allowed to write files there
-and the parent kernel runs unconfined: nothing a cell writes may be imported by the parent.
+and the parent kernel runs unconfined: nothing a cell writes may be imported by the parent; and
+the parent's own stdout/stderr are not IOPub streams (``outstream_class``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ipykernel.control import ControlThread
 from ipykernel.iostream import IOPubThread
 from ipykernel.kernelapp import IPKernelApp
 from jupyter_client.session import Session
-from traitlets import Bool, Type
+from traitlets import Bool, DottedObjectName, Type
 
 from agenticraft_kernel.parent.kernel import SecureKernel
 
@@ -33,6 +34,13 @@ class SecureKernelApp(IPKernelApp):
     # The sandbox zygote inherits fds 1/2; its diagnostics belong in the log, not in cells.
     capture_fd_output = Bool(False, help="Forward fd-level output of the kernel process"
                              ).tag(config=True)
+    # ipykernel flushes sys.stdout/stderr after every control and shell request; as IOPub
+    # streams that flush waits for the IOPub thread, which a flooding cell keeps busy with
+    # relayed output, so kernel_info and interrupts would queue behind the flood. The parent
+    # runs no user code and prints nothing for the notebook: its own output goes to the log.
+    outstream_class = DottedObjectName(None, allow_none=True, help="""Stream class for the
+        parent's own stdout/stderr (None: the process's, i.e. the server log; cells' output
+        comes over the sandbox channel whatever this is)""").tag(config=True)
 
     def init_control(self, context: Any) -> None:
         """ipykernel's, without connecting its debugger's shell socket (this kernel offers no

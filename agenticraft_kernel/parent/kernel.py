@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from ipykernel import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 from traitlets import Any as AnyTrait
 from traitlets import Dict, List, Unicode, default
@@ -191,9 +192,13 @@ class SecureKernel(Kernel):
 
     @property
     def kernel_info(self) -> dict[str, Any]:
-        info = dict(super().kernel_info)
-        info["supported_features"] = []
-        return info
+        """ipykernel's fields without its feature probe: that imports ipykernel.debugger and
+        with it debugpy (~150 ms holding the GIL, ~8 MB) into a parent that offers no debugger
+        and no subshells."""
+        return {"protocol_version": kernel_protocol_version, "implementation": self.implementation,
+                "implementation_version": self.implementation_version,
+                "language_info": self.language_info, "banner": self.banner,
+                "help_links": self.help_links, "supported_features": []}
 
     # -- concurrency: parent-only requests never wait for a running cell -------------------------
     async def shell_main(self, subshell_id: str | None, msg: Any) -> None:

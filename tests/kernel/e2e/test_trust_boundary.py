@@ -203,10 +203,9 @@ def test_flood_of_tiny_frames_keeps_the_parent_responsive_and_small(boundary: Ke
     """)
     reply, latencies, growth = run_flood(boundary, code)
     assert reply["status"] == "error", reply
-    assert "flood" in reply["evalue"] or "timeout" in reply["evalue"], reply
-    if "flood" in reply["evalue"]:
-        assert [r for r in boundary.audit() if r.get("limit") == "worker_protocol"
-                and "flood" in r["detail"]]
+    assert "flood" in reply["evalue"], reply  # the frame budget, not the timeout, ends it
+    assert [r for r in boundary.audit() if r.get("limit") == "worker_protocol"
+            and "flood" in r["detail"]]
     assert latencies and max(latencies) < 0.1, latencies
     assert growth < RSS_BOUND, growth
     assert_alive(boundary)
@@ -257,7 +256,7 @@ def test_input_request_flood_is_survived_with_one_request_outstanding(boundary: 
     msg_id = boundary.kc.execute(code, allow_stdin=True)
     reply = boundary.shell_reply(msg_id, timeout=TIMEOUT + 30)["content"]
     assert reply["status"] == "error"
-    assert "control events" in reply["evalue"] or "timeout" in reply["evalue"], reply
+    assert "control events" in reply["evalue"], reply  # the event budget, not the timeout
     requests = 0
     while True:
         try:
