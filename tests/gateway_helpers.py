@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,7 @@ def enterprise_gateway(exe: Path, tmp: Path, specs: dict[str, str], network: str
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, tmp / "eg.log")
+        wait_ready(url, lambda: proc.poll() is None, (tmp / "eg.log").read_text)
         yield url
     finally:
         proc.terminate()
@@ -100,14 +100,15 @@ def enterprise_gateway(exe: Path, tmp: Path, specs: dict[str, str], network: str
         sys.stdout.write((tmp / "eg.log").read_text(errors="replace")[-6000:])
 
 
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+def wait_ready(url: str, alive: Callable[[], bool], log: Callable[[], str],
+               timeout: float = 120) -> None:
     """Poll EG's API until it answers (EG has no readiness notification)."""
     import urllib.error
     import urllib.request
     deadline = time.monotonic() + timeout
     while True:
-        if proc.poll() is not None:
-            pytest.fail(f"Enterprise Gateway exited ({proc.returncode}):\n{log.read_text()}")
+        if not alive():
+            pytest.fail(f"Enterprise Gateway exited:\n{log()}")
         try:
             with urllib.request.urlopen(f"{url}/api/kernelspecs", timeout=5) as r:
                 if r.status == 200:
@@ -115,7 +116,7 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120
         except (urllib.error.URLError, OSError):
             pass
         if time.monotonic() > deadline:
-            pytest.fail(f"Enterprise Gateway did not answer in {timeout} s:\n{log.read_text()}")
+            pytest.fail(f"Enterprise Gateway did not answer in {timeout} s:\n{log()}")
         time.sleep(0.2)
 
 
@@ -192,3 +193,84 @@ def wait_gone(list_them, what: str, timeout: float = 60) -> None:
     while list_them():
         assert time.monotonic() < deadline, f"{what} is still there after {timeout} s"
         time.sleep(0.2)
+
+
+@contextmanager
+def single_node_swarm(engine) -> Iterator[None]:
+    """A single-node swarm on 127.0.0.1, left (with the bridge it made) afterwards; a swarm
+    that was already there is used and left alone. The node is labelled so that
+    scripts/container-engine.sh also leaves it after a crashed run."""
+    state = engine.info()["Swarm"]["LocalNodeState"]
+    if state == "active":
+        yield
+        return
+    had_gwbridge = bool(engine.networks.list(names=["docker_gwbridge"]))
+    engine.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+    try:
+        node = engine.nodes.get(engine.info()["Swarm"]["NodeID"])
+        spec = node.attrs["Spec"]
+        node.update({**spec, "Labels": {**spec.get("Labels", {}), LABEL: "1"}})
+        yield
+    finally:
+        engine.swarm.leave(force=True)
+        if not had_gwbridge:
+            for network in engine.networks.list(names=["docker_gwbridge"]):
+                network.remove()
+
+
+@contextmanager
+def overlay_network(engine) -> Iterator[str]:
+    """An attachable overlay network for EG and its kernels (as in EG's swarm deployment)."""
+    network = engine.networks.create(f"agenticraft-eg-ov-{uuid.uuid4().hex[:8]}",
+                                     driver="overlay", attachable=True, labels={LABEL: "1"})
+    try:
+        yield network.name
+    finally:
+        network.remove()
+
+
+#: EG in a container on the overlay network: its response address is its own address there.
+EG_IN_CONTAINER = (
+    "import os, site, socket, sys; "
+    "site.addsitedir('/eg'); "  # its .pth files: EG imports distutils, from setuptools here
+    "os.environ['EG_RESPONSE_IP'] = socket.gethostbyname(socket.gethostname()); "
+    "sys.argv = ['jupyter-enterprisegateway', '--ip=0.0.0.0', '--port=8888', "
+    "'--log-level=DEBUG']; "
+    "from enterprise_gateway import launch_instance; launch_instance()")
+
+
+@contextmanager
+def enterprise_gateway_in_swarm(engine, tmp: Path, specs: dict[str, str], overlay: str,
+                                host_network: str) -> Iterator[str]:
+    """EG as it runs in a swarm, in a container on the overlay network (a kernel's overlay
+    address is reachable only from there), run by the kernel image's Python 3.11 with EG's
+    virtualenv mounted read-only; the tests reach it on a bridge network of the host."""
+    kernels = tmp / "share" / "jupyter" / "kernels"
+    for name, mode in specs.items():
+        write_gateway_kernel_spec(kernels / name, mode, KERNEL_IMAGE)
+    [site] = (EG_VENV / "lib").glob("python3.*/site-packages")
+    container = engine.containers.run(
+        KERNEL_IMAGE, ["python3", "-c", EG_IN_CONTAINER], detach=True, user="0:0",
+        network=overlay, labels={LABEL: "1"}, working_dir="/tmp",
+        environment={"PYTHONPATH": "/eg", "EG_INHERITED_ENVS": "PYTHONPATH",
+                     "JUPYTER_PATH": "/jupyter", "HOME": "/tmp",
+                     "EG_DOCKER_NETWORK": overlay, "EG_KERNEL_LAUNCH_TIMEOUT": "180"},
+        volumes={str(site): {"bind": "/eg", "mode": "ro"},
+                 str(tmp / "share" / "jupyter"): {"bind": "/jupyter", "mode": "ro"},
+                 "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}})
+    try:
+        engine.networks.get(host_network).connect(container)
+        container.reload()
+        ip = container.attrs["NetworkSettings"]["Networks"][host_network]["IPAddress"]
+        url = f"http://{ip}:8888"
+
+        def alive() -> bool:
+            container.reload()
+            return container.status in ("created", "running")
+
+        wait_ready(url, alive, lambda: container.logs().decode(errors="replace"))
+        yield url
+    finally:
+        logs = container.logs().decode(errors="replace")
+        container.remove(force=True)
+        sys.stdout.write(logs[-6000:])
