@@ -101,12 +101,16 @@ container_engine_stop() {
     if [ "$(docker node inspect self -f '{{ index .Spec.Labels "org.agenticraft.gateway" }}' \
             2>/dev/null || true)" = "1" ]; then
         docker swarm leave --force >/dev/null 2>&1 || true
+        local endpoint
+        for endpoint in $(docker network inspect docker_gwbridge \
+                -f '{{ range .Containers }}{{ .Name }} {{ end }}' 2>/dev/null || true); do
+            docker network disconnect -f docker_gwbridge "$endpoint" >/dev/null 2>&1 || true
+        done
         docker network rm docker_gwbridge >/dev/null 2>&1 || true
     fi
     if [ -n "$_ce_started_pid" ]; then
         kill "$_ce_started_pid" 2>/dev/null || true
         wait "$_ce_started_pid" 2>/dev/null || true
         _ce_started_pid=""
-_ce_eg_pid=""
     fi
 }

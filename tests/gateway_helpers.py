@@ -215,6 +215,9 @@ def single_node_swarm(engine) -> Iterator[None]:
         engine.swarm.leave(force=True)
         if not had_gwbridge:
             for network in engine.networks.list(names=["docker_gwbridge"]):
+                network.reload()  # the swarm's ingress endpoint may still be attached
+                for endpoint in (network.attrs.get("Containers") or {}).values():
+                    network.disconnect(endpoint["Name"], force=True)
                 network.remove()
 
 
