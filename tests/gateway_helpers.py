@@ -251,7 +251,9 @@ def enterprise_gateway_in_swarm(engine, tmp: Path, specs: dict[str, str], overla
     kernels = tmp / "share" / "jupyter" / "kernels"
     for name, mode in specs.items():
         write_gateway_kernel_spec(kernels / name, mode, KERNEL_IMAGE)
-    [site] = (EG_VENV / "lib").glob("python3.*/site-packages")
+    site = EG_VENV / "lib" / "python3.11" / "site-packages"
+    if not site.is_dir():  # its compiled wheels must suit the kernel image's Python 3.11
+        pytest.fail(f"{EG_VENV} is not a Python 3.11 virtualenv (no {site})")
     container = engine.containers.run(
         KERNEL_IMAGE, ["python3", "-c", EG_IN_CONTAINER], detach=True, user="0:0",
         network=overlay, labels={LABEL: "1"}, working_dir="/tmp",
