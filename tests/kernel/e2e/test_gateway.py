@@ -139,10 +139,13 @@ async def test_secure_kernel_under_enterprise_gateways_swarm_proxy(tmp_path: Pat
     gateway_or_fail(engine)
 
     def listed(kernel_id: str) -> list:
-        return engine.services.list(filters={"label": f"kernel_id={kernel_id}"})
+        """The kernel's service and its task's container."""
+        label = {"label": f"kernel_id={kernel_id}"}
+        return engine.services.list(filters=label) + engine.containers.list(all=True,
+                                                                            filters=label)
 
     def check(kernel_id: str) -> None:
-        [service] = listed(kernel_id)
+        [service] = engine.services.list(filters={"label": f"kernel_id={kernel_id}"})
         spec = service.attrs["Spec"]["TaskTemplate"]
         container = spec["ContainerSpec"]
         assert spec["Resources"]["Limits"]["MemoryBytes"] == MEMORY
