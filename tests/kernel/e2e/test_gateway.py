@@ -33,21 +33,23 @@ from gateway_helpers import (
 
 pytestmark = pytest.mark.timeout(420)
 
-#: The image's sandbox user. Without a private user namespace (Docker's default seccomp profile,
-#: the swarm case) RLIMIT_NPROC counts every process of the uid on the node, so that kernel gets
-#: a uid of its own, as a deployment would give each kernel (EG's KERNEL_UID).
-UID = 10001
+#: EG's default KERNEL_UID/GID (1000/100, "jovyan"), a uid the image does not know. Without a
+#: private user namespace (Docker's default seccomp profile, the swarm case) RLIMIT_NPROC counts
+#: every process of the uid on the node, so that kernel gets a uid of its own, as a deployment
+#: would give each kernel (EG's KERNEL_UID).
+EG_DEFAULT = (1000, 100)
 OWN_UID = 20000 + os.getpid() % 10000
 MEMORY = (200 + KERNEL_OVERHEAD_MB) << 20
 
 
-def request(uid: int) -> dict[str, str]:
-    return {"KERNEL_USERNAME": "alice", "KERNEL_UID": str(uid), "KERNEL_GID": str(uid),
-            "KERNEL_MEMORY_MB": "200", "KERNEL_MAX_PROCESSES": "24"}
+def request(uid: int | None) -> dict[str, str]:
+    ids = {} if uid is None else {"KERNEL_UID": str(uid), "KERNEL_GID": str(uid)}
+    return {"KERNEL_USERNAME": "alice", "KERNEL_MEMORY_MB": "200", "KERNEL_MAX_PROCESSES": "24",
+            **ids}
 
 
 async def run_kernel(url: str, name: str, listed: Callable[[str], list],
-                     check: Callable[[str], None], namespaces: bool, uid: int) -> None:
+                     check: Callable[[str], None], namespaces: bool, uid: int | None) -> None:
     """Create the kernel ``name`` over REST, exercise it over the websocket, shut it down and
     wait until ``listed(kernel_id)`` (its containers or services) is empty."""
     code, specs = await rest(url, "GET", "/api/kernelspecs")
@@ -64,7 +66,7 @@ async def run_kernel(url: str, name: str, listed: Callable[[str], list],
         try:
             reply, outputs = await ws.execute("import os\nkept = 41\nprint(os.getuid())")
             assert reply["status"] == "ok", outputs
-            assert streams(outputs) == f"{uid}\n"
+            assert streams(outputs) == f"{EG_DEFAULT[0] if uid is None else uid}\n"
             # The kernel's context came from the KERNEL_* values: user alice, 200 MB.
             reply, outputs = await ws.execute("%secure_status")
             assert reply["status"] == "ok", outputs
@@ -124,13 +126,13 @@ async def test_secure_kernel_under_enterprise_gateways_docker_proxy(tmp_path: Pa
         assert "no-new-privileges:true" in host["SecurityOpt"]
         assert any(o.startswith("seccomp=") for o in host["SecurityOpt"])
         assert host["NetworkMode"] == network
-        assert container.attrs["Config"]["User"] == f"{UID}:{UID}"
+        assert container.attrs["Config"]["User"] == "{}:{}".format(*EG_DEFAULT)
         assert not any(v.startswith("EG_") for v in container.attrs["Config"]["Env"])
 
     with kernel_network(engine) as (network, gateway_ip), \
             enterprise_gateway(exe, tmp_path, {"agenticraft_docker": "docker"}, network,
                                gateway_ip) as url:
-        await run_kernel(url, "agenticraft_docker", listed, check, namespaces=True, uid=UID)
+        await run_kernel(url, "agenticraft_docker", listed, check, namespaces=True, uid=None)
     engine.close()
 
 
