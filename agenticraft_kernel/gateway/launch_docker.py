@@ -17,8 +17,8 @@ own ``launch_docker.py`` does (a container or a swarm service labelled ``kernel_
 - hardening: every capability dropped, read-only root with a size-limited ``/tmp``, an init
   process, and in Docker mode ``no-new-privileges`` plus the project's seccomp profile (which,
   unlike Docker's default, lets the sandbox inside create its user and network namespaces).
-  Swarm services cannot take a seccomp profile or ``no-new-privileges`` before Docker API 1.44:
-  there the container runs with Docker's default profile and the kernel's ``doctor`` reports
+  A swarm service's spec has neither in the Docker 20.10 API (1.41) this is tested with: there
+  the container runs with Docker's default profile and the kernel's ``doctor`` reports
   namespaces off.
 """
 

@@ -159,7 +159,7 @@ async def test_secure_kernel_under_enterprise_gateways_swarm_proxy(tmp_path: Pat
             kernel_network(engine) as (host_network, _), \
             enterprise_gateway_in_swarm(engine, tmp_path, {"agenticraft_swarm": "swarm"},
                                         overlay, host_network) as url:
-        # Swarm services take no seccomp profile before Docker API 1.44: Docker's default.
+        # A service takes no seccomp profile in Docker 20.10's API: Docker's default applies.
         await run_kernel(url, "agenticraft_swarm", listed, check, namespaces=False,
                          uid=OWN_UID)
     engine.close()
