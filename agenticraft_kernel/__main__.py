@@ -14,6 +14,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     from agenticraft_kernel.cli.install import add_arguments
     add_arguments(sub.add_parser("install", help="install the AgentiCraft Secure kernelspec"))
+    from agenticraft_kernel.gateway import kernelspec
+    kernelspec.add_arguments(sub.add_parser(
+        "gateway-spec", help="write a kernelspec for Jupyter Enterprise Gateway's Docker proxies"))
     return parser
 
 
@@ -25,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "install":
         from agenticraft_kernel.cli.install import run_install
         return run_install(args)
+    if args.command == "gateway-spec":
+        from agenticraft_kernel.gateway.kernelspec import run
+        return run(args)
     return 2
 
 

@@ -11,6 +11,9 @@
 # This is the "Dockerfile" of the image, written as a script because no base image can be
 # pulled here. Usage (as root; needs mmdebstrap and a running Docker Engine or Podman):
 #   scripts/build-container-image.sh [IMAGE]   (default: agenticraft-sandbox:<package version>)
+#   scripts/build-container-image.sh [IMAGE] --gateway TAG   (also import the same root
+#       filesystem as TAG, the Enterprise Gateway kernel image, e.g. agenticraft-eg-kernel:<version>:
+#       its command is the gateway launcher, agenticraft_kernel.gateway.launch)
 #   scripts/build-container-image.sh --source-hash   (print the hash of the package's sources)
 # Environment: PYTHON (a Python 3.11 with pip, default .venv/bin/python), SUITE (default
 # bookworm: its python3 is 3.11, the minor version the wheels are built for), DOCKER (client
@@ -24,6 +27,10 @@ if [ "${1:-}" = "--source-hash" ]; then
         -o -name '*.toml' -o -name '*.svg' -o -name '*.png' \) -not -path '*/__pycache__/*' \
         | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16
     exit 0
+fi
+gateway=""
+if [ "${2:-}" = "--gateway" ]; then
+    gateway=${3:?usage: build-container-image.sh IMAGE --gateway TAG}
 fi
 python=${PYTHON:-.venv/bin/python}
 suite=${SUITE:-bookworm}
@@ -40,7 +47,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The package and its dependencies, built on the host (the image has no pip and no network).
 "$python" -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-    --target "$work/opt/agenticraft" ".[kernel]"
+    --target "$work/opt/agenticraft" ".[kernel,gateway]"
 rm -rf "$work/opt/agenticraft/bin"
 chmod -R a+rX,go-w "$work/opt/agenticraft"
 mmdebstrap --quiet --variant=essential --include=python3,libseccomp2,libstdc++6 \
@@ -59,3 +66,13 @@ mmdebstrap --quiet --variant=essential --include=python3,libseccomp2,libstdc++6 
     --change 'CMD ["/usr/bin/python3", "-I", "-c", "import sys; sys.path.insert(0, \"/opt/agenticraft\"); from agenticraft.jail.container_entry import doctor; doctor()"]' \
     "$work/rootfs.tar" "$image" >/dev/null
 echo "$image"
+if [ -n "$gateway" ]; then
+    "$docker" import \
+        --change 'USER 10001:10001' \
+        --change 'WORKDIR /tmp' \
+        --change 'ENV PYTHONDONTWRITEBYTECODE=1 HOME=/tmp' \
+        --change "LABEL org.agenticraft.image=gateway-kernel org.agenticraft.version=$version org.agenticraft.source=$source" \
+        --change 'CMD ["/usr/bin/python3", "-I", "-c", "import sys; sys.path.insert(0, \"/opt/agenticraft\"); from agenticraft_kernel.gateway.launch import main; main()"]' \
+        "$work/rootfs.tar" "$gateway" >/dev/null
+    echo "$gateway"
+fi

@@ -30,7 +30,8 @@ if ! command -v openssl >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] \
 fi
 .venv/bin/ruff check agenticraft agenticraft_kernel tests benchmarks
 # The container sandbox's tests need a container engine and the default image: install Debian's
-# docker.io and mmdebstrap, start dockerd when none runs (stopped again on exit), build the image.
+# docker.io and mmdebstrap, start dockerd when none runs (stopped again on exit), build the image;
+# the Enterprise Gateway tests also the gateway kernel image and EG's own virtualenv .venv-eg.
 source scripts/container-engine.sh
 trap container_engine_stop EXIT
 container_engine_start

@@ -260,8 +260,17 @@ def main() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     for name in (*PRELOAD, *extra_preload):
-        with contextlib.suppress(ImportError):
+        # A preload only warms the workers up. One that fails to import here is imported (or
+        # fails) in the worker instead: e.g. parso (via jedi) needs a home directory at import,
+        # which the zygote lacks when a container runs it as a uid without a passwd entry
+        # (Enterprise Gateway's default KERNEL_UID, OpenShift); a worker has HOME.
+        try:
             __import__(name)
+        except ImportError:
+            pass
+        except Exception as exc:
+            print(f"agenticraft zygote: not preloading {name} ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
     from agenticraft.jail import (
         tree,  # noqa: F401
         worker,  # noqa: F401

@@ -19,12 +19,12 @@ PRELUDE = "import sys; sys.path.insert(0, '/opt/agenticraft'); "
 PROJECT = ["seccomp=" + SECCOMP_PROFILE.read_text()]
 
 
-def inside(engine, code: str, security: list[str]) -> str:
+def inside(engine, code: str, security: list[str], user: str = "10001:10001") -> str:
     """Run ``python3 -I -c PRELUDE+code`` in a fresh container the way a gateway would
     (non-root, no capabilities, no network, read-only root) and return its output."""
     out = engine.containers.run(
         default_container_image(), ["python3", "-I", "-c", PRELUDE + code], remove=True,
-        network_mode="none", cap_drop=["ALL"], read_only=True, user="10001:10001",
+        network_mode="none", cap_drop=["ALL"], read_only=True, user=user,
         tmpfs={"/tmp": "size=64m"}, environment={"HOME": "/tmp", "XDG_STATE_HOME": "/tmp"},
         security_opt=["no-new-privileges:true", *security], working_dir="/tmp")
     return out.decode()
@@ -76,3 +76,23 @@ def test_process_sandbox_runs_inside_a_container(engine, security):
     assert out["result"] == 6 and out["limit"] == "timeout_seconds"
     assert out["namespaces"] is bool(security)
     assert ("network namespace" in out["network"]) is bool(security)
+
+
+def test_kernels_sandbox_runs_as_a_uid_the_image_does_not_know(engine):
+    """Gateways and clusters run containers as any uid (Enterprise Gateway's KERNEL_UID defaults
+    to 1000, OpenShift picks one): with no passwd entry and no HOME in the zygote, a preloaded
+    module that needs a home directory at import (parso, via jedi) must not stop the sandbox."""
+    code = (
+        "import asyncio\n"
+        "from agenticraft.sandbox import SandboxManager\n"
+        "from agenticraft.security import SecurityContext\n"
+        "from agenticraft_kernel.parent.kernel_context import PRELOAD\n"
+        "async def main():\n"
+        "    async with SandboxManager(process_preload=PRELOAD) as m:\n"
+        "        s = await m.get_sandbox('process')\n"
+        "        r = await s.execute_code('import os, jedi\\nresult = os.getuid()',\n"
+        "                                 SecurityContext('u'))\n"
+        "        print(r['result'])\n"
+        "asyncio.run(main())\n")
+    out = inside(engine, code, [], user="23456:23456")
+    assert out.strip().splitlines()[-1] == "23456", out
