@@ -44,7 +44,7 @@ class Zygote:
         self.control = control
         self.scratch_root = scratch_root  # removed when the zygote ends, however its parent did
         self.pid = os.getpid()
-        self.mechanisms = probe.mechanisms(disabled)
+        self.mechanisms = probe.mechanisms(disabled, prepare=True)
         if self.mechanisms["seccomp"]["active"]:
             from agenticraft.jail.confine import seccomp
             seccomp.precompile()  # workers then load ready-made BPF instead of building it
@@ -246,10 +246,9 @@ class Zygote:
     def _remove_unit(self, name: str) -> bool:
         """Remove a dead worker's cgroups (True once gone, or when there are none)."""
         from agenticraft.jail.confine import cgroups
-        from agenticraft.jail.confine.apply import unit_bases
-        active = {n for n, info in self.mechanisms.items() if info.get("active")}
-        bases = unit_bases(self.mechanisms, active)
-        return not bases or cgroups.remove(bases, name)
+        from agenticraft.jail.confine.apply import unit_layout
+        unit = unit_layout(self.mechanisms)
+        return unit is None or cgroups.remove(unit, name)
 
 
 def main() -> None:
