@@ -65,7 +65,7 @@ def delegated() -> Iterator[tuple[Path, dict[str, str], int | None]]:
 
 
 def run_scenario(delegated, name: str, tmp_path: Path) -> dict:
-    group, env, procs_fd = delegated
+    _group, env, procs_fd = delegated
 
     def enter() -> None:  # the child starts inside the delegated group
         if procs_fd is not None:
