@@ -43,6 +43,29 @@ for _ in range(2):
 n_threads = threading.active_count()
 """
 
+# The unit's files belong to the user the code runs as (v2 delegation): only the private root
+# and Landlock keep the code from rewriting its limits or moving itself out.
+LEAVE_THE_UNIT = """\
+import os
+unit = UNIT
+tried = {}
+for path, value in ((unit + "/cgroup.procs", "0"), (unit + "/cgroup.freeze", "0"),
+                    (unit + "/pids.max", "max"), (unit + "/memory.max", "max"),
+                    (os.path.dirname(os.path.dirname(unit)) + "/agenticraft-parent/cgroup.procs",
+                     "0"), (os.path.dirname(os.path.dirname(unit)) + "/cgroup.procs", "0")):
+    try:
+        with open(path, "w") as fh:
+            fh.write(value)
+        tried[path] = "WRITTEN"
+    except OSError as exc:
+        tried[path] = type(exc).__name__
+try:
+    os.mkdir(os.path.dirname(unit) + "/escape")
+    tried["mkdir"] = "WRITTEN"
+except OSError as exc:
+    tried["mkdir"] = type(exc).__name__
+"""
+
 SPAWN_AND_SPIN = name_me("v2spin") + """\
 import os
 for _ in range(3):
@@ -92,6 +115,9 @@ async def placement(workdir: Path) -> dict[str, Any]:
         out["worker_cgroup"] = cgroup_of(session.pid)
         out["members_before_close"] = len(members)
         out["cpu_seconds"] = unit.cpu_seconds()
+        escape = await session.run(LEAVE_THE_UNIT.replace("UNIT", repr(str(unit.path))))
+        out["escape_attempts"] = escape["tried"]
+        out["still_in_unit"] = cgroup_of(session.pid) == out["worker_cgroup"]
     out["kids_gone"] = all(wait_gone(k) for k in kids)
     out["named_gone"] = wait_named_gone("v2kid")
     assert isinstance(unit, CgroupV2Unit)

@@ -64,8 +64,11 @@ def delegated() -> Iterator[tuple[Path, dict[str, str], int | None]]:
     yield Path(info["delegated"]), env, None
 
 
-def run_scenario(delegated, name: str, tmp_path: Path) -> dict:
+def run_scenario(delegated, name: str, tmp_path: Path, disable: str = "") -> dict:
     _group, env, procs_fd = delegated
+    if disable:
+        env = {**env, "AGENTICRAFT_DISABLE": ",".join(
+            filter(None, [env.get("AGENTICRAFT_DISABLE", ""), disable]))}
 
     def enter() -> None:  # the child starts inside the delegated group
         if procs_fd is not None:
@@ -96,6 +99,8 @@ def test_session_children_and_threads_are_in_the_unit_and_die_with_it(delegated,
     assert out["kids_in_unit"] and out["runner_threads_in_unit"]
     assert out["n_threads"] >= 4
     assert out["cpu_seconds"] is not None  # cpu.stat: no controller needed
+    assert "WRITTEN" not in out["escape_attempts"].values(), out["escape_attempts"]
+    assert out["still_in_unit"]
     assert out["kids_gone"] and out["named_gone"], "a session's child outlived close()"
     assert out["unit_empty_after_close"]
     assert out["unit_removed"], "the zygote left its unit behind"
@@ -111,6 +116,15 @@ def test_session_children_and_threads_are_in_the_unit_and_die_with_it(delegated,
     if "cpu" not in offered:
         assert "cgroup v2 cgroup.freeze" in enforced["cpu_percent"]
     assert ("cgroup v2 pids.max" in enforced["max_processes"]) == ("pids" in offered)
+
+
+def test_landlock_alone_keeps_the_code_out_of_its_own_unit(delegated, tmp_path):
+    """Without the private root (where /sys does not exist), Landlock alone must refuse every
+    write to the unit's files, which belong to the very user the code runs as."""
+    out = run_scenario(delegated, "placement", tmp_path, disable="mounts")
+    assert out["mechanisms"]["version"] == 2
+    assert set(out["escape_attempts"].values()) == {"PermissionError"}, out["escape_attempts"]
+    assert out["still_in_unit"] and out["kids_gone"] and out["unit_empty_after_close"]
 
 
 def test_timeout_kills_the_whole_unit(delegated, tmp_path):
