@@ -185,8 +185,11 @@ class Zygote:
         from agenticraft.jail.confine.apply import unit_layout
         del ctl_r  # (now at BLANK_CTL_FD)
         unit = unit_layout(self.mechanisms)
+        joined = False
         if unit is not None:
-            cgroups.join(cgroups.create(unit, f"{self.pid}-{os.getpid()}"))
+            with contextlib.suppress(OSError):  # confinement tries again and reports why not
+                cgroups.join(cgroups.create(unit, f"{self.pid}-{os.getpid()}"))
+                joined = True
         with os.fdopen(BLANK_CTL_FD, "rb") as pipe:
             data = pipe.read()
         if not data:
@@ -194,7 +197,7 @@ class Zygote:
         msg = json.loads(data)
         profile = msg["profile"]
         self._prepare_paths(profile)
-        self._child({**profile, "unit_joined": unit is not None}, msg["scratch"])
+        self._child({**profile, "unit_joined": joined}, msg["scratch"])
 
     def _root_plan(self, profile: dict[str, Any]) -> dict[str, Any]:
         """The private root's plan, computed once per profile (saves each worker ~0.7 ms)."""
