@@ -3,6 +3,9 @@ supervisor's per-run bookkeeping on a session's unit, against a bare fork (same 
 
     python benchmarks/bench_unit.py [--n 200]
 
+(As root on a hybrid host, started inside a delegated v2 group with AGENTICRAFT_DISABLE=cgroup_v1,
+it measures the cgroup v2 unit instead.)
+
 Creating and joining the unit happens in the worker before it confines itself; the zygote
 keeps a blank child forked and already in its unit, so a fresh worker only writes its limits
 (the "pre-joined" row; bench_process.py compares whole fresh starts with and without it).
@@ -25,6 +28,7 @@ from agenticraft.jail.confine import cgroups
 from agenticraft.jail.confine.apply import unit_layout
 from agenticraft.jail.confine.probe import mechanisms
 from agenticraft.jail.tree import children
+from agenticraft.sandbox.host_report import disabled_from_env
 from agenticraft.sandbox.unit import Unit
 
 
@@ -38,7 +42,7 @@ def fork_and_wait(setup: object = None) -> None:
 
 
 def main(n: int) -> None:
-    mech = mechanisms(prepare=True)
+    mech = mechanisms(disabled_from_env(), prepare=True)  # AGENTICRAFT_DISABLE=cgroup_v1: v2
     layout = unit_layout(mech)
     baseline = measure(fork_and_wait, n)
     rows = [row("fork + exit + wait (baseline)", baseline, baseline)]

@@ -76,6 +76,22 @@ while True:
 """
 
 
+WRITES: list[str] = []  # every control file the supervisor wrote to a v2 unit, in order
+_write = CgroupV2Unit._write
+
+
+def _recording_write(self: CgroupV2Unit, controller: str, name: str, value: object) -> None:
+    WRITES.append(f"{name}={value}")
+    _write(self, controller, name, value)
+
+
+CgroupV2Unit._write = _recording_write  # type: ignore[method-assign]
+
+
+def writes_since(mark: int, name: str) -> int:
+    return sum(1 for w in WRITES[mark:] if w.startswith(name + "="))
+
+
 def cgroup_of(pid: int) -> str:
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         if line.startswith("0::"):
@@ -118,6 +134,8 @@ async def placement(workdir: Path) -> dict[str, Any]:
         escape = await session.run(LEAVE_THE_UNIT.replace("UNIT", repr(str(unit.path))))
         out["escape_attempts"] = escape["tried"]
         out["still_in_unit"] = cgroup_of(session.pid) == out["worker_cgroup"]
+        mark = len(WRITES)
+    out["kill_writes_at_close"] = writes_since(mark, "cgroup.kill")
     out["kids_gone"] = all(wait_gone(k) for k in kids)
     out["named_gone"] = wait_named_gone("v2kid")
     assert isinstance(unit, CgroupV2Unit)
@@ -135,12 +153,14 @@ async def timeout(workdir: Path) -> dict[str, Any]:
     sandbox = started(workdir)
     ctx = SecurityContext("student", resource_limits={"timeout_seconds": 1.5})
     out: dict[str, Any] = {}
+    mark = len(WRITES)
     try:
         await sandbox.run(SPAWN_AND_SPIN, ctx)
         out["raised"] = None
     except ResourceLimitExceeded as exc:
         out["raised"] = exc.limit
     out["spinners_gone"] = wait_named_gone("v2spin")
+    out["kill_writes_at_timeout"] = writes_since(mark, "cgroup.kill")
     async with sandbox.session(ctx) as session:
         try:
             await session.run(SPAWN_AND_SPIN)
@@ -194,7 +214,9 @@ async def freeze(workdir: Path) -> dict[str, Any]:
                                                             "cpu_percent": 10})
     from test_resource_control import WAKE_THE_SPINNER
     async with sandbox.session(throttled) as session:
+        mark = len(WRITES)
         result = await session.run(WAKE_THE_SPINNER)
+        out["freezes_while_throttled"] = writes_since(mark, "cgroup.freeze")
         out["throttled_cpu"] = result["cpu"]
         out["throttled_unit_cpu"] = result.resource_usage.get("cpu_seconds")
     sandbox.supervisor.close()

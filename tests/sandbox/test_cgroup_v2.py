@@ -100,6 +100,7 @@ def test_session_children_and_threads_are_in_the_unit_and_die_with_it(delegated,
     assert out["n_threads"] >= 4
     assert out["cpu_seconds"] is not None  # cpu.stat: no controller needed
     assert "WRITTEN" not in out["escape_attempts"].values(), out["escape_attempts"]
+    assert out["kill_writes_at_close"] == int(mech["kill"])  # one write killed the session
     assert out["still_in_unit"]
     assert out["kids_gone"] and out["named_gone"], "a session's child outlived close()"
     assert out["unit_empty_after_close"]
@@ -130,7 +131,7 @@ def test_landlock_alone_keeps_the_code_out_of_its_own_unit(delegated, tmp_path):
 def test_timeout_kills_the_whole_unit(delegated, tmp_path):
     out = run_scenario(delegated, "timeout", tmp_path)
     assert out["raised"] == "timeout_seconds"
-    assert out["spinners_gone"], "children of a timed-out run survived"
+    assert out["kill_writes_at_timeout"] >= 1  # the run's unit killed by cgroup.kill    assert out["spinners_gone"], "children of a timed-out run survived"
     assert out["session_raised"] == "timeout_seconds"
     assert out["session_spinners_gone"] and out["session_alive"]
     assert out["session_runner_gone"] and out["session_unit_empty"]
@@ -144,6 +145,7 @@ def test_freeze_stops_every_process_of_the_unit(delegated, tmp_path):
     assert out["cpu_after_thaw"] > 0.1, out
     assert out["all_gone"]
     # 10 % of 4 s is 0.4 s for the whole unit; children cannot wake a frozen spinner
+    assert out["freezes_while_throttled"] > 2, out  # the duty cycle froze the whole unit
     assert out["throttled_cpu"] < 0.8, out
     assert out["throttled_unit_cpu"] < 1.0, out
 
