@@ -131,7 +131,8 @@ def test_landlock_alone_keeps_the_code_out_of_its_own_unit(delegated, tmp_path):
 def test_timeout_kills_the_whole_unit(delegated, tmp_path):
     out = run_scenario(delegated, "timeout", tmp_path)
     assert out["raised"] == "timeout_seconds"
-    assert out["kill_writes_at_timeout"] >= 1  # the run's unit killed by cgroup.kill    assert out["spinners_gone"], "children of a timed-out run survived"
+    assert out["kill_writes_at_timeout"] >= 1  # the run's unit killed by cgroup.kill
+    assert out["spinners_gone"], "children of a timed-out run survived"
     assert out["session_raised"] == "timeout_seconds"
     assert out["session_spinners_gone"] and out["session_alive"]
     assert out["session_runner_gone"] and out["session_unit_empty"]
