@@ -138,10 +138,11 @@ def _memory(on: Mapping[str, bool], unit: set[str], v: str) -> str:
                  else "memory.limit_in_bytes")
         return (f"{v} {files} for the whole unit (OOM inside it reported as "
                 "memory_mb); RLIMIT_AS only as a generous backstop")
+    watched = f"{v} unit" if unit else "process group"
     if on["rlimits"]:
         return ("DEGRADED (no memory cgroup): RLIMIT_DATA (baseline + limit) stops heap, "
                 "numpy, anonymous-mmap and thread-stack bombs; the supervisor's RSS watch of the "
-                "process group stops shared anonymous mappings (polling); not counted in "
+                f"{watched} stops shared anonymous mappings (polling); not counted in "
                 "memory_mb: files in the private tmpfs (bounded by the write quota instead) and "
                 "pipe buffers (bounded only by the kernel's per-user pipe pages)")
     return "DEGRADED: supervisor RSS watch only (polling; rlimits and cgroups off)"
