@@ -40,8 +40,10 @@ async def main(n: int) -> None:
     profile = sandbox.profile_for(effective)
     sup = sandbox.supervisor
 
-    async def fresh_fork() -> None:
-        handle = await sup.spawn(profile, prefork=False)
+    async def fresh_fork(pool: bool = True) -> None:
+        """A profile with no confined worker ready: a blank child (forked, in its cgroup
+        unit) confines itself for it; ``pool=False`` forks and joins the unit on the path."""
+        handle = await sup.spawn(profile, prefork=False, pool=pool)
         await sup.run(handle, CODE, effective.resource_limits)
         sup.release(handle)
 
@@ -53,7 +55,13 @@ async def main(n: int) -> None:
     baseline = measure(lambda: subprocess.run([sys.executable, "-c", CODE], check=True),
                        max(20, n // 5))
     manager_samples = await ameasure(via_manager, n)
-    fresh = await ameasure(fresh_fork, n)
+    fresh, unpooled = [], []
+    for _ in range(max(20, n // 2)):  # interleaved, so both see the same load
+        for samples, pool in ((fresh, True), (unpooled, False)):
+            await asyncio.sleep(0.03)  # the blank is refilled in between
+            start = time.perf_counter()
+            await fresh_fork(pool)
+            samples.append(time.perf_counter() - start)
     pre = await ameasure(preforked, n)
     warm = []
     for _ in range(max(20, n // 4)):  # one call at a time, the pool refilled in between
@@ -80,7 +88,9 @@ async def main(n: int) -> None:
         row("subprocess.run([python, -c, ...]) (baseline)", baseline, baseline),
         row("SandboxManager execute_code (audited, pre-forked)", manager_samples, baseline,
             "p50 <= 3 ms, ratio <= 0.25"),
-        row("supervisor run, fresh fork + confinement", fresh, baseline),
+        row("supervisor run, fresh: fork + join unit + confinement (no pool)", unpooled,
+            baseline),
+        row("supervisor run, fresh: blank child (unit joined) + confinement", fresh, baseline),
         row("supervisor run, pre-forked, back to back", pre, baseline),
         row("supervisor run, pre-forked, pool ready (30 ms apart)", warm, baseline,
             "p50 <= 1 ms"),

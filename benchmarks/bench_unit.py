@@ -3,10 +3,14 @@ supervisor's per-run bookkeeping on a session's unit, against a bare fork (same 
 
     python benchmarks/bench_unit.py [--n 200]
 
-Creating the unit happens in the worker while it confines itself, so for pre-forked workers it
-is off the run's path; a session pays it once, at start. Each session run pays only the
-bookkeeping row (discard stale frames, apply limits when changed, reset the peak, read the
-OOM counter, list the checkpoint's children).
+(As root on a hybrid host, started inside a delegated v2 group with AGENTICRAFT_DISABLE=cgroup_v1,
+it measures the cgroup v2 unit instead.)
+
+Creating and joining the unit happens in the worker before it confines itself; the zygote
+keeps a blank child forked and already in its unit, so a fresh worker only writes its limits
+(the "pre-joined" row; bench_process.py compares whole fresh starts with and without it).
+Each session run pays only the bookkeeping row (discard stale frames, apply limits when
+changed, reset the peak, read the OOM counter, list the checkpoint's children).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import measure, print_table, row
 from agenticraft.jail.confine import cgroups
+from agenticraft.jail.confine.apply import unit_layout
 from agenticraft.jail.confine.probe import mechanisms
 from agenticraft.jail.tree import children
+from agenticraft.sandbox.host_report import disabled_from_env
 from agenticraft.sandbox.unit import Unit
 
 
@@ -36,31 +42,40 @@ def fork_and_wait(setup: object = None) -> None:
 
 
 def main(n: int) -> None:
-    mech = mechanisms()
-    bases = mech["cgroups"].get("bases") or {}
+    mech = mechanisms(disabled_from_env(), prepare=True)  # AGENTICRAFT_DISABLE=cgroup_v1: v2
+    layout = unit_layout(mech)
     baseline = measure(fork_and_wait, n)
     rows = [row("fork + exit + wait (baseline)", baseline, baseline)]
-    if not mech["cgroups"]["active"]:
+    if layout is None:
         print(f"no cgroup unit here ({mech['cgroups']['detail']}): the process group is the "
               "unit, nothing to create")
     else:
-        name = f"bench-{os.getpid()}"
+        name = f"{os.getpid()}-{os.getpid()}"
+
+        limits = {"memory_mb": 512, "cpu_percent": 50, "max_processes": 33}
 
         def place() -> None:
-            cgroups.place(bases, name, memory_mb=512, cpu_percent=50, max_processes=33)
+            cgroups.place(layout, name, **limits)
 
         def create_join_remove() -> None:
             fork_and_wait(place)
-            cgroups.remove(bases, name)
+            cgroups.remove(layout, name)
 
-        rows.append(row(f"fork + create/join unit ({len(bases)} controllers) + remove",
+        def pre_joined() -> None:  # what a blank child leaves for the path: the limits
+            cgroups.place(layout, name, joined=True, **limits)
+
+        what = f"cgroup v{layout.version}, {len(layout.bases)} hierarch(ies)"
+        rows.append(row(f"fork + create/join unit ({what}) + remove",
                         measure(create_join_remove, n), baseline))
+        cgroups.create(layout, name)
+        rows.append(row("fork + limits in a pre-joined unit (blank child)",
+                        measure(lambda: fork_and_wait(pre_joined), n), baseline))
         pid = os.fork()
         if pid == 0:
             place()
             signal.pause()
             os._exit(0)
-        unit = Unit(pid, cgroups.unit_paths(bases, name))
+        unit = Unit.for_worker(mech, *map(int, name.split("-")))
 
         def bookkeeping() -> None:
             unit.set_limits(512, 50.0, 32)
@@ -74,7 +89,7 @@ def main(n: int) -> None:
                         measure(lambda: (unit.stop(), unit.resume()), n), baseline))
         os.kill(pid, 9)
         os.waitpid(pid, 0)
-        cgroups.remove(bases, name)
+        cgroups.remove(layout, name)
     group = Unit(os.getpid())
     rows.append(row("fallback: process-group members (/proc scan)",
                     measure(lambda: group.members(), n), baseline))

@@ -6,8 +6,11 @@ Started once per supervisor with
 allow-listed environment and no descriptors but its control socket (SOCK_SEQPACKET). For each
 ``spawn`` request it forks a child that confines itself and becomes a worker; the worker's
 channel and output pipes are passed to the supervisor with SCM_RIGHTS. One child for the default
-profile is kept forked and confined ahead of time. The zygote is a child subreaper: any process
-a dead worker left behind becomes its child and is killed.
+profile is kept forked and confined ahead of time, and for any other profile one "blank" child
+waits already forked and placed in its own cgroup unit (joining a unit is one migration per
+cgroup hierarchy, 0.3-1 ms each: the costly part of a fresh start on cgroup v1); it learns its
+profile when a spawn needs it, and only then confines itself. The zygote is a child subreaper:
+any process a dead worker left behind becomes its child and is killed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from agenticraft.wire.environment import allowed_env
 CHILD_FD = 3
 UNIT_KEEP_SECONDS = 5.0  # a dead worker's cgroups outlive it this long (see _remove_dead_units)
 PREFORK = 2  # confined workers kept ready for the default profile
+BLANKS = 1  # forked, unit-joined children waiting for a profile (any profile)
+BLANK_CTL_FD = CHILD_FD + 1  # where a blank child reads its profile
 #: Modules worth having in memory before the first fork (a fork then shares them).
 PRELOAD = ("json", "re", "math", "collections", "itertools", "functools", "datetime", "decimal",
            "fractions", "statistics", "random", "string", "traceback", "io", "gc", "ctypes",
@@ -44,7 +49,7 @@ class Zygote:
         self.control = control
         self.scratch_root = scratch_root  # removed when the zygote ends, however its parent did
         self.pid = os.getpid()
-        self.mechanisms = probe.mechanisms(disabled)
+        self.mechanisms = probe.mechanisms(disabled, prepare=True)
         if self.mechanisms["seccomp"]["active"]:
             from agenticraft.jail.confine import seccomp
             seccomp.precompile()  # workers then load ready-made BPF instead of building it
@@ -57,6 +62,8 @@ class Zygote:
         # Workers forked and confined ahead of time for the most recent pre-forked profile.
         self.ready_key = ""
         self.ready: list[tuple[int, list[int], str]] = []
+        # Blank children: (pid, control pipe's write end, the worker's fds).
+        self.blanks: list[tuple[int, int, list[int]]] = []
 
     # -- main loop ------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -64,6 +71,7 @@ class Zygote:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self._reply({"ev": "hello", "pid": self.pid, "mechanisms": self.mechanisms})
+        self._refill_blanks()
         while True:
             readable, _, _ = select.select([self.control, wake_r], [], [])
             if wake_r in readable:
@@ -89,7 +97,7 @@ class Zygote:
             if key == self.ready_key and self.ready:
                 pid, fds, scratch = self.ready.pop(0)
             else:
-                pid, fds, scratch = self._fork_worker(profile)
+                pid, fds, scratch = self._fork_worker(profile, blank=msg.get("pool", True))
             if msg.get("session"):
                 self.session_ids.add(pid)
             self._reply({"ok": True, "pid": pid, "scratch": scratch}, fds)
@@ -97,6 +105,7 @@ class Zygote:
                 os.close(fd)
             if msg.get("prefork"):
                 self._refill(key, profile)
+            self._refill_blanks()
         elif op == "ping":
             self._reply({"ok": True, "pid": self.pid, "workers": len(self.workers)})
         elif op == "shutdown":
@@ -122,28 +131,73 @@ class Zygote:
             self.control.send(data)
 
     # -- children -------------------------------------------------------------------------------
-    def _fork_worker(self, profile: dict[str, Any]) -> tuple[int, list[int], str]:
+    def _fork_worker(self, profile: dict[str, Any],
+                     blank: bool = True) -> tuple[int, list[int], str]:
+        if self.mechanisms["namespaces"]["active"] and self.mechanisms["mounts"]["active"]:
+            profile = {**profile, "root_plan": self._root_plan(profile)}
+        scratch = tempfile.mkdtemp(prefix="w-", dir=profile["scratch_root"])
+        if blank and self.blanks:  # forked and in its unit already: only tell it the profile
+            pid, ctl, fds = self.blanks.pop(0)
+            with contextlib.suppress(OSError), os.fdopen(ctl, "wb") as pipe:
+                pipe.write(json.dumps({"profile": profile, "scratch": scratch}).encode())
+            return pid, fds, scratch
+        self._prepare_paths(profile)
+        pid, fds = self._fork(lambda: self._child(profile, scratch))
+        return pid, fds, scratch
+
+    def _prepare_paths(self, profile: dict[str, Any]) -> None:
         if self.mechanisms["landlock"]["active"]:
             from agenticraft.jail.confine import landlock
             landlock.prepare([*profile["read_paths"], *profile["write_paths"],
                               *profile.get("deny_paths", ())])
-        if self.mechanisms["namespaces"]["active"] and self.mechanisms["mounts"]["active"]:
-            profile = {**profile, "root_plan": self._root_plan(profile)}
-        scratch = tempfile.mkdtemp(prefix="w-", dir=profile["scratch_root"])
+
+    def _fork(self, body: Any, keep: int = -1) -> tuple[int, list[int]]:
+        """Fork a child with its channel and output pipes in place; it runs ``body``."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             try:
-                self._child(profile, scratch, child_end.fileno(), out_w, err_w)
+                self._child_fds(child_end.fileno(), out_w, err_w, keep)
+                body()
             finally:
                 os._exit(70)
         child_end.close()
         os.close(out_w)
         os.close(err_w)
         self.workers.add(pid)
-        return pid, [parent_end.detach(), out_r, err_r], scratch
+        return pid, [parent_end.detach(), out_r, err_r]
+
+    def _refill_blanks(self) -> None:
+        while len(self.blanks) < BLANKS:
+            ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                pid, fds = self._fork(lambda r=ctl_r: self._blank(r), keep=ctl_r)
+            finally:
+                os.close(ctl_r)
+            self.blanks.append((pid, ctl_w, fds))
+
+    def _blank(self, ctl_r: int) -> None:  # pragma: no cover - runs in the child
+        """Join a unit of our own now; confine for whatever profile arrives later (EOF: the
+        zygote ended or dropped us)."""
+        from agenticraft.jail.confine import cgroups
+        from agenticraft.jail.confine.apply import unit_layout
+        del ctl_r  # (now at BLANK_CTL_FD)
+        unit = unit_layout(self.mechanisms)
+        joined = False
+        if unit is not None:
+            with contextlib.suppress(OSError):  # confinement tries again and reports why not
+                cgroups.join(cgroups.create(unit, f"{self.pid}-{os.getpid()}"))
+                joined = True
+        with os.fdopen(BLANK_CTL_FD, "rb") as pipe:
+            data = pipe.read()
+        if not data:
+            os._exit(0)
+        msg = json.loads(data)
+        profile = msg["profile"]
+        self._prepare_paths(profile)
+        self._child({**profile, "unit_joined": joined}, msg["scratch"])
 
     def _root_plan(self, profile: dict[str, Any]) -> dict[str, Any]:
         """The private root's plan, computed once per profile (saves each worker ~0.7 ms)."""
@@ -155,8 +209,9 @@ class Zygote:
             self.plans[key] = mounts.plan(profile)
         return self.plans[key]
 
-    def _child(self, profile: dict[str, Any], scratch: str, chan: int, out_w: int,
-               err_w: int) -> None:
+    def _child_fds(self, chan: int, out_w: int, err_w: int, keep: int = -1) -> None:
+        """Standard streams, the channel at CHILD_FD (and ``keep`` at BLANK_CTL_FD); every
+        other descriptor of the zygote (its socket, other workers' pipes) closed."""
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
@@ -165,8 +220,12 @@ class Zygote:
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.dup2(chan, CHILD_FD)
-        os.closerange(CHILD_FD + 1, 1 << 16)  # the zygote's socket and every other pipe
+        if keep >= 0:
+            os.dup2(keep, BLANK_CTL_FD)
+        os.closerange(CHILD_FD + (2 if keep >= 0 else 1), 1 << 16)
         os.set_inheritable(CHILD_FD, False)
+
+    def _child(self, profile: dict[str, Any], scratch: str) -> None:
         workdir = profile.get("workdir") or scratch
         env = allowed_env(os.environ)
         env.update(HOME=scratch, TMPDIR=scratch, PYTHONDONTWRITEBYTECODE="1")
@@ -200,16 +259,24 @@ class Zygote:
                 break
             if pid in self.workers:
                 self.workers.discard(pid)
+                self._drop_blank(pid)
                 self.cgroups[f"{self.pid}-{pid}"] = time.monotonic()
                 died = True
         if died:
             self._kill_orphans()
         self._remove_dead_units()
 
+    def _drop_blank(self, pid: int) -> None:
+        for entry in [e for e in self.blanks if e[0] == pid]:  # died while waiting
+            self.blanks.remove(entry)
+            for fd in (entry[1], *entry[2]):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
     def _kill_orphans(self) -> None:
         """Processes a dead worker left behind were re-parented to us: kill them."""
         from agenticraft.jail.tree import children, kill_tree
-        waiting = {entry[0] for entry in self.ready}
+        waiting = {entry[0] for entry in self.ready} | {entry[0] for entry in self.blanks}
         for child in children(self.pid):
             if child in self.workers or child in waiting:
                 continue
@@ -246,10 +313,9 @@ class Zygote:
     def _remove_unit(self, name: str) -> bool:
         """Remove a dead worker's cgroups (True once gone, or when there are none)."""
         from agenticraft.jail.confine import cgroups
-        from agenticraft.jail.confine.apply import unit_bases
-        active = {n for n, info in self.mechanisms.items() if info.get("active")}
-        bases = unit_bases(self.mechanisms, active)
-        return not bases or cgroups.remove(bases, name)
+        from agenticraft.jail.confine.apply import unit_layout
+        unit = unit_layout(self.mechanisms)
+        return unit is None or cgroups.remove(unit, name)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import platform
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agenticraft.jail.confine.probe import MECHANISMS, mechanisms
+from agenticraft.jail.confine.probe import MECHANISMS, SWITCHES, mechanisms
 from agenticraft.security.policy import SYSTEM_POLICY_PATH
 from agenticraft.wire import network
 from agenticraft.wire.errors import QUOTA_FACTOR, SandboxUnavailable
@@ -24,12 +24,13 @@ DISABLE_ENV = "AGENTICRAFT_DISABLE"
 def disabled_from_env(env: Mapping[str, str] | None = None) -> frozenset[str]:
     env = os.environ if env is None else env
     names = {n.strip().lower() for n in env.get(DISABLE_ENV, "").split(",") if n.strip()}
-    unknown = names - set(MECHANISMS)
+    unknown = names - set(MECHANISMS) - set(SWITCHES)
     if unknown:
         from agenticraft.wire.errors import ConfigurationError
 
         raise ConfigurationError(
-            f"{DISABLE_ENV}: unknown mechanism(s) {sorted(unknown)}; valid: {', '.join(MECHANISMS)}"
+            f"{DISABLE_ENV}: unknown mechanism(s) {sorted(unknown)}; "
+            f"valid: {', '.join(MECHANISMS + SWITCHES)}"
         )
     if names and SYSTEM_POLICY_PATH.exists():
         return frozenset()  # a managed host: testing switches are not honoured
@@ -71,19 +72,15 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]], *,
     ]
     nproc = on["rlimits"] and not root  # uid 0 is exempt from RLIMIT_NPROC, namespace or not
     unit = _unit_controllers(mech)
+    v = f"cgroup v{mech['cgroups'].get('version', 1)}"
     return {
         "timeout_seconds": "supervisor wall clock; the whole unit ("
-        + ("cgroup, frozen" if "freezer" in unit else "process group, stopped")
-        + ") then killed"
+        + (f"{v}, frozen" if "freezer" in unit else "process group, stopped")
+        + (f") then killed (one {v} cgroup.kill)" if "kill" in unit else ") then killed")
         + ("" if unit or on["seccomp"] else
            " (DEGRADED: without seccomp, code can leave its process group with setsid)"),
-        "memory_mb": _memory(on, unit),
-        "cpu_percent": (
-            "cgroup v1 cpu.cfs_quota_us for the whole unit (session: checkpoint, runner, children)"
-            if "cpu" in unit
-            else "supervisor duty-cycle throttling of the whole process group at once "
-            "(killpg SIGSTOP/SIGCONT; no cpu cgroup here)"
-        ),
+        "memory_mb": _memory(on, unit, v),
+        "cpu_percent": _cpu(unit, v),
         "max_file_size_mb": _disk(on["rlimits"], private_root),
         "network_access": (
             " + ".join(network)
@@ -93,7 +90,7 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]], *,
         "filesystem_access": _filesystem(
             on["landlock"], ll.get("abi"), private_root,
             private_root and bool(mech["mounts"].get("pid_namespace"))),
-        "max_processes": _max_processes(on, nproc, root),
+        "max_processes": _max_processes(on, nproc, root, v),
         "max_output_bytes": "supervisor stream cap (cut with a marker)",
         "max_network_bytes": "egress proxy byte count per run (with a network_access "
                              "allow-list; no budget otherwise)",
@@ -117,19 +114,35 @@ def network_enforcement(value: NetworkAccess, mech: Mapping[str, Mapping[str, An
 
 
 def _unit_controllers(mech: Mapping[str, Mapping[str, Any]]) -> set[str]:
-    from agenticraft.jail.confine.apply import unit_bases
-    active = {name for name, info in mech.items() if info.get("active")}
-    return set(unit_bases(mech, active))
+    """What the worker's cgroup unit does here (memory, cpu, pids, cpuacct, freezer, kill)."""
+    from agenticraft.jail.confine.apply import unit_layout
+    unit = unit_layout(mech)
+    return set(unit.caps) if unit is not None else set()
 
 
-def _memory(on: Mapping[str, bool], unit: set[str]) -> str:
+def _cpu(unit: set[str], v: str) -> str:
+    if "cpu" in unit:
+        files = "cpu.max" if v.endswith("2") else "cpu.cfs_quota_us"
+        return f"{v} {files} for the whole unit (session: checkpoint, runner, children)"
+    if "freezer" in unit:
+        files = "cgroup.freeze" if v.endswith("2") else "freezer"
+        return (f"supervisor duty-cycle throttling of the whole unit at once ({v} {files}; "
+                "no cpu controller here)")
+    return ("supervisor duty-cycle throttling of the whole process group at once "
+            "(killpg SIGSTOP/SIGCONT; no cpu cgroup here)")
+
+
+def _memory(on: Mapping[str, bool], unit: set[str], v: str) -> str:
     if "memory" in unit:
-        return ("cgroup v1 memory.limit_in_bytes for the whole unit (OOM inside it reported as "
+        files = ("memory.max + memory.swap.max" if v.endswith("2")
+                 else "memory.limit_in_bytes")
+        return (f"{v} {files} for the whole unit (OOM inside it reported as "
                 "memory_mb); RLIMIT_AS only as a generous backstop")
+    watched = f"{v} unit" if unit else "process group"
     if on["rlimits"]:
         return ("DEGRADED (no memory cgroup): RLIMIT_DATA (baseline + limit) stops heap, "
                 "numpy, anonymous-mmap and thread-stack bombs; the supervisor's RSS watch of the "
-                "process group stops shared anonymous mappings (polling); not counted in "
+                f"{watched} stops shared anonymous mappings (polling); not counted in "
                 "memory_mb: files in the private tmpfs (bounded by the write quota instead) and "
                 "pipe buffers (bounded only by the kernel's per-user pipe pages)")
     return "DEGRADED: supervisor RSS watch only (polling; rlimits and cgroups off)"
@@ -161,10 +174,10 @@ def _disk(rlimits: bool, private_root: bool) -> str:
     return f"{per_file} + scratch size watchdog (polling; unlinked files not seen)"
 
 
-def _max_processes(on: Mapping[str, bool], nproc: bool, root: bool) -> str:
+def _max_processes(on: Mapping[str, bool], nproc: bool, root: bool, v: str) -> str:
     parts = []
     if on["pids_cgroup"]:
-        parts.append("cgroup v1 pids.max for the whole unit (threads count)")
+        parts.append(f"{v} pids.max for the whole unit (threads count)")
     if nproc:
         parts.append("RLIMIT_NPROC counted in a private user namespace" if on["namespaces"]
                      else "RLIMIT_NPROC (per OS user)")

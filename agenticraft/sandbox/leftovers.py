@@ -2,8 +2,9 @@
 
 Inside a worker everything it writes lives in a tmpfs of its own mount namespace and vanishes
 with it. Outside remain: the supervisor's scratch root (a directory of empty mount points,
-``<tmp>/agenticraft-<supervisor pid>-<random>``) and, on cgroup v1 hosts as root, one cgroup
-unit per worker in each controller (``agenticraft/<zygote pid>-<worker pid>``). The zygote
+``<tmp>/agenticraft-<supervisor pid>-<random>``) and one cgroup unit per worker
+(``agenticraft/<zygote pid>-<worker pid>``: in each v1 controller as root, in the delegated v2
+subtree for an unprivileged user). The zygote
 removes both when it ends,
 including when its parent was killed with SIGKILL (its parent-death signal); what a machine crash
 or a SIGKILL of the zygote itself leaves is reaped by the next sandbox that starts.
@@ -70,5 +71,9 @@ def reap(tmpdir: str | None = None, cgroups: Path | None = None) -> list[str]:
 
 
 def _unit_directories() -> list[Path]:
-    from agenticraft.jail.confine.cgroups import v1_bases
-    return list(v1_bases().values())
+    from agenticraft.jail.confine.cgroups import probe_v2, v1_bases
+    found = list(v1_bases().values())
+    v2 = probe_v2()
+    if v2.get("available"):
+        found.extend(Path(base) for base in v2["bases"].values())
+    return found

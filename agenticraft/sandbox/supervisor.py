@@ -84,8 +84,8 @@ class Supervisor:
         self.zygote.close()
 
     async def spawn(self, profile: dict[str, Any], *, prefork: bool,
-                    session: bool = False) -> WorkerHandle:
-        reply, fds = self.zygote.spawn(profile, prefork, session)
+                    session: bool = False, pool: bool = True) -> WorkerHandle:
+        reply, fds = self.zygote.spawn(profile, prefork, session, pool)
         handle = WorkerHandle(self.zygote.host_pid(reply["pid"]), fds, reply["scratch"])
         handle.unit = Unit.for_worker(self.mechanisms, self.zygote.pid, reply["pid"])
         try:

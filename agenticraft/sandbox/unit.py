@@ -1,8 +1,10 @@
 """A worker's accounting unit as the supervisor holds it: everything a session (or a one-shot
 run) ever started, measured, frozen and killed as one, never as a polled snapshot of a tree.
 
-Backed by the worker's cgroups where the host has them (``jail.confine.cgroups``: memory, cpu,
-cpuacct, pids, freezer), and otherwise by its process group: the worker called ``setsid()`` and
+Backed by the worker's cgroups where the host has them (``jail.confine.cgroups``: v1 memory,
+cpu, cpuacct, pids, freezer as root; a delegated v2 subtree for an unprivileged user, with
+whatever controllers it offers and the v2 core's freeze, kill and CPU time), and otherwise by
+its process group: the worker called ``setsid()`` and
 seccomp denies ``setsid``/``setpgid`` to the code inside, so every process it starts stays in
 that group, including those re-parented to the zygote when their parent died. A process group
 is stopped and resumed atomically by ``killpg`` (no child can wake a throttled sibling between
@@ -13,14 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from agenticraft.jail.confine import cgroups
-from agenticraft.jail.confine.apply import unit_bases
+from agenticraft.jail.confine.apply import unit_layout
 
 MB = 1024 * 1024
 
@@ -28,9 +32,14 @@ MB = 1024 * 1024
 class Unit:
     """The processes of one worker (a session or a one-shot run), as one object."""
 
-    def __init__(self, group: int, paths: Mapping[str, Path] | None = None) -> None:
+    version = 1
+
+    def __init__(self, group: int, paths: Mapping[str, Path] | None = None,
+                 caps: frozenset[str] | None = None) -> None:
         self.group = group  # the worker's process group (= its session id)
         self.paths = dict(paths or {})
+        #: what the unit does here: memory, cpu, pids (limits), cpuacct, freezer, kill
+        self.caps = frozenset(self.paths) if caps is None else caps
         self._limits: tuple[int, float, int] | None = None
         self.memory_limited = self.memory  # False while the cgroup refused this run's limit
 
@@ -38,22 +47,26 @@ class Unit:
     def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int) -> Unit:
         """The unit of worker ``pid``: the groups it placed itself in while confining itself
         (decided by the mechanisms, not by anything the worker says)."""
-        active = {name for name, info in mechanisms.items() if info.get("active")}
-        bases = unit_bases(mechanisms, active)
-        return cls(pid, cgroups.unit_paths(bases, f"{zygote_pid}-{pid}") if bases else None)
+        layout = unit_layout(mechanisms)
+        if layout is None:
+            return cls(pid)
+        paths = layout.paths(f"{zygote_pid}-{pid}")
+        if layout.version == 2:
+            return CgroupV2Unit(pid, paths, layout.caps)
+        return cls(pid, paths, layout.caps)
 
     # -- what enforces what -----------------------------------------------------------------
     @property
     def memory(self) -> bool:
-        return "memory" in self.paths
+        return "memory" in self.caps
 
     @property
     def cpu(self) -> bool:
-        return "cpu" in self.paths
+        return "cpu" in self.caps
 
     @property
     def freezer(self) -> bool:
-        return "freezer" in self.paths
+        return "freezer" in self.caps
 
     def set_limits(self, memory_mb: int, cpu_percent: float, max_processes: int) -> None:
         """Apply this run's limits to the unit (a run may tighten the session's); cheap when
@@ -62,25 +75,30 @@ class Unit:
         if wanted == self._limits or not self.paths:
             return
         self._limits = wanted
-        if self.memory:
-            try:
-                self._write("memory", "memory.limit_in_bytes", memory_mb * MB)
-                self.memory_limited = True
-            except OSError:  # EBUSY: the unit already uses more (a run tightened memory_mb)
-                self.memory_limited = False
-                self._limits = None  # try again next time
-        with contextlib.suppress(OSError):
-            if self.cpu:
-                quota = (-1 if cpu_percent >= 100.0 * (os.cpu_count() or 1)
-                         else max(1000, int(cgroups.CFS_PERIOD_US * cpu_percent / 100.0)))
-                self._write("cpu", "cpu.cfs_quota_us", quota)
-            if "pids" in self.paths:
-                self._write("pids", "pids.max", max_processes + 1)
+        writes = cgroups.limit_writes(self.version, self.caps, memory_mb=memory_mb,
+                                      cpu_percent=cpu_percent, max_processes=max_processes + 1)
+        for controller, name, value in writes:
+            if name in ("cpu.cfs_period_us", "memory.swap.max"):
+                continue  # set once when the unit was made
+            if controller == "memory":
+                self.memory_limited = self._set_memory(name, memory_mb)
+                if not self.memory_limited:
+                    self._limits = None  # try again next time
+                continue
+            with contextlib.suppress(OSError):
+                self._write(controller, name, value)
+
+    def _set_memory(self, name: str, memory_mb: int) -> bool:
+        try:
+            self._write("memory", name, memory_mb * MB)
+        except OSError:  # EBUSY: the unit already uses more (a run tightened memory_mb)
+            return False
+        return True
 
     # -- members ------------------------------------------------------------------------------
     def members(self) -> list[int]:
         """Every live process of the unit."""
-        for controller in ("freezer", "pids", "memory", "cpuacct", "cpu"):
+        for controller in ("unified", "freezer", "pids", "memory", "cpuacct", "cpu"):
             if controller in self.paths:
                 text = self._read(controller, "cgroup.procs")
                 if text is not None:
@@ -163,15 +181,18 @@ class Unit:
                 path.rmdir()
 
     # -- files and signals --------------------------------------------------------------------
+    def _path(self, controller: str) -> Path:
+        return self.paths[controller]
+
     def _read(self, controller: str, name: str) -> str | None:
         try:
-            with open(self.paths[controller] / name) as fh:
+            with open(self._path(controller) / name) as fh:
                 return fh.read()
         except (OSError, KeyError):
             return None
 
     def _write(self, controller: str, name: str, value: object) -> None:
-        with open(self.paths[controller] / name, "w") as fh:
+        with open(self._path(controller) / name, "w") as fh:
             fh.write(str(value))
 
     def _signal_group(self, sig: int) -> None:
@@ -179,6 +200,162 @@ class Unit:
         if self.group > 0 and group_members(self.group, first=True):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.group, sig)
+
+
+class CgroupV2Unit(Unit):
+    """A unit in a delegated cgroup v2 subtree: one directory for every controller, the v2
+    core's ``cgroup.freeze``/``cgroup.kill``/``cpu.stat``, and the limits the subtree offers."""
+
+    version = 2
+
+    def __init__(self, group: int, paths: Mapping[str, Path],
+                 caps: frozenset[str]) -> None:
+        super().__init__(group, paths, caps)
+        self.path = Path(paths["unified"])
+        self._peak: int | None = None  # memory.peak held open: writing it resets this fd's peak
+        self._peak_resettable = False
+        weakref.finalize(self, _close_quietly, self.__dict__)
+
+    def _path(self, controller: str) -> Path:
+        return self.path
+
+    def _set_memory(self, name: str, memory_mb: int) -> bool:
+        # Lowering memory.max below the usage makes the kernel reclaim and then OOM-kill inside
+        # the unit (the session's checkpoint): refuse it like v1's EBUSY, the RSS watch covers.
+        if name != "memory.max":
+            return True
+        current = self.memory_bytes()
+        if current is not None and current > memory_mb * MB:
+            return False
+        return super()._set_memory(name, memory_mb)
+
+    def members(self) -> list[int]:
+        text = self._read("unified", "cgroup.procs")
+        return [int(p) for p in text.split()] if text is not None else []
+
+    def stop(self) -> None:
+        """``cgroup.freeze``: every process of the unit stops at once; wait until the kernel
+        says so (``frozen 1`` in cgroup.events, which notifies pollers when it changes)."""
+        if not self.freezer:
+            return super().stop()
+        try:
+            self._write("unified", "cgroup.freeze", 1)
+        except OSError:  # the group is gone: so are its processes
+            return None
+        self._wait_events("frozen", 1.0)
+        return None
+
+    def resume(self) -> None:
+        if not self.freezer:
+            return super().resume()
+        with contextlib.suppress(OSError):
+            self._write("unified", "cgroup.freeze", 0)
+        return None
+
+    def kill(self, spare: Iterable[int] = ()) -> int:
+        """One write of ``cgroup.kill`` kills every process of the unit (none can fork away in
+        between); with processes to spare, the freeze-and-kill of the base class."""
+        spared = {p for p in spare if p > 0}
+        if spared or "kill" not in self.caps:
+            return super().kill(spared)
+        victims = len(self.members())
+        try:
+            self._write("unified", "cgroup.kill", 1)
+        except OSError:
+            return super().kill()
+        return victims
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Until the unit holds no process (``populated 0``), at most ``timeout`` seconds."""
+        return self._wait_events("populated", timeout, want="0")
+
+    def _wait_events(self, key: str, timeout: float, want: str = "1") -> bool:
+        try:
+            fd = os.open(self.path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return True  # the group is gone
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLPRI | select.POLLERR)
+            deadline = time.monotonic() + timeout
+            while True:
+                events = dict(line.split() for line in
+                              os.pread(fd, 4096, 0).decode().splitlines() if " " in line)
+                if events.get(key) == want or (key == "frozen" and events.get("populated")
+                                               == "0"):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                poller.poll(remaining * 1000)
+        except OSError:
+            return True  # removed while we waited: nothing left inside
+        finally:
+            os.close(fd)
+
+    def memory_bytes(self) -> int | None:
+        text = self._read("unified", "memory.current") if self.memory else None
+        return int(text) if text else None
+
+    def memory_peak_mb(self) -> float | None:
+        if not self.memory:
+            return None
+        self._open_peak()
+        try:
+            text = os.pread(self._peak, 64, 0) if self._peak is not None else b""
+        except OSError:
+            return None
+        return int(text) / MB if text.strip() else None
+
+    def reset_peak(self) -> None:
+        """memory.peak of this fd starts again at the current usage (kernel >= 6.12; before,
+        the peak since the unit was made)."""
+        if not self.memory:
+            return
+        self._open_peak()
+        if self._peak is not None and self._peak_resettable:
+            try:
+                os.write(self._peak, b"reset\n")
+            except OSError:
+                self._peak_resettable = False
+
+    def _open_peak(self) -> None:
+        if self._peak is not None:
+            return
+        try:
+            self._peak = os.open(self.path / "memory.peak", os.O_RDWR | os.O_CLOEXEC)
+            self._peak_resettable = True
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._peak = os.open(self.path / "memory.peak", os.O_RDONLY | os.O_CLOEXEC)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time of every process the unit ever held (``cpu.stat``, no controller needed)."""
+        text = self._read("unified", "cpu.stat") if "cpuacct" in self.caps else None
+        for line in (text or "").splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+        return None
+
+    def oom_kills(self) -> int:
+        text = self._read("unified", "memory.events") if self.memory else None
+        for line in (text or "").splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
+    def remove(self) -> None:
+        _close_quietly(self.__dict__)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def _close_quietly(state: dict[str, Any]) -> None:
+    fd = state.get("_peak")
+    state["_peak"] = None
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def group_members(group: int, *, first: bool = False) -> list[int]:

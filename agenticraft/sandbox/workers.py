@@ -85,13 +85,14 @@ class ZygoteProcess:
         return json.loads(data), fds
 
     def spawn(self, profile: dict[str, Any], prefork: bool,
-              session: bool = False) -> tuple[dict[str, Any], list[int]]:
+              session: bool = False, pool: bool = True) -> tuple[dict[str, Any], list[int]]:
+        """``pool=False``: fork anew even when a blank child waits (benchmarks compare)."""
         with self._lock:
             if self.proc is None or self.proc.poll() is not None:
                 LAUNCHER.submit(self.start).result()
             assert self.sock is not None
             self.sock.send(json.dumps({"op": "spawn", "profile": profile, "prefork": prefork,
-                                       "session": session}).encode())
+                                       "session": session, "pool": pool}).encode())
             reply, fds = self._recv(timeout=30)
         if not reply.get("ok"):
             raise SandboxError(f"the zygote could not start a worker: {reply.get('error')}")

@@ -64,7 +64,7 @@ async def test_children_of_checkpoint_threads_die_with_the_session(process_sandb
     async with process_sandbox.session(ctx) as session:
         await session.run(LEAVE_A_FORKING_THREAD)
         sleeper = await session.run("import time\ntime.sleep(1.5)")
-        if "cpuacct" in session.handle.unit.paths:  # the spinning child is this run's cost
+        if "cpuacct" in session.handle.unit.caps:  # the spinning child is this run's cost
             assert sleeper.resource_usage["cpu_seconds"] > 0.05, sleeper.resource_usage
         inner = int((await session.run("child = int(open('child.pid').read())"))["child"])
         child = session.handle.host_pid(inner)  # (its number in the sandbox's PID namespace)

@@ -43,12 +43,13 @@ def confine(
     # With a PID namespace the keeper and the init (``pidns``) are processes of the sandbox too.
     pid_ns = private_root and bool(mechanisms["mounts"].get("pid_namespace"))
     helpers = 2 if pid_ns else 0
-    bases = unit_bases(mechanisms, active)
-    if bases:  # before the namespace step: the cgroup fs is still writable
+    unit = unit_layout(mechanisms, active)
+    if unit is not None:  # before the namespace step: the cgroup fs is still writable
         applied["cgroups"] = cgroups.place(
-            bases, f"{expected_parent}-{os.getpid()}", memory_mb=profile["memory_mb"],
+            unit, f"{expected_parent}-{os.getpid()}", memory_mb=profile["memory_mb"],
             cpu_percent=profile["cpu_percent"],
-            max_processes=profile["max_processes"] + 1 + helpers)
+            max_processes=profile["max_processes"] + 1 + helpers,
+            joined=bool(profile.get("unit_joined")))
     if "namespaces" in active:
         applied["namespaces"] = namespaces.enter(network=network, mount=private_root,
                                                  pid=pid_ns, drop=False, loopback=egress)
@@ -69,7 +70,7 @@ def confine(
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     if "rlimits" in active:
         applied["rlimits"] = rlimits.apply(
-            memory_mb=profile["memory_mb"], memory_unit="memory" in bases,
+            memory_mb=profile["memory_mb"], memory_unit=unit is not None and "memory" in unit.caps,
             max_file_size_mb=profile["max_file_size_mb"],
             max_processes=profile["max_processes"],
             nproc_baseline=helpers if "namespaces" in active
@@ -94,11 +95,13 @@ def confine(
     return applied
 
 
-def unit_bases(mechanisms: Mapping[str, Mapping[str, Any]], active: set[str]) -> dict[str, str]:
-    """The cgroup controllers a worker's unit uses here (pids only with ``pids_cgroup``)."""
-    bases = dict(mechanisms.get("cgroups", {}).get("bases") or {})
-    if "cgroups" not in active:
-        bases = {k: v for k, v in bases.items() if k == "pids"}
-    if "pids_cgroup" not in active:
-        bases.pop("pids", None)
-    return bases
+def unit_layout(mechanisms: Mapping[str, Mapping[str, Any]],
+                active: set[str] | None = None) -> cgroups.Layout | None:
+    """The cgroup unit a worker gets here (pids only with ``pids_cgroup``; a v2 unit only
+    behind Landlock or a private root, since its files belong to the sandboxed user)."""
+    if active is None:
+        active = {name for name, info in mechanisms.items() if info.get("active")}
+    info = dict(mechanisms.get("cgroups", {}))
+    if info.get("version") == 2 and not ({"landlock", "mounts"} & active):
+        return None
+    return cgroups.layout(info, limits="cgroups" in active, pids="pids_cgroup" in active)
