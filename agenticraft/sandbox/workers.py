@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agenticraft.jail.confine import pidns
-from agenticraft.jail.tree import children, kill_tree
+from agenticraft.jail.tree import children, descendants, kill_tree
 from agenticraft.sandbox import leftovers
 from agenticraft.sandbox.budget import RunBudget
 from agenticraft.sandbox.profile import PACKAGE_ROOT
@@ -358,12 +358,13 @@ class WorkerHandle:
         return tuple(p for p in (self.pid, self.keeper, self.init) if p is not None)
 
     def host_pid(self, inner: int) -> int | None:
-        """The host pid of the sandbox process the worker calls ``inner`` (a runner it forked,
-        maybe already promoted and re-parented to the init), or ``inner`` itself without a PID
-        namespace. None if no such process of this sandbox exists (any more)."""
+        """The host pid of the sandbox process the worker calls ``inner`` (any process under the
+        init: a runner, a child of a checkpoint's thread, one re-parented to the init or still on
+        its way there), or ``inner`` itself without a PID namespace. None if no such process of
+        this sandbox exists (any more)."""
         if self.init is None:
             return inner
-        return pidns.host_pid(inner, [*children(self.pid), *children(self.init)])
+        return pidns.host_pid(inner, descendants(self.init))
 
     def close(self) -> None:
         self.alive = False

@@ -222,10 +222,10 @@ async def test_session_interrupt(container_sandbox):
     session = container_sandbox.session(SecurityContext("intr"))
     try:
         await session.run("kept = 'yes'")
-        task = asyncio.ensure_future(session.run("while True: pass"))
-        while not session.running:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)
+        looping = asyncio.Event()
+        task = asyncio.ensure_future(session.run(
+            "print('looping', flush=True)\nwhile True: pass", on_output=lambda _: looping.set()))
+        await looping.wait()  # the cell's own code runs: the interrupt reaches it, not start-up
         session.interrupt()
         result = await task
         assert not result.success and result.error.ename == "KeyboardInterrupt"

@@ -45,17 +45,25 @@ async def test_a_run_cannot_promote_itself(process_sandbox):
 
 
 LEAVE_A_FORKING_THREAD = """\
-import os, threading, time
+import os, threading
+go_r, go_w = os.pipe()          # the next run says "go" here ...
+pid_r, pid_w = os.pipe()        # ... and reads the forked child's pid here
 def later():
-    time.sleep(0.5)  # by now the next run has started: this thread lives in the checkpoint
+    os.read(go_r, 1)  # wakes during the next run: by then this thread lives in the checkpoint
     pid = os.fork()
     if pid == 0:
         blob = bytearray(40 * 1024 * 1024)
         while True:
             pass
-    with open("child.pid", "w") as fh:
-        fh.write(str(pid))
+    os.write(pid_w, str(pid).encode())
 threading.Thread(target=later, daemon=True).start()
+"""
+
+WAKE_THE_CHECKPOINT_THREAD = """\
+import time
+os.write(go_w, b"g")
+child = int(os.read(pid_r, 32))
+time.sleep(1.5)  # the child spins meanwhile: its CPU time is this run's
 """
 
 
@@ -63,10 +71,10 @@ async def test_children_of_checkpoint_threads_die_with_the_session(process_sandb
     ctx = SecurityContext("student", resource_limits={"timeout_seconds": 5})
     async with process_sandbox.session(ctx) as session:
         await session.run(LEAVE_A_FORKING_THREAD)
-        sleeper = await session.run("import time\ntime.sleep(1.5)")
+        sleeper = await session.run(WAKE_THE_CHECKPOINT_THREAD)
         if "cpuacct" in session.handle.unit.caps:  # the spinning child is this run's cost
             assert sleeper.resource_usage["cpu_seconds"] > 0.05, sleeper.resource_usage
-        inner = int((await session.run("child = int(open('child.pid').read())"))["child"])
+        inner = int(sleeper["child"])
         child = session.handle.host_pid(inner)  # (its number in the sandbox's PID namespace)
         assert child is not None and not is_gone(child)
         assert child in session.handle.unit.members()  # accounted: it is part of the unit
@@ -74,7 +82,7 @@ async def test_children_of_checkpoint_threads_die_with_the_session(process_sandb
         unit = session.handle.unit
     assert wait_gone(child), "a child forked in the checkpoint outlived session.close()"
     assert all(wait_gone(pid) for pid in holders)
-    assert not [pid for pid in unit.members() if not is_gone(pid)]
+    assert all(wait_gone(pid) for pid in unit.members())
 
 
 WAKE_THE_SPINNER = """\
@@ -119,8 +127,9 @@ PLANT_DONE_FRAMES = """\
 import os, socket, threading, time
 from agenticraft.wire import protocol
 chan = socket.socket(fileno=os.dup(3))
+go_r, go_w = os.pipe()
 def plant():
-    time.sleep(0.3)  # the planting run is over by now: this thread lives on in the session
+    os.read(go_r, 1)  # the next run says go: this thread lives on in the session meanwhile
     while True:
         for run in range(1, 64):
             for ev in ("started", "done"):
@@ -136,7 +145,7 @@ async def test_planted_frames_cannot_forge_a_result(process_sandbox):
     async with process_sandbox.session(ctx) as session:
         await session.run(PLANT_DONE_FRAMES)
         with contextlib.suppress(ChannelAbuse):  # the planting starts meanwhile
-            await session.run("import time\ntime.sleep(0.4)")
+            await session.run("os.write(go_w, b'g')\nimport time\ntime.sleep(0.4)")
         answered = 0
         for attempt in range(3):
             # Never the forged result: the planted frames are dropped (wrong run id), or, once
