@@ -223,13 +223,20 @@ async def test_agent_user_context_can_name_an_allowed_image(isolated_agent_state
             "user_id": "alice", "image": "evil/root:latest"})
 
 
-def test_a_network_allow_list_is_refused_not_widened_to_the_engine_network():
-    """Allow-lists are enforced by the process sandbox's egress proxy only: in a container a
-    list must never become the engine's whole network."""
+def test_network_access_maps_to_the_same_meaning_as_in_the_process_sandbox():
+    """False and a list: no network for the container (a list's proxy socket alone is bound in,
+    read-only); True: the host's network, never the engine's own (which may not exist)."""
     from agenticraft.sandbox.container import ContainerSpec
 
-    ctx = SecurityContext("a", resource_limits={"network_access": ["127.0.0.1:80"]})
-    with pytest.raises(SandboxUnavailable, match="allow-lists"):
-        ContainerSpec.for_context(ctx, default_container_image())
-    assert ContainerSpec.for_context(SecurityContext("a"), default_container_image()).network \
-        is False
+    def spec(network):
+        ctx = SecurityContext("a", resource_limits={"network_access": network})
+        return ContainerSpec.for_context(ctx, default_container_image())
+
+    sock = "/tmp/agenticraft-egress-x/proxy.sock"
+    listed = spec(["127.0.0.1:80"]).create_kwargs("/tmp/h", ["true"], egress_socket=sock)
+    assert listed["network_mode"] == "none"
+    bound = [m for m in listed["mounts"] if m["Target"] == sock]
+    assert bound and bound[0]["Source"] == sock and bound[0]["ReadOnly"] is True
+    assert not any(m["Target"] == "/tmp/agenticraft-egress-x" for m in listed["mounts"])
+    assert spec(False).create_kwargs("/tmp/h", ["true"])["network_mode"] == "none"
+    assert spec(True).create_kwargs("/tmp/h", ["true"])["network_mode"] == "host"
