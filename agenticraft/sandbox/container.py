@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import resource
 import socket
 import struct
 import tempfile
@@ -62,6 +63,9 @@ PIDS_HEADROOM = 16
 TMPFS_MB = 64
 #: Open files per process in the container (the zygote and workers need a few dozen).
 NOFILE = 4096
+#: RLIMIT_NPROC of Podman's containers (per uid, not per container: the pids ceiling bounds a
+#: container). Podman 4.3's own service ran with 32768 here; an engine cannot go above its own.
+PODMAN_NPROC = 32768
 
 
 
@@ -147,6 +151,20 @@ class ContainerSpec:
             mounts.append({"Type": "bind", "Source": egress_socket, "Target": egress_socket,
                            "ReadOnly": True})
         from docker.types import Mount, Ulimit
+        ulimits = [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)]
+        tmpfs = {"/tmp": f"rw,nosuid,nodev,size={self.tmpfs_mb}m,mode=1777",
+                 "/dev/shm": f"rw,nosuid,nodev,size={self.tmpfs_mb}m"}
+        if podman:
+            # Podman adds unbounded tmpfs on /run and /var/tmp to a read-only container, unless
+            # something is mounted there already: bounded ones instead
+            tmpfs["/var/tmp"] = tmpfs["/tmp"]
+            tmpfs["/run"] = "rw,nosuid,nodev,size=1m"
+            # Podman (as root) sets RLIMIT_NPROC to 1048576 unless told; its runtime cannot
+            # raise it above its own without CAP_SYS_RESOURCE, which root lacks where the host
+            # is itself a container: every start failed with EPERM. (Docker keeps its daemon's.)
+            nproc = min([PODMAN_NPROC, *(v for v in resource.getrlimit(resource.RLIMIT_NPROC)
+                                         if v != resource.RLIM_INFINITY)])
+            ulimits.append(Ulimit(name="nproc", soft=nproc, hard=nproc))
         return {
             "image": self.image, "command": command, "user": self.user,
             "detach": True, "auto_remove": True, "init": True,
@@ -154,10 +172,9 @@ class ContainerSpec:
             "mem_limit": f"{self.memory_mb}m", "memswap_limit": f"{self.memory_mb}m",
             "nano_cpus": self.nano_cpus, "pids_limit": self.pids,
             "read_only": True,
-            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={self.tmpfs_mb}m,mode=1777",
-                      "/dev/shm": f"rw,nosuid,nodev,size={self.tmpfs_mb}m"},
+            "tmpfs": tmpfs,
             "cap_drop": ["ALL"], "security_opt": security,
-            "ulimits": [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)],
+            "ulimits": ulimits,
             "mounts": [Mount(m["Target"], m["Source"], type="bind", read_only=m["ReadOnly"])
                        for m in mounts],
             "environment": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
@@ -329,14 +346,7 @@ class ContainerZygote(ZygoteProcess):
             self.sock = None
         self.proc = None
         if self.container is not None:
-            import docker.errors
-            try:
-                self.container.remove(force=True)
-            except docker.errors.NotFound:
-                pass  # auto-removed already
-            except docker.errors.APIError as exc:
-                if "already in progress" not in str(exc):
-                    raise
+            engine.remove(self.container)
             self.container = None
         engine.remove_hostdir(self.hostdir)
 

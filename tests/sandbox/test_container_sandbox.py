@@ -145,6 +145,8 @@ async def test_image_without_python_or_package_is_reported(tmp_path, engine, con
 
 
 async def test_container_settings_come_from_the_context(container_sandbox, engine):
+    from agenticraft.sandbox.container_engine import is_podman
+
     ctx = container_sandbox.manager.authorize(SecurityContext(
         "inspect", resource_limits={"memory_mb": 200, "cpu_percent": 25, "max_processes": 8}),
         "execute")
@@ -157,11 +159,20 @@ async def test_container_settings_come_from_the_context(container_sandbox, engin
     assert host["NanoCpus"] == 250_000_000
     assert host["PidsLimit"] == 8 + 16
     assert host["ReadonlyRootfs"] is True
-    assert set(host["Tmpfs"]) == {"/tmp", "/dev/shm"}
-    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    # Podman would add unbounded ones on /run and /var/tmp: bounded ones are given instead
+    extra = {"/run", "/var/tmp"} if is_podman(engine) else set()
+    assert set(host["Tmpfs"]) == {"/tmp", "/dev/shm"} | extra
+    assert host["CapDrop"] == ["ALL"] or is_podman(engine)  # Podman lists each one dropped
+    assert not host["CapAdd"]
+    with open(f"/proc/{supervisor.zygote.proc.pid}/status") as fh:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+    assert int(status["CapEff"], 16) == int(status["CapBnd"], 16) == 0
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"  # what the engine applied
     assert host["NetworkMode"] == "none"
-    assert "no-new-privileges:true" in host["SecurityOpt"]
-    assert any(o.startswith("seccomp=") and "AgentiCraft" in o for o in host["SecurityOpt"])
+    # Docker shows the profile itself, Podman the file it was given
+    assert {"no-new-privileges:true", "no-new-privileges"} & set(host["SecurityOpt"])
+    assert any(o.startswith("seccomp=") and ("AgentiCraft" in o or o.endswith(
+        "container_seccomp.json")) for o in host["SecurityOpt"])
     assert attrs["Config"]["User"] == "10001:10001"
     assert attrs["Config"]["Labels"]["org.agenticraft.sandbox"] == "1"
 
@@ -188,8 +199,10 @@ async def test_doctor_inside_matches_what_workers_get(container_sandbox):
 async def test_dockers_default_seccomp_runs_cells_and_doctor_tells_the_truth(tmp_path, engine):
     """The Enterprise Gateway / Kubernetes case: Docker's default seccomp profile refuses
     unshare(CLONE_NEWUSER). The zygote inside must report namespaces as off (it once claimed
-    them, and every execution then failed on unshare), and cells must still run."""
+    them, and every execution then failed on unshare), and cells must still run. (Podman's
+    default profile allows user namespaces: there they are on, and must work.)"""
     from agenticraft.sandbox.container import ContainerSandbox
+    from agenticraft.sandbox.container_engine import is_podman
 
     manager = make_manager(tmp_path)
     sandbox = ContainerSandbox(manager, seccomp="default")
@@ -200,8 +213,12 @@ async def test_dockers_default_seccomp_runs_cells_and_doctor_tells_the_truth(tmp
         assert result["ok"] == 1 and result["denied"] == 1  # our own seccomp is still there
         supervisor = await sandbox.supervisor_for(ctx)
         namespaces = supervisor.mechanisms["namespaces"]
-        assert not namespaces["active"] and "Operation not permitted" in namespaces["detail"]
-        assert "network namespace" not in result.enforced["network_access"]
+        if is_podman(engine):
+            assert namespaces["active"]
+            assert "network namespace" in result.enforced["network_access"]
+        else:
+            assert not namespaces["active"] and "Operation not permitted" in namespaces["detail"]
+            assert "network namespace" not in result.enforced["network_access"]
         assert "container without network" in result.enforced["network_access"]
     finally:
         await sandbox.close()
