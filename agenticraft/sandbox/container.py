@@ -70,6 +70,21 @@ PODMAN_NPROC = 32768
 
 
 
+def ulimits(podman: bool) -> list[Any]:
+    """The rlimits every container gets (the Docker SDK's ``ulimits``)."""
+    from docker.types import Ulimit
+    limits = [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)]
+    if podman:
+        # Podman (as root) sets RLIMIT_NOFILE and RLIMIT_NPROC to 1048576 unless told; its
+        # runtime cannot raise them above its own without CAP_SYS_RESOURCE, which root lacks
+        # where the host is itself a container: every start failed with EPERM. (Docker keeps
+        # its daemon's.)
+        nproc = min([PODMAN_NPROC, *(v for v in resource.getrlimit(resource.RLIMIT_NPROC)
+                                     if v != resource.RLIM_INFINITY)])
+        limits.append(Ulimit(name="nproc", soft=nproc, hard=nproc))
+    return limits
+
+
 def _check_enterable(workdir: str, uid: int, gid: int) -> None:
     """The container's user must be able to enter the mounted working directory; otherwise every
     worker would die in ``chdir`` before it could say why."""
@@ -150,8 +165,7 @@ class ContainerSpec:
         if egress_socket:
             mounts.append({"Type": "bind", "Source": egress_socket, "Target": egress_socket,
                            "ReadOnly": True})
-        from docker.types import Mount, Ulimit
-        ulimits = [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)]
+        from docker.types import Mount
         tmpfs = {"/tmp": f"rw,nosuid,nodev,size={self.tmpfs_mb}m,mode=1777",
                  "/dev/shm": f"rw,nosuid,nodev,size={self.tmpfs_mb}m"}
         if podman:
@@ -159,12 +173,6 @@ class ContainerSpec:
             # something is mounted there already: bounded ones instead
             tmpfs["/var/tmp"] = tmpfs["/tmp"]
             tmpfs["/run"] = "rw,nosuid,nodev,size=1m"
-            # Podman (as root) sets RLIMIT_NPROC to 1048576 unless told; its runtime cannot
-            # raise it above its own without CAP_SYS_RESOURCE, which root lacks where the host
-            # is itself a container: every start failed with EPERM. (Docker keeps its daemon's.)
-            nproc = min([PODMAN_NPROC, *(v for v in resource.getrlimit(resource.RLIMIT_NPROC)
-                                         if v != resource.RLIM_INFINITY)])
-            ulimits.append(Ulimit(name="nproc", soft=nproc, hard=nproc))
         return {
             "image": self.image, "command": command, "user": self.user,
             "detach": True, "auto_remove": True, "init": True,
@@ -174,7 +182,7 @@ class ContainerSpec:
             "read_only": True,
             "tmpfs": tmpfs,
             "cap_drop": ["ALL"], "security_opt": security,
-            "ulimits": ulimits,
+            "ulimits": ulimits(podman),
             "mounts": [Mount(m["Target"], m["Source"], type="bind", read_only=m["ReadOnly"])
                        for m in mounts],
             "environment": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},

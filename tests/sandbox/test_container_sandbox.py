@@ -11,7 +11,7 @@ from agenticraft.security import SecurityContext
 from agenticraft.security.policy import Policy, default_container_image
 from agenticraft.wire.errors import PermissionDenied, SandboxUnavailable
 
-from helpers import make_manager
+from helpers import make_manager, plain_ulimits
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -111,6 +111,7 @@ async def test_missing_image_names_the_build_script(tmp_path, engine):
 async def test_image_without_python_or_package_is_reported(tmp_path, engine, content):
     """A custom image that cannot run the zygote: what is wrong, and what an image needs."""
     import io
+    import json
     import tarfile
 
     from agenticraft.sandbox.container import ContainerSandbox
@@ -121,10 +122,13 @@ async def test_image_without_python_or_package_is_reported(tmp_path, engine, con
             info = tarfile.TarInfo("README")
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content.encode()))
-        engine.api.import_image_from_data(data.getvalue(), repository="agenticraft-test-broken",
-                                          tag="1")
+        answer = engine.api.import_image_from_data(data.getvalue())
+        # tagged separately: Podman 4.3's compatible import ignores the tag
+        image_id = json.loads(answer.splitlines()[-1])["status"]
+        engine.images.get(image_id).tag("agenticraft-test-broken", "1")
     else:  # the default image without our package
         container = engine.containers.create(default_container_image(), user="0",
+                                             ulimits=plain_ulimits(engine),
                                              command=["rm", "-rf", "/opt/agenticraft/agenticraft"])
         container.start()
         container.wait()
