@@ -9,6 +9,8 @@ request, with the same http.client code (as urllib uses it):
   host proxy    the benchmark process -> the proxy's unix socket -> server (the proxy alone)
   sandbox       code in the process sandbox -> loopback shim -> proxy -> server (timed inside
                 the sandbox, so the sandbox's own start-up is not counted)
+  container     the same code in the container sandbox (a network_mode none container; the
+                proxy's socket bound in), when a container engine and the image are there
 The server is the tests' loopback HTTP server (tests/egress_helpers.py), in its own process.
 """
 
@@ -34,6 +36,7 @@ from agenticraft.sandbox import SandboxManager  # noqa: E402
 from agenticraft.security import SecurityContext  # noqa: E402
 from agenticraft.security.config import Settings  # noqa: E402
 from agenticraft.security.policy import BUILTIN_CEILINGS, Policy  # noqa: E402
+from agenticraft.wire.errors import SandboxUnavailable  # noqa: E402
 
 SIZE = 10 * 1024 * 1024
 SMALL = 100
@@ -132,6 +135,14 @@ async def main(count: int) -> None:
         run = await sandbox.execute_code(sandbox_code(server.port, count), ctx)
         assert run.success, run.error
         results["sandbox"] = tuple(run["result"])
+        try:
+            container = await manager.get_sandbox("container")
+        except SandboxUnavailable as exc:
+            print(f"container: not measured ({exc})")
+        else:
+            run = await container.execute_code(sandbox_code(server.port, count), ctx)
+            assert run.success, run.error
+            results["container"] = tuple(run["result"])
     await manager.close()
 
     base_dl, base_small = results["direct"]

@@ -121,3 +121,11 @@ def assert_sandbox_side_only(loaded: Iterable[str]) -> None:
     """Fail naming every host module in ``loaded`` (a worker's ``sys.modules``)."""
     hosts = host_modules(loaded)
     assert not hosts, f"host modules loaded inside the worker: {', '.join(hosts)}"
+
+
+def plain_ulimits(client) -> list:
+    """The sandbox's rlimits, for the tests' own containers (Podman's defaults fail to start
+    where root lacks CAP_SYS_RESOURCE)."""
+    from agenticraft.sandbox.container import ulimits
+    from agenticraft.sandbox.container_engine import is_podman
+    return ulimits(is_podman(client))

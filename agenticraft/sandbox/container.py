@@ -8,10 +8,14 @@ process sandbox's own machinery (supervisor, watchdog, sessions with rollback), 
 supervisor only needs the host pids of the container's processes (:meth:`host_pid`).
 
 Container-level limits come from the resolved ``SecurityContext``: memory and CPU ceilings,
-a pids ceiling, read-only root with size-limited tmpfs, no network unless the context allows
-it, every capability dropped, no-new-privileges, the project's seccomp profile and a non-root
-user. Inside, the zygote applies whatever of its own confinement the container allows, and
-reports which (the ``enforced`` map says both).
+a pids ceiling, read-only root with size-limited tmpfs, every capability dropped,
+no-new-privileges, the project's seccomp profile and a non-root user. The network means what it
+means in the process sandbox: False, no network (network_mode none); an allow-list, no network
+either, and the host's egress proxy, whose socket alone is bound into the container (the egress
+shim inside relays the container's loopback to it); True, the host's network (network_mode
+host: an engine's own networks are not the host's, and there may be none).
+Inside, the zygote applies whatever of its own confinement the container allows, and reports
+which (the ``enforced`` map says both).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import resource
 import socket
 import struct
 import tempfile
@@ -41,8 +46,8 @@ from agenticraft.sandbox.types import SandboxType
 from agenticraft.sandbox.workers import LAUNCHER, ZygoteProcess
 from agenticraft.security.context import SecurityContext
 from agenticraft.security.policy import default_container_image
-from agenticraft.wire import network
 from agenticraft.wire.errors import SandboxError, SandboxUnavailable
+from agenticraft.wire.network import NetworkAccess
 
 #: Where the image keeps this package and its dependencies (first on the zygote's sys.path).
 IMAGE_PACKAGE_ROOT = "/opt/agenticraft"
@@ -58,8 +63,26 @@ PIDS_HEADROOM = 16
 TMPFS_MB = 64
 #: Open files per process in the container (the zygote and workers need a few dozen).
 NOFILE = 4096
+#: RLIMIT_NPROC of Podman's containers (per uid, not per container: the pids ceiling bounds a
+#: container). Podman 4.3's own service ran with 32768 here; an engine cannot go above its own.
+PODMAN_NPROC = 32768
 
 
+
+
+def ulimits(podman: bool) -> list[Any]:
+    """The rlimits every container gets (the Docker SDK's ``ulimits``)."""
+    from docker.types import Ulimit
+    limits = [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)]
+    if podman:
+        # Podman (as root) sets RLIMIT_NOFILE and RLIMIT_NPROC to 1048576 unless told; its
+        # runtime cannot raise them above its own without CAP_SYS_RESOURCE, which root lacks
+        # where the host is itself a container: every start failed with EPERM. (Docker keeps
+        # its daemon's.)
+        nproc = min([PODMAN_NPROC, *(v for v in resource.getrlimit(resource.RLIMIT_NPROC)
+                                     if v != resource.RLIM_INFINITY)])
+        limits.append(Ulimit(name="nproc", soft=nproc, hard=nproc))
+    return limits
 
 
 def _check_enterable(workdir: str, uid: int, gid: int) -> None:
@@ -86,7 +109,7 @@ class ContainerSpec:
     memory_mb: int
     nano_cpus: int
     pids: int
-    network: bool
+    network: NetworkAccess  # False, True or the allow-list (a tuple)
     tmpfs_mb: int
     workdir: str | None
     workdir_writable: bool
@@ -111,19 +134,11 @@ class ContainerSpec:
                     uid, gid = info.st_uid, info.st_gid
         if workdir:
             _check_enterable(workdir, uid, gid)
-        if network.is_allow_list(limits.network_access):
-            # The egress proxy's socket lives on the host and is not mounted into containers:
-            # an allow-list must never turn into the engine's whole network.
-            raise SandboxUnavailable(
-                "container", ["network allow-lists"],
-                "network_access allow-lists are enforced by the process sandbox's egress proxy, "
-                "which the container sandbox does not have yet. Use sandbox_type='process' for "
-                "allow-listed destinations, or network_access=False/True here.")
         return cls(image=ctx.image or image, user_id=ctx.user_id, user=f"{uid}:{gid}",
                    memory_mb=int(limits.memory_mb) + MEMORY_HEADROOM_MB,
                    nano_cpus=max(10_000_000, int(limits.cpu_percent / 100 * 1e9)),
                    pids=int(limits.max_processes) + PIDS_HEADROOM,
-                   network=bool(limits.network_access),
+                   network=limits.network_access,
                    tmpfs_mb=max(TMPFS_MB, int(limits.max_file_size_mb) * 2),
                    workdir=workdir,
                    workdir_writable=bool(workdir) and ctx.has_permission("write"),
@@ -133,9 +148,11 @@ class ContainerSpec:
     def uid(self) -> int:
         return int(self.user.split(":")[0])
 
-    def create_kwargs(self, hostdir: str, command: list[str], *,
-                      podman: bool = False) -> dict[str, Any]:
-        """The Docker API arguments of this container."""
+    def create_kwargs(self, hostdir: str, command: list[str], *, podman: bool = False,
+                      egress_socket: str | None = None) -> dict[str, Any]:
+        """The Docker API arguments of this container. ``egress_socket``: the host egress
+        proxy's socket of an allow-list, bound read-only at the same path (the socket alone:
+        its 0700 directory belongs to the host's user, the container's may be another)."""
         security = ["no-new-privileges:true"]
         if self.seccomp == "project":
             # Docker's API takes the profile itself; Podman's compatible API, a file path
@@ -145,18 +162,27 @@ class ContainerSpec:
         if self.workdir:
             mounts.append({"Type": "bind", "Source": self.workdir, "Target": self.workdir,
                            "ReadOnly": not self.workdir_writable})
-        from docker.types import Mount, Ulimit
+        if egress_socket:
+            mounts.append({"Type": "bind", "Source": egress_socket, "Target": egress_socket,
+                           "ReadOnly": True})
+        from docker.types import Mount
+        tmpfs = {"/tmp": f"rw,nosuid,nodev,size={self.tmpfs_mb}m,mode=1777",
+                 "/dev/shm": f"rw,nosuid,nodev,size={self.tmpfs_mb}m"}
+        if podman:
+            # Podman adds unbounded tmpfs on /run and /var/tmp to a read-only container, unless
+            # something is mounted there already: bounded ones instead
+            tmpfs["/var/tmp"] = tmpfs["/tmp"]
+            tmpfs["/run"] = "rw,nosuid,nodev,size=1m"
         return {
             "image": self.image, "command": command, "user": self.user,
             "detach": True, "auto_remove": True, "init": True,
-            "network_mode": None if self.network else "none",
+            "network_mode": "host" if self.network is True else "none",
             "mem_limit": f"{self.memory_mb}m", "memswap_limit": f"{self.memory_mb}m",
             "nano_cpus": self.nano_cpus, "pids_limit": self.pids,
             "read_only": True,
-            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={self.tmpfs_mb}m,mode=1777",
-                      "/dev/shm": f"rw,nosuid,nodev,size={self.tmpfs_mb}m"},
+            "tmpfs": tmpfs,
             "cap_drop": ["ALL"], "security_opt": security,
-            "ulimits": [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)],
+            "ulimits": ulimits(podman),
             "mounts": [Mount(m["Target"], m["Source"], type="bind", read_only=m["ReadOnly"])
                        for m in mounts],
             "environment": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
@@ -172,8 +198,7 @@ class ContainerSpec:
             "cpu_percent": f"container CPU quota {self.nano_cpus / 1e9:g} CPUs",
             "max_processes": f"container pids ceiling {self.pids}",
             "max_file_size_mb": f"read-only root; {self.tmpfs_mb} MB tmpfs /tmp",
-            "network_access": ("container on the engine's default network" if self.network
-                               else "container without network (network_mode none)"),
+            "network_access": host_probe.container_network(self.network),
             "filesystem_access": (f"only {self.workdir} ({mode}) of the host is mounted"
                                   if self.workdir
                                   else "no host directory is mounted (image root read-only)"),
@@ -199,9 +224,10 @@ class ContainerZygote(ZygoteProcess):
     """The zygote in a container: started with ``docker run``, reached by a unix socket."""
 
     def __init__(self, client: Any, spec: ContainerSpec, disabled: frozenset[str],
-                 preload: tuple[str, ...] = ()) -> None:
+                 preload: tuple[str, ...] = (), egress_socket: str | None = None) -> None:
         self.client = client
         self.spec = spec
+        self.egress_socket = egress_socket  # the proxy's socket of the spec's allow-list
         self.hostdir = tempfile.mkdtemp(prefix=engine.HOSTDIR_PREFIX)
         engine.claim_hostdir(self.hostdir)
         super().__init__(disabled, preload)
@@ -238,7 +264,8 @@ class ContainerZygote(ZygoteProcess):
                        ",".join(sorted(self.disabled)), ",".join(self.preload)]
             try:
                 self.container = self.client.containers.run(**self.spec.create_kwargs(
-                    self.hostdir, command, podman=engine.is_podman(self.client)))
+                    self.hostdir, command, podman=engine.is_podman(self.client),
+                    egress_socket=self.egress_socket))
             except Exception as exc:
                 raise SandboxUnavailable(engine.KIND, [
                     f"a container from {self.spec.image!r} ({engine._first_line(exc)})"],
@@ -327,14 +354,7 @@ class ContainerZygote(ZygoteProcess):
             self.sock = None
         self.proc = None
         if self.container is not None:
-            import docker.errors
-            try:
-                self.container.remove(force=True)
-            except docker.errors.NotFound:
-                pass  # auto-removed already
-            except docker.errors.APIError as exc:
-                if "already in progress" not in str(exc):
-                    raise
+            engine.remove(self.container)
             self.container = None
         engine.remove_hostdir(self.hostdir)
 
@@ -344,6 +364,9 @@ class ContainerSandbox(ProcessSandbox):
     sandbox (a fork of the zygote inside the container)."""
 
     sandbox_type = SandboxType.CONTAINER
+    # an allow-list's container has network_mode none: its namespace is the private one when
+    # the workers cannot make their own (the engine's default seccomp refuses user namespaces)
+    isolated_by = "the container's network namespace (network_mode none)"
 
     def __init__(self, manager: Any, *, image: str | None = None,
                  seccomp: str = "project") -> None:
@@ -356,9 +379,9 @@ class ContainerSandbox(ProcessSandbox):
         self.seccomp = seccomp
         self.disabled = host_probe.disabled_from_env()
         self.preload = tuple(getattr(manager, "process_preload", ()))
-        # Never given an allow-list here (refused in ContainerSpec.for_context): an empty pool,
-        # so the process sandbox's run and session code can ask it as usual.
-        self.egress = EgressPool(manager.audit.record, None)
+        # Allow-listed network: the same host-side proxies as the process sandbox's, one per
+        # (list, user); each allow-list container gets its proxy's socket bound in.
+        self.egress = EgressPool(manager.audit.record, getattr(manager, "egress_resolver", None))
         self.client: Any = None
         self.supervisors: dict[ContainerSpec, Supervisor] = {}
         self._starting: dict[ContainerSpec, concurrent.futures.Future[None]] = {}
@@ -406,6 +429,7 @@ class ContainerSandbox(ProcessSandbox):
         awaitable from any event loop)."""
         await self.start()
         spec = self.spec_for(ctx)
+        proxy = self.egress.proxy_for(ctx)  # running before its container: its socket is bound
         with self._tlock:
             supervisor = self.supervisors.get(spec)
             starting = self._starting.get(spec)
@@ -414,7 +438,8 @@ class ContainerSandbox(ProcessSandbox):
                 or supervisor.zygote.proc is None or supervisor.zygote.proc.poll() is not None)
             if supervisor is None or starting is None or dead:
                 old = supervisor
-                zygote = ContainerZygote(self.client, spec, self.disabled, self.preload)
+                zygote = ContainerZygote(self.client, spec, self.disabled, self.preload,
+                                         proxy.socket_path if proxy is not None else None)
                 supervisor = self.supervisors[spec] = Supervisor(self.disabled, self.preload,
                                                                  zygote=zygote)
                 starting = self._starting[spec] = LAUNCHER.submit(supervisor.start)
@@ -435,9 +460,10 @@ class ContainerSandbox(ProcessSandbox):
                     supervisor: Supervisor | None = None) -> dict[str, Any]:
         profile = super().profile_for(ctx, executor, supervisor)
         # the container's own paths, not the host's (its interpreter is the image's)
+        own = {profile.get("workdir"), profile.get("egress_socket") and os.path.dirname(
+            profile["egress_socket"])}  # what the container has of the host: bound in
         profile["read_paths"] = sorted({*SYSTEM_READ_PATHS, IMAGE_PACKAGE_ROOT,
-                                        *(p for p in profile["read_paths"]
-                                          if p == profile.get("workdir"))})
+                                        *(p for p in profile["read_paths"] if p in own)})
         profile["deny_paths"] = []  # the host's secrets are not mounted in the container
         return profile
 
@@ -448,6 +474,9 @@ class ContainerSandbox(ProcessSandbox):
         supervisor = self.supervisors.get(spec)
         inner = host_probe.limit_enforcement(supervisor.mechanisms, euid=spec.uid) if (
             supervisor is not None) else {}
+        if supervisor is not None:
+            inner["network_access"] = host_probe.network_enforcement(
+                spec.network, supervisor.mechanisms, isolated_by=self.isolated_by)
         outer = spec.report()
         return {limit: (f"{outer[limit]}; inside: {how}" if limit in outer else how)
                 for limit, how in inner.items()}

@@ -133,6 +133,24 @@ def ours(client: Any) -> list[Any]:
     return client.containers.list(all=True, filters={"label": LABEL})
 
 
+def remove(container: Any) -> None:
+    """Remove ``container`` (force), which its engine's auto-remove may be removing already:
+    Docker then answers "already in progress"; Podman, "container state improper" when it
+    stopped between the two (removing it again then succeeds, or finds it gone)."""
+    import docker.errors
+    for attempt in range(3):
+        try:
+            container.remove(force=True)
+            return
+        except docker.errors.NotFound:
+            return  # auto-removed already
+        except docker.errors.APIError as exc:
+            if "already in progress" in str(exc):
+                return
+            if "state improper" not in str(exc) or attempt == 2:
+                raise
+
+
 def reap(client: Any, *, owners: Iterable[str] | None = None) -> list[str]:
     """Remove our containers whose owner process is gone (or, with ``owners``, those owned by
     one of them) and their host directories. Returns the names removed."""
@@ -145,8 +163,8 @@ def reap(client: Any, *, owners: Iterable[str] | None = None) -> list[str]:
                 continue
         elif owner_alive(owner) is not False:
             continue
-        with contextlib.suppress(Exception):  # already gone (auto-remove raced us)
-            container.remove(force=True)
+        with contextlib.suppress(Exception):  # already gone
+            remove(container)
             removed.append(container.name)
         remove_hostdir(container.labels.get(HOSTDIR_LABEL, ""))
     return removed

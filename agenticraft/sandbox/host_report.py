@@ -97,20 +97,34 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]], *,
     }
 
 
-def network_enforcement(value: NetworkAccess, mech: Mapping[str, Mapping[str, Any]]) -> str:
-    """What enforces ``network_access=value`` here (doctor, ``ExecutionResult.enforced``)."""
+def network_enforcement(value: NetworkAccess, mech: Mapping[str, Mapping[str, Any]], *,
+                        isolated_by: str | None = None) -> str:
+    """What enforces ``network_access=value`` here (doctor, ``ExecutionResult.enforced``).
+    ``isolated_by``: the network namespace without a route out that the workers already run
+    in when they cannot make their own (a container's, with network_mode none)."""
     if value is True:
         return "allowed by the context (network_access=True): the host's network"
     if value is False:
         return limit_enforcement(mech)["network_access"]
-    if not mech["namespaces"]["active"]:
+    own = mech["namespaces"]["active"]
+    if not own and not isolated_by:
         return (f"NOT AVAILABLE: {network.describe(value)} needs a private network namespace "
                 "(unprivileged user namespaces), which this host lacks; such runs are refused")
     families = (" + seccomp socket filter (unix, IPv4, IPv6 only)"
                 if mech.get("seccomp", {}).get("active") else "")
+    where = "the sandbox's own network namespace" if own else isolated_by
     return (f"{network.describe(value)}: host-side egress proxy (names resolved and every "
-            "connection checked on the host after resolution, each one audited); the "
-            f"sandbox's own network namespace has no other route{families}")
+            "connection checked on the host after resolution, each one audited); "
+            f"{where} has no other route{families}")
+
+
+def container_network(value: NetworkAccess) -> str:
+    """The container-level part of ``network_access=value`` in the container sandbox (which
+    gives every value the process sandbox's meaning; docs/network.md)."""
+    if value is True:
+        return "container in the host's network namespace (network_mode host)"
+    return "container without network (network_mode none)" + (
+        "; the host egress proxy's socket alone is bound into it (read-only)" if value else "")
 
 
 def _unit_controllers(mech: Mapping[str, Mapping[str, Any]]) -> set[str]:
@@ -213,11 +227,13 @@ def effective_network(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
         policy = load_policy()
         ctx = policy.resolve(None, limit_defaults=load_settings().limit_defaults)
     except Exception as exc:  # a broken policy or config is itself worth reporting
-        return {"effective": f"unknown: {exc}", "ceiling": "", "enforced_by": ""}
+        return {"effective": f"unknown: {exc}", "ceiling": "", "enforced_by": "",
+                "in_container": ""}
     value = ctx.resource_limits.network_access
     return {"effective": network.describe(value),
             "ceiling": network.describe(policy.ceilings.network_access),
-            "enforced_by": network_enforcement(value, mech)}
+            "enforced_by": network_enforcement(value, mech),
+            "in_container": container_network(value)}
 
 
 def format_report(report: Mapping[str, Any]) -> str:
@@ -245,5 +261,6 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines += ["", "Network (policy + your settings, by default):",
                   f"  effective          {net['effective']}",
                   f"  policy ceiling     {net['ceiling']}",
-                  f"  enforced by        {net['enforced_by']}"]
+                  f"  enforced by        {net['enforced_by']}",
+                  f"  in a container     {net['in_container']}"]
     return "\n".join(lines)

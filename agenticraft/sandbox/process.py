@@ -39,6 +39,9 @@ class ProcessSandbox(Sandbox):
 
     sandbox_type = SandboxType.PROCESS
     executor = "exec"
+    #: A network namespace without a route out that the workers already run in, when they
+    #: cannot make their own (the container sandbox's, network_mode none); here none.
+    isolated_by: str | None = None
 
     def __init__(self, manager: Any) -> None:
         super().__init__(manager)
@@ -78,7 +81,7 @@ class ProcessSandbox(Sandbox):
         report = self.host_report()
         limits = ctx.resource_limits
         report["network_access"] = host_probe.network_enforcement(
-            limits.network_access, self.supervisor.mechanisms)
+            limits.network_access, self.supervisor.mechanisms, isolated_by=self.isolated_by)
         if limits.filesystem_access:
             mode = "read-write" if ctx.has_permission("write") else "read-only"
             report["filesystem_access"] = (f"working directory {mode}; "
@@ -98,7 +101,9 @@ class ProcessSandbox(Sandbox):
                                 protect=manager_files(self.manager))
         profile["executor"] = executor or self.executor
         if network.is_allow_list(ctx.resource_limits.network_access):
-            if not (supervisor or self.supervisor).mechanisms["namespaces"]["active"]:
+            if self.isolated_by:  # the workers' INET sockets only ever reach that namespace
+                profile["isolated_network"] = True
+            elif not (supervisor or self.supervisor).mechanisms["namespaces"]["active"]:
                 raise SandboxUnavailable(
                     self.sandbox_type.value, ["a private network namespace"],
                     "network_access allow-lists need a private network namespace (unprivileged "

@@ -18,7 +18,7 @@ from agenticraft.sandbox import container_engine
 from agenticraft.security import SecurityContext
 from agenticraft.security.policy import default_container_image
 
-from helpers import make_manager
+from helpers import make_manager, plain_ulimits
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,12 +90,12 @@ def test_reaper_removes_leftovers_of_dead_owners(engine):
         fh.write(owner)
     leftover = engine.containers.run(
         default_container_image(), ["python3", "-c", "import time; time.sleep(120)"],
-        detach=True, network_mode="none",
+        detach=True, network_mode="none", ulimits=plain_ulimits(engine),
         labels={container_engine.LABEL: "1", container_engine.OWNER_LABEL: owner,
                 container_engine.HOSTDIR_LABEL: hostdir})
     alive = engine.containers.run(
         default_container_image(), ["python3", "-c", "import time; time.sleep(120)"],
-        detach=True, network_mode="none", auto_remove=True,
+        detach=True, network_mode="none", auto_remove=True, ulimits=plain_ulimits(engine),
         labels={container_engine.LABEL: "1",
                 container_engine.OWNER_LABEL: container_engine.owner_id()})
     try:

@@ -11,7 +11,7 @@ from agenticraft.security import SecurityContext
 from agenticraft.security.policy import Policy, default_container_image
 from agenticraft.wire.errors import PermissionDenied, SandboxUnavailable
 
-from helpers import make_manager
+from helpers import make_manager, plain_ulimits
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -111,6 +111,7 @@ async def test_missing_image_names_the_build_script(tmp_path, engine):
 async def test_image_without_python_or_package_is_reported(tmp_path, engine, content):
     """A custom image that cannot run the zygote: what is wrong, and what an image needs."""
     import io
+    import json
     import tarfile
 
     from agenticraft.sandbox.container import ContainerSandbox
@@ -121,10 +122,13 @@ async def test_image_without_python_or_package_is_reported(tmp_path, engine, con
             info = tarfile.TarInfo("README")
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content.encode()))
-        engine.api.import_image_from_data(data.getvalue(), repository="agenticraft-test-broken",
-                                          tag="1")
+        answer = engine.api.import_image_from_data(data.getvalue())
+        # tagged separately: Podman 4.3's compatible import ignores the tag
+        image_id = json.loads(answer.splitlines()[-1])["status"]
+        engine.images.get(image_id).tag("agenticraft-test-broken", "1")
     else:  # the default image without our package
         container = engine.containers.create(default_container_image(), user="0",
+                                             ulimits=plain_ulimits(engine),
                                              command=["rm", "-rf", "/opt/agenticraft/agenticraft"])
         container.start()
         container.wait()
@@ -145,6 +149,8 @@ async def test_image_without_python_or_package_is_reported(tmp_path, engine, con
 
 
 async def test_container_settings_come_from_the_context(container_sandbox, engine):
+    from agenticraft.sandbox.container_engine import is_podman
+
     ctx = container_sandbox.manager.authorize(SecurityContext(
         "inspect", resource_limits={"memory_mb": 200, "cpu_percent": 25, "max_processes": 8}),
         "execute")
@@ -157,11 +163,20 @@ async def test_container_settings_come_from_the_context(container_sandbox, engin
     assert host["NanoCpus"] == 250_000_000
     assert host["PidsLimit"] == 8 + 16
     assert host["ReadonlyRootfs"] is True
-    assert set(host["Tmpfs"]) == {"/tmp", "/dev/shm"}
-    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    # Podman would add unbounded ones on /run and /var/tmp: bounded ones are given instead
+    extra = {"/run", "/var/tmp"} if is_podman(engine) else set()
+    assert set(host["Tmpfs"]) == {"/tmp", "/dev/shm"} | extra
+    assert host["CapDrop"] == ["ALL"] or is_podman(engine)  # Podman lists each one dropped
+    assert not host["CapAdd"]
+    with open(f"/proc/{supervisor.zygote.proc.pid}/status") as fh:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+    assert int(status["CapEff"], 16) == int(status["CapBnd"], 16) == 0
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"  # what the engine applied
     assert host["NetworkMode"] == "none"
-    assert "no-new-privileges:true" in host["SecurityOpt"]
-    assert any(o.startswith("seccomp=") and "AgentiCraft" in o for o in host["SecurityOpt"])
+    # Docker shows the profile itself, Podman the file it was given
+    assert {"no-new-privileges:true", "no-new-privileges"} & set(host["SecurityOpt"])
+    assert any(o.startswith("seccomp=") and ("AgentiCraft" in o or o.endswith(
+        "container_seccomp.json")) for o in host["SecurityOpt"])
     assert attrs["Config"]["User"] == "10001:10001"
     assert attrs["Config"]["Labels"]["org.agenticraft.sandbox"] == "1"
 
@@ -188,8 +203,10 @@ async def test_doctor_inside_matches_what_workers_get(container_sandbox):
 async def test_dockers_default_seccomp_runs_cells_and_doctor_tells_the_truth(tmp_path, engine):
     """The Enterprise Gateway / Kubernetes case: Docker's default seccomp profile refuses
     unshare(CLONE_NEWUSER). The zygote inside must report namespaces as off (it once claimed
-    them, and every execution then failed on unshare), and cells must still run."""
+    them, and every execution then failed on unshare), and cells must still run. (Podman's
+    default profile allows user namespaces: there they are on, and must work.)"""
     from agenticraft.sandbox.container import ContainerSandbox
+    from agenticraft.sandbox.container_engine import is_podman
 
     manager = make_manager(tmp_path)
     sandbox = ContainerSandbox(manager, seccomp="default")
@@ -200,8 +217,12 @@ async def test_dockers_default_seccomp_runs_cells_and_doctor_tells_the_truth(tmp
         assert result["ok"] == 1 and result["denied"] == 1  # our own seccomp is still there
         supervisor = await sandbox.supervisor_for(ctx)
         namespaces = supervisor.mechanisms["namespaces"]
-        assert not namespaces["active"] and "Operation not permitted" in namespaces["detail"]
-        assert "network namespace" not in result.enforced["network_access"]
+        if is_podman(engine):
+            assert namespaces["active"]
+            assert "network namespace" in result.enforced["network_access"]
+        else:
+            assert not namespaces["active"] and "Operation not permitted" in namespaces["detail"]
+            assert "network namespace" not in result.enforced["network_access"]
         assert "container without network" in result.enforced["network_access"]
     finally:
         await sandbox.close()
@@ -223,13 +244,20 @@ async def test_agent_user_context_can_name_an_allowed_image(isolated_agent_state
             "user_id": "alice", "image": "evil/root:latest"})
 
 
-def test_a_network_allow_list_is_refused_not_widened_to_the_engine_network():
-    """Allow-lists are enforced by the process sandbox's egress proxy only: in a container a
-    list must never become the engine's whole network."""
+def test_network_access_maps_to_the_same_meaning_as_in_the_process_sandbox():
+    """False and a list: no network for the container (a list's proxy socket alone is bound in,
+    read-only); True: the host's network, never the engine's own (which may not exist)."""
     from agenticraft.sandbox.container import ContainerSpec
 
-    ctx = SecurityContext("a", resource_limits={"network_access": ["127.0.0.1:80"]})
-    with pytest.raises(SandboxUnavailable, match="allow-lists"):
-        ContainerSpec.for_context(ctx, default_container_image())
-    assert ContainerSpec.for_context(SecurityContext("a"), default_container_image()).network \
-        is False
+    def spec(network):
+        ctx = SecurityContext("a", resource_limits={"network_access": network})
+        return ContainerSpec.for_context(ctx, default_container_image())
+
+    sock = "/tmp/agenticraft-egress-x/proxy.sock"
+    listed = spec(["127.0.0.1:80"]).create_kwargs("/tmp/h", ["true"], egress_socket=sock)
+    assert listed["network_mode"] == "none"
+    bound = [m for m in listed["mounts"] if m["Target"] == sock]
+    assert bound and bound[0]["Source"] == sock and bound[0]["ReadOnly"] is True
+    assert not any(m["Target"] == "/tmp/agenticraft-egress-x" for m in listed["mounts"])
+    assert spec(False).create_kwargs("/tmp/h", ["true"])["network_mode"] == "none"
+    assert spec(True).create_kwargs("/tmp/h", ["true"])["network_mode"] == "host"

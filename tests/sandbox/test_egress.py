@@ -16,15 +16,11 @@ from agenticraft.sandbox.process import ProcessSandbox
 from agenticraft.security import SecurityContext
 from agenticraft.security.policy import BUILTIN_CEILINGS, Policy
 from agenticraft.wire.errors import PermissionDenied
-from egress_helpers import NamedServer, named_server, tls_server
+from egress_helpers import BYPASSES, HOSTS, NamedServer, named_server, tls_server
 
 from helpers import audit_records, make_manager
 
 pytestmark = pytest.mark.timeout(120)
-
-#: What the proxy's resolver answers (the sandbox itself resolves nothing).
-HOSTS = {"svc.test": ["127.0.0.1"], "metadata.test": ["169.254.169.254"],
-         "internal.test": ["127.0.0.1"]}
 
 
 @pytest.fixture(scope="module")
@@ -184,36 +180,6 @@ async def test_policy_narrower_than_the_request_is_refused_before_anything_runs(
         await manager.close()
 
 
-BYPASSES = {
-    # name: (code whose `result` is the error text, destination the proxy records)
-    "ip literal of the denied server": (
-        "socket.create_connection(('127.0.0.1', {b}), timeout=10)", "127.0.0.1:{b}"),
-    "localhost": ("urllib.request.urlopen('http://localhost:{b}/', timeout=10)", "localhost:{b}"),
-    "decimal spelling": (
-        "urllib.request.urlopen('http://2130706433:{b}/', timeout=10)", "2130706433:{b}"),
-    "hex spelling": ("socket.create_connection(('0x7f000001', {b}), timeout=10)",
-                     "0x7f000001:{b}"),
-    "octal spelling": ("socket.create_connection(('0177.0.0.1', {b}), timeout=10)",
-                       "0177.0.0.1:{b}"),
-    "short spelling": ("requests.get('http://127.1:{b}/', timeout=10).raise_for_status()",
-                       "127.1:{b}"),
-    "redirect from A to B": (
-        "urllib.request.urlopen('http://127.0.0.1:{a}/redirect', timeout=10)", "127.0.0.1:{b}"),
-    "name resolving to a metadata address": (
-        "requests.get('http://metadata.test:{a}/', timeout=10).raise_for_status()",
-        "metadata.test:{a}"),
-    "listed name resolving to an unlisted loopback port": (
-        "socket.create_connection(('internal.test', {b}), timeout=10)", "internal.test:{b}"),
-    "IPv4-mapped IPv6": (
-        "urllib.request.urlopen('http://[::ffff:127.0.0.1]:{b}/', timeout=10)",
-        "[::ffff:127.0.0.1]:{b}"),
-    "IPv6 loopback": ("socket.create_connection(('::1', {a}), timeout=10)", "[::1]:{a}"),
-    "IPv6 socket, mapped address": (
-        "s = socket.socket(socket.AF_INET6); s.settimeout(10); "
-        "s.connect(('::ffff:7f00:1', {b}, 0, 0))", "[::ffff:7f00:1]:{b}"),
-    "UDP": ("socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', {b}))",
-            "127.0.0.1:{b}"),
-}
 
 
 @pytest.mark.parametrize("name", list(BYPASSES))

@@ -41,7 +41,7 @@ def test_doctor_reports_every_limit():
                          capture_output=True, text=True, check=True).stdout
     report = json.loads(out)
     assert set(report["limits"]) == set(LIMIT_NAMES)
-    assert set(report["network"]) == {"effective", "ceiling", "enforced_by"}
+    assert set(report["network"]) == {"effective", "ceiling", "enforced_by", "in_container"}
     assert set(report["mechanisms"]) == set(probe.MECHANISMS)
     text = subprocess.run([sys.executable, "-m", "agenticraft_kernel", "doctor"],
                           capture_output=True, text=True, check=True).stdout

@@ -37,8 +37,11 @@ def confine(
     network = profile["network_access"] is True  # the host's network
     # An allow-list: own namespace with loopback up (the egress shim listens there); the only
     # way out is the host proxy's unix socket, so TCP/INET sockets are allowed inside it.
-    # Without a namespace of its own, INET sockets would reach the host's network: not allowed.
-    egress = bool(profile.get("egress_socket")) and "namespaces" in active
+    # Without a namespace of its own, INET sockets would reach the host's network: not allowed,
+    # unless this process already runs in a namespace without a route out (``isolated_network``:
+    # a container with network_mode none, whose loopback the shim then listens on).
+    egress = bool(profile.get("egress_socket")) and (
+        "namespaces" in active or bool(profile.get("isolated_network")))
     private_root = "namespaces" in active and "mounts" in active and bool(profile.get("scratch"))
     # With a PID namespace the keeper and the init (``pidns``) are processes of the sandbox too.
     pid_ns = private_root and bool(mechanisms["mounts"].get("pid_namespace"))

@@ -116,6 +116,10 @@ class EgressProxy:
         if failure:
             self._thread = None
             raise failure[0]
+        # The 0700 directory is the gate on the host. The socket itself may be connected to by
+        # anyone who reaches it: a container's user (another uid) reaches it through a bind
+        # mount of the socket alone, and every connection must still present the key.
+        os.chmod(self.socket_path, 0o666)
         return self.socket_path
 
     def stop(self) -> None:

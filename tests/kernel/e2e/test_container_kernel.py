@@ -65,3 +65,36 @@ def test_secure_docker_cell_from_a_process_kernel(kernel: Kernel) -> None:
     assert outputs[0]["text"] == "10001\n"
     reply, outputs = kernel.execute("%%secure --no-filesystem --image no-such-image:1\nx = 1")
     assert reply["status"] == "error" and "no-such-image:1" in reply["evalue"]
+
+
+def test_container_kernel_with_an_allow_list(data_dir: Path, tmp_path: Path) -> None:
+    """The kernel's allow-list in a container: the listed server is reached through the host's
+    egress proxy, another is refused with the kernel's one [network] line, and
+    %secure_status says what enforces it."""
+    from egress_helpers import named_server
+
+    with named_server("A") as a, named_server("B") as b:
+        k = Kernel(data_dir, kernel_env(tmp_path, timeout_seconds=30,
+                                        network_access=f"127.0.0.1:{a.port}"),
+                   extra_arguments=["--SecureKernel.sandbox_type=container"])
+        try:
+            reply, outputs = k.execute(
+                "import urllib.request, urllib.error\n"
+                f"ok = urllib.request.urlopen('http://127.0.0.1:{a.port}/', timeout=10).read()\n"
+                "try:\n"
+                f"    urllib.request.urlopen('http://127.0.0.1:{b.port}/', timeout=10)\n"
+                "except urllib.error.HTTPError as exc:\n"
+                "    refused = exc.code\n")
+            assert reply["status"] == "ok", outputs
+            assert k.value("ok") == "b'hello from A'" and k.value("refused") == "403"
+            assert a.hits == 1 and b.hits == 0
+            stderr = "".join(o["text"] for o in outputs
+                             if o["msg_type"] == "stream" and o["name"] == "stderr")
+            assert stderr.count(f"[network] Permission denied: 127.0.0.1:{b.port} is not in "
+                                "the allow-list") == 1, stderr
+            _, outputs = k.execute("%secure_status")
+            text = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+            assert f"only 127.0.0.1:{a.port}" in text and "network_mode none" in text, text
+            assert "host-side egress proxy" in text
+        finally:
+            k.close()
