@@ -13,6 +13,7 @@ a dead worker left behind becomes its child and is killed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -25,6 +26,7 @@ import time
 from typing import Any
 
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
+from agenticraft.jail.confine.mounts import WRITEBACK_FD
 from agenticraft.wire.environment import allowed_env
 
 CHILD_FD = 3
@@ -133,17 +135,26 @@ class Zygote:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        # A writable working directory becomes an overlay: its descriptors come back on this.
+        writeback = (socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                     if profile.get("workdir") and profile["workdir"] in profile["write_paths"]
+                     else None)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             try:
-                self._child(profile, scratch, child_end.fileno(), out_w, err_w)
+                self._child(profile, scratch, child_end.fileno(), out_w, err_w,
+                            writeback[1].fileno() if writeback else None)
             finally:
                 os._exit(70)
         child_end.close()
         os.close(out_w)
         os.close(err_w)
         self.workers.add(pid)
-        return pid, [parent_end.detach(), out_r, err_r], scratch
+        fds = [parent_end.detach(), out_r, err_r]
+        if writeback:
+            writeback[1].close()
+            fds.append(writeback[0].detach())
+        return pid, fds, scratch
 
     def _root_plan(self, profile: dict[str, Any]) -> dict[str, Any]:
         """The private root's plan, computed once per profile (saves each worker ~0.7 ms)."""
@@ -156,16 +167,21 @@ class Zygote:
         return self.plans[key]
 
     def _child(self, profile: dict[str, Any], scratch: str, chan: int, out_w: int,
-               err_w: int) -> None:
+               err_w: int, writeback: int | None) -> None:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         devnull = os.open("/dev/null", os.O_RDONLY)
+        if writeback is not None:  # out of the way of the dup2s below
+            writeback = fcntl.fcntl(writeback, fcntl.F_DUPFD_CLOEXEC, WRITEBACK_FD + 1)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.dup2(chan, CHILD_FD)
-        os.closerange(CHILD_FD + 1, 1 << 16)  # the zygote's socket and every other pipe
+        if writeback is not None:
+            os.dup2(writeback, WRITEBACK_FD, inheritable=False)
+        os.closerange(CHILD_FD + 1 if writeback is None else WRITEBACK_FD + 1,
+                      1 << 16)  # the zygote's socket and every other pipe
         os.set_inheritable(CHILD_FD, False)
         workdir = profile.get("workdir") or scratch
         env = allowed_env(os.environ)

@@ -27,6 +27,7 @@ from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
 from agenticraft.sandbox.unit import Unit
 from agenticraft.sandbox.watchdog import parse_stat
+from agenticraft.sandbox.writeback import Overlay
 from agenticraft.wire import protocol
 from agenticraft.wire.environment import ZYGOTE_ENV_ALLOW, allowed_env
 from agenticraft.wire.errors import SandboxError, SandboxUnavailable
@@ -194,6 +195,8 @@ class WorkerHandle:
         self._pipe_loop: asyncio.AbstractEventLoop | None = None
         self._run_tail: tuple[Any, bytes] | None = None
         self._stat_fd: int | None = None
+        #: Writable working directories, as overlays whose changes are copied back (writeback)
+        self.overlays: list[Overlay] = []
 
     async def recv(self) -> dict[str, Any] | None:
         """Next frame, or None at end of stream. Raises ProtocolError on garbage.
@@ -351,6 +354,17 @@ class WorkerHandle:
             raise SandboxError("a sandbox's PID namespace does not hold exactly one worker")
         self.keeper, self.init, self.pid = self.pid, init, workers[0]
 
+    def adopt_overlays(self, overlays: list[Overlay], profile: dict[str, Any]) -> None:
+        """Keep the overlays of the writable directories this worker's profile names (the
+        host path is the supervisor's, never one the sandbox chose)."""
+        writable = {p for p in profile.get("write_paths", ()) if p == profile.get("workdir")}
+        for overlay in overlays:
+            if overlay.host in writable:
+                overlay.protected(profile.get("deny_paths", ()))
+                self.overlays.append(overlay)
+            else:
+                overlay.close()
+
     def sandbox_processes(self) -> tuple[int, ...]:
         """The processes a rollback must spare: the checkpoint, and with a PID namespace its
         keeper and init (killing either ends the whole namespace)."""
@@ -381,3 +395,6 @@ class WorkerHandle:
             with contextlib.suppress(OSError):
                 os.close(fd)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        for overlay in self.overlays:  # after the kill: the sandbox's writes die with it
+            overlay.close()
+        self.overlays = []

@@ -9,6 +9,7 @@ supported is recorded, so the result says exactly what holds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Mapping
@@ -57,14 +58,17 @@ def confine(
         if private_root:  # needs the capabilities the user namespace gives, so before the drop
             root_plan = {**(profile.get("root_plan") or mounts.plan(profile, profile["scratch"])),
                          "scratch": profile["scratch"]}
-            applied["mounts"] = mounts.build(root_plan, os.getcwd(), own_proc=pid_ns)
+            applied["mounts"] = mounts.build(root_plan, os.getcwd(), own_proc=pid_ns,
+                                             writeback=_writeback_fd())
             # Inside, a protected path is masked by a read-only mount (which cannot be unmounted,
             # renamed over or removed) or does not exist at all. Landlock then needs no holes
             # in the working directory, which would forbid creating files at its top level.
             profile = {**profile, "deny_paths": []}
+        _close(mounts.WRITEBACK_FD)  # sent (or unused): the sandbox never holds it
         if pid_ns:
             pidns.start_worker()  # the init stays behind; this is process 2, the worker
         namespaces.drop_capabilities()
+    _close(mounts.WRITEBACK_FD)
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     if "rlimits" in active:
@@ -92,6 +96,20 @@ def confine(
             allow_process_creation=profile["max_processes"] > 1
         )
     return applied
+
+
+def _writeback_fd() -> int | None:
+    """The zygote's socket for the overlay descriptors, if it gave this worker one."""
+    try:
+        os.fstat(mounts.WRITEBACK_FD)
+    except OSError:
+        return None
+    return mounts.WRITEBACK_FD
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def unit_bases(mechanisms: Mapping[str, Mapping[str, Any]], active: set[str]) -> dict[str, str]:

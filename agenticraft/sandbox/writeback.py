@@ -1,0 +1,363 @@
+"""Copying a sandbox's changes to a writable working directory back to the host directory.
+
+Inside the sandbox a writable working directory is an overlay (``jail.confine.mounts.overlay``):
+the host directory is its lower layer and every change lands in an upper layer on the
+sandbox's size-limited tmpfs, so the kernel bounds the total written (ENOSPC at the quota,
+unlinked-but-open files included). The host directory itself changes only here, in the
+supervisor, outside every namespace of the sandbox, from the two descriptors the sandbox's
+init sent before any sandboxed code ran: the upper layer (which names what changed) and the
+merged view (what the sandbox sees).
+
+Semantics (docs/security-model.md): the host sees a run's writes when the run ends normally
+(a result or the code's own exception), a session's at the end of each cell it keeps. A run
+or cell ended by a limit, a timeout, a violation or a crash is not copied: a one-shot run's
+changes die with its sandbox; a rolled-back session cell's changes are undone in the
+session's view (``revert``), so the session and the host agree again.
+
+What is copied: regular files (content, permission bits, modification time), directories,
+deletions (whiteouts, opaque directories). Never copied: symlinks and special files (fifos,
+sockets) the sandbox made: they are counted as skipped. Every path is walked one component
+at a time with ``O_NOFOLLOW`` from a directory descriptor, on both sides, so neither a symlink
+planted in the sandbox nor one on the host makes the copy read or write outside the working
+directory. Protected paths (the audit log, policy and config files) are never written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import secrets
+import shutil
+import socket
+import stat
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPAQUE = "user.overlay.opaque"
+#: What one entry of the upper layer looked like: changed if any of these changed.
+Signature = tuple[int, int, int, int, int]
+
+
+@dataclasses.dataclass
+class Report:
+    """What one copy-back (or revert) did."""
+
+    copied: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def receive(sock_fd: int) -> list[Overlay]:
+    """The overlays a new worker's private root handed over on ``sock_fd`` (closed here). Sent
+    before the worker's ready frame, so nothing waits: empty when there were none."""
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        sock.setblocking(False)
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 64)
+    except (BlockingIOError, OSError):
+        return []
+    finally:
+        sock.close()
+    try:
+        paths = json.loads(data) if data else []
+        if not isinstance(paths, list) or len(fds) != 2 * len(paths):
+            raise ValueError("malformed overlay hand-over")
+        return [Overlay(str(path), fds[2 * i], fds[2 * i + 1]) for i, path in enumerate(paths)]
+    except ValueError:
+        for fd in fds:
+            os.close(fd)
+        return []
+
+
+class Overlay:
+    """One writable directory: the host path, the upper layer and the merged view."""
+
+    def __init__(self, host: str, upper: int, merged: int, protect: Iterable[str] = ()) -> None:
+        self.host = host
+        self.upper = upper
+        self.merged = merged
+        self.protect: tuple[str, ...] = ()
+        self.protected(protect)
+        #: The upper layer as of the last copy-back (or revert): what the host already has.
+        self.manifest: dict[str, Signature] = {}
+
+    def protected(self, paths: Iterable[str]) -> None:
+        """Host paths never to write or delete (inside this directory: relative to it)."""
+        base = self.host.rstrip("/") + "/"
+        self.protect = tuple(sorted({p[len(base):] for p in paths if p.startswith(base)}))
+
+    def close(self) -> None:
+        for fd in (self.upper, self.merged):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.upper = self.merged = -1
+
+    # -- the two directions ----------------------------------------------------------------------
+    def sync(self) -> Report:
+        """Make the host directory match the sandbox's view for everything changed since the
+        last call: the end of a run or a kept cell."""
+        report = Report()
+        host = os.open(self.host, _DIR)
+        try:
+            self._apply(self.merged, host, report, symlinks=False)
+        finally:
+            os.close(host)
+        return report
+
+    def revert(self) -> Report:
+        """Undo, in the sandbox's view, everything changed since the last call: a rolled-back
+        cell. (Writes through the overlay; restoring a file the cell deleted copies it into
+        the upper layer, within the quota.)"""
+        report = Report()
+        host = os.open(self.host, _DIR)
+        try:
+            self._apply(host, self.merged, report, symlinks=True)
+        finally:
+            os.close(host)
+        self.manifest = dict(_scan(self.upper))
+        return report
+
+    def _apply(self, source: int, dest: int, report: Report, *, symlinks: bool) -> None:
+        current = dict(_scan(self.upper))
+        changed = {rel for rel, sig in current.items() if self.manifest.get(rel) != sig}
+        changed.update(rel for rel in self.manifest if rel not in current)
+        done: list[str] = []  # handled with everything below them
+        for rel in sorted(changed, key=lambda r: r.split("/")):
+            if any(rel.startswith(d + "/") for d in done) or self._is_protected(rel):
+                continue
+            try:
+                if _mirror(source, dest, rel, self.upper, report, symlinks=symlinks):
+                    done.append(rel)
+            except OSError as exc:
+                report.errors.append(f"{rel}: {exc.strerror or exc}")
+        self.manifest = current
+
+    def _is_protected(self, rel: str) -> bool:
+        return any(rel == p or rel.startswith(p + "/") for p in self.protect)
+
+
+# -- walking without following -------------------------------------------------------------------
+def _scan(upper: int, prefix: str = "") -> Iterator[tuple[str, Signature]]:
+    """Every entry of the upper layer below ``upper``: (relative path, signature)."""
+    try:
+        fd = os.open(prefix or ".", _DIR, dir_fd=upper)
+    except OSError:
+        return
+    try:
+        with os.scandir(fd) as entries:
+            found = [(e.name, e.stat(follow_symlinks=False)) for e in entries]
+    finally:
+        os.close(fd)
+    for name, st in found:
+        rel = f"{prefix}/{name}" if prefix else name
+        yield rel, (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if stat.S_ISDIR(st.st_mode):
+            yield from _scan(upper, rel)
+
+
+def _open_parent(root: int, rel: str) -> int | None:
+    """A descriptor of the directory holding ``rel`` below ``root``, walked without following
+    symlinks; None when a component is missing or not a directory."""
+    fd = os.dup(root)
+    for part in rel.split("/")[:-1]:
+        try:
+            nxt = os.open(part, _DIR, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _lstat(dirfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _opaque(upper: int, rel: str) -> bool:
+    try:
+        fd = os.open(rel, _DIR, dir_fd=upper)
+    except OSError:
+        return False
+    try:
+        return os.getxattr(fd, _OPAQUE) == b"y"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _mirror(source: int, dest: int, rel: str, upper: int, report: Report, *,
+            symlinks: bool) -> bool:
+    """Make ``dest``/``rel`` what ``source``/``rel`` is. True when everything below ``rel`` was
+    handled too (deleted, or copied whole)."""
+    src_parent = _open_parent(source, rel)
+    dst_parent = _open_parent(dest, rel)
+    name = rel.rsplit("/", 1)[-1]
+    try:
+        if dst_parent is None:  # the destination's parent is gone: nothing to put it in
+            report.errors.append(f"{rel}: its directory no longer exists")
+            return True
+        src = _lstat(src_parent, name) if src_parent is not None else None
+        dst = _lstat(dst_parent, name)
+        if src is None or (stat.S_ISCHR(src.st_mode) and src.st_rdev == 0):  # deleted
+            if dst is not None:
+                _remove(dst_parent, name, dst)
+                report.deleted += 1
+            return True
+        if stat.S_ISDIR(src.st_mode):
+            if dst is not None and stat.S_ISDIR(dst.st_mode):
+                if dst.st_mode != src.st_mode:
+                    os.chmod(name, stat.S_IMODE(src.st_mode) & 0o777, dir_fd=dst_parent)
+                if not _opaque(upper, rel):
+                    return False  # its changed entries come one by one
+                _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks, prune=True)
+                return True
+            if dst is not None:
+                _remove(dst_parent, name, dst)
+            _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks)
+            return True
+        if not (stat.S_ISREG(src.st_mode) or (symlinks and stat.S_ISLNK(src.st_mode))):
+            # The sandbox replaced the entry by something never copied: gone on the host too.
+            report.skipped.append(f"{rel} ({_kind(src.st_mode)})")
+            if dst is not None:
+                _remove(dst_parent, name, dst)
+                report.deleted += 1
+            return True
+        if dst is not None and stat.S_ISDIR(dst.st_mode):
+            _remove(dst_parent, name, dst)
+        _copy_entry(src_parent, dst_parent, name, src, report, symlinks=symlinks)
+        return True
+    finally:
+        for fd in (src_parent, dst_parent):
+            if fd is not None:
+                os.close(fd)
+
+
+def _remove(parent: int, name: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=parent)  # fd-based: never follows a symlink out
+    else:
+        os.unlink(name, dir_fd=parent)
+
+
+def _copy_entry(src_parent: int, dst_parent: int, name: str, st: os.stat_result,
+                report: Report, *, symlinks: bool) -> None:
+    """Copy one non-directory entry (replacing what ``dst_parent`` holds under ``name``)."""
+    if stat.S_ISLNK(st.st_mode) and symlinks:
+        target = os.readlink(name, dir_fd=src_parent)
+        tmp = _temp_name(name)
+        os.symlink(target, tmp, dir_fd=dst_parent)
+        os.rename(tmp, name, src_dir_fd=dst_parent, dst_dir_fd=dst_parent)
+        report.copied += 1
+        return
+    if not stat.S_ISREG(st.st_mode):
+        report.skipped.append(f"{name} ({_kind(st.st_mode)})")
+        return
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_parent)
+    try:
+        opened = os.fstat(src)
+        if not stat.S_ISREG(opened.st_mode):  # swapped between the lstat and the open
+            report.skipped.append(f"{name} ({_kind(opened.st_mode)})")
+            return
+        tmp = _temp_name(name)
+        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o600, dir_fd=dst_parent)
+        try:
+            report.bytes += _copy_data(src, dst, opened.st_size)
+            os.fchmod(dst, stat.S_IMODE(opened.st_mode) & 0o777)  # never setuid/setgid
+            os.utime(dst, ns=(opened.st_atime_ns, opened.st_mtime_ns))
+        except BaseException:
+            os.close(dst)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dst_parent)
+            raise
+        os.close(dst)
+        os.rename(tmp, name, src_dir_fd=dst_parent, dst_dir_fd=dst_parent)
+        report.copied += 1
+    finally:
+        os.close(src)
+
+
+def _copy_data(src: int, dst: int, size: int) -> int:
+    copied = 0
+    while True:
+        try:
+            n = os.copy_file_range(src, dst, max(size - copied, 1 << 20))
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            return copied + _copy_plain(src, dst)
+        if n == 0:
+            return copied
+        copied += n
+
+
+def _copy_plain(src: int, dst: int) -> int:
+    copied = 0
+    while chunk := os.read(src, 1 << 20):
+        os.write(dst, chunk)
+        copied += len(chunk)
+    return copied
+
+
+def _copy_tree(src_parent: int, dst_parent: int, name: str, report: Report, *,
+               symlinks: bool, prune: bool = False) -> None:
+    """Copy directory ``name`` with everything in it (``prune``: into an existing directory,
+    removing what the source does not have)."""
+    src = os.open(name, _DIR, dir_fd=src_parent)
+    try:
+        st = os.fstat(src)
+        if not prune:
+            os.mkdir(name, stat.S_IMODE(st.st_mode) & 0o777 | 0o700, dir_fd=dst_parent)
+            report.copied += 1
+        dst = os.open(name, _DIR, dir_fd=dst_parent)
+        try:
+            with os.scandir(src) as entries:
+                found = {e.name: e.stat(follow_symlinks=False) for e in entries}
+            if prune:
+                with os.scandir(dst) as entries:
+                    gone = [(e.name, e.stat(follow_symlinks=False)) for e in entries
+                            if e.name not in found]
+                for child, child_st in gone:
+                    _remove(dst, child, child_st)
+                    report.deleted += 1
+            for child, child_st in found.items():
+                if stat.S_ISDIR(child_st.st_mode):
+                    existing = _lstat(dst, child)
+                    if existing is not None:
+                        _remove(dst, child, existing)
+                    _copy_tree(src, dst, child, report, symlinks=symlinks)
+                else:
+                    _copy_entry(src, dst, child, child_st, report, symlinks=symlinks)
+            os.chmod(dst, stat.S_IMODE(st.st_mode) & 0o777)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _temp_name(name: str) -> str:
+    return f".{name[:200]}.acs-{secrets.token_hex(4)}"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symlink, not copied"
+    if stat.S_ISFIFO(mode):
+        return "fifo, not copied"
+    if stat.S_ISSOCK(mode):
+        return "socket, not copied"
+    return "special file, not copied"
