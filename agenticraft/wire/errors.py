@@ -120,8 +120,8 @@ def limit_message(limit: str, value: Any, allowed: Any) -> str:
     text = f"Resource limit exceeded: {limit}"
     if limit == "max_file_size_mb" and value == QUOTA_FULL:
         text += (f" (the sandbox's total write quota{f' of {allowed} MB' if allowed else ''}, "
-                 f"{QUOTA_FACTOR} x max_file_size_mb for /tmp, /dev/shm, scratch and the changes to "
-                 "a writable working directory together, "
+                 f"{QUOTA_FACTOR} x max_file_size_mb for /tmp, /dev/shm, scratch and the "
+                 "changes to a writable working directory together, "
                  "is full; "
                  "deleted files still open count)")
     elif allowed is not None:
