@@ -16,7 +16,7 @@ session's view (``revert``), so the session and the host agree again.
 
 What is copied: regular files (content, permission bits, modification time), directories,
 deletions (whiteouts, opaque directories). Never copied: symlinks and special files (fifos,
-sockets) the sandbox made: they are counted as skipped. Every path is walked one component
+sockets) the sandbox made: reported as skipped; a host entry one of them replaced is removed. Every path is walked one component
 at a time with ``O_NOFOLLOW`` from a directory descriptor, on both sides, so neither a symlink
 planted in the sandbox nor one on the host makes the copy read or write outside the working
 directory. Protected paths (the audit log, policy and config files) are never written.

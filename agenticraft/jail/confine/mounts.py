@@ -361,32 +361,43 @@ def probe() -> dict[str, Any]:
     global _probe_cache
     if _probe_cache is None:
         with_pid = _probe_in_child(pid=True)
-        found = with_pid if with_pid == "1" else _probe_in_child(pid=False)
-        if found == "1":
+        found = with_pid if with_pid[0] == "1" else _probe_in_child(pid=False)
+        if found[0] == "1":
+            overlay_ok = found[1:] == "overlay"
             _probe_cache = {
-                "available": True, "pid_namespace": with_pid == "1",
+                "available": True, "pid_namespace": with_pid[0] == "1", "overlay": overlay_ok,
                 "detail": "a private root (mount namespace, switch_root, tmpfs, devpts, bind "
                 "mounts) can be built without privileges" + (
-                    ", in a PID namespace with its own /proc" if with_pid == "1" else
-                    f"; no PID namespace with its own /proc here ({with_pid[1:]}): the "
-                    "host's /proc is bound (Landlock keeps it unreadable)")}
+                    ", in a PID namespace with its own /proc" if with_pid[0] == "1" else
+                    f"; no PID namespace with its own /proc here ({_why(with_pid)}): the "
+                    "host's /proc is bound (Landlock keeps it unreadable)") + (
+                    "; a writable working directory is an overlay on the quota tmpfs"
+                    if overlay_ok else f"; overlayfs cannot be mounted here ({found[1:]}): a "
+                    "writable working directory is bound read-write, bounded per file only")}
         else:
-            _probe_cache = {"available": False, "pid_namespace": False,
+            _probe_cache = {"available": False, "pid_namespace": False, "overlay": False,
                             "detail": "a private root cannot be built here: "
                             f"{found[1:] or 'the probe died'}"}
     return _probe_cache
 
 
+def _why(answer: str) -> str:
+    return answer[1:] if answer[:1] == "0" else "unknown"
+
+
 def _probe_in_child(*, pid: bool) -> str:
-    """"1", or "0" and why not."""
+    """"1" and "overlay" or why a writable directory cannot be one, or "0" and why not."""
     import sys
     import tempfile
 
     from agenticraft.jail.confine import namespaces
 
     scratch = tempfile.mkdtemp(prefix="agenticraft-probe-")
+    writable = tempfile.mkdtemp(prefix="agenticraft-probe-rw-")
     marker = scratch + "/host-only"  # exists on the host, must not inside
     os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600))
+    import socket
+    hand, hand_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     r, w = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child
@@ -397,15 +408,18 @@ def _probe_in_child(*, pid: bool) -> str:
                 os._exit(os.waitstatus_to_exitcode(os.wait()[1]) & 0x7F)
             read = [os.path.dirname(os.path.realpath(sys.executable)), sys.prefix,
                     sys.base_prefix]
-            done = build(plan({"read_paths": read, "write_paths": [], "max_file_size_mb": 1},
-                              scratch), "/", own_proc=pid)
+            hand.close()
+            done = build(plan({"read_paths": read, "write_paths": [writable],
+                               "max_file_size_mb": 1}, scratch), "/", own_proc=pid,
+                         writeback=hand_child.detach())
             if os.path.exists(marker) or not os.path.isdir("/proc/self"):
                 answer = "0the host is still visible after switching root"
             elif pid and (done["proc"] != "own" or os.getpid() != 1
                           or not os.path.isdir("/proc/1")):
                 answer = "0a fresh /proc could not be mounted"
             else:
-                answer = "1"
+                answer = "1" + ("overlay" if done["overlays"] == 1 else
+                                "; ".join(done["unbounded"]) or "not tried")
         except OSError as exc:
             answer = f"0{exc.strerror or exc}"
         except Exception as exc:
@@ -413,10 +427,17 @@ def _probe_in_child(*, pid: bool) -> str:
         os.write(w, answer.encode()[:1000])
         os._exit(0)
     os.close(w)
+    hand_child.close()
     answer = os.read(r, 1024).decode(errors="replace")
     os.close(r)
     os.waitpid(child, 0)
     with contextlib.suppress(OSError):
+        _data, fds, _flags, _addr = socket.recv_fds(hand, 64, 4, socket.MSG_DONTWAIT)
+        for fd in fds:
+            os.close(fd)
+    hand.close()
+    with contextlib.suppress(OSError):
         os.unlink(marker)
         os.rmdir(scratch)
-    return answer
+        os.rmdir(writable)
+    return answer or "0the probe died"
