@@ -93,7 +93,7 @@ async def main(n: int) -> None:
     print(f"checkpoint cost of 200 MB live data: "
           f"{fmt(statistics.median(big_cost) - statistics.median(small_cost))} per run")
 
-    await working_directory(manager, sandbox, n)
+    await working_directory(n)
 
     for callers in (1, 8):
         per = max(10, n // callers)
@@ -118,13 +118,16 @@ for i in range({count}):
 """
 
 
-async def working_directory(manager: SandboxManager, sandbox: Any, n: int) -> None:
+async def working_directory(n: int) -> None:
     """A writable working directory: before (bound read-write, per-file limit only) and after
     (an overlay on the quota tmpfs, copied back by the supervisor), interleaved in one run.
     "Before" is the same profile without ``workdir``: the zygote then binds it read-write."""
     from agenticraft.sandbox.supervisor import Supervisor
 
-    work = Path(tempfile.mkdtemp())
+    tmp, work = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    manager = SandboxManager(policy=Policy(), settings=Settings(audit_log_path=tmp / "a"),
+                             audit_log=tmp / "audit.jsonl", working_dir=work)
+    sandbox = await manager.get_sandbox("process")
     ctx = manager.authorize(SecurityContext("bench", ["execute", "write"],
                                             {"filesystem_access": True}, working_dir=str(work)),
                             "execute", sandbox_type="process")
@@ -195,6 +198,7 @@ async def working_directory(manager: SandboxManager, sandbox: Any, n: int) -> No
     Supervisor._write_back = staticmethod(timed)  # type: ignore[method-assign]
     print_table("Writable working directory (same run, interleaved; ratio = p50 / before p50)",
                 rows)
+    await manager.close()
 
 
 if __name__ == "__main__":
