@@ -19,7 +19,8 @@ deletions (whiteouts, opaque directories). Never copied: symlinks and special fi
 sockets) the sandbox made: reported as skipped; a host entry one of them replaced is removed.
 Every path is walked one component at a time with ``O_NOFOLLOW`` from a directory descriptor,
 on both sides, so neither a symlink planted in the sandbox nor one on the host makes the copy
-read or write outside the working directory. Protected paths (the audit log, policy and config files) are never written.
+read or write outside the working directory. Protected paths (the audit log, policy and
+config files) are never written.
 """
 
 from __future__ import annotations
