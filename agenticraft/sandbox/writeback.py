@@ -38,6 +38,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Deeper than this, a directory's contents are neither scanned nor copied (reported).
+MAX_DEPTH = 128
 _OPAQUE = "user.overlay.opaque"
 #: What one entry of the upper layer looked like: changed if any of these changed.
 Signature = tuple[int, int, int, int, int]
@@ -107,7 +109,11 @@ class Overlay:
         """Make the host directory match the sandbox's view for everything changed since the
         last call: the end of a run or a kept cell."""
         report = Report()
-        host = os.open(self.host, _DIR)
+        try:
+            host = os.open(self.host, _DIR)
+        except OSError as exc:
+            report.errors.append(f"{self.host}: {exc.strerror or exc}")
+            return report
         try:
             self._apply(self.merged, host, report, symlinks=False)
         finally:
@@ -119,7 +125,11 @@ class Overlay:
         cell. (Writes through the overlay; restoring a file the cell deleted copies it into
         the upper layer, within the quota.)"""
         report = Report()
-        host = os.open(self.host, _DIR)
+        try:
+            host = os.open(self.host, _DIR)
+        except OSError as exc:
+            report.errors.append(f"{self.host}: {exc.strerror or exc}")
+            return report
         try:
             self._apply(host, self.merged, report, symlinks=True)
         finally:
@@ -147,29 +157,33 @@ class Overlay:
 
 
 # -- walking without following -------------------------------------------------------------------
-def _scan(upper: int, prefix: str = "") -> Iterator[tuple[str, Signature]]:
-    """Every entry of the upper layer below ``upper``: (relative path, signature)."""
-    try:
-        fd = os.open(prefix or ".", _DIR, dir_fd=upper)
-    except OSError:
-        return
-    try:
-        with os.scandir(fd) as entries:
-            found = [(e.name, e.stat(follow_symlinks=False)) for e in entries]
-    finally:
-        os.close(fd)
-    for name, st in found:
-        rel = f"{prefix}/{name}" if prefix else name
-        yield rel, (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if stat.S_ISDIR(st.st_mode):
-            yield from _scan(upper, rel)
+def _scan(upper: int) -> Iterator[tuple[str, Signature]]:
+    """Every entry of the upper layer below ``upper``: (relative path, signature). Walked with
+    a descriptor per directory (the sandbox may swap a directory for a symlink meanwhile),
+    iteratively, at most ``MAX_DEPTH`` deep."""
+    stack = [("", os.dup(upper), 0)]
+    while stack:
+        prefix, fd, depth = stack.pop()
+        try:
+            with os.scandir(fd) as entries:
+                found = [(e.name, e.stat(follow_symlinks=False)) for e in entries]
+            for name, st in found:
+                rel = f"{prefix}/{name}" if prefix else name
+                yield rel, (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if stat.S_ISDIR(st.st_mode) and depth < MAX_DEPTH:
+                    with contextlib.suppress(OSError):
+                        stack.append((rel, os.open(name, _DIR, dir_fd=fd), depth + 1))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
 
 
-def _open_parent(root: int, rel: str) -> int | None:
-    """A descriptor of the directory holding ``rel`` below ``root``, walked without following
+def _open_dir(root: int, parts: list[str]) -> int | None:
+    """A descriptor of ``root``/``parts``, walked one component at a time without following
     symlinks; None when a component is missing or not a directory."""
     fd = os.dup(root)
-    for part in rel.split("/")[:-1]:
+    for part in parts:
         try:
             nxt = os.open(part, _DIR, dir_fd=fd)
         except OSError:
@@ -180,6 +194,11 @@ def _open_parent(root: int, rel: str) -> int | None:
     return fd
 
 
+def _open_parent(root: int, rel: str) -> int | None:
+    """The directory holding ``rel`` below ``root`` (see ``_open_dir``)."""
+    return _open_dir(root, rel.split("/")[:-1])
+
+
 def _lstat(dirfd: int, name: str) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
@@ -188,9 +207,8 @@ def _lstat(dirfd: int, name: str) -> os.stat_result | None:
 
 
 def _opaque(upper: int, rel: str) -> bool:
-    try:
-        fd = os.open(rel, _DIR, dir_fd=upper)
-    except OSError:
+    fd = _open_dir(upper, rel.split("/"))
+    if fd is None:
         return False
     try:
         return os.getxattr(fd, _OPAQUE) == b"y"
@@ -271,7 +289,9 @@ def _copy_entry(src_parent: int, dst_parent: int, name: str, st: os.stat_result,
     if not stat.S_ISREG(st.st_mode):
         report.skipped.append(f"{name} ({_kind(st.st_mode)})")
         return
-    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_parent)
+    # O_NONBLOCK: a fifo swapped in since the lstat must not block the supervisor's open
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                  dir_fd=src_parent)
     try:
         opened = os.fstat(src)
         if not stat.S_ISREG(opened.st_mode):  # swapped between the lstat and the open
@@ -315,9 +335,12 @@ def _copy_data(src: int, dst: int, size: int) -> int:
 
 
 def _copy_tree(src_parent: int, dst_parent: int, name: str, report: Report, *,
-               symlinks: bool, prune: bool = False) -> None:
+               symlinks: bool, prune: bool = False, depth: int = 0) -> None:
     """Copy directory ``name`` with everything in it (``prune``: into an existing directory,
     removing what the source does not have)."""
+    if depth > MAX_DEPTH:
+        report.errors.append(f"{name}: more than {MAX_DEPTH} directories deep, not copied")
+        return
     src = os.open(name, _DIR, dir_fd=src_parent)
     try:
         st = os.fstat(src)
@@ -340,7 +363,7 @@ def _copy_tree(src_parent: int, dst_parent: int, name: str, report: Report, *,
                 if stat.S_ISDIR(child_st.st_mode):
                     if existing is not None:
                         _remove(dst, child, existing)
-                    _copy_tree(src, dst, child, report, symlinks=symlinks)
+                    _copy_tree(src, dst, child, report, symlinks=symlinks, depth=depth + 1)
                 else:
                     if existing is not None and stat.S_ISDIR(existing.st_mode):
                         _remove(dst, child, existing)
