@@ -344,6 +344,8 @@ class Supervisor:
             if state[2]:
                 state[1].signal_tree(signal.SIGCONT)  # never leave a stopped tree behind
             self._collect_output(handle, sink, outcome, started)
+            if handle.overlays:
+                self._write_back(handle, outcome)
 
     @staticmethod
     def _collect_output(handle: WorkerHandle, sink: OutputSink, outcome: RunOutcome,
