@@ -412,9 +412,12 @@ async def test_session_cells_copy_back_and_a_rolled_back_cell_leaves_nothing(fs_
     sandbox, work = fs_sandbox
     (work / "host.txt").write_text("host")
     (work / "gone-later.txt").write_text("still here")
+    (work / "read-only.txt").write_text("as first read")
     session = sandbox.session(fs_context(work, write=True, max_file_size_mb=8))
     try:
-        result = await session.run("open('cell1.txt', 'w').write('one')")
+        result = await session.run("open('cell1.txt', 'w').write('one')\n"
+                                   "result = open('read-only.txt').read()")
+        assert result["result"] == "as first read"
         assert result.success, result.error
         assert (work / "cell1.txt").read_text() == "one"   # each kept cell reaches the host
         with pytest.raises(ResourceLimitExceeded) as info:
@@ -429,7 +432,8 @@ async def test_session_cells_copy_back_and_a_rolled_back_cell_leaves_nothing(fs_
                     fh.write(b"x" * (1 << 20))
             """))
         assert info.value.rolled_back
-        expected = {"cell1.txt": "one", "gone-later.txt": "still here", "host.txt": "host"}
+        expected = {"cell1.txt": "one", "gone-later.txt": "still here", "host.txt": "host",
+                    "read-only.txt": "as first read"}
         assert host_tree(work) == expected
         # The session's own view was reverted too: it agrees with the host again.
         view = await session.run(textwrap.dedent("""
@@ -440,6 +444,13 @@ async def test_session_cells_copy_back_and_a_rolled_back_cell_leaves_nothing(fs_
         result = await session.run("open('cell3.txt', 'w').write('three')")
         assert result.success
         assert host_tree(work) == {**expected, "cell3.txt": "three"}
+        # The host's own changes between cells show in the session (a file changed in place,
+        # a new file): the host directory is the overlay's lower layer, read live.
+        (work / "read-only.txt").write_text("changed on the host")
+        (work / "from-host.txt").write_text("new on the host")
+        view = await session.run("result = open('read-only.txt').read() + '|' + "
+                                 "open('from-host.txt').read()")
+        assert view["result"] == "changed on the host|new on the host"
     finally:
         await session.close()
 
