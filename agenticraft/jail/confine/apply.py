@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +45,12 @@ def confine(
     # With a PID namespace the keeper and the init (``pidns``) are processes of the sandbox too.
     pid_ns = private_root and bool(mechanisms["mounts"].get("pid_namespace"))
     helpers = 2 if pid_ns else 0
+    # The zygote's socket for a writable working directory's overlay (used by ``mounts.build``,
+    # which closes it; closed here otherwise): the sandbox never holds it.
+    writeback = _writeback_fd()
+    if writeback is not None and not private_root:
+        _close(writeback)
+        writeback = None
     bases = unit_bases(mechanisms, active)
     if bases:  # before the namespace step: the cgroup fs is still writable
         applied["cgroups"] = cgroups.place(
@@ -59,16 +66,14 @@ def confine(
             root_plan = {**(profile.get("root_plan") or mounts.plan(profile, profile["scratch"])),
                          "scratch": profile["scratch"]}
             applied["mounts"] = mounts.build(root_plan, os.getcwd(), own_proc=pid_ns,
-                                             writeback=_writeback_fd())
+                                             writeback=writeback)
             # Inside, a protected path is masked by a read-only mount (which cannot be unmounted,
             # renamed over or removed) or does not exist at all. Landlock then needs no holes
             # in the working directory, which would forbid creating files at its top level.
             profile = {**profile, "deny_paths": []}
-        _close(mounts.WRITEBACK_FD)  # sent (or unused): the sandbox never holds it
         if pid_ns:
             pidns.start_worker()  # the init stays behind; this is process 2, the worker
         namespaces.drop_capabilities()
-    _close(mounts.WRITEBACK_FD)
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     if "rlimits" in active:
@@ -101,10 +106,10 @@ def confine(
 def _writeback_fd() -> int | None:
     """The zygote's socket for the overlay descriptors, if it gave this worker one."""
     try:
-        os.fstat(mounts.WRITEBACK_FD)
+        is_socket = stat.S_ISSOCK(os.fstat(mounts.WRITEBACK_FD).st_mode)
     except OSError:
         return None
-    return mounts.WRITEBACK_FD
+    return mounts.WRITEBACK_FD if is_socket else None
 
 
 def _close(fd: int) -> None:

@@ -208,7 +208,10 @@ def build(plan: Mapping[str, Any], cwd: str, *, own_proc: bool = False,
                                     overlays if writeback is not None else None)
         if writeback is not None:
             hand_over(writeback, overlays)
+            writeback = None
     finally:
+        if writeback is not None:  # failed before the hand-over: the sandbox must not keep it
+            os.close(writeback)
         os.close(data_fd)
         for _path, upper, merged in overlays:
             os.close(upper)
