@@ -386,6 +386,26 @@ async def test_working_directory_changes_reach_the_host_after_the_run(fs_sandbox
     assert (work / "new/deep/made.txt").stat().st_mode & 0o777 == 0o640
 
 
+async def test_sandbox_holds_no_descriptor_of_the_overlay_hand_over(fs_sandbox):
+    sandbox, work = fs_sandbox
+    result = await sandbox.execute_code(textwrap.dedent("""
+    import os, stat
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found.append([int(name), stat.S_ISSOCK(os.fstat(int(name)).st_mode),
+                          os.readlink(f"/proc/self/fd/{name}")])
+        except OSError:
+            pass
+    result = found
+    """), fs_context(work, write=True))
+    assert result.success, result.error
+    fds = {fd: (is_socket, target) for fd, is_socket, target in result["result"]}
+    # 0-2 the streams, 3 the channel to the supervisor; nothing else is a socket or a layer
+    assert [fd for fd, (is_socket, _) in fds.items() if is_socket] == [3], fds
+    assert not any("wd0" in target or "overlay" in target for _, target in fds.values()), fds
+
+
 async def test_copy_back_never_follows_a_planted_symlink_out(fs_sandbox, tmp_path):
     sandbox, work = fs_sandbox
     outside = tmp_path / "outside"
