@@ -386,6 +386,19 @@ async def test_working_directory_changes_reach_the_host_after_the_run(fs_sandbox
     assert (work / "new/deep/made.txt").stat().st_mode & 0o777 == 0o640
 
 
+async def test_renaming_a_host_directory_says_why_and_shutil_move_works(fs_sandbox):
+    sandbox, work = fs_sandbox
+    (work / "old").mkdir()
+    (work / "old" / "f.txt").write_text("f")
+    result = await sandbox.execute_code("import os\nos.rename('old', 'new')",
+                                        fs_context(work, write=True))
+    assert result.error.ename == "OSError" and "shutil.move" in result.error.evalue
+    result = await sandbox.execute_code("import shutil\nshutil.move('old', 'new')",
+                                        fs_context(work, write=True))
+    assert result.success, result.error
+    assert host_tree(work) == {"new": "<dir>", "new/f.txt": "f"}
+
+
 async def test_sandbox_holds_no_descriptor_of_the_overlay_hand_over(fs_sandbox):
     sandbox, work = fs_sandbox
     result = await sandbox.execute_code(textwrap.dedent("""
