@@ -141,15 +141,23 @@ class Overlay:
         current = dict(_scan(self.upper))
         changed = {rel for rel, sig in current.items() if self.manifest.get(rel) != sig}
         changed.update(rel for rel in self.manifest if rel not in current)
-        done: list[str] = []  # handled with everything below them
-        for rel in sorted(changed, key=lambda r: r.split("/")):
-            if any(rel.startswith(d + "/") for d in done) or self._is_protected(rel):
-                continue
-            try:
-                if _mirror(source, dest, rel, self.upper, report, symlinks=symlinks):
-                    done.append(rel)
-            except OSError as exc:
-                report.errors.append(f"{rel}: {exc.strerror or exc}")
+        done: set[str] = set()  # handled with everything below them
+        parents = _Parents(source, dest)
+        try:
+            for rel in sorted(changed, key=lambda r: r.split("/")):
+                parts = rel.split("/")
+                if any("/".join(parts[:i]) in done for i in range(1, len(parts))) or (
+                        self._is_protected(rel)):
+                    continue
+                try:
+                    src_parent, dst_parent = parents.get(parts[:-1])
+                    if _mirror(src_parent, dst_parent, rel, self.upper, report,
+                               symlinks=symlinks):
+                        done.add(rel)
+                except OSError as exc:
+                    report.errors.append(f"{rel}: {exc.strerror or exc}")
+        finally:
+            parents.close()
         self.manifest = current
 
     def _is_protected(self, rel: str) -> bool:
@@ -194,11 +202,6 @@ def _open_dir(root: int, parts: list[str]) -> int | None:
     return fd
 
 
-def _open_parent(root: int, rel: str) -> int | None:
-    """The directory holding ``rel`` below ``root`` (see ``_open_dir``)."""
-    return _open_dir(root, rel.split("/")[:-1])
-
-
 def _lstat(dirfd: int, name: str) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
@@ -218,53 +221,70 @@ def _opaque(upper: int, rel: str) -> bool:
         os.close(fd)
 
 
-def _mirror(source: int, dest: int, rel: str, upper: int, report: Report, *,
-            symlinks: bool) -> bool:
-    """Make ``dest``/``rel`` what ``source``/``rel`` is. True when everything below ``rel`` was
-    handled too (deleted, or copied whole)."""
-    src_parent = _open_parent(source, rel)
-    dst_parent = _open_parent(dest, rel)
-    name = rel.rsplit("/", 1)[-1]
-    try:
-        if dst_parent is None:  # the destination's parent is gone: nothing to put it in
-            report.errors.append(f"{rel}: its directory no longer exists")
-            return True
-        src = _lstat(src_parent, name) if src_parent is not None else None
-        dst = _lstat(dst_parent, name)
-        if src is None or (stat.S_ISCHR(src.st_mode) and src.st_rdev == 0):  # deleted
-            if dst is not None:
-                _remove(dst_parent, name, dst)
-                report.deleted += 1
-            return True
-        if stat.S_ISDIR(src.st_mode):
-            if dst is not None and stat.S_ISDIR(dst.st_mode):
-                if dst.st_mode != src.st_mode:
-                    os.chmod(name, stat.S_IMODE(src.st_mode) & 0o777, dir_fd=dst_parent)
-                if not _opaque(upper, rel):
-                    return False  # its changed entries come one by one
-                _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks, prune=True)
-                return True
-            if dst is not None:
-                _remove(dst_parent, name, dst)
-            _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks)
-            return True
-        if not (stat.S_ISREG(src.st_mode) or (symlinks and stat.S_ISLNK(src.st_mode))):
-            # The sandbox replaced the entry by something never copied: gone on the host too.
-            report.skipped.append(f"{rel} ({_kind(src.st_mode)})")
-            if dst is not None:
-                _remove(dst_parent, name, dst)
-                report.deleted += 1
-            return True
-        if dst is not None and stat.S_ISDIR(dst.st_mode):
-            _remove(dst_parent, name, dst)
-            dst = None
-        _copy_entry(src_parent, dst_parent, name, src, report, symlinks=symlinks,
-                    fresh=dst is None)
-        return True
-    finally:
-        for fd in (src_parent, dst_parent):
+class _Parents:
+    """The source and destination directories of the entries being mirrored, opened once per
+    directory (siblings come one after another: the changes are visited in sorted order, a
+    directory before what is in it, so a directory is opened only after it was mirrored)."""
+
+    def __init__(self, source: int, dest: int) -> None:
+        self.roots = (source, dest)
+        self.key: list[str] | None = None
+        self.fds: tuple[int | None, int | None] = (None, None)
+
+    def get(self, parts: list[str]) -> tuple[int | None, int | None]:
+        if parts != self.key:
+            self.close()
+            self.key = parts
+            self.fds = (_open_dir(self.roots[0], parts), _open_dir(self.roots[1], parts))
+        return self.fds
+
+    def close(self) -> None:
+        for fd in self.fds:
             if fd is not None:
                 os.close(fd)
+        self.key, self.fds = None, (None, None)
+
+
+def _mirror(src_parent: int | None, dst_parent: int | None, rel: str, upper: int,
+            report: Report, *, symlinks: bool) -> bool:
+    """Make ``rel`` in ``dst_parent`` what it is in ``src_parent`` (None: that directory does
+    not exist). True when everything below ``rel`` was handled too (deleted, copied whole)."""
+    name = rel.rsplit("/", 1)[-1]
+    if dst_parent is None:  # the destination's parent is gone: nothing to put it in
+        report.errors.append(f"{rel}: its directory no longer exists")
+        return True
+    src = _lstat(src_parent, name) if src_parent is not None else None
+    dst = _lstat(dst_parent, name)
+    if src is None or (stat.S_ISCHR(src.st_mode) and src.st_rdev == 0):  # deleted
+        if dst is not None:
+            _remove(dst_parent, name, dst)
+            report.deleted += 1
+        return True
+    if stat.S_ISDIR(src.st_mode):
+        if dst is not None and stat.S_ISDIR(dst.st_mode):
+            if dst.st_mode != src.st_mode:
+                os.chmod(name, stat.S_IMODE(src.st_mode) & 0o777, dir_fd=dst_parent)
+            if not _opaque(upper, rel):
+                return False  # its changed entries come one by one
+            _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks, prune=True)
+            return True
+        if dst is not None:
+            _remove(dst_parent, name, dst)
+        _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks)
+        return True
+    if not (stat.S_ISREG(src.st_mode) or (symlinks and stat.S_ISLNK(src.st_mode))):
+        # The sandbox replaced the entry by something never copied: gone on the host too.
+        report.skipped.append(f"{rel} ({_kind(src.st_mode)})")
+        if dst is not None:
+            _remove(dst_parent, name, dst)
+            report.deleted += 1
+        return True
+    if dst is not None and stat.S_ISDIR(dst.st_mode):
+        _remove(dst_parent, name, dst)
+        dst = None
+    _copy_entry(src_parent, dst_parent, name, src, report, symlinks=symlinks,
+                fresh=dst is None)
+    return True
 
 
 def _remove(parent: int, name: str, st: os.stat_result) -> None:
