@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 from agenticraft.jail.tree import children, kill_tree
-from agenticraft.sandbox import writeback
 from agenticraft.sandbox.budget import ResultTooLarge, RunBudget
 from agenticraft.sandbox.result import Output
 from agenticraft.sandbox.unit import Unit
@@ -106,8 +105,7 @@ class Supervisor:
         except SandboxError:
             self.discard(handle)
             raise
-        if len(fds) > 3:  # a writable working directory: its overlay's descriptors
-            handle.adopt_overlays(writeback.receive(fds[3]), profile)
+        handle.adopt_overlays(profile)
         return handle
 
     def release(self, handle: WorkerHandle) -> None:
@@ -409,9 +407,9 @@ class Supervisor:
         ended normally, undone in the session's view when it was rolled back, left to die
         with the sandbox otherwise (see ``writeback``)."""
         frame = outcome.frame or {}
-        kept = (frame.get("ev") == "done" and "limit" not in frame and "violation" not in frame
-                and outcome.violation is None and outcome.crashed is None
-                and not outcome.rolled_back)
+        kept = (handle.alive and frame.get("ev") == "done" and "limit" not in frame
+                and "violation" not in frame and outcome.violation is None
+                and outcome.crashed is None and not outcome.rolled_back)
         if not (kept or outcome.rolled_back):
             return
         reports = [o.sync() if kept else o.revert() for o in handle.overlays]

@@ -21,13 +21,12 @@ from typing import Any
 
 from agenticraft.jail.confine import pidns
 from agenticraft.jail.tree import children, kill_tree
-from agenticraft.sandbox import leftovers
+from agenticraft.sandbox import leftovers, writeback
 from agenticraft.sandbox.budget import RunBudget
 from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
 from agenticraft.sandbox.unit import Unit
 from agenticraft.sandbox.watchdog import parse_stat
-from agenticraft.sandbox.writeback import Overlay
 from agenticraft.wire import protocol
 from agenticraft.wire.environment import ZYGOTE_ENV_ALLOW, allowed_env
 from agenticraft.wire.errors import SandboxError, SandboxUnavailable
@@ -196,7 +195,8 @@ class WorkerHandle:
         self._run_tail: tuple[Any, bytes] | None = None
         self._stat_fd: int | None = None
         #: Writable working directories, as overlays whose changes are copied back (writeback)
-        self.overlays: list[Overlay] = []
+        self.overlays: list[writeback.Overlay] = []
+        self._overlay_sock: int | None = fds[3] if len(fds) > 3 else None
 
     async def recv(self) -> dict[str, Any] | None:
         """Next frame, or None at end of stream. Raises ProtocolError on garbage.
@@ -354,9 +354,13 @@ class WorkerHandle:
             raise SandboxError("a sandbox's PID namespace does not hold exactly one worker")
         self.keeper, self.init, self.pid = self.pid, init, workers[0]
 
-    def adopt_overlays(self, overlays: list[Overlay], profile: dict[str, Any]) -> None:
-        """Keep the overlays of the writable directories this worker's profile names (the
-        host path is the supervisor's, never one the sandbox chose)."""
+    def adopt_overlays(self, profile: dict[str, Any]) -> None:
+        """Take the overlays a writable working directory became (sent before the ready frame)
+        and keep those of the directories this worker's profile names (the host path is the
+        supervisor's, never one the sandbox chose)."""
+        if self._overlay_sock is None:
+            return
+        overlays, self._overlay_sock = writeback.receive(self._overlay_sock), None
         writable = {p for p in profile.get("write_paths", ()) if p == profile.get("workdir")}
         for overlay in overlays:
             if overlay.host in writable:
@@ -398,3 +402,7 @@ class WorkerHandle:
         for overlay in self.overlays:  # after the kill: the sandbox's writes die with it
             overlay.close()
         self.overlays = []
+        if self._overlay_sock is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._overlay_sock)
+            self._overlay_sock = None
