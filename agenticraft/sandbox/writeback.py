@@ -282,8 +282,7 @@ def _mirror(src_parent: int | None, dst_parent: int | None, rel: str, upper: int
     if dst is not None and stat.S_ISDIR(dst.st_mode):
         _remove(dst_parent, name, dst)
         dst = None
-    _copy_entry(src_parent, dst_parent, name, src, report, symlinks=symlinks,
-                fresh=dst is None)
+    _copy_entry(src_parent, dst_parent, name, src, report, symlinks=symlinks, existing=dst)
     return True
 
 
@@ -295,10 +294,11 @@ def _remove(parent: int, name: str, st: os.stat_result) -> None:
 
 
 def _copy_entry(src_parent: int, dst_parent: int, name: str, st: os.stat_result,
-                report: Report, *, symlinks: bool, fresh: bool = False) -> None:
-    """Copy one non-directory entry (replacing what ``dst_parent`` holds under ``name``).
-    ``fresh``: nothing is there yet, so the file is made in place (``O_EXCL``) instead of
-    under a temporary name renamed over the old one (a rename is a third of the cost)."""
+                report: Report, *, symlinks: bool, existing: os.stat_result | None) -> None:
+    """Copy one non-directory entry over what ``dst_parent`` holds under ``name``
+    (``existing``: its lstat, None when nothing). A regular file there is rewritten in place,
+    as the code itself would have written it (its inode and owner stay); anything else there
+    (a symlink, a file with other hard links) is removed first and the file made anew."""
     if stat.S_ISLNK(st.st_mode) and symlinks:
         target = os.readlink(name, dir_fd=src_parent)
         tmp = _temp_name(name)
@@ -317,21 +317,29 @@ def _copy_entry(src_parent: int, dst_parent: int, name: str, st: os.stat_result,
         if not stat.S_ISREG(opened.st_mode):  # swapped between the lstat and the open
             report.skipped.append(f"{name} ({_kind(opened.st_mode)})")
             return
-        tmp = name if fresh else _temp_name(name)
-        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      0o600, dir_fd=dst_parent)
+        # A file with other hard links (maybe outside the working directory) is replaced,
+        # never written through.
+        in_place = (existing is not None and stat.S_ISREG(existing.st_mode)
+                    and existing.st_nlink == 1)
+        if existing is not None and not in_place:
+            os.unlink(name, dir_fd=dst_parent)
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (
+            os.O_TRUNC if in_place else os.O_CREAT | os.O_EXCL)
+        dst = os.open(name, flags, 0o600, dir_fd=dst_parent)
         try:
+            now = os.fstat(dst)
+            if in_place and not (stat.S_ISREG(now.st_mode) and now.st_nlink == 1):
+                raise OSError(errno.EINVAL, "changed on the host while being copied")
             report.bytes += _copy_data(src, dst, opened.st_size)
             os.fchmod(dst, stat.S_IMODE(opened.st_mode) & 0o777)  # never setuid/setgid
             os.utime(dst, ns=(opened.st_atime_ns, opened.st_mtime_ns))
         except BaseException:
-            os.close(dst)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dst_parent)
+            if not in_place:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=dst_parent)
             raise
-        os.close(dst)
-        if not fresh:
-            os.rename(tmp, name, src_dir_fd=dst_parent, dst_dir_fd=dst_parent)
+        finally:
+            os.close(dst)
         report.copied += 1
     finally:
         os.close(src)
@@ -389,7 +397,7 @@ def _copy_tree(src_parent: int, dst_parent: int, name: str, report: Report, *,
                         _remove(dst, child, existing)
                         existing = None
                     _copy_entry(src, dst, child, child_st, report, symlinks=symlinks,
-                                fresh=existing is None)
+                                existing=existing)
             os.chmod(dst, stat.S_IMODE(st.st_mode) & 0o777)
         finally:
             os.close(dst)

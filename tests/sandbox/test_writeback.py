@@ -96,3 +96,18 @@ def test_a_missing_host_directory_is_reported_not_raised(tmp_path):
     (upper / "a.txt").write_text("a")
     host.rmdir()
     assert made.sync().errors
+
+
+def test_a_hard_link_to_a_file_outside_is_replaced_not_written_through(tmp_path):
+    made, upper, host, outside = overlay(tmp_path)
+    (outside / "linked.txt").write_text("outside")
+    os.link(outside / "linked.txt", host / "linked.txt")
+    (host / "plain.txt").write_text("old")
+    inode = (host / "plain.txt").stat().st_ino
+    (upper / "linked.txt").write_text("new")
+    (upper / "plain.txt").write_text("new")
+    made.sync()
+    assert (outside / "linked.txt").read_text() == "outside"
+    assert (host / "linked.txt").read_text() == "new"
+    assert (host / "plain.txt").read_text() == "new"
+    assert (host / "plain.txt").stat().st_ino == inode  # rewritten in place
