@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -102,6 +103,8 @@ async def main(n: int) -> None:
     print(f"checkpoint cost of 200 MB live data: "
           f"{fmt(statistics.median(big_cost) - statistics.median(small_cost))} per run")
 
+    await working_directory(n)
+
     for callers in (1, 8):
         per = max(10, n // callers)
 
@@ -113,6 +116,98 @@ async def main(n: int) -> None:
         await asyncio.gather(*(caller() for _ in range(callers)))
         elapsed = time.perf_counter() - start
         print(f"{callers} concurrent caller(s): {callers * per / elapsed:.0f} executions/s")
+    await manager.close()
+
+
+WRITE_FILES = """
+import os
+os.makedirs({where!r}, exist_ok=True)
+for i in range({count}):
+    with open(os.path.join({where!r}, f"f{{i}}.txt"), "w") as fh:
+        fh.write("x" * 1024)
+"""
+
+
+async def working_directory(n: int) -> None:
+    """A writable working directory: before (bound read-write, per-file limit only) and after
+    (an overlay on the quota tmpfs, copied back by the supervisor), interleaved in one run.
+    "Before" is the same profile without ``workdir``: the zygote then binds it read-write."""
+    from agenticraft.sandbox.supervisor import Supervisor
+
+    tmp, work = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    manager = SandboxManager(policy=Policy(), settings=Settings(audit_log_path=tmp / "a"),
+                             audit_log=tmp / "audit.jsonl", working_dir=work)
+    sandbox = await manager.get_sandbox("process")
+    ctx = manager.authorize(SecurityContext("bench", ["execute", "write"],
+                                            {"filesystem_access": True}, working_dir=str(work)),
+                            "execute", sandbox_type="process")
+    after = sandbox.profile_for(ctx)
+    before = {**after, "workdir": None}
+    sup, limits = sandbox.supervisor, ctx.resource_limits
+    copy_back: list[float] = []
+    timed = Supervisor._write_back
+
+    def timing(handle: Any, outcome: Any) -> None:
+        start = time.perf_counter()
+        timed(handle, outcome)
+        copy_back.append(time.perf_counter() - start)
+
+    Supervisor._write_back = staticmethod(timing)  # type: ignore[method-assign]
+
+    async def fresh(profile: dict[str, Any], code: str) -> None:
+        handle = await sup.spawn(profile, prefork=False)
+        outcome = await sup.run(handle, code, limits)
+        assert outcome.frame and outcome.frame.get("ok"), outcome.frame
+        sup.release(handle)
+
+    async def ab(make: Any, count: int) -> tuple[list[float], list[float]]:
+        old: list[float] = []
+        new: list[float] = []
+        for _ in range(3):
+            await make(before)
+            await make(after)
+        for _ in range(count):
+            for profile, samples in ((before, old), (after, new)):
+                start = time.perf_counter()
+                await make(profile)
+                samples.append(time.perf_counter() - start)
+        return old, new
+
+    rows = []
+    old, new = await ab(lambda p: fresh(p, CODE), max(20, n // 2))
+    rows += [row("fresh run, writable workdir: rw bind (before)", old, old),
+             row("fresh run, writable workdir: overlay (after)", new, old)]
+    for files in (100, 1000):
+        code = WRITE_FILES.format(where=str(work / "out"), count=files)
+        old, new = await ab(lambda p, code=code: fresh(p, code), max(10, n // 10))
+        rows += [row(f"fresh run writing {files} x 1 KB: rw bind (before)", old, old),
+                 row(f"fresh run writing {files} x 1 KB: overlay + copy-back", new, old)]
+    sessions = {}
+    for name, profile in (("before", before), ("after", after)):
+        handle = await sup.spawn(profile, prefork=False, session=True)
+        sessions[name] = handle
+
+    async def cell(profile: dict[str, Any]) -> None:
+        handle = sessions["before" if profile is before else "after"]
+        outcome = await sup.run(handle, "x = 1", limits, checkpoint=True)
+        assert outcome.frame and outcome.frame.get("ok"), outcome.frame
+
+    old, new = await ab(cell, n)
+    rows += [row("session cell 'x = 1': rw bind (before)", old, old),
+             row("session cell 'x = 1': overlay (after)", new, old)]
+    for handle in sessions.values():
+        sup.discard(handle)
+    copy_back.clear()
+    for files in (100, 1000):
+        samples = []
+        for i in range(max(5, n // 20)):
+            code = WRITE_FILES.format(where=str(work / f"s{files}-{i}"), count=files)
+            await fresh(after, code)
+            samples.append(copy_back[-1])
+        rows.append(row(f"copy-back alone, {files} new x 1 KB files", samples))
+    Supervisor._write_back = staticmethod(timed)  # type: ignore[method-assign]
+    print_table("Writable working directory (same run, interleaved; ratio = p50 / before p50)",
+                rows)
     await manager.close()
 
 

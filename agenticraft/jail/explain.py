@@ -33,6 +33,10 @@ def file_refusal(exc: BaseException, limits: Mapping[str, Any]) -> str | None:
     if exc.errno == errno.EROFS:
         return ("read-only in the sandbox: write to /tmp or the working directory, which is "
                 "writable with filesystem_access and the 'write' permission")
+    if exc.errno == errno.EXDEV and getattr(exc, "filename2", None) is not None:
+        return ("a directory that comes from the host cannot be renamed inside the sandbox "
+                "(the writable working directory is an overlay): copy it and delete the old "
+                "one, as shutil.move does")
     if exc.errno in (errno.EACCES, errno.EPERM):
         return ("refused by the sandbox (filesystem_access"
                 + (" and the 'write' permission decide what is reachable)" if files

@@ -16,6 +16,7 @@ any process a dead worker left behind becomes its child and is killed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -28,13 +29,16 @@ import time
 from typing import Any
 
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
+from agenticraft.jail.confine.mounts import WRITEBACK_FD
 from agenticraft.wire.environment import allowed_env
 
 CHILD_FD = 3
 UNIT_KEEP_SECONDS = 5.0  # a dead worker's cgroups outlive it this long (see _remove_dead_units)
 PREFORK = 2  # confined workers kept ready for the default profile
 BLANKS = 1  # forked, unit-joined children waiting for a profile (any profile)
-BLANK_CTL_FD = CHILD_FD + 1  # where a blank child reads its profile
+#: The one extra descriptor a child may get: a blank's profile pipe, or the socket on which a
+#: writable working directory's overlay is handed to the supervisor (never both).
+KEEP_FD = WRITEBACK_FD
 #: Modules worth having in memory before the first fork (a fork then shares them).
 PRELOAD = ("json", "re", "math", "collections", "itertools", "functools", "datetime", "decimal",
            "fractions", "statistics", "random", "string", "traceback", "io", "gc", "ctypes",
@@ -136,14 +140,24 @@ class Zygote:
         if self.mechanisms["namespaces"]["active"] and self.mechanisms["mounts"]["active"]:
             profile = {**profile, "root_plan": self._root_plan(profile)}
         scratch = tempfile.mkdtemp(prefix="w-", dir=profile["scratch_root"])
-        if blank and self.blanks:  # forked and in its unit already: only tell it the profile
+        # A writable working directory becomes an overlay: its descriptors come back on a socket
+        # the worker gets at fork, so such a worker is never a blank (forked before its profile).
+        overlay = bool(profile.get("workdir")) and profile["workdir"] in profile["write_paths"]
+        if blank and self.blanks and not overlay:  # in its unit already: only tell it the profile
             pid, ctl, fds = self.blanks.pop(0)
             with contextlib.suppress(OSError), os.fdopen(ctl, "wb") as pipe:
                 pipe.write(json.dumps({"profile": profile, "scratch": scratch}).encode())
             return pid, fds, scratch
         self._prepare_paths(profile)
-        pid, fds = self._fork(lambda: self._child(profile, scratch))
-        return pid, fds, scratch
+        if not overlay:
+            pid, fds = self._fork(lambda: self._child(profile, scratch))
+            return pid, fds, scratch
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid, fds = self._fork(lambda: self._child(profile, scratch), keep=theirs.fileno())
+        finally:
+            theirs.close()
+        return pid, [*fds, ours.detach()], scratch
 
     def _prepare_paths(self, profile: dict[str, Any]) -> None:
         if self.mechanisms["landlock"]["active"]:
@@ -152,7 +166,8 @@ class Zygote:
                               *profile.get("deny_paths", ())])
 
     def _fork(self, body: Any, keep: int = -1) -> tuple[int, list[int]]:
-        """Fork a child with its channel and output pipes in place; it runs ``body``."""
+        """Fork a child with its channel and output pipes in place (and ``keep`` at KEEP_FD);
+        it runs ``body``."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -173,24 +188,23 @@ class Zygote:
         while len(self.blanks) < BLANKS:
             ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
             try:
-                pid, fds = self._fork(lambda r=ctl_r: self._blank(r), keep=ctl_r)
+                pid, fds = self._fork(lambda: self._blank(), keep=ctl_r)
             finally:
                 os.close(ctl_r)
             self.blanks.append((pid, ctl_w, fds))
 
-    def _blank(self, ctl_r: int) -> None:  # pragma: no cover - runs in the child
-        """Join a unit of our own now; confine for whatever profile arrives later (EOF: the
-        zygote ended or dropped us)."""
+    def _blank(self) -> None:  # pragma: no cover - runs in the child
+        """Join a unit of our own now; confine for whatever profile arrives later on the pipe
+        at KEEP_FD (EOF: the zygote ended or dropped us)."""
         from agenticraft.jail.confine import cgroups
         from agenticraft.jail.confine.apply import unit_layout
-        del ctl_r  # (now at BLANK_CTL_FD)
         unit = unit_layout(self.mechanisms)
         joined = False
         if unit is not None:
             with contextlib.suppress(OSError):  # confinement tries again and reports why not
                 cgroups.join(cgroups.create(unit, f"{self.pid}-{os.getpid()}"))
                 joined = True
-        with os.fdopen(BLANK_CTL_FD, "rb") as pipe:
+        with os.fdopen(KEEP_FD, "rb") as pipe:
             data = pipe.read()
         if not data:
             os._exit(0)
@@ -210,18 +224,20 @@ class Zygote:
         return self.plans[key]
 
     def _child_fds(self, chan: int, out_w: int, err_w: int, keep: int = -1) -> None:
-        """Standard streams, the channel at CHILD_FD (and ``keep`` at BLANK_CTL_FD); every
-        other descriptor of the zygote (its socket, other workers' pipes) closed."""
+        """Standard streams, the channel at CHILD_FD (and ``keep`` at KEEP_FD); every other
+        descriptor of the zygote (its socket, other workers' pipes) closed."""
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         devnull = os.open("/dev/null", os.O_RDONLY)
+        if keep >= 0:  # out of the way of the dup2s below
+            keep = fcntl.fcntl(keep, fcntl.F_DUPFD_CLOEXEC, KEEP_FD + 1)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.dup2(chan, CHILD_FD)
         if keep >= 0:
-            os.dup2(keep, BLANK_CTL_FD)
+            os.dup2(keep, KEEP_FD, inheritable=False)
         os.closerange(CHILD_FD + (2 if keep >= 0 else 1), 1 << 16)
         os.set_inheritable(CHILD_FD, False)
 

@@ -81,7 +81,8 @@ def limit_enforcement(mech: Mapping[str, Mapping[str, Any]], *,
            " (DEGRADED: without seccomp, code can leave its process group with setsid)"),
         "memory_mb": _memory(on, unit, v),
         "cpu_percent": _cpu(unit, v),
-        "max_file_size_mb": _disk(on["rlimits"], private_root),
+        "max_file_size_mb": _disk(on["rlimits"], private_root,
+                                  bool(mech.get("mounts", {}).get("overlay"))),
         "network_access": (
             " + ".join(network)
             if network
@@ -178,13 +179,16 @@ def _filesystem(landlock: bool, abi: Any, private_root: bool, own_proc: bool) ->
             "write whatever this OS user can")
 
 
-def _disk(rlimits: bool, private_root: bool) -> str:
+def _disk(rlimits: bool, private_root: bool, overlay: bool) -> str:
     per_file = "RLIMIT_FSIZE per file" if rlimits else "DEGRADED: no per-file limit (rlimits off)"
     if private_root:
-        return (f"{per_file} + total write quota of {QUOTA_FACTOR} x max_file_size_mb for /tmp, "
-                "/dev/shm "
-                "and scratch (size-limited private tmpfs; unlinked open files count); writes to "
-                "a read-write working directory: per file only")
+        return (f"{per_file} + total write quota of {QUOTA_FACTOR} x max_file_size_mb per run or "
+                "session for /tmp, /dev/shm and scratch (size-limited private tmpfs; unlinked "
+                "open files count)" + (
+                    " and the changes to a read-write working directory (an overlay whose upper "
+                    "layer is on that tmpfs; copied to the host when a run or kept cell ends)"
+                    if overlay else "; writes to a read-write working directory: per file only "
+                    "(overlayfs cannot be mounted here)"))
     return f"{per_file} + scratch size watchdog (polling; unlinked files not seen)"
 
 

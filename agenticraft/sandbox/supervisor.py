@@ -47,6 +47,8 @@ class RunOutcome:
     outputs: list[Output] = dataclasses.field(default_factory=list)
     usage: dict[str, Any] = dataclasses.field(default_factory=dict)
     wall: float = 0.0
+    #: What happened to the run's changes to its writable working directory (``writeback``)
+    writeback: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 
@@ -103,6 +105,7 @@ class Supervisor:
         except SandboxError:
             self.discard(handle)
             raise
+        handle.adopt_overlays(profile)
         return handle
 
     def release(self, handle: WorkerHandle) -> None:
@@ -236,6 +239,8 @@ class Supervisor:
                 await asyncio.gather(*tasks, return_exceptions=True)
             handle.budget(None)
             self._collect_output(handle, sink, outcome, started)
+            if handle.overlays:
+                self._write_back(handle, outcome)
 
     async def run_lean(self, handle: WorkerHandle, code: str, limits: ResourceLimits, *,
                        on_output: Callable[[Output], Any] | None = None,
@@ -337,6 +342,8 @@ class Supervisor:
             if state[2]:
                 state[1].signal_tree(signal.SIGCONT)  # never leave a stopped tree behind
             self._collect_output(handle, sink, outcome, started)
+            if handle.overlays:
+                self._write_back(handle, outcome)
 
     @staticmethod
     def _collect_output(handle: WorkerHandle, sink: OutputSink, outcome: RunOutcome,
@@ -394,6 +401,24 @@ class Supervisor:
             handle.alive = False
 
     # -- the supervisor decides: run ids, runner, promotion, what is killed --------------------
+    @staticmethod
+    def _write_back(handle: WorkerHandle, outcome: RunOutcome) -> None:
+        """The run's changes to its writable working directory: copied to the host when it
+        ended normally, undone in the session's view when it was rolled back, left to die
+        with the sandbox otherwise (see ``writeback``)."""
+        frame = outcome.frame or {}
+        kept = (handle.alive and frame.get("ev") == "done" and "limit" not in frame
+                and "violation" not in frame and outcome.violation is None
+                and outcome.crashed is None and not outcome.rolled_back)
+        if not (kept or outcome.rolled_back):
+            return
+        reports = [o.sync() if kept else o.revert() for o in handle.overlays]
+        outcome.writeback = {"copied_back" if kept else "reverted": [r.as_dict() for r in reports]}
+        notes = [item for r in reports for item in (*r.skipped, *r.errors)]
+        if kept and notes:  # said where the user looks: the run's stderr
+            shown = ", ".join(notes[:5]) + (f" and {len(notes) - 5} more" if len(notes) > 5 else "")
+            outcome.stderr += f"[agenticraft] not copied to the host working directory: {shown}\n"
+
     @staticmethod
     def _next_run_id() -> int:
         """Run ids are random: code left in a session cannot guess the next one's frames."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from agenticraft.jail.confine import pidns
 from agenticraft.jail.tree import children, descendants, kill_tree
-from agenticraft.sandbox import leftovers
+from agenticraft.sandbox import leftovers, writeback
 from agenticraft.sandbox.budget import RunBudget
 from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
@@ -195,6 +195,9 @@ class WorkerHandle:
         self._pipe_loop: asyncio.AbstractEventLoop | None = None
         self._run_tail: tuple[Any, bytes] | None = None
         self._stat_fd: int | None = None
+        #: Writable working directories, as overlays whose changes are copied back (writeback)
+        self.overlays: list[writeback.Overlay] = []
+        self._overlay_sock: int | None = fds[3] if len(fds) > 3 else None
 
     async def recv(self) -> dict[str, Any] | None:
         """Next frame, or None at end of stream. Raises ProtocolError on garbage.
@@ -352,6 +355,21 @@ class WorkerHandle:
             raise SandboxError("a sandbox's PID namespace does not hold exactly one worker")
         self.keeper, self.init, self.pid = self.pid, init, workers[0]
 
+    def adopt_overlays(self, profile: dict[str, Any]) -> None:
+        """Take the overlays a writable working directory became (sent before the ready frame)
+        and keep those of the directories this worker's profile names (the host path is the
+        supervisor's, never one the sandbox chose)."""
+        if self._overlay_sock is None:
+            return
+        overlays, self._overlay_sock = writeback.receive(self._overlay_sock), None
+        writable = {p for p in profile.get("write_paths", ()) if p == profile.get("workdir")}
+        for overlay in overlays:
+            if overlay.host in writable:
+                overlay.protected(profile.get("deny_paths", ()))
+                self.overlays.append(overlay)
+            else:
+                overlay.close()
+
     def sandbox_processes(self) -> tuple[int, ...]:
         """The processes a rollback must spare: the checkpoint, and with a PID namespace its
         keeper and init (killing either ends the whole namespace)."""
@@ -383,3 +401,10 @@ class WorkerHandle:
             with contextlib.suppress(OSError):
                 os.close(fd)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        for overlay in self.overlays:  # after the kill: the sandbox's writes die with it
+            overlay.close()
+        self.overlays = []
+        if self._overlay_sock is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._overlay_sock)
+            self._overlay_sock = None

@@ -99,8 +99,9 @@ _HOW_TO_CHANGE = {
 
 #: ``value`` of a max_file_size_mb violation that filled the total write quota (ENOSPC).
 QUOTA_FULL = "quota"
-#: The total write quota of a sandbox (its private tmpfs holding /tmp, /dev/shm and scratch, or
-#: the scratch watchdog without one) is this many times max_file_size_mb.
+#: The total write quota of a sandbox (its private tmpfs holding /tmp, /dev/shm, scratch and the
+#: upper layer of a writable working directory, or the scratch watchdog without one) is this
+#: many times max_file_size_mb, per one-shot run or per session.
 QUOTA_FACTOR = 4
 
 
@@ -119,7 +120,8 @@ def limit_message(limit: str, value: Any, allowed: Any) -> str:
     text = f"Resource limit exceeded: {limit}"
     if limit == "max_file_size_mb" and value == QUOTA_FULL:
         text += (f" (the sandbox's total write quota{f' of {allowed} MB' if allowed else ''}, "
-                 f"{QUOTA_FACTOR} x max_file_size_mb for /tmp, /dev/shm and scratch together, "
+                 f"{QUOTA_FACTOR} x max_file_size_mb for /tmp, /dev/shm, scratch and the "
+                 "changes to a writable working directory together, "
                  "is full; "
                  "deleted files still open count)")
     elif allowed is not None:

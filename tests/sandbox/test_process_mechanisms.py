@@ -140,9 +140,14 @@ def test_private_root_probe_builds_what_a_worker_builds():
     from agenticraft.jail.confine import mounts
 
     reported = probe.mechanisms()["mounts"]
-    assert (mounts._probe_in_child(pid=False) == "1") == reported["available"]
-    assert (mounts._probe_in_child(pid=True) == "1") == reported["pid_namespace"]
+    without_pid, with_pid = mounts._probe_in_child(pid=False), mounts._probe_in_child(pid=True)
+    assert (without_pid[0] == "1") == reported["available"]
+    assert (with_pid[0] == "1") == reported["pid_namespace"]
+    # A writable directory becomes an overlay on the quota tmpfs, or doctor says it cannot.
+    assert (without_pid == "1overlay") == reported["overlay"]
     if reported["available"]:
         assert "switch_root" in reported["detail"]
+        assert ("writable working directory is an overlay" in reported["detail"]) == reported[
+            "overlay"]
     else:
         assert reported["detail"].startswith("a private root cannot be built here")

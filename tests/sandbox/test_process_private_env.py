@@ -302,7 +302,6 @@ for i in range(300):                      # up to 300 x 15 MB = 4.4 GB
 """
 
 
-@V1
 async def test_working_directory_writes_are_bounded_in_total(fs_sandbox):
     sandbox, work = fs_sandbox
     try:
@@ -311,12 +310,182 @@ async def test_working_directory_writes_are_bounded_in_total(fs_sandbox):
                                        fs_context(work, write=True, max_file_size_mb=16,
                                                   timeout_seconds=60))
         assert info.value.limit == "max_file_size_mb"
-        assert "quota" in str(info.value)
-        total = sum(p.stat().st_size for p in work.glob("fill-*.bin"))
-        assert total <= 16 * 4 * (1 << 20) + (16 << 20)
+        assert "quota" in str(info.value) and "working directory" in str(info.value)
+        # A run ended by a limit is not copied back: the host directory got nothing at all.
+        assert not list(work.glob("fill-*.bin"))
     finally:
         for p in work.glob("fill-*.bin"):
             p.unlink()
+
+
+# -- the working directory's copy-back (an overlay on the quota tmpfs) ---------------------------
+async def test_working_directory_unlinked_open_files_count(fs_sandbox):
+    sandbox, work = fs_sandbox
+    with pytest.raises(ResourceLimitExceeded) as info:
+        await sandbox.execute_code(textwrap.dedent("""
+        import os
+        held = []
+        for i in range(40):                   # 40 x 10 MB = 400 MB against a 40 MB quota
+            fh = open(f"held-{i}.bin", "wb")
+            os.unlink(f"held-{i}.bin")        # gone by name, still open
+            for _ in range(10):
+                fh.write(b"x" * (1 << 20))
+            fh.flush()
+            held.append(fh)
+        """), fs_context(work, write=True, max_file_size_mb=10, timeout_seconds=30))
+    assert info.value.limit == "max_file_size_mb" and "quota" in str(info.value)
+
+
+def host_tree(root: Path) -> dict[str, str]:
+    """Every entry below ``root``: file contents, "<dir>" or "-> target" for symlinks."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if rel.startswith("audit.jsonl"):  # the manager's own audit log (make_manager)
+            continue
+        if path.is_symlink():
+            found[rel] = "-> " + os.readlink(path)
+        elif path.is_dir():
+            found[rel] = "<dir>"
+        else:
+            found[rel] = path.read_text()
+    return found
+
+
+async def test_working_directory_changes_reach_the_host_after_the_run(fs_sandbox):
+    sandbox, work = fs_sandbox
+    (work / "keep.txt").write_text("host keep")
+    (work / "modify.txt").write_text("host old")
+    (work / "delete.txt").write_text("host delete")
+    (work / "rename-me.txt").write_text("moved")
+    (work / "tree" / "sub").mkdir(parents=True)
+    (work / "tree" / "sub" / "leaf.txt").write_text("leaf")
+    (work / "data").mkdir()
+    (work / "data" / "old.csv").write_text("a,b")
+    result = await sandbox.execute_code(textwrap.dedent("""
+    import os, shutil
+    seen = open("keep.txt").read() + "|" + open(os.path.abspath("tree/sub/leaf.txt")).read()
+    open("modify.txt", "w").write("sandbox new")
+    os.unlink("delete.txt")
+    os.rename("rename-me.txt", "renamed.txt")
+    shutil.rmtree("tree")
+    os.makedirs("new/deep")
+    open("new/deep/made.txt", "w").write("made")
+    shutil.rmtree("data")
+    os.mkdir("data")                          # a host directory replaced: opaque in the overlay
+    open("data/new.csv", "w").write("c,d")
+    os.chmod("new/deep/made.txt", 0o640)
+    result = seen
+    """), fs_context(work, write=True))
+    assert result.success, result.error
+    assert result["result"] == "host keep|leaf"     # reads of the host's files still work
+    assert host_tree(work) == {
+        "data": "<dir>", "data/new.csv": "c,d", "keep.txt": "host keep",
+        "modify.txt": "sandbox new", "new": "<dir>", "new/deep": "<dir>",
+        "new/deep/made.txt": "made", "renamed.txt": "moved"}
+    assert (work / "new/deep/made.txt").stat().st_mode & 0o777 == 0o640
+
+
+async def test_renaming_a_host_directory_says_why_and_shutil_move_works(fs_sandbox):
+    sandbox, work = fs_sandbox
+    (work / "old").mkdir()
+    (work / "old" / "f.txt").write_text("f")
+    result = await sandbox.execute_code("import os\nos.rename('old', 'new')",
+                                        fs_context(work, write=True))
+    assert result.error.ename == "OSError" and "shutil.move" in result.error.evalue
+    result = await sandbox.execute_code("import shutil\nshutil.move('old', 'new')",
+                                        fs_context(work, write=True))
+    assert result.success, result.error
+    assert host_tree(work) == {"new": "<dir>", "new/f.txt": "f"}
+
+
+async def test_sandbox_holds_no_descriptor_of_the_overlay_hand_over(fs_sandbox):
+    sandbox, work = fs_sandbox
+    result = await sandbox.execute_code(textwrap.dedent("""
+    import os, stat
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found.append([int(name), stat.S_ISSOCK(os.fstat(int(name)).st_mode),
+                          os.readlink(f"/proc/self/fd/{name}")])
+        except OSError:
+            pass
+    result = found
+    """), fs_context(work, write=True))
+    assert result.success, result.error
+    fds = {fd: (is_socket, target) for fd, is_socket, target in result["result"]}
+    # 0-2 the streams, 3 the channel to the supervisor; nothing else is a socket or a layer
+    assert [fd for fd, (is_socket, _) in fds.items() if is_socket] == [3], fds
+    assert not any("wd0" in target or "overlay" in target for _, target in fds.values()), fds
+
+
+async def test_copy_back_never_follows_a_planted_symlink_out(fs_sandbox, tmp_path):
+    sandbox, work = fs_sandbox
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("untouched")
+    (work / "was-a-link").symlink_to(outside)          # the host's own link, pointing out
+    result = await sandbox.execute_code(textwrap.dedent(f"""
+    import os
+    os.symlink({str(outside)!r}, "planted")             # a link out, planted by the sandbox
+    os.symlink({str(outside / "victim.txt")!r}, "victim.txt")
+    os.unlink("was-a-link")                            # the host's link replaced by a directory
+    os.mkdir("was-a-link")
+    open("was-a-link/victim.txt", "w").write("pwned")
+    os.mkfifo("fifo")
+    """), fs_context(work, write=True))
+    assert result.success, result.error
+    assert (outside / "victim.txt").read_text() == "untouched"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+    assert host_tree(work) == {"was-a-link": "<dir>", "was-a-link/victim.txt": "pwned"}
+    assert "not copied" in result.stderr and "planted" in result.stderr
+
+
+async def test_session_cells_copy_back_and_a_rolled_back_cell_leaves_nothing(fs_sandbox):
+    sandbox, work = fs_sandbox
+    (work / "host.txt").write_text("host")
+    (work / "gone-later.txt").write_text("still here")
+    (work / "read-only.txt").write_text("as first read")
+    session = sandbox.session(fs_context(work, write=True, max_file_size_mb=8))
+    try:
+        result = await session.run("open('cell1.txt', 'w').write('one')\n"
+                                   "result = open('read-only.txt').read()")
+        assert result["result"] == "as first read"
+        assert result.success, result.error
+        assert (work / "cell1.txt").read_text() == "one"   # each kept cell reaches the host
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await session.run(textwrap.dedent("""
+            import os
+            open("cell1.txt", "w").write("changed by a failing cell")
+            open("host.txt", "a").write(" + failing")
+            os.unlink("gone-later.txt")
+            open("cell2.txt", "w").write("two")
+            with open("big.bin", "wb") as fh:      # past the quota (4 x 8 MB): rolled back
+                while True:
+                    fh.write(b"x" * (1 << 20))
+            """))
+        assert info.value.rolled_back
+        expected = {"cell1.txt": "one", "gone-later.txt": "still here", "host.txt": "host",
+                    "read-only.txt": "as first read"}
+        assert host_tree(work) == expected
+        # The session's own view was reverted too: it agrees with the host again.
+        view = await session.run(textwrap.dedent("""
+        import os
+        result = {n: open(n).read() for n in sorted(os.listdir(".")) if n.endswith(".txt")}
+        """))
+        assert view["result"] == expected
+        result = await session.run("open('cell3.txt', 'w').write('three')")
+        assert result.success
+        assert host_tree(work) == {**expected, "cell3.txt": "three"}
+        # The host's own changes between cells show in the session (a file changed in place,
+        # a new file): the host directory is the overlay's lower layer, read live.
+        (work / "read-only.txt").write_text("changed on the host")
+        (work / "from-host.txt").write_text("new on the host")
+        view = await session.run("result = open('read-only.txt').read() + '|' + "
+                                 "open('from-host.txt').read()")
+        assert view["result"] == "changed on the host|new on the host"
+    finally:
+        await session.close()
 
 
 async def test_scratch_quota_counts_unlinked_open_files(process_sandbox):

@@ -9,8 +9,10 @@ supported is recorded, so the result says exactly what holds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +48,12 @@ def confine(
     # With a PID namespace the keeper and the init (``pidns``) are processes of the sandbox too.
     pid_ns = private_root and bool(mechanisms["mounts"].get("pid_namespace"))
     helpers = 2 if pid_ns else 0
+    # The zygote's socket for a writable working directory's overlay (used by ``mounts.build``,
+    # which closes it; closed here otherwise): the sandbox never holds it.
+    writeback = _writeback_fd()
+    if writeback is not None and not private_root:
+        _close(writeback)
+        writeback = None
     unit = unit_layout(mechanisms, active)
     if unit is not None:  # before the namespace step: the cgroup fs is still writable
         applied["cgroups"] = cgroups.place(
@@ -61,7 +69,8 @@ def confine(
         if private_root:  # needs the capabilities the user namespace gives, so before the drop
             root_plan = {**(profile.get("root_plan") or mounts.plan(profile, profile["scratch"])),
                          "scratch": profile["scratch"]}
-            applied["mounts"] = mounts.build(root_plan, os.getcwd(), own_proc=pid_ns)
+            applied["mounts"] = mounts.build(root_plan, os.getcwd(), own_proc=pid_ns,
+                                             writeback=writeback)
             # Inside, a protected path is masked by a read-only mount (which cannot be unmounted,
             # renamed over or removed) or does not exist at all. Landlock then needs no holes
             # in the working directory, which would forbid creating files at its top level.
@@ -108,3 +117,17 @@ def unit_layout(mechanisms: Mapping[str, Mapping[str, Any]],
     if info.get("version") == 2 and not ({"landlock", "mounts"} & active):
         return None
     return cgroups.layout(info, limits="cgroups" in active, pids="pids_cgroup" in active)
+
+
+def _writeback_fd() -> int | None:
+    """The zygote's socket for the overlay descriptors, if it gave this worker one."""
+    try:
+        is_socket = stat.S_ISSOCK(os.fstat(mounts.WRITEBACK_FD).st_mode)
+    except OSError:
+        return None
+    return mounts.WRITEBACK_FD if is_socket else None
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)

@@ -12,7 +12,10 @@ and none outside), the way bubblewrap and nsjail do it, without root and without
   ``/dev/shm``), and a private, size-limited tmpfs holding ``/tmp``, ``/dev/shm`` and the scratch
   directory: the sandbox's total write quota, enforced by the kernel (ENOSPC), unlinked-but-open
   files included, gone with the namespace;
-- the working directory bound read-only, or read-write with the ``write`` permission; every
+- the working directory bound read-only, or with the ``write`` permission as an overlay: the
+  host directory is its lower layer, its upper layer lies on the private tmpfs, so every write
+  there counts against the same quota (``overlay``); the supervisor copies the changes back to
+  the host directory when a run ends (``agenticraft.sandbox.writeback``). Every
   protected path inside a bound directory (the audit log and its ``.head``, policy and config
   files, the Jupyter runtime directory, ``~/.ssh``...) is masked by an empty read-only mount.
 
@@ -46,6 +49,10 @@ from agenticraft.jail.confine.libc import (
     mount_setattr,
 )
 from agenticraft.wire.errors import QUOTA_FACTOR
+
+#: The descriptor (in a worker being confined) of the socket on which the private root hands
+#: the supervisor each writable directory's overlay: its upper layer and its merged view.
+WRITEBACK_FD = 4
 
 #: Device nodes the sandbox gets (bound from the host's /dev).
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -170,11 +177,15 @@ def _is_char_device(path: str) -> bool:
         return False
 
 
-def build(plan: Mapping[str, Any], cwd: str, *, own_proc: bool = False) -> dict[str, Any]:
+def build(plan: Mapping[str, Any], cwd: str, *, own_proc: bool = False,
+          writeback: int | None = None) -> dict[str, Any]:
     """Build the root of ``plan`` and move into it. Call with capabilities in a new user + mount
     namespace, single-threaded, before Landlock and seccomp. ``plan["scratch"]`` (an empty
     directory the zygote made) is used as the mount point of the new root. ``own_proc``: mount
-    a fresh ``/proc`` (call as process 1 of a new PID namespace) instead of binding the host's."""
+    a fresh ``/proc`` (call as process 1 of a new PID namespace) instead of binding the host's.
+    ``writeback``: a socket descriptor; then each writable directory becomes an overlay whose
+    upper layer is on the quota tmpfs, and its descriptors are sent there (see ``overlay``);
+    without it (or where overlayfs refuses) writable directories are bound read-write."""
     scratch = plan["scratch"]
     mount(None, "/", None, MS_REC | MS_SLAVE)  # nothing we mount reaches the host
     root = scratch
@@ -191,22 +202,35 @@ def build(plan: Mapping[str, Any], cwd: str, *, own_proc: bool = False) -> dict[
     os.close(os.open(root + "/empty", os.O_CREAT | os.O_WRONLY, 0o400))
     os.mkdir(root + "/emptydir", 0o500)
     data_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    overlays: list[tuple[str, int, int]] = []
     try:
-        proc = _populate(plan, root, f"/proc/self/fd/{data_fd}", own_proc)
+        proc, unbounded = _populate(plan, root, f"/proc/self/fd/{data_fd}", own_proc,
+                                    overlays if writeback is not None else None)
+        if writeback is not None:
+            hand_over(writeback, overlays)
+            writeback = None
     finally:
+        if writeback is not None:  # failed before the hand-over: the sandbox must not keep it
+            os.close(writeback)
         os.close(data_fd)
+        for _path, upper, merged in overlays:
+            os.close(upper)
+            os.close(merged)
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(cwd)
     global VISIBLE
     VISIBLE = (*(b for b, _ in plan["binds"]), *(p for p, _ in plan["links"]),
                *(p for p, _ in plan["top_links"]), "/tmp", "/dev", "/proc", scratch)
     return {"root": "private", "quota_mb": quota, "binds": len(plan["binds"]),
-            "masked": len(plan["masks"]), "proc": proc}
+            "masked": len(plan["masks"]), "proc": proc, "overlays": len(overlays),
+            "unbounded": unbounded}
 
 
-def _populate(plan: Mapping[str, Any], root: str, data: str, own_proc: bool) -> str:
+def _populate(plan: Mapping[str, Any], root: str, data: str, own_proc: bool,
+              overlays: list[tuple[str, int, int]] | None) -> tuple[str, list[str]]:
     """Mount the new root over ``root`` (covering the private tmpfs, reached as ``data``), fill
-    it and switch into it. Returns whose ``/proc`` it shows: "own" or "host"."""
+    it and switch into it. Returns whose ``/proc`` it shows ("own" or "host") and the writable
+    directories bound read-write, outside the quota (overlayfs refused them: why)."""
     scratch = plan["scratch"]
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
     empty = data + "/empty"
@@ -219,7 +243,14 @@ def _populate(plan: Mapping[str, Any], root: str, data: str, own_proc: bool) -> 
             os.mkdir(root + path)
         else:
             os.close(os.open(root + path, os.O_CREAT | os.O_WRONLY, 0o600))
+    unbounded = []
     for path, writable in plan["binds"]:
+        if writable and overlays is not None and os.path.isdir(path):
+            try:
+                overlays.append((path, *overlay(path, root + path, f"{data}/wd{len(overlays)}")))
+                continue
+            except OSError as exc:
+                unbounded.append(f"{path}: {exc.strerror or exc}")
         _bind(path, root + path, writable=writable)
     for path, target in plan["links"]:
         if not os.path.lexists(root + path):
@@ -245,7 +276,50 @@ def _populate(plan: Mapping[str, Any], root: str, data: str, own_proc: bool) -> 
     if proc == "host":
         mount("/proc", root + "/proc", None, MS_BIND | MS_REC)
     _switch_root(root)
-    return proc
+    return proc, unbounded
+
+
+def overlay(lower: str, target: str, layers: str) -> tuple[int, int]:
+    """Mount an overlay of host directory ``lower`` at ``target``: reads see the host's files,
+    every change (new and modified files, whiteouts for deletions) lands in an upper layer
+    under ``layers`` on the private tmpfs, so the quota bounds it. In a user namespace only
+    with ``userxattr`` (Linux >= 5.11; a tmpfs upper needs user xattrs, Linux >= 6.6).
+    Directories of the host cannot be renamed inside (EXDEV: no ``redirect_dir`` without
+    privileges); ``mv`` and ``shutil.move`` copy instead. Returns descriptors of the upper
+    layer and of the merged view (the supervisor's way to both after the switch)."""
+    os.mkdir(layers, 0o700)
+    os.mkdir(layers + "/u", 0o755)
+    os.mkdir(layers + "/w", 0o700)
+    lower_fd = os.open(lower, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:  # through the descriptor: a path with "," or ":" needs no escaping
+        mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV,
+              f"lowerdir=/proc/self/fd/{lower_fd},upperdir={layers}/u,workdir={layers}/w,"
+              "userxattr")
+    finally:
+        os.close(lower_fd)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    upper = os.open(layers + "/u", flags)
+    try:
+        return upper, os.open(target, flags)
+    except OSError:
+        os.close(upper)
+        raise
+
+
+def hand_over(sock_fd: int, overlays: list[tuple[str, int, int]]) -> None:
+    """Send the supervisor, on ``sock_fd``, each overlay's host path with its upper-layer and
+    merged-view descriptors (before any sandboxed code runs), then close the socket."""
+    import json
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        fds = [fd for _path, upper, merged in overlays for fd in (upper, merged)]
+        data = json.dumps([path for path, _u, _m in overlays]).encode()
+        if fds:
+            socket.send_fds(sock, [data], fds)
+    finally:
+        sock.close()
 
 
 def _build_dev(root: str, data: str, devices: Iterable[str], pts: bool) -> None:
@@ -290,32 +364,43 @@ def probe() -> dict[str, Any]:
     global _probe_cache
     if _probe_cache is None:
         with_pid = _probe_in_child(pid=True)
-        found = with_pid if with_pid == "1" else _probe_in_child(pid=False)
-        if found == "1":
+        found = with_pid if with_pid[0] == "1" else _probe_in_child(pid=False)
+        if found[0] == "1":
+            overlay_ok = found[1:] == "overlay"
             _probe_cache = {
-                "available": True, "pid_namespace": with_pid == "1",
+                "available": True, "pid_namespace": with_pid[0] == "1", "overlay": overlay_ok,
                 "detail": "a private root (mount namespace, switch_root, tmpfs, devpts, bind "
                 "mounts) can be built without privileges" + (
-                    ", in a PID namespace with its own /proc" if with_pid == "1" else
-                    f"; no PID namespace with its own /proc here ({with_pid[1:]}): the "
-                    "host's /proc is bound (Landlock keeps it unreadable)")}
+                    ", in a PID namespace with its own /proc" if with_pid[0] == "1" else
+                    f"; no PID namespace with its own /proc here ({_why(with_pid)}): the "
+                    "host's /proc is bound (Landlock keeps it unreadable)") + (
+                    "; a writable working directory is an overlay on the quota tmpfs"
+                    if overlay_ok else f"; overlayfs cannot be mounted here ({found[1:]}): a "
+                    "writable working directory is bound read-write, bounded per file only")}
         else:
-            _probe_cache = {"available": False, "pid_namespace": False,
+            _probe_cache = {"available": False, "pid_namespace": False, "overlay": False,
                             "detail": "a private root cannot be built here: "
                             f"{found[1:] or 'the probe died'}"}
     return _probe_cache
 
 
+def _why(answer: str) -> str:
+    return answer[1:] if answer[:1] == "0" else "unknown"
+
+
 def _probe_in_child(*, pid: bool) -> str:
-    """"1", or "0" and why not."""
+    """"1" and "overlay" or why a writable directory cannot be one, or "0" and why not."""
     import sys
     import tempfile
 
     from agenticraft.jail.confine import namespaces
 
     scratch = tempfile.mkdtemp(prefix="agenticraft-probe-")
+    writable = tempfile.mkdtemp(prefix="agenticraft-probe-rw-")
     marker = scratch + "/host-only"  # exists on the host, must not inside
     os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600))
+    import socket
+    hand, hand_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     r, w = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child
@@ -326,15 +411,18 @@ def _probe_in_child(*, pid: bool) -> str:
                 os._exit(os.waitstatus_to_exitcode(os.wait()[1]) & 0x7F)
             read = [os.path.dirname(os.path.realpath(sys.executable)), sys.prefix,
                     sys.base_prefix]
-            done = build(plan({"read_paths": read, "write_paths": [], "max_file_size_mb": 1},
-                              scratch), "/", own_proc=pid)
+            hand.close()
+            done = build(plan({"read_paths": read, "write_paths": [writable],
+                               "max_file_size_mb": 1}, scratch), "/", own_proc=pid,
+                         writeback=hand_child.detach())
             if os.path.exists(marker) or not os.path.isdir("/proc/self"):
                 answer = "0the host is still visible after switching root"
             elif pid and (done["proc"] != "own" or os.getpid() != 1
                           or not os.path.isdir("/proc/1")):
                 answer = "0a fresh /proc could not be mounted"
             else:
-                answer = "1"
+                answer = "1" + ("overlay" if done["overlays"] == 1 else
+                                "; ".join(done["unbounded"]) or "not tried")
         except OSError as exc:
             answer = f"0{exc.strerror or exc}"
         except Exception as exc:
@@ -342,10 +430,17 @@ def _probe_in_child(*, pid: bool) -> str:
         os.write(w, answer.encode()[:1000])
         os._exit(0)
     os.close(w)
+    hand_child.close()
     answer = os.read(r, 1024).decode(errors="replace")
     os.close(r)
     os.waitpid(child, 0)
     with contextlib.suppress(OSError):
+        _data, fds, _flags, _addr = socket.recv_fds(hand, 64, 4, socket.MSG_DONTWAIT)
+        for fd in fds:
+            os.close(fd)
+    hand.close()
+    with contextlib.suppress(OSError):
         os.unlink(marker)
         os.rmdir(scratch)
-    return answer
+        os.rmdir(writable)
+    return answer or "0the probe died"

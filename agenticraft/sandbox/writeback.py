@@ -1,0 +1,419 @@
+"""Copying a sandbox's changes to a writable working directory back to the host directory.
+
+Inside the sandbox a writable working directory is an overlay (``jail.confine.mounts.overlay``):
+the host directory is its lower layer and every change lands in an upper layer on the
+sandbox's size-limited tmpfs, so the kernel bounds the total written (ENOSPC at the quota,
+unlinked-but-open files included). The host directory itself changes only here, in the
+supervisor, outside every namespace of the sandbox, from the two descriptors the sandbox's
+init sent before any sandboxed code ran: the upper layer (which names what changed) and the
+merged view (what the sandbox sees).
+
+Semantics (docs/security-model.md): the host sees a run's writes when the run ends normally
+(a result or the code's own exception), a session's at the end of each cell it keeps. A run
+or cell ended by a limit, a timeout, a violation or a crash is not copied: a one-shot run's
+changes die with its sandbox; a rolled-back session cell's changes are undone in the
+session's view (``revert``), so the session and the host agree again.
+
+What is copied: regular files (content, permission bits, modification time), directories,
+deletions (whiteouts, opaque directories). Never copied: symlinks and special files (fifos,
+sockets) the sandbox made: reported as skipped; a host entry one of them replaced is removed.
+Every path is walked one component at a time with ``O_NOFOLLOW`` from a directory descriptor,
+on both sides, so neither a symlink planted in the sandbox nor one on the host makes the copy
+read or write outside the working directory. Protected paths (the audit log, policy and
+config files) are never written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import secrets
+import shutil
+import socket
+import stat
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Deeper than this, a directory's contents are neither scanned nor copied (reported).
+MAX_DEPTH = 128
+_OPAQUE = "user.overlay.opaque"
+#: What one entry of the upper layer looked like: changed if any of these changed.
+Signature = tuple[int, int, int, int, int]
+
+
+@dataclasses.dataclass
+class Report:
+    """What one copy-back (or revert) did."""
+
+    copied: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def receive(sock_fd: int) -> list[Overlay]:
+    """The overlays a new worker's private root handed over on ``sock_fd`` (closed here). Sent
+    before the worker's ready frame, so nothing waits: empty when there were none."""
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        sock.setblocking(False)
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 64)
+    except (BlockingIOError, OSError):
+        return []
+    finally:
+        sock.close()
+    try:
+        paths = json.loads(data) if data else []
+        if not isinstance(paths, list) or len(fds) != 2 * len(paths):
+            raise ValueError("malformed overlay hand-over")
+        return [Overlay(str(path), fds[2 * i], fds[2 * i + 1]) for i, path in enumerate(paths)]
+    except ValueError:
+        for fd in fds:
+            os.close(fd)
+        return []
+
+
+class Overlay:
+    """One writable directory: the host path, the upper layer and the merged view."""
+
+    def __init__(self, host: str, upper: int, merged: int, protect: Iterable[str] = ()) -> None:
+        self.host = host
+        self.upper = upper
+        self.merged = merged
+        self.protect: tuple[str, ...] = ()
+        self.protected(protect)
+        #: The upper layer as of the last copy-back (or revert): what the host already has.
+        self.manifest: dict[str, Signature] = {}
+
+    def protected(self, paths: Iterable[str]) -> None:
+        """Host paths never to write or delete (inside this directory: relative to it)."""
+        base = self.host.rstrip("/") + "/"
+        self.protect = tuple(sorted({p[len(base):] for p in paths if p.startswith(base)}))
+
+    def close(self) -> None:
+        for fd in (self.upper, self.merged):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.upper = self.merged = -1
+
+    # -- the two directions ----------------------------------------------------------------------
+    def sync(self) -> Report:
+        """Make the host directory match the sandbox's view for everything changed since the
+        last call: the end of a run or a kept cell."""
+        report = Report()
+        try:
+            host = os.open(self.host, _DIR)
+        except OSError as exc:
+            report.errors.append(f"{self.host}: {exc.strerror or exc}")
+            return report
+        try:
+            self._apply(self.merged, host, report, symlinks=False)
+        finally:
+            os.close(host)
+        return report
+
+    def revert(self) -> Report:
+        """Undo, in the sandbox's view, everything changed since the last call: a rolled-back
+        cell. (Writes through the overlay; restoring a file the cell deleted copies it into
+        the upper layer, within the quota.)"""
+        report = Report()
+        try:
+            host = os.open(self.host, _DIR)
+        except OSError as exc:
+            report.errors.append(f"{self.host}: {exc.strerror or exc}")
+            return report
+        try:
+            self._apply(host, self.merged, report, symlinks=True)
+        finally:
+            os.close(host)
+        self.manifest = dict(_scan(self.upper))
+        return report
+
+    def _apply(self, source: int, dest: int, report: Report, *, symlinks: bool) -> None:
+        current = dict(_scan(self.upper))
+        changed = {rel for rel, sig in current.items() if self.manifest.get(rel) != sig}
+        changed.update(rel for rel in self.manifest if rel not in current)
+        done: set[str] = set()  # handled with everything below them
+        parents = _Parents(source, dest)
+        try:
+            for rel in sorted(changed, key=lambda r: r.split("/")):
+                parts = rel.split("/")
+                if any("/".join(parts[:i]) in done for i in range(1, len(parts))) or (
+                        self._is_protected(rel)):
+                    continue
+                try:
+                    src_parent, dst_parent = parents.get(parts[:-1])
+                    if _mirror(src_parent, dst_parent, rel, self.upper, report,
+                               symlinks=symlinks):
+                        done.add(rel)
+                except OSError as exc:
+                    report.errors.append(f"{rel}: {exc.strerror or exc}")
+        finally:
+            parents.close()
+        self.manifest = current
+
+    def _is_protected(self, rel: str) -> bool:
+        return any(rel == p or rel.startswith(p + "/") for p in self.protect)
+
+
+# -- walking without following -------------------------------------------------------------------
+def _scan(upper: int) -> Iterator[tuple[str, Signature]]:
+    """Every entry of the upper layer below ``upper``: (relative path, signature). Walked with
+    a descriptor per directory (the sandbox may swap a directory for a symlink meanwhile),
+    iteratively, at most ``MAX_DEPTH`` deep."""
+    stack = [("", os.dup(upper), 0)]
+    while stack:
+        prefix, fd, depth = stack.pop()
+        try:
+            with os.scandir(fd) as entries:
+                found = [(e.name, e.stat(follow_symlinks=False)) for e in entries]
+            for name, st in found:
+                rel = f"{prefix}/{name}" if prefix else name
+                yield rel, (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if stat.S_ISDIR(st.st_mode) and depth < MAX_DEPTH:
+                    with contextlib.suppress(OSError):
+                        stack.append((rel, os.open(name, _DIR, dir_fd=fd), depth + 1))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+
+
+def _open_dir(root: int, parts: list[str]) -> int | None:
+    """A descriptor of ``root``/``parts``, walked one component at a time without following
+    symlinks; None when a component is missing or not a directory."""
+    fd = os.dup(root)
+    for part in parts:
+        try:
+            nxt = os.open(part, _DIR, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _lstat(dirfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _opaque(upper: int, rel: str) -> bool:
+    fd = _open_dir(upper, rel.split("/"))
+    if fd is None:
+        return False
+    try:
+        return os.getxattr(fd, _OPAQUE) == b"y"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+class _Parents:
+    """The source and destination directories of the entries being mirrored, opened once per
+    directory (siblings come one after another: the changes are visited in sorted order, a
+    directory before what is in it, so a directory is opened only after it was mirrored)."""
+
+    def __init__(self, source: int, dest: int) -> None:
+        self.roots = (source, dest)
+        self.key: list[str] | None = None
+        self.fds: tuple[int | None, int | None] = (None, None)
+
+    def get(self, parts: list[str]) -> tuple[int | None, int | None]:
+        if parts != self.key:
+            self.close()
+            self.key = parts
+            self.fds = (_open_dir(self.roots[0], parts), _open_dir(self.roots[1], parts))
+        return self.fds
+
+    def close(self) -> None:
+        for fd in self.fds:
+            if fd is not None:
+                os.close(fd)
+        self.key, self.fds = None, (None, None)
+
+
+def _mirror(src_parent: int | None, dst_parent: int | None, rel: str, upper: int,
+            report: Report, *, symlinks: bool) -> bool:
+    """Make ``rel`` in ``dst_parent`` what it is in ``src_parent`` (None: that directory does
+    not exist). True when everything below ``rel`` was handled too (deleted, copied whole)."""
+    name = rel.rsplit("/", 1)[-1]
+    if dst_parent is None:  # the destination's parent is gone: nothing to put it in
+        report.errors.append(f"{rel}: its directory no longer exists")
+        return True
+    src = _lstat(src_parent, name) if src_parent is not None else None
+    dst = _lstat(dst_parent, name)
+    if src is None or (stat.S_ISCHR(src.st_mode) and src.st_rdev == 0):  # deleted
+        if dst is not None:
+            _remove(dst_parent, name, dst)
+            report.deleted += 1
+        return True
+    if stat.S_ISDIR(src.st_mode):
+        if dst is not None and stat.S_ISDIR(dst.st_mode):
+            if dst.st_mode != src.st_mode:
+                os.chmod(name, stat.S_IMODE(src.st_mode) & 0o777, dir_fd=dst_parent)
+            if not _opaque(upper, rel):
+                return False  # its changed entries come one by one
+            _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks, prune=True)
+            return True
+        if dst is not None:
+            _remove(dst_parent, name, dst)
+        _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks)
+        return True
+    if not (stat.S_ISREG(src.st_mode) or (symlinks and stat.S_ISLNK(src.st_mode))):
+        # The sandbox replaced the entry by something never copied: gone on the host too.
+        report.skipped.append(f"{rel} ({_kind(src.st_mode)})")
+        if dst is not None:
+            _remove(dst_parent, name, dst)
+            report.deleted += 1
+        return True
+    if dst is not None and stat.S_ISDIR(dst.st_mode):
+        _remove(dst_parent, name, dst)
+        dst = None
+    _copy_entry(src_parent, dst_parent, name, src, report, symlinks=symlinks, existing=dst)
+    return True
+
+
+def _remove(parent: int, name: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=parent)  # fd-based: never follows a symlink out
+    else:
+        os.unlink(name, dir_fd=parent)
+
+
+def _copy_entry(src_parent: int, dst_parent: int, name: str, st: os.stat_result,
+                report: Report, *, symlinks: bool, existing: os.stat_result | None) -> None:
+    """Copy one non-directory entry over what ``dst_parent`` holds under ``name``
+    (``existing``: its lstat, None when nothing). A regular file there is rewritten in place,
+    as the code itself would have written it (its inode and owner stay); anything else there
+    (a symlink, a file with other hard links) is removed first and the file made anew."""
+    if stat.S_ISLNK(st.st_mode) and symlinks:
+        target = os.readlink(name, dir_fd=src_parent)
+        tmp = _temp_name(name)
+        os.symlink(target, tmp, dir_fd=dst_parent)
+        os.rename(tmp, name, src_dir_fd=dst_parent, dst_dir_fd=dst_parent)
+        report.copied += 1
+        return
+    if not stat.S_ISREG(st.st_mode):
+        report.skipped.append(f"{name} ({_kind(st.st_mode)})")
+        return
+    # O_NONBLOCK: a fifo swapped in since the lstat must not block the supervisor's open
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                  dir_fd=src_parent)
+    try:
+        opened = os.fstat(src)
+        if not stat.S_ISREG(opened.st_mode):  # swapped between the lstat and the open
+            report.skipped.append(f"{name} ({_kind(opened.st_mode)})")
+            return
+        # A file with other hard links (maybe outside the working directory) is replaced,
+        # never written through.
+        in_place = (existing is not None and stat.S_ISREG(existing.st_mode)
+                    and existing.st_nlink == 1)
+        if existing is not None and not in_place:
+            os.unlink(name, dir_fd=dst_parent)
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (
+            os.O_TRUNC if in_place else os.O_CREAT | os.O_EXCL)
+        dst = os.open(name, flags, 0o600, dir_fd=dst_parent)
+        try:
+            now = os.fstat(dst)
+            if in_place and not (stat.S_ISREG(now.st_mode) and now.st_nlink == 1):
+                raise OSError(errno.EINVAL, "changed on the host while being copied")
+            report.bytes += _copy_data(src, dst, opened.st_size)
+            os.fchmod(dst, stat.S_IMODE(opened.st_mode) & 0o777)  # never setuid/setgid
+            os.utime(dst, ns=(opened.st_atime_ns, opened.st_mtime_ns))
+        except BaseException:
+            if not in_place:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=dst_parent)
+            raise
+        finally:
+            os.close(dst)
+        report.copied += 1
+    finally:
+        os.close(src)
+
+
+def _copy_data(src: int, dst: int, size: int) -> int:
+    """In the kernel (sendfile: the upper layer is a tmpfs, the host another filesystem, so
+    copy_file_range would refuse), read/write where sendfile cannot."""
+    copied = 0
+    try:
+        while n := os.sendfile(dst, src, None, max(size - copied, 1 << 20)):
+            copied += n
+        return copied
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) or copied:
+            raise
+    while chunk := os.read(src, 1 << 20):
+        os.write(dst, chunk)
+        copied += len(chunk)
+    return copied
+
+
+def _copy_tree(src_parent: int, dst_parent: int, name: str, report: Report, *,
+               symlinks: bool, prune: bool = False, depth: int = 0) -> None:
+    """Copy directory ``name`` with everything in it (``prune``: into an existing directory,
+    removing what the source does not have)."""
+    if depth > MAX_DEPTH:
+        report.errors.append(f"{name}: more than {MAX_DEPTH} directories deep, not copied")
+        return
+    src = os.open(name, _DIR, dir_fd=src_parent)
+    try:
+        st = os.fstat(src)
+        if not prune:
+            os.mkdir(name, stat.S_IMODE(st.st_mode) & 0o777 | 0o700, dir_fd=dst_parent)
+            report.copied += 1
+        dst = os.open(name, _DIR, dir_fd=dst_parent)
+        try:
+            with os.scandir(src) as entries:
+                found = {e.name: e.stat(follow_symlinks=False) for e in entries}
+            if prune:
+                with os.scandir(dst) as entries:
+                    gone = [(e.name, e.stat(follow_symlinks=False)) for e in entries
+                            if e.name not in found]
+                for child, child_st in gone:
+                    _remove(dst, child, child_st)
+                    report.deleted += 1
+            for child, child_st in found.items():
+                existing = _lstat(dst, child) if prune else None
+                if stat.S_ISDIR(child_st.st_mode):
+                    if existing is not None:
+                        _remove(dst, child, existing)
+                    _copy_tree(src, dst, child, report, symlinks=symlinks, depth=depth + 1)
+                else:
+                    if existing is not None and stat.S_ISDIR(existing.st_mode):
+                        _remove(dst, child, existing)
+                        existing = None
+                    _copy_entry(src, dst, child, child_st, report, symlinks=symlinks,
+                                existing=existing)
+            os.chmod(dst, stat.S_IMODE(st.st_mode) & 0o777)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _temp_name(name: str) -> str:
+    return f".{name[:200]}.acs-{secrets.token_hex(4)}"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symlink, not copied"
+    if stat.S_ISFIFO(mode):
+        return "fifo, not copied"
+    if stat.S_ISSOCK(mode):
+        return "socket, not copied"
+    return "special file, not copied"
