@@ -77,7 +77,7 @@ class RestrictedSandbox(Sandbox):
         report = host_probe.limit_enforcement(self.supervisor.mechanisms)
         report["code_policy"] = ("RestrictedPython compile-time policy + runtime guards "
                                  "(no imports, no private attributes, curated built-ins)")
-        report["c_stack"] = c_stack_report(self.supervisor.mechanisms)
+        report["c_stack"] = host_probe.c_stack(self.supervisor.mechanisms)
         return report
 
     async def run(self, code: str, ctx: SecurityContext,
@@ -127,17 +127,3 @@ def _retains_memory(handle: WorkerHandle, usage: dict[str, Any], memory_mb: int)
     grown = usage.get("memory_mb", 0.0) - handle.start_rss_mb
     return grown > max(memory_mb * RETAINED_SHARE, RETAINED_MIN_MB)
 
-
-def c_stack_report(mechanisms: dict[str, Any]) -> str:
-    """How deep C recursion ends here (doctor / host report)."""
-    info = mechanisms.get("rlimits", {})
-    room = info.get("stack_room_mb", 0)
-    if not info.get("active"):
-        return ("DEGRADED: no rlimits here, the worker's stack keeps the zygote's limit; deep "
-                "C recursion (hashing a tuple nested ~200,000 deep) may crash the worker")
-    if room is not None and room < rlimits.STACK_ROOM_MB:
-        return (f"DEGRADED: the hard RLIMIT_STACK allows only {room} MB of main-thread stack; "
-                "deep C recursion past it crashes the worker (SIGSEGV) instead of reaching "
-                "memory_mb")
-    return ("main-thread stack up to 2 x memory_mb + 64 MB (RLIMIT_STACK, room reserved at the "
-            "zygote's exec): deep C recursion ends as memory_mb, never as a stack overflow")

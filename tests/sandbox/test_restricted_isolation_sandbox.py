@@ -139,8 +139,8 @@ async def test_size_side_door_is_a_language_level_limit(restricted, source):
 
 # -- deep C recursion: the memory limit, never a crashed worker ---------------------------------
 
-#: With 64 MB, a million levels of 1-tuples (48 MB of heap) fit; hashing them needs 64 MB of
-#: C stack on top (an 8 MB stack overflowed at ~131,000 levels: the worker died of SIGSEGV).
+#: With 64 MB, 700,000 levels of 1- or 2-tuples (34-40 MB of heap) fit; hashing them needs
+#: 45 MB of C stack on top (an 8 MB stack overflowed at ~131,000 levels: SIGSEGV).
 DEEP = {"memory_mb": 64, "timeout_seconds": 30}
 
 
@@ -149,7 +149,7 @@ DEEP = {"memory_mb": 64, "timeout_seconds": 30}
 async def test_deep_c_recursion_ends_as_the_memory_limit(restricted, source):
     user = "deep-" + str(abs(hash(source)) % 10_000)
     with pytest.raises(ResourceLimitExceeded) as info:
-        await run(restricted, source.format(depth=1_000_000), user=user, **DEEP)
+        await run(restricted, source.format(depth=700_000), user=user, **DEEP)
     assert info.value.limit == "memory_mb", info.value
     after = await run(restricted, "r = sum([1, 2, 3])", user=user, **DEEP)
     assert after.success and after["r"] == 6

@@ -66,9 +66,13 @@ def reserve_stack_room(mb: int) -> bool:
 
 
 def stack_room_mb() -> int | None:
-    """Room below this process's main stack guaranteed at its exec (None: unlimited)."""
-    soft, _hard = resource.getrlimit(resource.RLIMIT_STACK)
-    return None if soft == resource.RLIM_INFINITY else soft // MB
+    """Room below the main stack a restricted zygote started from here gets (its soft
+    RLIMIT_STACK after :func:`reserve_stack_room`; None: unlimited, all there is)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    want = STACK_ROOM_MB * MB if hard == resource.RLIM_INFINITY else min(STACK_ROOM_MB * MB, hard)
+    return max(soft, want) // MB
 
 
 def current_vm_bytes() -> int:
