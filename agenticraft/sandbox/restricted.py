@@ -48,6 +48,7 @@ class RestrictedSandbox(Sandbox):
                                      stack_room_mb=rlimits.STACK_ROOM_MB)
         self._idle: dict[tuple[str, str], list[WorkerHandle]] = {}
         self._started = False
+        self._report: tuple[Any, dict[str, str]] = (None, {})
 
     @classmethod
     def probe(cls) -> list[str]:
@@ -74,10 +75,18 @@ class RestrictedSandbox(Sandbox):
             self._started = False
 
     def host_report(self) -> dict[str, str]:
-        report = host_probe.limit_enforcement(self.supervisor.mechanisms)
+        # Every result carries it: made once per zygote start (its mechanisms), copied per run.
+        mechanisms = self.supervisor.mechanisms
+        if self._report[0] is not mechanisms:
+            self._report = (mechanisms, self._make_report(mechanisms))
+        return dict(self._report[1])
+
+    @staticmethod
+    def _make_report(mechanisms: dict[str, Any]) -> dict[str, str]:
+        report = host_probe.limit_enforcement(mechanisms)
         report["code_policy"] = ("RestrictedPython compile-time policy + runtime guards "
                                  "(no imports, no private attributes, curated built-ins)")
-        report["c_stack"] = host_probe.c_stack(self.supervisor.mechanisms)
+        report["c_stack"] = host_probe.c_stack(mechanisms)
         return report
 
     async def run(self, code: str, ctx: SecurityContext,
