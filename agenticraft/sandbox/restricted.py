@@ -135,4 +135,3 @@ def _retains_memory(handle: WorkerHandle, usage: dict[str, Any], memory_mb: int)
     deep recursion touched, arenas of a large computation)."""
     grown = usage.get("memory_mb", 0.0) - handle.start_rss_mb
     return grown > max(memory_mb * RETAINED_SHARE, RETAINED_MIN_MB)
-
