@@ -236,3 +236,27 @@ DEEP_TUPLES_HASHED = [
     ("tuple-constructor", "t = ()\nfor i in range(1000000):\n    t = tuple([t])\nx = {t}"),
 ]
 SIZE_SIDE_DOORS.extend(DEEP_TUPLES_HASHED)
+
+#: Tuples nested deeper than the C stack allows, built by C functions that store their argument
+#: in a new tuple (no guard sees the nesting), then hashed natively: CPython's tuple hash
+#: recurses on the C stack without a check (64 bytes of stack per level on 3.11; an 8 MB stack
+#: overflows at ~131,000 levels). In-process this is a segmentation fault of the caller
+#: (``run_restricted`` in-process is documented as not crash-safe), so these run only through
+#: the sandbox, where the worker's main-thread stack is larger than its memory limit: the
+#: recursion ends as the memory limit (memory_mb), never as SIGSEGV. ``{depth}`` is filled in.
+DEEP_C_RECURSION = [
+    ("exception-args-in-set", "t = ()\nfor i in range({depth}):\n    t = ValueError(t).args\n"
+                              "x = {{t}}"),
+    ("popitem-as-dict-key", "t = ()\nfor i in range({depth}):\n    t = {{0: t}}.popitem()\n"
+                            "x = {{t: 1}}"),
+    ("dict-items-in-frozenset", "t = ()\nfor i in range({depth}):\n"
+                                "    t = list({{0: t}}.items())[0]\nx = frozenset([t])"),
+    ("enumerate-item-membership", "t = ()\nfor i in range({depth}):\n"
+                                  "    t = next(enumerate([t]))\nx = t in {{1, 2}}"),
+    ("zip-item-in-set", "t = ()\nfor i in range({depth}):\n    t = next(zip([t]))\nx = {{t}}"),
+    ("itertools-product-dict-key", "import itertools\nt = ()\nfor i in range({depth}):\n"
+                                   "    t = next(itertools.product([t]))\nx = {{t: 1}}"),
+    ("lru-cache-key", "import functools\nt = ()\nfor i in range({depth}):\n"
+                      "    t = ValueError(t).args\nf = functools.lru_cache(None)(len)\n"
+                      "x = f(t)"),
+]

@@ -1,7 +1,7 @@
 """The zygote: a warm Python that forks confined workers in milliseconds.
 
 Started once per supervisor with
-``python -I -c "...; main()" PACKAGE_ROOT FD DISABLED PRELOAD SCRATCH_ROOT``
+``python -I -c "...; main()" PACKAGE_ROOT FD DISABLED PRELOAD SCRATCH_ROOT STACK_ROOM_MB``
 (``-c`` so that the package root, passed as an argument, can go first on ``sys.path``), with an
 allow-listed environment and no descriptors but its control socket (SOCK_SEQPACKET). For each
 ``spawn`` request it forks a child that confines itself and becomes a worker; the worker's
@@ -10,7 +10,9 @@ profile is kept forked and confined ahead of time, and for any other profile one
 waits already forked and placed in its own cgroup unit (joining a unit is one migration per
 cgroup hierarchy, 0.3-1 ms each: the costly part of a fresh start on cgroup v1); it learns its
 profile when a spawn needs it, and only then confines itself. The zygote is a child subreaper:
-any process a dead worker left behind becomes its child and is killed.
+any process a dead worker left behind becomes its child and is killed. With STACK_ROOM_MB (the
+restricted sandbox's zygote) it first re-execs itself once with that RLIMIT_STACK, so that its
+workers' main-thread stacks can grow past their memory limit (``confine.rlimits``).
 """
 
 from __future__ import annotations
@@ -339,6 +341,13 @@ def main() -> None:
     disabled = [d for d in sys.argv[2].split(",") if d] if len(sys.argv) > 2 else []
     extra_preload = [m for m in sys.argv[3].split(",") if m] if len(sys.argv) > 3 else []
     scratch_root = sys.argv[4] if len(sys.argv) > 4 else ""
+    stack_room = int(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] else 0
+    if stack_room:
+        from agenticraft.jail.confine import rlimits
+        if rlimits.reserve_stack_room(stack_room):
+            os.execv(sys.executable, sys.orig_argv)  # the control socket is inherited
+        import threading
+        threading.stack_size(rlimits.THREAD_STACK_BYTES)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     for name in (*PRELOAD, *extra_preload):

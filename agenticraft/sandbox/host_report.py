@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agenticraft.jail.confine.probe import MECHANISMS, SWITCHES, mechanisms
+from agenticraft.jail.confine.rlimits import STACK_ROOM_MB
 from agenticraft.security.policy import SYSTEM_POLICY_PATH
 from agenticraft.wire import network
 from agenticraft.wire.errors import QUOTA_FACTOR, SandboxUnavailable
@@ -219,8 +220,21 @@ def host_report(disabled: Iterable[str] | None = None) -> dict[str, Any]:
         "mechanisms": mech,
         "limits": limit_enforcement(mech),
         "network": effective_network(mech),
+        "restricted": {"c_stack": c_stack(mech)},
         "disabled": sorted(disabled),
     }
+
+
+def c_stack(mech: Mapping[str, Mapping[str, Any]]) -> str:
+    """How deep C recursion (CPython hashing a tuple nested a million deep) ends in a
+    restricted worker here."""
+    room = mech.get("rlimits", {}).get("stack_room_mb")
+    if room is not None and room < STACK_ROOM_MB:
+        return (f"DEGRADED: the hard RLIMIT_STACK leaves only {room} MB for a worker's stack: "
+                f"with memory_mb above {max(0, (room - 64) // 2)}, deep C recursion crashes the "
+                "worker (SIGSEGV) instead of ending as memory_mb")
+    return ("main-thread stack up to 2 x memory_mb + 64 MB (RLIMIT_STACK; room reserved when "
+            "the zygote is exec'd): deep C recursion ends as memory_mb, not as a stack overflow")
 
 
 def effective_network(mech: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -267,4 +281,7 @@ def format_report(report: Mapping[str, Any]) -> str:
                   f"  policy ceiling     {net['ceiling']}",
                   f"  enforced by        {net['enforced_by']}",
                   f"  in a container     {net['in_container']}"]
+    restricted = report.get("restricted")
+    if restricted:
+        lines += ["", "Restricted sandbox:", f"  c_stack            {restricted['c_stack']}"]
     return "\n".join(lines)

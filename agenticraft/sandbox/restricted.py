@@ -5,6 +5,13 @@ catastrophic regex), so restricted code runs in a worker process from the same z
 process sandbox. Workers are reused for the same user and profile while healthy (the restricted
 executor builds fresh globals on every run, so nothing leaks between calls), replaced after any
 kill or failure, and never shared between users.
+
+Deep C recursion (hashing a tuple nested millions deep, which CPython does on the C stack
+without any check) ends as the memory limit, not as a crash: the workers come from a zygote
+exec'd with room for a main-thread stack larger than the memory limit can pay for
+(``jail.confine.rlimits.stack_bound_mb``). Stack pages a run touched stay resident, so a worker
+that ends a run holding much more memory than it started with is not reused: the next run gets
+the whole memory limit.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import functools
 import json
 from typing import Any
 
+from agenticraft.jail.confine import rlimits
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.base import OutputCallback, Sandbox
 from agenticraft.sandbox.process import to_result
@@ -24,6 +32,10 @@ from agenticraft.sandbox.workers import WorkerHandle
 from agenticraft.security.context import SecurityContext
 
 POOL_PER_USER = 4
+#: A worker is reused while its resident memory after a run has grown by at most this share of
+#: memory_mb (or RETAINED_MIN_MB) since it started.
+RETAINED_SHARE = 0.25
+RETAINED_MIN_MB = 32
 
 
 class RestrictedSandbox(Sandbox):
@@ -32,9 +44,11 @@ class RestrictedSandbox(Sandbox):
     def __init__(self, manager: Any) -> None:
         super().__init__(manager)
         self.supervisor = Supervisor(host_probe.disabled_from_env(),
-                                     ("agenticraft.jail.restricted",))
+                                     ("agenticraft.jail.restricted",),
+                                     stack_room_mb=rlimits.STACK_ROOM_MB)
         self._idle: dict[tuple[str, str], list[WorkerHandle]] = {}
         self._started = False
+        self._report: tuple[Any, dict[str, str]] = (None, {})
 
     @classmethod
     def probe(cls) -> list[str]:
@@ -61,9 +75,18 @@ class RestrictedSandbox(Sandbox):
             self._started = False
 
     def host_report(self) -> dict[str, str]:
-        report = host_probe.limit_enforcement(self.supervisor.mechanisms)
+        # Every result carries it: made once per zygote start (its mechanisms), copied per run.
+        mechanisms = self.supervisor.mechanisms
+        if self._report[0] is not mechanisms:
+            self._report = (mechanisms, self._make_report(mechanisms))
+        return dict(self._report[1])
+
+    @staticmethod
+    def _make_report(mechanisms: dict[str, Any]) -> dict[str, str]:
+        report = host_probe.limit_enforcement(mechanisms)
         report["code_policy"] = ("RestrictedPython compile-time policy + runtime guards "
                                  "(no imports, no private attributes, curated built-ins)")
+        report["c_stack"] = host_probe.c_stack(mechanisms)
         return report
 
     async def run(self, code: str, ctx: SecurityContext,
@@ -82,7 +105,9 @@ class RestrictedSandbox(Sandbox):
                 profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root,
                                         protect=manager_files(self.manager))
                 profile["executor"] = "restricted"
+                profile["stack_mb"] = rlimits.stack_bound_mb(ctx.resource_limits.memory_mb)
                 handle = await self.supervisor.spawn(profile, prefork=False)
+                handle.start_rss_mb = handle.usage()[1]
             try:
                 outcome = await self.supervisor.run_lean(handle, code, ctx.resource_limits,
                                                          on_output=on_output, extra=extra)
@@ -95,10 +120,18 @@ class RestrictedSandbox(Sandbox):
             except BaseException:
                 self.supervisor.discard(handle)
                 raise
-        if handle.alive and outcome.crashed is None and len(idle) < POOL_PER_USER:
+        if (handle.alive and outcome.crashed is None and len(idle) < POOL_PER_USER
+                and not _retains_memory(handle, outcome.usage, ctx.resource_limits.memory_mb)):
             idle.append(handle)  # healthy: keep it warm for this user
         elif handle.alive:
             self.supervisor.discard(handle)
         else:
             handle.close()
         return to_result(outcome, self.sandbox_type.value, self.host_report())
+
+
+def _retains_memory(handle: WorkerHandle, usage: dict[str, Any], memory_mb: int) -> bool:
+    """Whether the run left the worker holding memory the next run would miss (the stack a
+    deep recursion touched, arenas of a large computation)."""
+    grown = usage.get("memory_mb", 0.0) - handle.start_rss_mb
+    return grown > max(memory_mb * RETAINED_SHARE, RETAINED_MIN_MB)

@@ -56,9 +56,10 @@ class Supervisor:
     """Runs code in workers and enforces the limits a worker cannot enforce on itself."""
 
     def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = (), *,
-                 zygote: ZygoteProcess | None = None) -> None:
+                 zygote: ZygoteProcess | None = None, stack_room_mb: int = 0) -> None:
         # ``zygote``: another way to run the same zygote (the container sandbox's, in a container)
-        self.zygote = zygote if zygote is not None else ZygoteProcess(disabled, preload)
+        self.zygote = zygote if zygote is not None else ZygoteProcess(disabled, preload,
+                                                                      stack_room_mb)
         self._start_lock = threading.Lock()
 
     @property

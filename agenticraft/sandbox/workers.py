@@ -43,9 +43,11 @@ YIELD_EVERY = 16
 class ZygoteProcess:
     """The host's handle on the zygote process (``jail.zygote.Zygote``), one per supervisor."""
 
-    def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = ()) -> None:
+    def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = (),
+                 stack_room_mb: int = 0) -> None:
         self.disabled = disabled
         self.preload = preload
+        self.stack_room_mb = stack_room_mb  # 0: the zygote keeps the RLIMIT_STACK it inherits
         leftovers.reap()  # what sandboxes of dead owners left (a SIGKILLed kernel, a crash)
         self.scratch_root = tempfile.mkdtemp(prefix=leftovers.scratch_prefix())
         os.chmod(self.scratch_root, 0o700)
@@ -63,7 +65,8 @@ class ZygoteProcess:
                 "from agenticraft.jail.zygote import main; main()")
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", code, PACKAGE_ROOT, str(child.fileno()),
-             ",".join(sorted(self.disabled)), ",".join(self.preload), self.scratch_root],
+             ",".join(sorted(self.disabled)), ",".join(self.preload), self.scratch_root,
+             str(self.stack_room_mb)],
             pass_fds=[child.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL,
             start_new_session=True)
         child.close()
@@ -198,6 +201,8 @@ class WorkerHandle:
         #: Writable working directories, as overlays whose changes are copied back (writeback)
         self.overlays: list[writeback.Overlay] = []
         self._overlay_sock: int | None = fds[3] if len(fds) > 3 else None
+        #: Resident MB when it became ready (the restricted sandbox compares runs against it).
+        self.start_rss_mb = 0.0
 
     async def recv(self) -> dict[str, Any] | None:
         """Next frame, or None at end of stream. Raises ProtocolError on garbage.

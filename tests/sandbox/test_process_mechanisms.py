@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -46,6 +47,20 @@ def test_doctor_reports_every_limit():
     text = subprocess.run([sys.executable, "-m", "agenticraft_kernel", "doctor"],
                           capture_output=True, text=True, check=True).stdout
     assert "filesystem_access" in text and "Mechanisms:" in text
+
+
+def test_doctor_says_how_deep_c_recursion_ends_in_the_restricted_sandbox():
+    # a hard RLIMIT_STACK of 100 MB: the restricted zygote cannot reserve its stack room
+    def low_stack_hard_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_STACK, (8 << 20, 100 << 20))
+
+    text = subprocess.run([sys.executable, "-m", "agenticraft_kernel", "doctor"],
+                          capture_output=True, text=True, check=True,
+                          preexec_fn=low_stack_hard_limit).stdout
+    line = next(row for row in text.splitlines() if row.strip().startswith("c_stack"))
+    assert "DEGRADED" in line and "100 MB" in line
+    assert "DEGRADED" not in probe.c_stack({"rlimits": {"stack_room_mb": 32 * 1024}})
+    assert "DEGRADED" not in probe.c_stack({"rlimits": {"stack_room_mb": None}})  # unlimited
 
 
 def test_report_marks_switched_off_mechanisms():

@@ -9,10 +9,13 @@ import time
 
 import pytest
 
+from agenticraft.jail.confine import rlimits
+from agenticraft.sandbox.restricted import RETAINED_SHARE
 from agenticraft.security import SecurityContext
 from agenticraft.wire.errors import ResourceLimitExceeded, SecurityViolation
 from restricted_payloads import (
     ALL_SAFE,
+    DEEP_C_RECURSION,
     GC_TRIGGER,
     LEFTOVER_GENERATOR,
     POISONING,
@@ -132,3 +135,59 @@ async def test_size_side_door_is_a_language_level_limit(restricted, source):
         await run(restricted, source, user="sizes")
     assert info.value.limit in ("memory_mb", "recursion"), info.value
     assert time.monotonic() - started < 4.0
+
+
+# -- deep C recursion: the memory limit, never a crashed worker ---------------------------------
+
+#: With 64 MB, 700,000 levels of 1- or 2-tuples (34-40 MB of heap) fit; hashing them needs
+#: 45 MB of C stack on top (an 8 MB stack overflowed at ~131,000 levels: SIGSEGV).
+DEEP = {"memory_mb": 64, "timeout_seconds": 30}
+
+
+@pytest.mark.parametrize("source", [p[1] for p in DEEP_C_RECURSION],
+                         ids=[p[0] for p in DEEP_C_RECURSION])
+async def test_deep_c_recursion_ends_as_the_memory_limit(restricted, source):
+    user = "deep-" + str(abs(hash(source)) % 10_000)
+    with pytest.raises(ResourceLimitExceeded) as info:
+        await run(restricted, source.format(depth=700_000), user=user, **DEEP)
+    assert info.value.limit == "memory_mb", info.value
+    after = await run(restricted, "r = sum([1, 2, 3])", user=user, **DEEP)
+    assert after.success and after["r"] == 6
+
+
+@pytest.mark.parametrize("source", [p[1] for p in DEEP_C_RECURSION[:3]],
+                         ids=[p[0] for p in DEEP_C_RECURSION[:3]])
+async def test_deep_c_recursion_within_the_memory_limit_just_works(restricted, source):
+    # 300,000 levels: 19 MB of stack; the worker crashed here with an 8 MB stack
+    user = "deep-ok-" + str(abs(hash(source)) % 10_000)
+    result = await run(restricted, source.format(depth=300_000), user=user)
+    assert result.success, result.error
+    before = workers(restricted, user)
+    assert len(before) == 1
+    after = await run(restricted, "r = len({(1, 2): 3})", user=user)
+    assert workers(restricted, user) == before  # the same warm worker serves the next run
+    assert after.success and after["r"] == 1
+
+
+async def test_a_worker_left_holding_a_deep_stack_is_not_reused(restricted):
+    # 1,200,000 levels under 256 MB: ~77 MB of stack stays resident after the run, more than
+    # RETAINED_SHARE of the limit: the next run must not start with that much less memory
+    assert 256 * RETAINED_SHARE < 77
+    source = DEEP_C_RECURSION[0][1].format(depth=1_200_000)
+    result = await run(restricted, source, user="deep-retained", memory_mb=256,
+                       timeout_seconds=30)
+    assert result.success, result.error
+    assert workers(restricted, "deep-retained") == set()
+    after = await run(restricted, "r = 1", user="deep-retained")
+    assert after.success and len(workers(restricted, "deep-retained")) == 1
+
+
+async def test_restricted_workers_get_a_stack_their_memory_cannot_fill(restricted):
+    await run(restricted, "r = 1", user="stack-limit", memory_mb=96)
+    (pid,) = workers(restricted, "stack-limit")
+    with open(f"/proc/{pid}/limits") as fh:
+        line = next(row for row in fh if row.startswith("Max stack size"))
+    soft, hard = (int(value) for value in line.split()[3:5])
+    assert soft == hard == rlimits.stack_bound_mb(96) * rlimits.MB
+    assert restricted.supervisor.mechanisms["rlimits"]["stack_room_mb"] >= rlimits.STACK_ROOM_MB
+    assert "DEGRADED" not in restricted.host_report()["c_stack"]

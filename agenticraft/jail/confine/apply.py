@@ -84,7 +84,7 @@ def confine(
         applied["rlimits"] = rlimits.apply(
             memory_mb=profile["memory_mb"], memory_unit=unit is not None and "memory" in unit.caps,
             max_file_size_mb=profile["max_file_size_mb"],
-            max_processes=profile["max_processes"],
+            max_processes=profile["max_processes"], stack_mb=profile.get("stack_mb"),
             nproc_baseline=helpers if "namespaces" in active
             else profile.get("nproc_baseline", 0),
         )

@@ -25,15 +25,20 @@ fork of the warm worker per run costs about 1.1 ms for fork + exit + wait alone)
 * warnings and "Exception ignored" reports go to the run's capped output, with tracebacks of
   the user's frames only; ``re.DEBUG`` is stripped.
 
-Crash safety: ``run_restricted`` called in-process is NOT crash-safe. The guards bound what
-they see (value sizes, iterator chains, Decimal digits, and tuples nested deeper than
-``MAX_NESTING`` when built by a display, ``*args`` or ``tuple()``), but CPython still recurses
-on the C stack in places no guard sits on: a tuple nested ~200,000 deep that was built by a C
-function storing its argument in a new tuple (``zip``/``enumerate`` items, ``dict.items()``,
-``dict.popitem()``, an exception's ``args``, ``itertools`` products) and is then hashed (a set
-member, a dict key) is a segmentation fault of the calling process. The restricted *sandbox*
-runs this function in a worker process, where such a crash ends that worker only (reported as a
-failed run, the next run gets a fresh worker) and never the host.
+Crash safety: ``run_restricted`` called in-process is NOT crash-safe; the restricted *sandbox*
+(``SandboxType.RESTRICTED``, which runs this function in a worker process) is. In-process, no
+memory limit holds (a run may exhaust the caller's memory), and CPython recurses on the C stack
+without any check in places no guard sits on: the guards refuse what they see (value sizes,
+iterator chains, Decimal digits, tuples nested deeper than ``MAX_NESTING`` when built by a
+display, ``*args`` or ``tuple()``), but a tuple nested ~130,000 deep (64 bytes of C stack per
+level on 3.11, 8 MB stack) built by a C function that stores its argument in a new tuple
+(``zip``/``enumerate`` items, ``dict.items()``, ``dict.popitem()``, an exception's ``args``,
+``itertools`` products) and then hashed natively (a set member, a dict key, an ``lru_cache``
+argument) is a segmentation fault of the calling process. In the sandbox's worker the main
+thread's stack may grow past what the worker's memory limit can pay for
+(``jail.confine.rlimits.stack_bound_mb``), so any such recursion ends as ``memory_mb`` (a
+``ResourceLimitExceeded``; the worker is replaced, the next run gets a fresh one), never as a
+stack overflow, whichever C function built the nesting.
 """
 
 from __future__ import annotations
