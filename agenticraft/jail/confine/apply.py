@@ -43,12 +43,15 @@ def confine(
     # With a PID namespace the keeper and the init (``pidns``) are processes of the sandbox too.
     pid_ns = private_root and bool(mechanisms["mounts"].get("pid_namespace"))
     helpers = 2 if pid_ns else 0
+    # A session that keeps an undo state has one more process of its own: the stopped
+    # checkpoint of its last run, which max_processes does not count either.
+    held = 1 if profile.get("undo_state") else 0
     bases = unit_bases(mechanisms, active)
     if bases:  # before the namespace step: the cgroup fs is still writable
         applied["cgroups"] = cgroups.place(
             bases, f"{expected_parent}-{os.getpid()}", memory_mb=profile["memory_mb"],
             cpu_percent=profile["cpu_percent"],
-            max_processes=profile["max_processes"] + 1 + helpers)
+            max_processes=profile["max_processes"] + 1 + helpers + held)
     if "namespaces" in active:
         applied["namespaces"] = namespaces.enter(network=network, mount=private_root,
                                                  pid=pid_ns, drop=False, loopback=egress)
@@ -72,8 +75,8 @@ def confine(
             memory_mb=profile["memory_mb"], memory_unit="memory" in bases,
             max_file_size_mb=profile["max_file_size_mb"],
             max_processes=profile["max_processes"],
-            nproc_baseline=helpers if "namespaces" in active
-            else profile.get("nproc_baseline", 0),
+            nproc_baseline=held + (helpers if "namespaces" in active
+                                   else profile.get("nproc_baseline", 0)),
         )
     if "landlock" in active:
         own = ["/tmp", "/dev/shm", "/dev/pts"] if private_root else []  # private tmpfs, devpts
