@@ -24,7 +24,8 @@ DONE = "Restored the variables from before the last cell (%secure_undo)."
 
 
 def refusal(reason: str) -> str:
-    return f"Nothing to undo: {reason}. %secure_undo goes back one cell, once."
+    return (f"Nothing to undo: {reason}. %secure_undo restores the state from before the last "
+            "cell, once.")
 
 
 async def secure_undo(kaudit: KernelAudit, relay: Relay, backend: Any, code: str, count: int,
