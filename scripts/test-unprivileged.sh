@@ -28,5 +28,6 @@ setpriv --reuid="$user" --regid="$user" --init-groups --reset-env -- env HOME="$
         .venv/bin/python -m pytest -p no:cacheprovider tests/sandbox/test_process_escapes.py \
             tests/sandbox/test_process_sessions.py tests/sandbox/test_process_mechanisms.py \
             tests/jail/test_confine_landlock_seccomp.py tests/sandbox/test_resource_control.py \
-            tests/sandbox/test_process_private_env.py tests/sandbox/test_egress.py
+            tests/sandbox/test_process_private_env.py tests/sandbox/test_egress.py \
+            tests/sandbox/test_process_session_undo.py
     "

@@ -189,7 +189,7 @@ async def test_state_lost_with_the_session_says_so(session):
     await session.run("x = 2")
     kept = session.handle.undo
     session.handle.unit.kill()  # every process of the session dies: nothing to roll back to
-    with contextlib.suppress(SandboxError):
+    with contextlib.suppress(SandboxError, OSError):  # (its channel may be closed already)
         result = await session.run("x = 3")
         assert not result.success
     assert wait_gone(kept)
@@ -224,3 +224,20 @@ async def test_the_kept_state_counts_in_the_unit(session):
     assert both - base > 48 * MB, (base / MB, both / MB)
     await session.undo()
     assert (await session.run("v = float(big[0])"))["v"] == 1.0
+
+
+async def test_the_kept_state_stays_stopped_while_the_unit_is_throttled(process_sandbox):
+    """Throttling stops and resumes the whole unit (the freezer, or SIGSTOP/SIGCONT to the
+    process group): the kept state is left stopped, even when its runner is gone (a request
+    that is not undoable ends the checkpoint it ran from, the kept state's child)."""
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 10, "cpu_percent": 20})
+    async with process_sandbox.session(ctx, undo=True) as session:
+        await session.run("x = 1")
+        await session.run("x = 2")
+        kept = session.handle.undo
+        spin = "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end:\n    pass"
+        assert (await session.request(spin, undoable=False)).success
+        assert session.handle.undo == kept
+        assert stopped(kept, timeout=0.5), "throttling woke the undo state"
+        await session.undo()
+        assert (await session.run("y = x"))["y"] == 1
