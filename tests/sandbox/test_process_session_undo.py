@@ -241,3 +241,23 @@ async def test_the_kept_state_stays_stopped_while_the_unit_is_throttled(process_
         assert stopped(kept, timeout=0.5), "throttling woke the undo state"
         await session.undo()
         assert (await session.run("y = x"))["y"] == 1
+
+
+async def test_the_kept_state_does_not_take_a_process_from_max_processes(process_sandbox):
+    """The kept state is the sandbox's own process: a session with an undo state allows the
+    runs as many processes as one without (pids.max and RLIMIT_NPROC reserve its slot). With
+    max_processes=3 a run may start a child (RLIMIT_NPROC, unprivileged, also counts the
+    checkpoint among the three)."""
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 10, "max_processes": 3})
+    async with process_sandbox.session(ctx, undo=True) as session:
+        await session.run("x = 1")
+        await session.run("x = 2")
+        assert session.can_undo
+        child = ("import subprocess, sys\n"
+                 "out = subprocess.run([sys.executable, '-c', 'print(7)'], capture_output=True,"
+                 " text=True).stdout.strip()")
+        result = await session.run(child)
+        assert result.success, result.error
+        assert result["out"] == "7"
+        await session.undo()
+        assert (await session.run("y = x"))["y"] == 2
