@@ -78,7 +78,7 @@ async def main(n: int, mb: int) -> None:
     for label, code in cells:
         await kept.run(code)
         rss, pss, uss = memory(kept.handle.undo)
-        live_rss, live_pss, live_uss = memory(kept.handle.pid)
+        live_uss = memory(kept.handle.pid)[2]
         usage = unit.memory_bytes()
         rows.append((label, f"{rss:.1f}", f"{pss:.1f}", f"{uss:.1f}", f"{live_uss:.1f}",
                      "-" if usage is None else f"{usage / MB:.1f}"))
