@@ -261,3 +261,18 @@ async def test_the_kept_state_does_not_take_a_process_from_max_processes(process
         assert result["out"] == "7"
         await session.undo()
         assert (await session.run("y = x"))["y"] == 2
+
+
+async def test_requests_between_runs_leave_no_processes_behind(process_sandbox):
+    """Each request that is not undoable (a completion) ends the checkpoint it ran from, the
+    kept state's child; the processes orphaned so must not pile up under the stopped kept
+    state (as zombies it cannot reap) until they exhaust max_processes."""
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 10, "max_processes": 6})
+    async with process_sandbox.session(ctx, undo=True) as session:
+        await session.run("x = 1")
+        await session.run("x = 2")
+        for i in range(12):
+            assert (await session.request(f"completion = {i}", undoable=False)).success
+        assert (await session.run("y = x"))["y"] == 2
+        await session.undo()
+        assert (await session.run("z = (x, 'completion' in globals())"))["z"] == [2, True]
