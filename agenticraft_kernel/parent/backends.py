@@ -71,12 +71,14 @@ class SessionBackend:
                   limits: ResourceLimits | None = None) -> RunReply:
         """One request in the session (the kernel audits cells itself); ``limits`` tightens
         the supervisor's limits for this run (a ``%%secure`` cell, already resolved). Only
-        cells become what ``%secure_undo`` takes back (not completions or comm messages)."""
+        cells become what ``%secure_undo`` takes back: not completions, inspections or comm
+        messages, nor silent executions (what frontend tools such as variable inspectors run)."""
         if self.session is None:
             raise SandboxError("the sandbox session is not running")
         return await self.session.request(code, on_output=on_output, on_event=on_event,
                                           extra=extra, limits=limits,
-                                          undoable=extra.get("kind") == "execute")
+                                          undoable=extra.get("kind") == "execute"
+                                          and not extra.get("silent"))
 
     async def undo(self) -> None:
         """Back to the state from before the last cell (``%secure_undo``); raises

@@ -97,8 +97,8 @@ async def test_the_restricted_backend_shows_bound_names(manager: SandboxManager)
 
 
 async def test_only_cells_are_what_undo_takes_back(manager: SandboxManager) -> None:
-    """The session backend keeps the state before each cell (``kind: execute``); its other
-    requests (completions, comm messages) leave that state alone. The restricted backend keeps
+    """The session backend keeps the state before each cell (``kind: execute``, not silent);
+    its other requests (completions, comm messages, silent executions) leave that state alone. The restricted backend keeps
     no state and refuses, saying why."""
     from agenticraft.wire.errors import NothingToUndo
 
@@ -111,6 +111,7 @@ async def test_only_cells_are_what_undo_takes_back(manager: SandboxManager) -> N
         await backend.run("x = 2", EXECUTE, None, None)
         assert (await backend.run("x.", {"kind": "complete", "cursor_pos": 2}, None,
                                   None)).success
+        assert (await backend.run("tool = 1", {**EXECUTE, "silent": True}, None, None)).success
         await backend.undo()
         with pytest.raises(NothingToUndo, match="already undone"):
             await backend.undo()
