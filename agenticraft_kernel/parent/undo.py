@@ -6,8 +6,8 @@ kernel's session keeps the checkpoint of the last cell it accepted, stopped, ins
 variables the last cell rebound, deleted or mutated are as they were before it. One state is
 kept: a second ``%secure_undo`` in a row is refused, saying why. A cell rolled back after a limit
 changed nothing, so ``%secure_undo`` after it takes back the cell before it. Completions,
-inspections and widget messages do not count as cells. Both outcomes are audited: a cell record
-served by the kernel, and the session's own ``undo`` record.
+inspections, widget messages and silent executions do not count as cells. Both outcomes are
+audited: a cell record served by the kernel, and the session's own ``undo`` record.
 """
 
 from __future__ import annotations

@@ -98,8 +98,8 @@ async def test_the_restricted_backend_shows_bound_names(manager: SandboxManager)
 
 async def test_only_cells_are_what_undo_takes_back(manager: SandboxManager) -> None:
     """The session backend keeps the state before each cell (``kind: execute``, not silent);
-    its other requests (completions, comm messages, silent executions) leave that state alone. The restricted backend keeps
-    no state and refuses, saying why."""
+    its other requests (completions, comm messages, silent executions) leave that state alone.
+    The restricted backend keeps no state and refuses, saying why."""
     from agenticraft.wire.errors import NothingToUndo
 
     backend = SessionBackend(manager, context(manager, "process"))
