@@ -1,9 +1,10 @@
 """The worker's main loop, inside the confined child: receive code, run it, report.
 
 Sessions: before each run the live worker forks. The child runs the code; the parent waits as the
-checkpoint. If the run ends normally the supervisor kills the checkpoint and the child is the
-live worker. If the child is killed (or hits a limit), the parent resumes with the state from
-before the run: a rollback costs one fork, not a replay.
+checkpoint. If the run ends normally the supervisor kills the checkpoint (or keeps it, stopped, as
+the session's undo state) and the child is the live worker. If the child is killed (or hits a
+limit), the parent resumes with the state from before the run: a rollback costs one fork, not a
+replay. An undo is the same resumption of a kept checkpoint, after the supervisor killed the rest.
 """
 
 from __future__ import annotations
@@ -100,12 +101,19 @@ class Worker:
             prctl(PR_SET_CHILD_SUBREAPER, 1)
             self.runner = True
             return True
+        # While it waits the checkpoint adopts no orphans: it may be kept, stopped, as the
+        # session's undo state, and could not reap them. They go to the init (or the zygote),
+        # which reaps them; the unit still holds them. It adopts again once it is live.
+        if self.runner:
+            prctl(PR_SET_CHILD_SUBREAPER, 0)
         while True:
             try:
                 _, status = os.waitpid(pid, 0)
                 break
             except InterruptedError:
                 continue
+        if self.runner:
+            prctl(PR_SET_CHILD_SUBREAPER, 1)
         gc.unfreeze()
         if shim is not None:
             shim.start()  # rolled back: this process is the live worker again

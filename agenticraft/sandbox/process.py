@@ -23,6 +23,7 @@ from agenticraft.security.context import SecurityContext
 from agenticraft.wire import network
 from agenticraft.wire.errors import (
     ChannelAbuse,
+    NothingToUndo,
     ResourceLimitExceeded,
     SandboxError,
     SandboxUnavailable,
@@ -150,14 +151,34 @@ class ProcessSandbox(Sandbox):
         return ProcessSession(self, ctx, **kwargs)
 
 
+#: Why a session cannot undo (``NothingToUndo``'s message, and the audit record's reason).
+UNDO_NEVER = ("no run has finished in this session yet (a run rolled back after a limit does "
+              "not count)")
+UNDO_DONE = ("the last run was already undone: one earlier state is kept, so undo works once "
+             "after each run")
+UNDO_REPLACED = ("the session was replaced after its state was lost (a limit hit between runs, "
+                 "a crash, or a run that could not be rolled back), and the state from before "
+                 "the last run was lost with it")
+UNDO_GONE = ("the kept state from before the last run was killed (with the session's processes "
+             "or by the memory limit); the session itself is as it was")
+UNDO_OFF = "this session keeps no undo state (start it with undo=True)"
+
+
 class ProcessSession:
-    """A stateful sandbox session (kernel cells, multi-step agents)."""
+    """A stateful sandbox session (kernel cells, multi-step agents).
+
+    ``undo=True``: the session keeps the state from before its last run (the checkpoint that
+    run forked from, stopped) so that :meth:`undo` can go back to it, once. It costs one more
+    process of the sandbox's own and its memory: the pages the live state has changed since.
+    """
 
     def __init__(self, sandbox: ProcessSandbox, ctx: SecurityContext, *,
-                 executor: str | None = None) -> None:
+                 executor: str | None = None, undo: bool = False) -> None:
         self.sandbox = sandbox
         self.context = ctx
         self.executor = executor
+        self.keep_undo = undo
+        self._undo_note = UNDO_NEVER if undo else UNDO_OFF  # why there is nothing to undo
         self.handle: WorkerHandle | None = None
         self.supervisor: Supervisor | None = None  # set by start(): the one holding the worker
         self._lock = asyncio.Lock()
@@ -170,10 +191,11 @@ class ProcessSession:
         if self.handle is not None and self.handle.alive:
             limits = self.context.resource_limits  # a run may have tightened the unit's
             self.handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
-                                        limits.max_processes)
+                                        limits.max_processes, self.handle.reserved)
             self._idle = IdleWatch(self.handle.pid, self.context.resource_limits,
                                    self.handle.scratch, self._killed_while_idle,
-                                   unit=self.handle.unit)
+                                   unit=self.handle.unit,
+                                   spare=self.handle.sandbox_processes()[1:])
 
     def _killed_while_idle(self, violation: tuple[str, Any, Any]) -> None:
         self._lost = violation
@@ -190,6 +212,7 @@ class ProcessSession:
         if self.handle is None or not self.handle.alive:
             self.supervisor = await self.sandbox.supervisor_for(self.context)
             profile = self.sandbox.profile_for(self.context, self.executor, self.supervisor)
+            profile["undo_state"] = self.keep_undo  # confine reserves its process
             self.handle = await self.supervisor.spawn(profile, prefork=False, session=True)
             self.sandbox.manager.audit.record(records.session(self.context.user_id, "started",
                                                               pid=self.handle.pid))
@@ -225,7 +248,8 @@ class ProcessSession:
 
         async def audited(handle: WorkerHandle) -> ExecutionResult:
             async def once() -> ExecutionResult:
-                outcome = await self._exchange(handle, code, ctx, on_output, None, None, grace)
+                outcome = await self._exchange(handle, code, ctx, on_output, None, None, grace,
+                                               self.keep_undo)
                 return to_result(outcome, self.sandbox.sandbox_type.value,
                                  self.sandbox.enforced_for(ctx), session=True)
             return await self.sandbox.manager.audited(self.sandbox.sandbox_type.value, code, ctx,
@@ -236,18 +260,66 @@ class ProcessSession:
     async def request(self, code: str, *, on_output: OutputCallback | None = None,
                       on_event: Callable[[dict[str, Any]], Any] | None = None,
                       extra: dict[str, Any] | None = None, limits: ResourceLimits | None = None,
-                      grace: float = 2.0) -> RunReply:
+                      grace: float = 2.0, undoable: bool = True) -> RunReply:
         """Send an executor-defined request (the kernel's cells, completions, comms) and
         return the executor's reply. Writes no audit record: the caller owns it (the kernel
         records a cell with its kernel id, and does not audit completions). Limits, rollback
-        and ``grace`` as in ``run``; ``extra`` goes to the executor with the code."""
+        and ``grace`` as in ``run``; ``extra`` goes to the executor with the code.
+        ``undoable=False``: the run does not become the one :meth:`undo` takes back (the
+        kernel's completions and comm messages); the undo state stays as it was."""
         ctx = self._context_for(limits)
 
         async def once(handle: WorkerHandle) -> RunReply:
-            outcome = await self._exchange(handle, code, ctx, on_output, on_event, extra, grace)
+            outcome = await self._exchange(handle, code, ctx, on_output, on_event, extra, grace,
+                                           self.keep_undo and undoable)
             return to_reply(outcome, self.sandbox.enforced_for(ctx), session=True)
 
         return await self._in_turn(once)
+
+    async def undo(self) -> None:
+        """Go back to the state from before the last run (variables rebound, deleted or mutated
+        by it are as they were; processes and threads it started are killed; threads the state
+        had then resume). Once: the state before that is not kept. A run rolled back after a
+        limit changed nothing, so undo then takes back the run before it. Audited. Raises
+        ``NothingToUndo`` (nothing changed) when there is no such state, saying why."""
+        user = self.context.user_id
+        audit = self.sandbox.manager.audit
+
+        async def once(handle: WorkerHandle) -> None:
+            assert self.supervisor is not None
+            self._interrupt = None  # nothing to interrupt: no code runs
+            if handle.undo is None:
+                raise NothingToUndo(self._undo_note)
+            try:
+                restored = await self.supervisor.undo(handle)
+            finally:
+                if not handle.alive:
+                    self._drop(handle)
+            self._undo_note = UNDO_DONE if restored else UNDO_GONE
+            if not restored:
+                raise NothingToUndo(UNDO_GONE)
+
+        try:
+            await self._in_turn(once)
+        except NothingToUndo as exc:
+            audit.record(records.session_undo(user, "refused", reason=str(exc)))
+            raise
+        except SandboxError as exc:
+            audit.record(records.session_undo(user, "failed", reason=str(exc)))
+            raise
+        audit.record(records.session_undo(user, "restored", pid=self.pid))
+
+    @property
+    def can_undo(self) -> bool:
+        """True when :meth:`undo` has a state to go back to (it may still find it gone)."""
+        return self.handle is not None and self.handle.undo is not None
+
+    def _drop(self, handle: WorkerHandle) -> None:
+        """The session's worker is gone: the next run starts a fresh one (with no undo state)."""
+        handle.close()
+        self.handle = None
+        if self.keep_undo:
+            self._undo_note = UNDO_REPLACED
 
     def _context_for(self, limits: ResourceLimits | None) -> SecurityContext:
         ctx = self.context
@@ -266,8 +338,7 @@ class ProcessSession:
                 limit, value, allowed = self._lost
                 self._lost = None
                 if self.handle is not None:
-                    self.handle.close()
-                    self.handle = None
+                    self._drop(self.handle)
                 raise ResourceLimitExceeded(
                     limit, value, allowed,
                     "Code left running after an earlier run (a thread or a process) went over "
@@ -285,19 +356,19 @@ class ProcessSession:
 
     async def _exchange(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
                         on_output: OutputCallback | None, on_event: Any,
-                        extra: dict[str, Any] | None, grace: float) -> RunOutcome:
+                        extra: dict[str, Any] | None, grace: float,
+                        keep_undo: bool = False) -> RunOutcome:
         assert self.supervisor is not None
         self.sandbox.egress.begin_run(ctx, cell_id=(extra or {}).get("cell_id"))
         try:
             outcome = await self.supervisor.run(
                 handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,
                 extra={**self.sandbox.run_extra(ctx), **(extra or {})},
-                interrupt=self._interrupt, on_event=on_event, grace=grace)
+                interrupt=self._interrupt, on_event=on_event, grace=grace, keep_undo=keep_undo)
         finally:
             self._interrupt = None
-        if not handle.alive:
-            handle.close()
-            self.handle = None
+            if not handle.alive:
+                self._drop(handle)
         return outcome
 
     async def close(self) -> None:

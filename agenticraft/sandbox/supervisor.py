@@ -91,6 +91,7 @@ class Supervisor:
         reply, fds = self.zygote.spawn(profile, prefork, session, pool)
         handle = WorkerHandle(self.zygote.host_pid(reply["pid"]), fds, reply["scratch"])
         handle.unit = Unit.for_worker(self.mechanisms, self.zygote.pid, reply["pid"])
+        handle.undo_slot = bool(profile.get("undo_state"))
         try:
             ready = await asyncio.wait_for(handle.recv(), timeout=30)
         except (TimeoutError, protocol.ProtocolError) as exc:
@@ -126,11 +127,13 @@ class Supervisor:
                   on_output: Callable[[Output], Any] | None = None, checkpoint: bool = False,
                   extra: dict[str, Any] | None = None,
                   interrupt: asyncio.Event | None = None, grace: float = 2.0,
-                  on_event: Callable[[dict[str, Any]], Any] | None = None) -> RunOutcome:
+                  on_event: Callable[[dict[str, Any]], Any] | None = None,
+                  keep_undo: bool = False) -> RunOutcome:
         """One run. ``checkpoint``: the worker is a session holder that forks a runner.
 
         ``on_event`` receives the executor's own events (rich display data, input requests)
-        as plain dicts while the code runs.
+        as plain dicts while the code runs. ``keep_undo`` (with ``checkpoint``): if the run is
+        accepted, its checkpoint is kept as the session's undo state (see :meth:`undo`).
         """
         run_id = self._next_run_id()
         loop = asyncio.get_running_loop()
@@ -170,7 +173,7 @@ class Supervisor:
                 handle.unit.prefer_oom(runner, True)  # the OOM killer spares the checkpoint
             watchdog = Watchdog(runner, limits, handle.scratch,
                                 unit=handle.unit if checkpoint else None,
-                                spare=(handle.pid,) if checkpoint else ())
+                                spare=handle.sandbox_processes() if checkpoint else ())
             done_task = asyncio.ensure_future(self._frame(handle, run_id, None, event))
             # Most runs finish in microseconds: the watchdog starts polling only after 5 ms.
             watch_task = asyncio.ensure_future(watchdog.watch())
@@ -200,7 +203,7 @@ class Supervisor:
                         runner = runner if runner > 0 else self._find_runner(handle, before)
                         if runner <= 0:
                             raise protocol.ProtocolError("a run finished that no runner started")
-                        self._promote(handle, runner)
+                        self._promote(handle, runner, run_id if keep_undo else None)
                     elif failed_limit:
                         handle.alive = False
                 else:
@@ -431,7 +434,8 @@ class Supervisor:
         """Before a run: discard what arrived since the last one (nothing sent between runs
         counts), apply its limits to the unit, and note what the runner will be told from."""
         handle.discard_stale()
-        handle.unit.set_limits(limits.memory_mb, limits.cpu_percent, limits.max_processes)
+        handle.unit.set_limits(limits.memory_mb, limits.cpu_percent, limits.max_processes,
+                               handle.reserved)
         handle.unit.reset_peak()
         return {"children": set(children(handle.pid)) if checkpoint else set(),
                 "oom": handle.unit.oom_kills(), "cpu": handle.unit.cpu_seconds()}
@@ -446,13 +450,57 @@ class Supervisor:
         return min(born, key=_start_time)
 
     @staticmethod
-    def _promote(handle: WorkerHandle, runner: int) -> None:
+    def _promote(handle: WorkerHandle, runner: int, keep_run: int | None = None) -> None:
         """The run is accepted: its checkpoint (and any thread in it) ends; the runner is the
-        live session now. Only the supervisor does this."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(handle.pid, signal.SIGKILL)
+        live session now. Only the supervisor does this.
+
+        ``keep_run`` (the run's id): the checkpoint is kept instead, stopped, as the session's
+        undo state, and the one kept before it ends. A stopped checkpoint still waits for its
+        runner, so it resumes only when :meth:`undo` lets it run after that runner's end.
+        """
+        if keep_run is not None:
+            older = handle.undo
+            handle.unit.hold(handle.pid)  # its threads stop with it
+            handle.undo, handle.undo_run = handle.pid, keep_run
+            if older is not None:
+                handle.unit.release(older, resume=False)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(older, signal.SIGKILL)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGKILL)
         handle.unit.prefer_oom(runner, False)
         handle.pid = runner
+
+    async def undo(self, handle: WorkerHandle) -> bool:
+        """Back to the session's undo state: every process of the unit but the kept checkpoint
+        (and a PID namespace's keeper and init) is killed, and the checkpoint, let run again,
+        finds its runner gone and resumes exactly as after a rollback. False when there is no
+        undo state or it is gone (killed with the unit, or by the OOM killer); the session is
+        then as it was. One state is kept: after an undo there is none until the next kept
+        run. Raises SandboxError when the kept state does not resume (the session is lost)."""
+        kept, run_id = handle.undo, handle.undo_run
+        handle.undo = handle.undo_run = None
+        if kept is None:
+            return False
+        if not _alive(kept):
+            handle.unit.release(kept, resume=False)
+            return False
+        handle.discard_stale()  # what the live state sent between runs
+        handle.pid = kept  # (spared below, with the keeper and init)
+        kill_tree(kept, include_root=False)
+        handle.unit.kill(spare=handle.sandbox_processes())
+        handle.unit.release(kept, resume=True)
+        try:
+            if await handle.recv_rollback(run_id or 0, timeout=10):
+                return True
+        except (TimeoutError, OSError):
+            pass
+        kill_tree(kept)
+        handle.unit.kill()
+        handle.alive = False
+        raise SandboxError("the state from before the last run could not be restored; the "
+                           "session was stopped and its variables are lost")
 
     @staticmethod
     def _kill_run(handle: WorkerHandle) -> None:

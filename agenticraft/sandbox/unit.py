@@ -9,6 +9,10 @@ seccomp denies ``setsid``/``setpgid`` to the code inside, so every process it st
 that group, including those re-parented to the zygote when their parent died. A process group
 is stopped and resumed atomically by ``killpg`` (no child can wake a throttled sibling between
 two signals); its members are found by a scan of /proc, done only to kill or to measure.
+
+A session may keep one process stopped on purpose (its undo state, see ``Supervisor``): the unit
+holds it, so resuming the unit never wakes it (the freezer leaves a SIGSTOPped process stopped;
+without the freezer the group is resumed process by process, the held one left out).
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ class Unit:
         self.paths = dict(paths or {})
         #: what the unit does here: memory, cpu, pids (limits), cpuacct, freezer, kill
         self.caps = frozenset(self.paths) if caps is None else caps
-        self._limits: tuple[int, float, int] | None = None
+        self._limits: tuple[int, float, int, int] | None = None
         self.memory_limited = self.memory  # False while the cgroup refused this run's limit
+        self.held: set[int] = set()  # stopped on purpose: never resumed with the unit
 
     @classmethod
     def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int) -> Unit:
@@ -68,15 +73,18 @@ class Unit:
     def freezer(self) -> bool:
         return "freezer" in self.caps
 
-    def set_limits(self, memory_mb: int, cpu_percent: float, max_processes: int) -> None:
+    def set_limits(self, memory_mb: int, cpu_percent: float, max_processes: int,
+                   reserved: int = 1) -> None:
         """Apply this run's limits to the unit (a run may tighten the session's); cheap when
-        unchanged."""
-        wanted = (memory_mb, cpu_percent, max_processes)
+        unchanged. ``reserved``: the sandbox's own processes that ``max_processes`` does not
+        count (a session's checkpoint, a PID namespace's keeper and init, a kept undo state)."""
+        wanted = (memory_mb, cpu_percent, max_processes, reserved)
         if wanted == self._limits or not self.paths:
             return
         self._limits = wanted
         writes = cgroups.limit_writes(self.version, self.caps, memory_mb=memory_mb,
-                                      cpu_percent=cpu_percent, max_processes=max_processes + 1)
+                                      cpu_percent=cpu_percent,
+                                      max_processes=max_processes + reserved)
         for controller, name, value in writes:
             if name in ("cpu.cfs_period_us", "memory.swap.max"):
                 continue  # set once when the unit was made
@@ -122,11 +130,30 @@ class Unit:
             self._signal_group(signal.SIGSTOP)
 
     def resume(self) -> None:
+        """Resume what ``stop`` stopped; a held process stays stopped."""
         if self.freezer:
             with contextlib.suppress(OSError):
                 self._write("freezer", "freezer.state", "THAWED")
+        elif self.held:
+            for pid in group_members(self.group):
+                if pid not in self.held:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGCONT)
         else:
             self._signal_group(signal.SIGCONT)
+
+    def hold(self, pid: int) -> None:
+        """Stop ``pid`` and keep it stopped until ``release`` (a session's undo state)."""
+        self.held.add(pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGSTOP)
+
+    def release(self, pid: int, *, resume: bool) -> None:
+        """Stop holding ``pid``; ``resume``: let it run again (SIGCONT)."""
+        self.held.discard(pid)
+        if resume:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGCONT)
 
     def kill(self, spare: Iterable[int] = ()) -> int:
         """Kill every process of the unit except ``spare`` (a session's checkpoint)."""

@@ -180,8 +180,10 @@ class IdleWatch:
 
     def __init__(self, holder: int, limits: ResourceLimits, scratch: str,
                  on_violation: Callable[[tuple[str, Any, Any]], Any],
-                 unit: Unit | None = None) -> None:
-        self.watchdog = Watchdog(holder, limits, scratch, unit=unit)
+                 unit: Unit | None = None, spare: tuple[int, ...] = ()) -> None:
+        # ``spare``: the sandbox's own processes (keeper, init, a kept undo state) are not
+        # counted as the session's processes
+        self.watchdog = Watchdog(holder, limits, scratch, unit=unit, spare=spare)
         self.on_violation = on_violation
         self._fired = False
         self._stop = threading.Event()

@@ -183,6 +183,11 @@ class WorkerHandle:
         #: outside it, ``init`` its process 1; killing the keeper ends the whole sandbox.
         self.keeper: int | None = None
         self.init: int | None = None
+        #: A session's undo state: the checkpoint of its last kept run, stopped and held (see
+        #: ``Supervisor.undo``), and that run's id (its rollback frame names it).
+        self.undo: int | None = None
+        self.undo_run: int | None = None
+        self.undo_slot = False  # the session keeps an undo state (its profile reserved a process)
         self.unit = Unit(pid)   # everything it starts (the supervisor attaches its cgroups)
         self.chan = socket.socket(fileno=fds[0])
         self.chan.setblocking(False)
@@ -376,9 +381,15 @@ class WorkerHandle:
                 overlay.close()
 
     def sandbox_processes(self) -> tuple[int, ...]:
-        """The processes a rollback must spare: the checkpoint, and with a PID namespace its
-        keeper and init (killing either ends the whole namespace)."""
-        return tuple(p for p in (self.pid, self.keeper, self.init) if p is not None)
+        """The processes a rollback must spare: the checkpoint, with a PID namespace its keeper
+        and init (killing either ends the whole namespace), and a kept undo state."""
+        return tuple(p for p in (self.pid, self.keeper, self.init, self.undo) if p is not None)
+
+    @property
+    def reserved(self) -> int:
+        """How many of the sandbox's own processes ``max_processes`` does not count: the
+        checkpoint, the keeper and init, and the slot of an undo state (see ``confine``)."""
+        return 1 + (2 if self.keeper is not None else 0) + (1 if self.undo_slot else 0)
 
     def host_pid(self, inner: int) -> int | None:
         """The host pid of the sandbox process the worker calls ``inner`` (any process under the
@@ -393,6 +404,9 @@ class WorkerHandle:
         self.alive = False
         if self.keeper is not None:  # the init dies with it, and the namespace with the init
             kill_tree(self.keeper)
+        if self.undo is not None:  # a stopped undo state never outlives its session
+            kill_tree(self.undo)
+            self.undo = None
         # Its cgroups are not removed here (5 rmdirs, ~3 ms on the caller's path): the zygote
         # removes a dead worker's cgroups once they are empty, and all of them when it ends.
         self.unwatch_pipes()

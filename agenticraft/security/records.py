@@ -107,6 +107,12 @@ def session(user_id: str, event: str, **fields: Any) -> Record:
     return {"type": "session", "user_id": user_id, "event": event, **fields}
 
 
+def session_undo(user_id: str, outcome: str, **fields: Any) -> Record:
+    """A session asked to go back to its state from before its last run: ``restored``, or
+    ``refused`` with the ``reason`` (nothing kept, undone already, lost with the session)."""
+    return session(user_id, "undo", outcome=outcome, **fields)
+
+
 # -- agents -------------------------------------------------------------------------------------
 
 def tool_call(user_id: str, name: str, outcome: str, **fields: Any) -> Record:

@@ -76,6 +76,11 @@ class SandboxError(SecurityException):
     """The sandbox machinery itself failed (a worker crashed, the protocol was violated)."""
 
 
+class NothingToUndo(SandboxError):
+    """A session was asked to undo its last run but keeps no state from before it (none yet,
+    undone already, or lost with the session); the message says which. Nothing changed."""
+
+
 class ChannelAbuse(SandboxError):
     """The sandboxed code broke the frame protocol on purpose or by accident (garbage, too
     deep, too many frames or control events): its run was killed."""

@@ -16,7 +16,7 @@ from agenticraft.sandbox import SandboxManager
 from agenticraft.sandbox.process import ProcessSandbox, ProcessSession
 from agenticraft.sandbox.result import ExecutionResult, RunReply
 from agenticraft.security.context import SecurityContext
-from agenticraft.wire.errors import SandboxError
+from agenticraft.wire.errors import NothingToUndo, SandboxError
 from agenticraft.wire.limits import ResourceLimits, Usage
 
 EXECUTOR = "agenticraft_kernel.worker.ipython_executor:IPythonExecutor"
@@ -58,7 +58,8 @@ class SessionBackend:
 
     async def start(self) -> None:
         self._sandbox, self._owned = await process_sandbox(self.manager, self.sandbox_type)
-        self.session = ProcessSession(self._sandbox, self.context, executor=EXECUTOR)
+        # undo: the state from before the last cell is kept for %secure_undo
+        self.session = ProcessSession(self._sandbox, self.context, executor=EXECUTOR, undo=True)
         await self.session.start()
 
     @property
@@ -69,11 +70,22 @@ class SessionBackend:
                   on_event: OnEvent | None,
                   limits: ResourceLimits | None = None) -> RunReply:
         """One request in the session (the kernel audits cells itself); ``limits`` tightens
-        the supervisor's limits for this run (a ``%%secure`` cell, already resolved)."""
+        the supervisor's limits for this run (a ``%%secure`` cell, already resolved). Only
+        cells become what ``%secure_undo`` takes back: not completions, inspections or comm
+        messages, nor silent executions (what frontend tools such as variable inspectors run)."""
         if self.session is None:
             raise SandboxError("the sandbox session is not running")
         return await self.session.request(code, on_output=on_output, on_event=on_event,
-                                          extra=extra, limits=limits)
+                                          extra=extra, limits=limits,
+                                          undoable=extra.get("kind") == "execute"
+                                          and not extra.get("silent"))
+
+    async def undo(self) -> None:
+        """Back to the state from before the last cell (``%secure_undo``); raises
+        ``NothingToUndo`` saying why there is none."""
+        if self.session is None:
+            raise NothingToUndo("the sandbox session is not running")
+        await self.session.undo()
 
     def enforcement(self) -> dict[str, str]:
         """Which mechanism enforces which limit of this kernel's context, on this host."""
@@ -169,6 +181,10 @@ class RestrictedBackend:
     def interrupt(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+    async def undo(self) -> None:
+        """Restricted kernels keep no state between cells: nothing to go back to."""
+        raise NothingToUndo("a restricted kernel keeps no state between cells")
 
     def send(self, message: dict[str, Any]) -> None:
         """The restricted sandbox has no stdin."""

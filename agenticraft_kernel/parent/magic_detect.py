@@ -3,7 +3,7 @@
 A cell is the parent's when, after leading blank lines, it starts with ``%%secure`` (the rest of
 its first line are the options, the other lines the code) or with ``%secure`` (the cell magic
 called as a line magic: a usage error), or when it is exactly one of ``%secure_status``,
-``%secure_audit ...``, ``%secure_panel``. The same magics anywhere else in a
+``%secure_audit ...``, ``%secure_panel``, ``%secure_undo``. The same magics anywhere else in a
 cell reach the sandbox, which answers with a one-line usage error (``KernelAnsweredMagics``).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-LINE_MAGICS = ("secure_status", "secure_audit", "secure_panel")
+LINE_MAGICS = ("secure_status", "secure_audit", "secure_panel", "secure_undo")
 _CELL = re.compile(r"%%secure(?=\s|$)")
 _MISUSED = re.compile(r"%secure(?=\s|$)")
 _LINE = re.compile(r"%(" + "|".join(LINE_MAGICS) + r")(?=\s|$)")

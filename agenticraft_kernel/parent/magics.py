@@ -41,6 +41,7 @@ from agenticraft_kernel.parent.secure_cell import (
     SecureCell,
     show_view,
 )
+from agenticraft_kernel.parent.undo import secure_undo
 from agenticraft_kernel.views.secure_args import SecureRequest
 
 Backend = SessionBackend | RestrictedBackend
@@ -132,6 +133,8 @@ class KernelMagics:
             site = KernelCellSite(k, relay, backend, code, count, cell_id, extra)
             return await site.serve(SecureCell(call.line, call.body))
         k.cell.idle()
+        if call.name == "secure_undo":
+            return await secure_undo(k.kaudit, relay, backend, code, count, cell_id)
         started = time.perf_counter()
         try:
             show_view(call.name, call.line, RelayScreen(relay, k.publish_update),

@@ -46,5 +46,9 @@ class KernelAnsweredMagics(Magics):
         raise self._misplaced("%secure_panel")
 
     @line_magic
+    def secure_undo(self, line: str) -> None:
+        raise self._misplaced("%secure_undo")
+
+    @line_magic
     def audit_trail(self, line: str) -> None:
         raise self._misplaced("%audit_trail")

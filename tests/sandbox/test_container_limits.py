@@ -232,3 +232,19 @@ async def test_session_interrupt(container_sandbox):
         assert (await session.run("k = kept"))["k"] == "yes"
     finally:
         await session.close()
+
+
+async def test_session_undo(container_sandbox):
+    """The undo state works in a container as in the process sandbox (the same supervisor)."""
+    from agenticraft.wire.errors import NothingToUndo
+
+    session = container_sandbox.session(SecurityContext("undo"), undo=True)
+    try:
+        await session.run("x = 1\nitems = [1, 2]")
+        await session.run("x = 2\nitems.append(3)\ndel items")
+        await session.undo()
+        with pytest.raises(NothingToUndo, match="already undone"):
+            await session.undo()
+        assert (await session.run("y = (x, items)"))["y"] == [1, [1, 2]]
+    finally:
+        await session.close()

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from agenticraft.sandbox.watchdog import IdleWatch
 from agenticraft.security import SecurityContext
 from agenticraft.wire.errors import ResourceLimitExceeded
 
@@ -172,3 +173,14 @@ async def test_cancelled_one_shot_run_kills_its_worker(process_sandbox):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert wait_named_gone("acs-cancelled")
+
+
+async def test_the_sandboxs_own_processes_are_not_the_sessions(process_sandbox):
+    """The checkpoint, a PID namespace's keeper and init (and a kept undo state) are not
+    counted against max_processes between runs: a session with max_processes=2 lives on."""
+    ctx = SecurityContext("student", resource_limits={"max_processes": 2})
+    async with process_sandbox.session(ctx, undo=True) as session:
+        await session.run("x = 1")
+        await session.run("x = 2")
+        await asyncio.sleep(4 * IdleWatch.INTERVAL)  # several polls of the idle watch
+        assert (await session.run("y = x"))["y"] == 2

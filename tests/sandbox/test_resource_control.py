@@ -3,7 +3,8 @@
 Each test is an evasion that worked against a polled snapshot of the process tree: a run that
 promotes itself, threads and children left in the checkpoint, children waking a throttled
 spinner, ``done`` frames planted between runs. Each must be stopped, accounted, and killed with
-the session: nothing of a session is alive after ``session.close()``.
+the session: nothing of a session is alive after ``session.close()``. Two run again with an
+undo state kept (``undo=True``: one more stopped checkpoint).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ while True:
 """
 
 
-async def test_a_run_cannot_promote_itself(process_sandbox):
+@pytest.mark.parametrize("undo", [False, True], ids=["", "undo"])
+async def test_a_run_cannot_promote_itself(process_sandbox, undo):
     ctx = SecurityContext("student", resource_limits={"timeout_seconds": 1.5})
-    async with process_sandbox.session(ctx) as session:
+    async with process_sandbox.session(ctx, undo=undo) as session:
         await session.run("x = 'kept'")
         with pytest.raises(ResourceLimitExceeded) as info:
             await session.run(SELF_PROMOTE)
@@ -140,9 +142,10 @@ threading.Thread(target=plant, daemon=True).start()
 """
 
 
-async def test_planted_frames_cannot_forge_a_result(process_sandbox):
+@pytest.mark.parametrize("undo", [False, True], ids=["", "undo"])
+async def test_planted_frames_cannot_forge_a_result(process_sandbox, undo):
     ctx = SecurityContext("student", resource_limits={"timeout_seconds": 5})
-    async with process_sandbox.session(ctx) as session:
+    async with process_sandbox.session(ctx, undo=undo) as session:
         await session.run(PLANT_DONE_FRAMES)
         with contextlib.suppress(ChannelAbuse):  # the planting starts meanwhile
             await session.run("os.write(go_w, b'g')\nimport time\ntime.sleep(0.4)")

@@ -54,12 +54,15 @@ def confine(
     if writeback is not None and not private_root:
         _close(writeback)
         writeback = None
+    # A session that keeps an undo state has one more process of its own: the stopped
+    # checkpoint of its last run, which max_processes does not count either.
+    held = 1 if profile.get("undo_state") else 0
     unit = unit_layout(mechanisms, active)
     if unit is not None:  # before the namespace step: the cgroup fs is still writable
         applied["cgroups"] = cgroups.place(
             unit, f"{expected_parent}-{os.getpid()}", memory_mb=profile["memory_mb"],
             cpu_percent=profile["cpu_percent"],
-            max_processes=profile["max_processes"] + 1 + helpers,
+            max_processes=profile["max_processes"] + 1 + helpers + held,
             joined=bool(profile.get("unit_joined")))
     if "namespaces" in active:
         applied["namespaces"] = namespaces.enter(network=network, mount=private_root,
@@ -85,8 +88,8 @@ def confine(
             memory_mb=profile["memory_mb"], memory_unit=unit is not None and "memory" in unit.caps,
             max_file_size_mb=profile["max_file_size_mb"],
             max_processes=profile["max_processes"], stack_mb=profile.get("stack_mb"),
-            nproc_baseline=helpers if "namespaces" in active
-            else profile.get("nproc_baseline", 0),
+            nproc_baseline=held + (helpers if "namespaces" in active
+                                   else profile.get("nproc_baseline", 0)),
         )
     if "landlock" in active:
         own = ["/tmp", "/dev/shm", "/dev/pts"] if private_root else []  # private tmpfs, devpts

@@ -94,3 +94,31 @@ async def test_the_restricted_backend_shows_bound_names(manager: SandboxManager)
         backend.send({"op": "input_reply"})  # no stdin: ignored
     finally:
         await backend.close()
+
+
+async def test_only_cells_are_what_undo_takes_back(manager: SandboxManager) -> None:
+    """The session backend keeps the state before each cell (``kind: execute``, not silent);
+    its other requests (completions, comm messages, silent executions) leave that state alone.
+    The restricted backend keeps no state and refuses, saying why."""
+    from agenticraft.wire.errors import NothingToUndo
+
+    backend = SessionBackend(manager, context(manager, "process"))
+    await backend.start()
+    try:
+        with pytest.raises(NothingToUndo, match="no run has finished"):
+            await backend.undo()
+        await backend.run("x = 1", EXECUTE, None, None)
+        await backend.run("x = 2", EXECUTE, None, None)
+        assert (await backend.run("x.", {"kind": "complete", "cursor_pos": 2}, None,
+                                  None)).success
+        assert (await backend.run("tool = 1", {**EXECUTE, "silent": True}, None, None)).success
+        await backend.undo()
+        with pytest.raises(NothingToUndo, match="already undone"):
+            await backend.undo()
+        reply = await backend.run("x", {**EXECUTE, "user_expressions": {"v": "x"}}, None, None)
+        assert reply.reply["user_expressions"]["v"]["data"]["text/plain"] == "1"
+    finally:
+        await backend.close()
+    restricted = RestrictedBackend(manager, context(manager, "restricted"))
+    with pytest.raises(NothingToUndo, match="restricted kernel keeps no state"):
+        await restricted.undo()
