@@ -17,7 +17,6 @@ the whole memory limit.
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 from agenticraft.jail.confine import rlimits
@@ -81,6 +80,11 @@ class RestrictedSandbox(Sandbox):
             self._report = (mechanisms, self._make_report(mechanisms))
         return dict(self._report[1])
 
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - a few policies per sandbox, kept with it
+    def _extra(self, allowed_imports: frozenset[str]) -> dict[str, Any]:
+        """The run request's fixed part (one dict per policy, not one per run)."""
+        return {"allowed_imports": sorted(allowed_imports)}
+
     @staticmethod
     def _make_report(mechanisms: dict[str, Any]) -> dict[str, str]:
         report = host_probe.limit_enforcement(mechanisms)
@@ -93,10 +97,10 @@ class RestrictedSandbox(Sandbox):
                   on_output: OutputCallback | None = None) -> ExecutionResult:
         await self.start()
         # Workers are pooled per user and per confinement-relevant part of the context.
-        key = (ctx.user_id, json.dumps([ctx.resource_limits.as_dict(), ctx.working_dir,
-                                        ctx.has_permission("write")]))
+        key = (ctx.user_id, (ctx.resource_limits, str(ctx.working_dir or ""),
+                             ctx.has_permission("write")))  # (limits: frozen, hashable)
         idle = self._idle.setdefault(key, [])
-        extra = {"allowed_imports": sorted(self.manager.policy.allowed_imports)}
+        extra = self._extra(self.manager.policy.allowed_imports)
         while True:
             pooled = bool(idle)
             if pooled:

@@ -92,7 +92,8 @@ class Usage:
                    raw.get("output_bytes", 0))
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"memory_mb": self.memory_mb, "cpu_seconds": self.cpu_seconds,
+                "output_bytes": self.output_bytes}  # (not dataclasses.asdict: it deep-copies)
 
 
 def _coerce(name: str, value: Any) -> Any:
