@@ -29,7 +29,9 @@ POLICY = OutputPolicy()
 STOCK = "python3"
 ADDR = re.compile(r"0x[0-9a-fA-F]{6,16}")
 HEX_ID = re.compile(r"\b[0-9a-f]{32}\b")
-TIMING = re.compile(r"\d+(\.\d+)?\s?(ns|µs|μs|us|ms|s)\b( ± \d+(\.\d+)?\s?(ns|µs|μs|us|ms|s))?")
+# IPython formats times with %g: "1e+03 ns" is a time too
+NUMBER = r"\d+(\.\d+)?(e[+-]?\d+)?"
+TIMING = re.compile(rf"{NUMBER}\s?(ns|µs|μs|us|ms|s)\b( ± {NUMBER}\s?(ns|µs|μs|us|ms|s))?")
 LOOPS = re.compile(r"\(mean ± std\. dev\. of \d+ runs?, [\d,]+ loops? each\)")
 RATE = re.compile(r"\d+(\.\d+)?(it/s|s/it)")
 PID_PATH = re.compile(r"ipykernel_\d+")
