@@ -34,7 +34,7 @@ import secrets
 import shutil
 import socket
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -108,34 +108,33 @@ class Overlay:
     def sync(self) -> Report:
         """Make the host directory match the sandbox's view for everything changed since the
         last call: the end of a run or a kept cell."""
-        report = Report()
-        try:
-            host = os.open(self.host, _DIR)
-        except OSError as exc:
-            report.errors.append(f"{self.host}: {exc.strerror or exc}")
-            return report
-        try:
-            self._apply(self.merged, host, report, symlinks=False)
-        finally:
-            os.close(host)
-        return report
+        return self._with_host(lambda host, report: self._apply(self.merged, host, report,
+                                                                symlinks=False))[0]
 
     def revert(self) -> Report:
         """Undo, in the sandbox's view, everything changed since the last call: a rolled-back
         cell. (Writes through the overlay; restoring a file the cell deleted copies it into
         the upper layer, within the quota.)"""
+        report, opened = self._with_host(lambda host, report: self._apply(
+            host, self.merged, report, symlinks=True))
+        if opened:
+            self.manifest = dict(_scan(self.upper))
+        return report
+
+    def _with_host(self, apply: Callable[[int, Report], None]) -> tuple[Report, bool]:
+        """Run ``apply`` with a descriptor of the host directory; (its report, whether the
+        directory could be opened at all)."""
         report = Report()
         try:
             host = os.open(self.host, _DIR)
         except OSError as exc:
             report.errors.append(f"{self.host}: {exc.strerror or exc}")
-            return report
+            return report, False
         try:
-            self._apply(host, self.merged, report, symlinks=True)
+            apply(host, report)
         finally:
             os.close(host)
-        self.manifest = dict(_scan(self.upper))
-        return report
+        return report, True
 
     def _apply(self, source: int, dest: int, report: Report, *, symlinks: bool) -> None:
         current = dict(_scan(self.upper))

@@ -3,7 +3,6 @@ checkpoint that run forked from, stopped) and ``undo()`` goes back to it, once."
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -151,7 +150,8 @@ def count():
         ticks[0] += 1
         time.sleep(0.001)
 threading.Thread(target=count, daemon=True).start()
-time.sleep(0.05)
+while not ticks[0]:  # it runs
+    time.sleep(0.001)
 """
 
 
@@ -164,19 +164,20 @@ async def test_threads_of_the_kept_state_are_stopped_and_resume_after_undo(sessi
     kept = session.handle.undo
     assert len(os.listdir(f"/proc/{kept}/task")) == 2
     assert stopped(kept), "a thread of the undo state runs"
-    await asyncio.sleep(0.2)
     await session.undo()
-    await asyncio.sleep(0.2)
-    n1 = (await session.run("n1 = ticks[0]"))["n1"]
-    assert n1 > n0, "the restored state's thread did not run again"
+    deadline = time.monotonic() + 5  # each run sees the restored state's count as it forks
+    while (n1 := (await session.run("n1 = ticks[0]"))["n1"]) <= n0:
+        assert time.monotonic() < deadline, "the restored state's thread did not run again"
+    assert n1 > n0
 
 
 async def test_undo_kills_what_the_undone_run_started(session):
     await session.run("x = 1")
-    code = ("import subprocess, sys, time\n"
+    code = ("import subprocess, sys\n"
             "p = subprocess.Popen([sys.executable, '-c', "
-            + repr(name_me("undochild") + "import time\ntime.sleep(60)") + "])\n"
-            "time.sleep(0.3)\nx = 2\n")
+            + repr(name_me("undochild") + "print('named', flush=True)\nimport time\n"
+                   "time.sleep(60)") + "], stdout=subprocess.PIPE)\n"
+            "p.stdout.readline()  # it has its name now\nx = 2\n")
     await session.run(code)
     assert named("undochild")
     await session.undo()
