@@ -59,6 +59,8 @@ class Zygote:
         if self.mechanisms["seccomp"]["active"]:
             from agenticraft.jail.confine import seccomp
             seccomp.precompile()  # workers then load ready-made BPF instead of building it
+        from agenticraft.jail.confine.apply import unit_layout
+        self.unit = unit_layout(self.mechanisms)  # each worker's cgroup unit here (None: none)
         self.workers: set[int] = set()
         # cgroup units of dead workers -> when they died; removed once empty and old enough for
         # the supervisor to have read them (its OOM count and peak memory)
@@ -147,9 +149,14 @@ class Zygote:
         overlay = bool(profile.get("workdir")) and profile["workdir"] in profile["write_paths"]
         if blank and self.blanks and not overlay:  # in its unit already: only tell it the profile
             pid, ctl, fds = self.blanks.pop(0)
-            with contextlib.suppress(OSError), os.fdopen(ctl, "wb") as pipe:
-                pipe.write(json.dumps({"profile": profile, "scratch": scratch}).encode())
-            return pid, fds, scratch
+            try:
+                with os.fdopen(ctl, "wb") as pipe:
+                    pipe.write(json.dumps({"profile": profile, "scratch": scratch}).encode())
+            except OSError:  # it died before we reaped it: never hand out a dead worker
+                for fd in fds:
+                    os.close(fd)
+            else:
+                return pid, fds, scratch
         self._prepare_paths(profile)
         if not overlay:
             pid, fds = self._fork(lambda: self._child(profile, scratch))
@@ -187,6 +194,8 @@ class Zygote:
         return pid, [parent_end.detach(), out_r, err_r]
 
     def _refill_blanks(self) -> None:
+        if self.unit is None:  # a blank only saves the unit join; without units it saves nothing
+            return
         while len(self.blanks) < BLANKS:
             ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
             try:
@@ -199,12 +208,10 @@ class Zygote:
         """Join a unit of our own now; confine for whatever profile arrives later on the pipe
         at KEEP_FD (EOF: the zygote ended or dropped us)."""
         from agenticraft.jail.confine import cgroups
-        from agenticraft.jail.confine.apply import unit_layout
-        unit = unit_layout(self.mechanisms)
         joined = False
-        if unit is not None:
+        if self.unit is not None:
             with contextlib.suppress(OSError):  # confinement tries again and reports why not
-                cgroups.join(cgroups.create(unit, f"{self.pid}-{os.getpid()}"))
+                cgroups.join(cgroups.create(self.unit, f"{self.pid}-{os.getpid()}"))
                 joined = True
         with os.fdopen(KEEP_FD, "rb") as pipe:
             data = pipe.read()
@@ -331,9 +338,7 @@ class Zygote:
     def _remove_unit(self, name: str) -> bool:
         """Remove a dead worker's cgroups (True once gone, or when there are none)."""
         from agenticraft.jail.confine import cgroups
-        from agenticraft.jail.confine.apply import unit_layout
-        unit = unit_layout(self.mechanisms)
-        return unit is None or cgroups.remove(unit, name)
+        return self.unit is None or cgroups.remove(self.unit, name)
 
 
 def main() -> None:

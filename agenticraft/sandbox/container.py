@@ -464,7 +464,10 @@ class ContainerSandbox(ProcessSandbox):
             profile["egress_socket"])}  # what the container has of the host: bound in
         profile["read_paths"] = sorted({*SYSTEM_READ_PATHS, IMAGE_PACKAGE_ROOT,
                                         *(p for p in profile["read_paths"] if p in own)})
-        profile["deny_paths"] = []  # the host's secrets are not mounted in the container
+        # Of the host's protected paths (audit log, policy, secrets), only those under what is
+        # bound in (the working directory) exist in the container: they stay protected.
+        profile["deny_paths"] = [p for p in profile["deny_paths"] if any(
+            o and (p == o or p.startswith(o.rstrip("/") + "/")) for o in own)]
         return profile
 
     def host_report(self) -> dict[str, str]:

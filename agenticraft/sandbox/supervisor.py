@@ -117,6 +117,14 @@ class Supervisor:
                 handle.send({"op": "exit"})
         handle.close()
 
+    @staticmethod
+    def _kill_all(handle: WorkerHandle) -> None:
+        """End the worker's tree and its whole unit (processes that left the tree: re-parented
+        to the PID namespace's init, or in a session of their own): it is dead to us."""
+        kill_tree(handle.pid)
+        handle.unit.kill()
+        handle.alive = False
+
     def discard(self, handle: WorkerHandle) -> None:
         """Kill everything the worker ever started (its whole unit), then let go of it."""
         kill_tree(handle.pid)
@@ -228,13 +236,10 @@ class Supervisor:
             return outcome
         except protocol.ProtocolError as exc:
             outcome.crashed = f"the sandboxed code corrupted the control channel ({exc})"
-            kill_tree(handle.pid)
-            handle.unit.kill()
-            handle.alive = False
+            self._kill_all(handle)
             return outcome
         except Exception:  # a failure on this side: the run must not live on unsupervised
-            kill_tree(handle.pid)
-            handle.alive = False
+            self._kill_all(handle)
             raise
         finally:
             for task in tasks:
@@ -326,18 +331,14 @@ class Supervisor:
             return outcome
         except ResultTooLarge as exc:
             outcome.violation = ("max_output_bytes", exc.size, exc.allowed)
-            kill_tree(handle.pid)
-            handle.unit.kill()
-            handle.alive = False
+            self._kill_all(handle)
             return outcome
         except protocol.ProtocolError as exc:
             outcome.crashed = f"the sandboxed code corrupted the control channel ({exc})"
-            kill_tree(handle.pid)
-            handle.alive = False
+            self._kill_all(handle)
             return outcome
         except Exception:
-            kill_tree(handle.pid)
-            handle.alive = False
+            self._kill_all(handle)
             raise
         finally:
             handle.budget(None)
@@ -400,9 +401,7 @@ class Supervisor:
             self._kill_run(handle)
             outcome.rolled_back = await self._await_rollback(handle, run_id, runner)
         else:
-            kill_tree(handle.pid)
-            handle.unit.kill()
-            handle.alive = False
+            self._kill_all(handle)
 
     # -- the supervisor decides: run ids, runner, promotion, what is killed --------------------
     @staticmethod
@@ -557,9 +556,7 @@ class Supervisor:
         if checkpoint and handle.alive and frame is not None:
             self._kill_run(handle)
         else:
-            kill_tree(handle.pid)
-            handle.unit.kill()
-            handle.alive = False
+            self._kill_all(handle)
         return outcome
 
     async def _await_rollback(self, handle: WorkerHandle, run_id: int, runner: int) -> bool:
@@ -573,8 +570,7 @@ class Supervisor:
                 return True
         except (TimeoutError, OSError):
             pass
-        kill_tree(handle.pid)
-        handle.alive = False
+        self._kill_all(handle)
         return False
 
 

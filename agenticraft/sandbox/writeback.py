@@ -148,6 +148,9 @@ class Overlay:
                 if any("/".join(parts[:i]) in done for i in range(1, len(parts))) or (
                         self._is_protected(rel)):
                     continue
+                if self._holds_protected(rel):  # never deleted or replaced whole: its changed
+                    report.skipped.append(f"{rel} (holds a protected path)")  # entries come
+                    continue  # one by one, the protected one never
                 try:
                     src_parent, dst_parent = parents.get(parts[:-1])
                     if _mirror(src_parent, dst_parent, rel, self.upper, report,
@@ -161,6 +164,9 @@ class Overlay:
 
     def _is_protected(self, rel: str) -> bool:
         return any(rel == p or rel.startswith(p + "/") for p in self.protect)
+
+    def _holds_protected(self, rel: str) -> bool:
+        return any(p.startswith(rel + "/") for p in self.protect)
 
 
 # -- walking without following -------------------------------------------------------------------

@@ -30,7 +30,10 @@ class CountingResolver(StaticResolver):
 
 
 TABLE = {"public.test": ["93.184.216.34"], "rebind.test": ["10.0.0.5", "127.0.0.1"],
-         "meta.test": ["169.254.169.254"], "v6.test": ["::1"], "svc.test": ["127.0.0.1"]}
+         "meta.test": ["169.254.169.254"], "v6.test": ["::1"], "svc.test": ["127.0.0.1"],
+         # IPv6 spellings of IPv4 addresses that ipaddress calls global: NAT64 of the metadata
+         # address, 6to4 of 127.0.0.1
+         "nat64.test": ["64:ff9b::a9fe:a9fe"], "sixto4.test": ["2002:7f00:1::1"]}
 
 
 def allow(*entries: str) -> AllowList:
@@ -44,6 +47,8 @@ def allow(*entries: str) -> AllowList:
     ("rebind.test", 443, False, "10.0.0.5, 127.0.0.1, a non-public address"),
     ("meta.test", 443, False, "169.254.169.254"),
     ("v6.test", 443, False, "::1"),
+    ("nat64.test", 443, False, "64:ff9b::a9fe:a9fe"),
+    ("sixto4.test", 443, False, "2002:7f00:1::1"),
     ("svc.test", 8080, True, ""),            # resolves to an address listed explicitly
     ("127.0.0.1", 8080, True, ""),
     ("2130706433", 8080, True, ""),          # the same address, decimal: same answer
@@ -58,7 +63,8 @@ def allow(*entries: str) -> AllowList:
 ])
 def test_decisions_after_resolution(host, port, allowed, why):
     rules = allow("public.test:443", "rebind.test:443", "meta.test:443", "v6.test:443",
-                  "svc.test:8080", "127.0.0.1:8080", "10.0.0.0/8:5432")
+                  "nat64.test:443", "sixto4.test:443", "svc.test:8080", "127.0.0.1:8080",
+                  "10.0.0.0/8:5432")
     decision = rules.decide(host, port, StaticResolver(TABLE))
     assert decision.allowed is allowed, decision
     if allowed:

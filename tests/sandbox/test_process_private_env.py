@@ -580,6 +580,7 @@ async def test_nothing_left_behind_after_kernel_sigkill(tmp_path):
         if not os.path.exists(scratch_root) and not cgroups and not psutil.pid_exists(zygote_pid):
             break
         time.sleep(0.2)
+    assert not psutil.pid_exists(zygote_pid), "the zygote outlived its SIGKILLed kernel"
     assert not os.path.exists(scratch_root)
     assert not list(Path("/sys/fs/cgroup/pids/agenticraft").glob(f"{zygote_pid}-*"))
 

@@ -91,6 +91,16 @@ def test_protected_paths_are_never_written(tmp_path):
     assert (host / "ok.txt").read_text() == "ok"
 
 
+def test_a_directory_holding_a_protected_path_is_never_replaced_whole(tmp_path):
+    made, upper, host, _ = overlay(tmp_path, protect=("logs/audit.jsonl",))
+    (host / "logs").mkdir()
+    (host / "logs" / "audit.jsonl").write_text("record")
+    (upper / "logs").write_text("a file where the directory was")  # would rmtree the log
+    report = made.sync()
+    assert (host / "logs" / "audit.jsonl").read_text() == "record"
+    assert any("logs" in s for s in report.skipped), report
+
+
 def test_a_missing_host_directory_is_reported_not_raised(tmp_path):
     made, upper, host, _ = overlay(tmp_path)
     (upper / "a.txt").write_text("a")

@@ -58,7 +58,7 @@ def reserve_stack_room(mb: int) -> bool:
     (the kernel places the memory mappings below the stack at exec, from RLIMIT_STACK then).
     An unlimited soft limit already gives all the room there is (the legacy layout)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
-    want = mb * MB if hard == resource.RLIM_INFINITY else min(mb * MB, hard)
+    want = _stack_target(mb, hard)
     if soft == resource.RLIM_INFINITY or soft >= want:
         return False
     resource.setrlimit(resource.RLIMIT_STACK, (want, hard))
@@ -71,8 +71,12 @@ def stack_room_mb() -> int | None:
     soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
     if soft == resource.RLIM_INFINITY:
         return None
-    want = STACK_ROOM_MB * MB if hard == resource.RLIM_INFINITY else min(STACK_ROOM_MB * MB, hard)
-    return max(soft, want) // MB
+    return max(soft, _stack_target(STACK_ROOM_MB, hard)) // MB
+
+
+def _stack_target(mb: int, hard: int) -> int:
+    """The soft RLIMIT_STACK asked for ``mb`` MB of room: as much as the hard limit allows."""
+    return mb * MB if hard == resource.RLIM_INFINITY else min(mb * MB, hard)
 
 
 def current_vm_bytes() -> int:

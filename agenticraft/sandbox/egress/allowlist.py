@@ -14,6 +14,7 @@ Rules, in order:
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 
 from agenticraft.sandbox.egress.resolver import Resolver
 from agenticraft.wire import network
@@ -61,7 +62,7 @@ class AllowList:
         if not addresses:
             return self.deny(shown, None, f"{name} does not resolve")
         for candidate in addresses:
-            if candidate.is_global or any(d.allows_address(candidate, port)
+            if is_public(candidate) or any(d.allows_address(candidate, port)
                                           for d in self.entries):
                 return Decision(True, shown, candidate)
         return self.deny(shown, addresses[0],
@@ -72,3 +73,22 @@ class AllowList:
         return Decision(False, shown, address,
                         f"Permission denied: {why}; network_access allows only "
                         f"{', '.join(self.value)}")
+
+
+#: NAT64's well-known prefix (RFC 6052): the last 32 bits are an IPv4 address.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def is_public(address: IPAddress) -> bool:
+    """Global, and so is any IPv4 address it carries: ``ipaddress`` calls NAT64 (64:ff9b::/96)
+    and 6to4 (2002::/16) addresses global whatever IPv4 address they embed, so a name resolving
+    to 64:ff9b::a9fe:a9fe would reach the metadata address 169.254.169.254 through a NAT64."""
+    if not address.is_global:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = (address.ipv4_mapped or address.sixtofour
+                    or (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if address in NAT64
+                        else None))
+        if embedded is not None:
+            return embedded.is_global
+    return True
