@@ -516,7 +516,10 @@ def probe() -> dict[str, Any]:
                     ", in a PID namespace with its own /proc" if with_pid[0] == "1" else
                     f"; no PID namespace with its own /proc here ({_why(with_pid)}): the "
                     "host's /proc is bound (Landlock keeps it unreadable)") + (
-                    "; a writable working directory is an overlay on the quota tmpfs"
+                    "; a writable working directory is an overlay on the quota tmpfs" + (
+                        ", renewed before each session cell (host renames show)"
+                        if with_pid[0] == "1" else ", kept for a whole session (no keeper "
+                        "outside a PID namespace to renew it: host renames may not show)")
                     if overlay_ok else f"; overlayfs cannot be mounted here ({found[1:]}): a "
                     "writable working directory is bound read-write, bounded per file only")}
         else:
