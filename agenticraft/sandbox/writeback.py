@@ -73,6 +73,8 @@ def receive(sock_fd: int) -> list[Overlay]:
         return []
     try:
         message = json.loads(data) if data else {}
+        if isinstance(message, list):  # an image built before renewals: a list of paths
+            message = {"paths": message}
         paths = message.get("paths", []) if isinstance(message, dict) else None
         if not isinstance(paths, list) or len(fds) != 2 * len(paths):
             raise ValueError("malformed overlay hand-over")
