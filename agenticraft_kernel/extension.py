@@ -155,6 +155,9 @@ class SecureMagics(Magics):
     def audit_log(self) -> Any:
         return self.manager.audit
 
+    def notes(self) -> tuple[str, ...]:
+        return ()  # a stock kernel keeps no undo state
+
     def _make_panel(self) -> Any:
         from agenticraft_kernel.views.panel import make_panel
         return make_panel(self.context(), self.enforcement(), recent=lambda: list(self.recent),

@@ -50,6 +50,12 @@ class Worker:
         self.executor: Any = None
         self.runner = False  # a session's forked runner (its checkpoint waits for it)
         self.run_id: int | None = None  # tags this run's events; None between runs
+        #: The working directory as of the last run's end, by path. With ``leave`` in a run
+        #: frame the session's processes stand in ``/`` between runs, so nothing of theirs
+        #: holds the overlay the supervisor renews before the next run (its space is freed at
+        #: once); the next run enters the directory anew, by path: the fresh overlay.
+        self.cwd = _getcwd() or "/"
+        self.left = False
 
     def serve(self, ready: dict[str, Any]) -> None:
         protocol.send(self.chan, {"ev": "ready", **ready})
@@ -65,6 +71,10 @@ class Worker:
                 _flush()
                 os._exit(0)
             if msg.get("op") == "run":
+                if self.left or msg.get("remounted"):  # the checkpoint too (rollbacks)
+                    with contextlib.suppress(OSError):
+                        os.chdir(self.cwd)
+                    self.left = False
                 if msg.get("checkpoint") and not self._fork_runner(msg):
                     continue  # this process is the checkpoint and was just restored
                 self._run(msg)
@@ -106,6 +116,8 @@ class Worker:
             prctl(PR_SET_CHILD_SUBREAPER, 1)
             self.runner = True
             return True
+        if msg.get("leave"):  # it may be kept, stopped, as the undo state: never in the way
+            self._leave()
         # While it waits the checkpoint adopts no orphans: it may be kept, stopped, as the
         # session's undo state, and could not reap them. They go to the init (or the zygote),
         # which reaps them; the unit still holds them. It adopts again once it is live.
@@ -124,6 +136,11 @@ class Worker:
             shim.start()  # rolled back: this process is the live worker again
         protocol.send(self.chan, {"ev": "rolled_back", "run": msg["run"], "status": status})
         return False
+
+    def _leave(self) -> None:
+        with contextlib.suppress(OSError):
+            os.chdir("/")
+            self.left = True
 
     def _run(self, msg: dict[str, Any]) -> None:
         run_id = self.run_id = msg["run"]
@@ -163,6 +180,9 @@ class Worker:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         _flush()
         self.run_id = None
+        self.cwd = _getcwd() or self.cwd
+        if msg.get("leave"):
+            self._leave()
         try:
             data = protocol.encode(reply)
         except (TypeError, ValueError) as exc:
@@ -172,6 +192,13 @@ class Worker:
         self.chan.sendall(data)
         if self.runner and not keep:
             os._exit(0)  # hand the session back to the checkpoint
+
+
+def _getcwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # in a detached overlay, or deleted
+        return None
 
 
 def _poll_briefly(chan: socket.socket, seconds: float = 0.0003) -> None:

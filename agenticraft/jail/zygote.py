@@ -161,7 +161,8 @@ class Zygote:
         if not overlay:
             pid, fds = self._fork(lambda: self._child(profile, scratch))
             return pid, fds, scratch
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Datagram-like: the hand-over, then the keeper's renewals, one message each.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid, fds = self._fork(lambda: self._child(profile, scratch), keep=theirs.fileno())
         finally:

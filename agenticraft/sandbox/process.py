@@ -314,6 +314,11 @@ class ProcessSession:
         """True when :meth:`undo` has a state to go back to (it may still find it gone)."""
         return self.handle is not None and self.handle.undo is not None
 
+    def undo_status(self) -> tuple[bool, str]:
+        """(True, "") when :meth:`undo` has a state to go back to, else (False, why not: the
+        message :meth:`undo` would refuse with)."""
+        return (True, "") if self.can_undo else (False, self._undo_note)
+
     def _drop(self, handle: WorkerHandle) -> None:
         """The session's worker is gone: the next run starts a fresh one (with no undo state)."""
         handle.close()

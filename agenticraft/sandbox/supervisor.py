@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agenticraft.jail.tree import children, kill_tree
+from agenticraft.sandbox import writeback
 from agenticraft.sandbox.budget import ResultTooLarge, RunBudget
 from agenticraft.sandbox.result import Output
 from agenticraft.sandbox.unit import Unit
@@ -171,6 +172,11 @@ class Supervisor:
         tasks: list[asyncio.Task[Any]] = []
         runner = handle.pid
         try:
+            if checkpoint and handle.overlays:
+                # Renewed before the cell; the worker stands aside between cells meanwhile.
+                renewed = self._renew(handle)
+                extra = {**(extra or {}), "remounted": renewed,
+                         "leave": any(o.keeper is not None for o in handle.overlays)}
             handle.send({"op": "run", "run": run_id, "code": code, "checkpoint": checkpoint,
                          "limits": limits.as_dict(), **(extra or {})})
             if checkpoint:
@@ -413,14 +419,30 @@ class Supervisor:
         kept = (handle.alive and frame.get("ev") == "done" and "limit" not in frame
                 and "violation" not in frame and outcome.violation is None
                 and outcome.crashed is None and not outcome.rolled_back)
+        for overlay in handle.overlays:
+            if overlay.renew_error:
+                outcome.stderr += (f"[agenticraft] the working directory's overlay could not be "
+                                   f"renewed ({overlay.renew_error}): files the host replaces "
+                                   "may show their old state until the session restarts\n")
+                overlay.renew_error = ""
         if not (kept or outcome.rolled_back):
             return
-        reports = [o.sync() if kept else o.revert() for o in handle.overlays]
+        # A rolled-back cell's changes: dropped with its overlay where the keeper renews it.
+        reports = [o.sync() if kept else writeback.Report() if o.renew() else o.revert()
+                   for o in handle.overlays]
         outcome.writeback = {"copied_back" if kept else "reverted": [r.as_dict() for r in reports]}
         notes = [item for r in reports for item in (*r.skipped, *r.errors)]
         if kept and notes:  # said where the user looks: the run's stderr
             shown = ", ".join(notes[:5]) + (f" and {len(notes) - 5} more" if len(notes) > 5 else "")
             outcome.stderr += f"[agenticraft] not copied to the host working directory: {shown}\n"
+
+    @staticmethod
+    def _renew(handle: WorkerHandle) -> bool:
+        """Before a session cell: a fresh overlay for each writable working directory, so the
+        cell sees the host directory as it is now (overlayfs caches lookups of its lower
+        layer). The last cell's changes are on the host already. True if any was renewed (the
+        worker then enters its working directory anew)."""
+        return any([overlay.renew() for overlay in handle.overlays])
 
     @staticmethod
     def _next_run_id() -> int:

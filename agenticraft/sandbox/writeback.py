@@ -60,31 +60,85 @@ class Report:
 
 
 def receive(sock_fd: int) -> list[Overlay]:
-    """The overlays a new worker's private root handed over on ``sock_fd`` (closed here). Sent
-    before the worker's ready frame, so nothing waits: empty when there were none."""
+    """The overlays a new worker's private root handed over on ``sock_fd``. Sent before the
+    worker's ready frame, so nothing waits: empty when there were none. The socket is closed
+    here, unless the sandbox's keeper serves renewals on it (``Keeper``)."""
     sock = socket.socket(fileno=sock_fd)
+    keep = False
     try:
         sock.setblocking(False)
         data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 64)
     except (BlockingIOError, OSError):
-        return []
-    finally:
         sock.close()
+        return []
     try:
-        paths = json.loads(data) if data else []
+        message = json.loads(data) if data else {}
+        if isinstance(message, list):  # an image built before renewals: a list of paths
+            message = {"paths": message}
+        paths = message.get("paths", []) if isinstance(message, dict) else None
         if not isinstance(paths, list) or len(fds) != 2 * len(paths):
             raise ValueError("malformed overlay hand-over")
-        return [Overlay(str(path), fds[2 * i], fds[2 * i + 1]) for i, path in enumerate(paths)]
+        keeper = Keeper(sock) if paths and message.get("renew") is True else None
+        keep = keeper is not None
+        return [Overlay(str(path), fds[2 * i], fds[2 * i + 1], keeper=keeper)
+                for i, path in enumerate(paths)]
     except ValueError:
         for fd in fds:
             os.close(fd)
         return []
+    finally:
+        if not keep:
+            sock.close()
+
+
+class Keeper:
+    """The channel to a sandbox's keeper, which renews its overlays (``mounts.renew``): the
+    keeper is the one process of the sandbox that may still mount, and nothing inside the
+    sandbox reaches it."""
+
+    #: A renewal takes about a millisecond; a keeper that does not answer is given up.
+    TIMEOUT = 5.0
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock: socket.socket | None = sock
+        sock.settimeout(self.TIMEOUT)
+        self.error = ""
+
+    def renew(self, path: str, upper: int, parent: int, held: int) -> tuple[int, int] | None:
+        """A fresh upper layer and merged view for ``path`` (mounted in ``parent``), or None
+        (``error`` says why)."""
+        if self.sock is None:
+            return None
+        fds: list[int] = []
+        try:
+            socket.send_fds(self.sock, [json.dumps({"path": path, "held": held}).encode()],
+                            [upper, parent])
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 2)
+            reply = json.loads(data) if data else {"error": "the keeper is gone"}
+        except (OSError, ValueError) as exc:  # out of step with the keeper: never ask again
+            self.error = f"the keeper did not answer ({exc})"
+            self.close()
+            for fd in fds:
+                os.close(fd)
+            return None
+        if reply.get("ok") is True and len(fds) == 2:
+            return fds[0], fds[1]
+        for fd in fds:
+            os.close(fd)
+        self.error = str(reply.get("error", "the keeper refused"))
+        return None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 class Overlay:
     """One writable directory: the host path, the upper layer and the merged view."""
 
-    def __init__(self, host: str, upper: int, merged: int, protect: Iterable[str] = ()) -> None:
+    def __init__(self, host: str, upper: int, merged: int, protect: Iterable[str] = (), *,
+                 keeper: Keeper | None = None) -> None:
         self.host = host
         self.upper = upper
         self.merged = merged
@@ -92,6 +146,13 @@ class Overlay:
         self.protected(protect)
         #: The upper layer as of the last copy-back (or revert): what the host already has.
         self.manifest: dict[str, Signature] = {}
+        #: Who renews this overlay between session cells (None: it is kept for the session).
+        self.keeper = keeper
+        #: Regular files the sandbox wrote that the host has (relative path: size): they stay
+        #: in the quota after a renewal empties the upper layer.
+        self.held: dict[str, int] = {}
+        #: Why renewing failed (then the overlay is kept): told once on the run's stderr.
+        self.renew_error = ""
 
     def protected(self, paths: Iterable[str]) -> None:
         """Host paths never to write or delete (inside this directory: relative to it)."""
@@ -103,13 +164,63 @@ class Overlay:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.upper = self.merged = -1
+        if self.keeper is not None:
+            self.keeper.close()
+
+    def renew(self) -> bool:
+        """A fresh overlay in the sandbox for the next cell (see ``mounts.renew``): its lookups
+        of the host directory start anew. Call only when the host has everything the session
+        keeps (after a kept cell's copy-back) or the rest is to be dropped (a rolled-back
+        cell). False if this sandbox cannot renew it (no keeper, or it failed: ``keeper.error``;
+        the overlay is then kept)."""
+        if self.keeper is None:
+            return False
+        # By its parent: this side holds nothing of the old overlay while it is replaced.
+        parent = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.merged)
+        name = os.path.basename(self.host.rstrip("/"))
+        os.close(self.merged)
+        try:
+            fresh = self.keeper.renew(self.host, self.upper, parent, sum(self.held.values()))
+            if fresh is None:  # kept from now on, for the whole session (said once, on stderr)
+                self.renew_error, self.keeper = self.keeper.error or "no keeper", None
+                self.merged = os.open(name, _DIR, dir_fd=parent)  # the top one: still the old
+                return False
+        finally:
+            os.close(parent)
+        os.close(self.upper)
+        self.upper, self.merged = fresh
+        self.manifest = {}
+        return True
 
     # -- the two directions ----------------------------------------------------------------------
     def sync(self) -> Report:
         """Make the host directory match the sandbox's view for everything changed since the
         last call: the end of a run or a kept cell."""
-        return self._with_host(lambda host, report: self._apply(self.merged, host, report,
-                                                                symlinks=False))[0]
+        before = self.manifest
+        report = self._with_host(lambda host, report: self._apply(self.merged, host, report,
+                                                                  symlinks=False))[0]
+        if self.keeper is not None:
+            self._hold(before)
+        return report
+
+    def _hold(self, before: dict[str, Signature]) -> None:
+        """Update ``held`` from what this copy-back changed: files written count with their
+        size, deleted entries (whiteouts) and what an opaque directory hides no longer."""
+        gone = []
+        for rel, sig in self.manifest.items():
+            if before.get(rel) == sig:
+                continue
+            if stat.S_ISREG(sig[0]):
+                self.held[rel] = sig[2]
+            elif stat.S_ISCHR(sig[0]):
+                gone.append(rel)
+            elif stat.S_ISDIR(sig[0]) and _opaque(self.upper, rel):
+                gone.extend(r for r in self.held
+                            if r.startswith(rel + "/") and r not in self.manifest)
+        for rel in gone:
+            self.held.pop(rel, None)
+            for below in [r for r in self.held if r.startswith(rel + "/")]:
+                del self.held[below]
 
     def revert(self) -> Report:
         """Undo, in the sandbox's view, everything changed since the last call: a rolled-back

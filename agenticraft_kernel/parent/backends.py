@@ -87,6 +87,12 @@ class SessionBackend:
             raise NothingToUndo("the sandbox session is not running")
         await self.session.undo()
 
+    def undo_status(self) -> tuple[bool, str]:
+        """Whether ``%secure_undo`` has a state to go back to, and if not, why not."""
+        if self.session is None:
+            return False, "the sandbox session is not running"
+        return self.session.undo_status()
+
     def enforcement(self) -> dict[str, str]:
         """Which mechanism enforces which limit of this kernel's context, on this host."""
         if self._sandbox is None:
@@ -184,7 +190,11 @@ class RestrictedBackend:
 
     async def undo(self) -> None:
         """Restricted kernels keep no state between cells: nothing to go back to."""
-        raise NothingToUndo("a restricted kernel keeps no state between cells")
+        raise NothingToUndo(self.undo_status()[1])
+
+    @staticmethod
+    def undo_status() -> tuple[bool, str]:
+        return False, "a restricted kernel keeps no state between cells"
 
     def send(self, message: dict[str, Any]) -> None:
         """The restricted sandbox has no stdin."""

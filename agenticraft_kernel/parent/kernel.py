@@ -53,6 +53,7 @@ from agenticraft_kernel.parent.panel_host import PanelHost
 from agenticraft_kernel.parent.relay import Relay
 from agenticraft_kernel.parent.replies import error_reply
 from agenticraft_kernel.parent.stdin import StdinServer
+from agenticraft_kernel.parent.undo import undo_line
 from agenticraft_kernel.views import audit_table as audit_view
 from agenticraft_kernel.views.panel import make_panel
 
@@ -282,7 +283,8 @@ class SecureKernel(Kernel):
         return make_panel(self.backend.context, self.backend.enforcement(),
                           recent=lambda: list(self.recent_cells),
                           audit=functools.partial(audit_view.query, self.manager.audit),
-                          title=f"kernel {self.kernel_id[:8]}")
+                          title=f"kernel {self.kernel_id[:8]}",
+                          note=lambda: undo_line(self.backend))
 
     # -- execution -------------------------------------------------------------------------------
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,

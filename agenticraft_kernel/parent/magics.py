@@ -41,7 +41,7 @@ from agenticraft_kernel.parent.secure_cell import (
     SecureCell,
     show_view,
 )
-from agenticraft_kernel.parent.undo import secure_undo
+from agenticraft_kernel.parent.undo import secure_undo, undo_line
 from agenticraft_kernel.views.secure_args import SecureRequest
 
 Backend = SessionBackend | RestrictedBackend
@@ -117,6 +117,9 @@ class KernelViews:
     def audit_log(self) -> Any:
         assert self.kernel.manager is not None
         return self.kernel.manager.audit
+
+    def notes(self) -> tuple[str, ...]:
+        return (undo_line(self.backend),)
 
 
 class KernelMagics:

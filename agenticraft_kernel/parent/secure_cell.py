@@ -188,6 +188,10 @@ class ViewSource(Protocol):
 
     def audit_log(self) -> Any: ...
 
+    def notes(self) -> tuple[str, ...]:
+        """Lines ``%secure_status`` adds under its table (the kernel: undo availability)."""
+        ...
+
 
 def show_view(name: str, line: str, screen: Screen, source: ViewSource) -> None:
     """``%secure_status``, ``%secure_audit`` or ``%secure_panel`` (``name`` without the %);
@@ -208,6 +212,7 @@ def show_view(name: str, line: str, screen: Screen, source: ViewSource) -> None:
     if secure_args.parse_no_options(prog, line, description):
         screen.say(secure_args.help_of(prog, description))
     elif name == "secure_status":
-        screen.show(render_status(source.context(), source.enforcement(), where=source.where))
+        screen.show(render_status(source.context(), source.enforcement(), where=source.where,
+                                  notes=source.notes()))
     else:
         source.panels.show(screen.show_live)

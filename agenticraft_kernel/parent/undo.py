@@ -23,6 +23,15 @@ from agenticraft_kernel.parent.replies import error_reply, ok_reply
 DONE = "Restored the variables from before the last cell (%secure_undo)."
 
 
+def undo_line(backend: Any) -> str:
+    """Whether ``%secure_undo`` can go back now, and why not (``%secure_status``, the panel)."""
+    available, reason = backend.undo_status()
+    if available:
+        return ("%secure_undo: available (restores the variables from before the last cell; "
+                "files stay as they are)")
+    return f"%secure_undo: not available: {reason}"
+
+
 def refusal(reason: str) -> str:
     return (f"Nothing to undo: {reason}. %secure_undo restores the state from before the last "
             "cell, once.")

@@ -70,8 +70,10 @@ class PanelBase:
     """What both panels share: the context, the feeds and the live state."""
 
     def __init__(self, ctx: SecurityContext, enforcement: Mapping[str, str], *,
-                 recent: RecentCells, audit: AuditQuery, title: str = "") -> None:
+                 recent: RecentCells, audit: AuditQuery, title: str = "",
+                 note: Callable[[], str] | None = None) -> None:
         self.ctx = ctx
+        self.note = note
         self.enforcement = dict(enforcement)
         self.recent = recent
         self.audit = audit
@@ -99,6 +101,8 @@ class PanelBase:
         last = recent[-1] if recent else None
         self.status = (f"idle; last cell [{cell_row(last)[0]}] {cell_row(last)[1]}"
                        if last else "idle")
+        if self.note is not None:
+            self.status += f"; {self.note()}"
         self.limits = self.ctx.resource_limits
 
 
@@ -106,8 +110,9 @@ class WidgetPanel(PanelBase):
     """The ipywidgets panel (see the module docstring)."""
 
     def __init__(self, ctx: SecurityContext, enforcement: Mapping[str, str], *,
-                 recent: RecentCells, audit: AuditQuery, title: str = "") -> None:
-        super().__init__(ctx, enforcement, recent=recent, audit=audit, title=title)
+                 recent: RecentCells, audit: AuditQuery, title: str = "",
+                 note: Callable[[], str] | None = None) -> None:
+        super().__init__(ctx, enforcement, recent=recent, audit=audit, title=title, note=note)
         import ipywidgets as w
         self.w = w
         self.header = w.HTML()
@@ -265,8 +270,9 @@ class TextPanel(PanelBase):
     MIN_INTERVAL = 1.0
 
     def __init__(self, ctx: SecurityContext, enforcement: Mapping[str, str], *,
-                 recent: RecentCells, audit: AuditQuery, title: str = "") -> None:
-        super().__init__(ctx, enforcement, recent=recent, audit=audit, title=title)
+                 recent: RecentCells, audit: AuditQuery, title: str = "",
+                 note: Callable[[], str] | None = None) -> None:
+        super().__init__(ctx, enforcement, recent=recent, audit=audit, title=title, note=note)
         self.live = ""
         self._last = 0.0
 
@@ -305,10 +311,12 @@ class TextPanel(PanelBase):
 
 
 def make_panel(ctx: SecurityContext, enforcement: Mapping[str, str], *, recent: RecentCells,
-               audit: AuditQuery, title: str = "") -> PanelBase:
-    """A widget panel when ipywidgets is importable, else the text panel."""
+               audit: AuditQuery, title: str = "",
+               note: Callable[[], str] | None = None) -> PanelBase:
+    """A widget panel when ipywidgets is importable, else the text panel. ``note``: a line the
+    idle status adds, asked after every cell (the kernel: whether ``%secure_undo`` can go back)."""
     try:
         import ipywidgets  # noqa: F401
     except ImportError:
-        return TextPanel(ctx, enforcement, recent=recent, audit=audit, title=title)
-    return WidgetPanel(ctx, enforcement, recent=recent, audit=audit, title=title)
+        return TextPanel(ctx, enforcement, recent=recent, audit=audit, title=title, note=note)
+    return WidgetPanel(ctx, enforcement, recent=recent, audit=audit, title=title, note=note)

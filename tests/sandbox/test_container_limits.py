@@ -201,23 +201,26 @@ async def test_daemon_does_not_outlive_the_run(container_sandbox):
 
 # -- disk ---------------------------------------------------------------------------------------
 async def test_tmp_is_a_size_limited_tmpfs(container_sandbox):
+    """A worker's /tmp is its private tmpfs inside the container: the write quota (4 x
+    max_file_size_mb = 64 MB) stops 200 MB of files, each under the per-file limit."""
     code = """
     import os
     err = None
     try:
-        with open('/tmp/fill', 'wb') as fh:
-            for _ in range(200):
-                fh.write(b'x' * 2**20)
+        for i in range(20):
+            with open(f'/tmp/fill-{i}', 'wb') as fh:
+                for _ in range(10):
+                    fh.write(b'x' * 2**20)
     except OSError as e:
         err = e.errno
     """
     try:
-        result = await run(container_sandbox, code, max_file_size_mb=500, timeout_seconds=20)
-    except ResourceLimitExceeded as exc:  # the scratch/file-size watchdog may be first
-        assert exc.limit == "max_file_size_mb"
+        result = await run(container_sandbox, code, max_file_size_mb=16, timeout_seconds=20)
+    except ResourceLimitExceeded as exc:  # ENOSPC at the quota names it
+        assert exc.limit == "max_file_size_mb" and "quota of 64 MB" in str(exc)
         return
     assert result.success, result.error
-    assert result["err"] in (13, 28)  # EACCES (Landlock) or ENOSPC: 200 MB never fit
+    assert result["err"] == 28, result["err"]  # ENOSPC: 200 MB never fit
 
 
 # -- sessions -----------------------------------------------------------------------------------

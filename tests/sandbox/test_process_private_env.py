@@ -488,6 +488,109 @@ async def test_session_cells_copy_back_and_a_rolled_back_cell_leaves_nothing(fs_
         await session.close()
 
 
+def replace_on_host(path: Path, text: str) -> None:
+    """Replace ``path`` the way JupyterLab saves a file: write a temporary file, rename it over."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+async def test_long_session_sees_host_renames_and_new_names(fs_sandbox):
+    """overlayfs caches lookups of its lower layer: a file the session opened that the host then
+    replaces by rename, and a name looked up before the host created it, must still show the
+    host's state in the next cell (each session cell gets a fresh overlay)."""
+    sandbox, work = fs_sandbox
+    (work / "data.csv").write_text("v1")
+    (work / "sub").mkdir()
+    (work / "sub" / "inner.txt").write_text("inner v1")
+    session = sandbox.session(fs_context(work, write=True, max_file_size_mb=8))
+    try:
+        first = await session.run(textwrap.dedent("""
+        import os
+        result = [open("data.csv").read(), os.path.exists("late.txt"),
+                  open("sub/inner.txt").read(), os.path.exists("sub/late.txt")]
+        open("mine.txt", "w").write("from the session")
+        """))
+        assert first.success, first.error
+        assert first["result"] == ["v1", False, "inner v1", False]
+        assert (work / "mine.txt").read_text() == "from the session"
+        replace_on_host(work / "data.csv", "v2")
+        replace_on_host(work / "sub" / "inner.txt", "inner v2")
+        replace_on_host(work / "mine.txt", "replaced on the host")
+        (work / "late.txt").write_text("late")
+        (work / "sub" / "late.txt").write_text("sub late")
+        second = await session.run(textwrap.dedent("""
+        import os
+        result = [open("data.csv").read(), os.path.exists("late.txt"),
+                  open("sub/inner.txt").read(), os.path.exists("sub/late.txt"),
+                  open("mine.txt").read()]
+        os.chdir("sub")                          # a cwd below the working directory
+        """))
+        assert second.success, second.error
+        assert second["result"] == ["v2", True, "inner v2", True, "replaced on the host"]
+        replace_on_host(work / "sub" / "inner.txt", "inner v3")
+        third = await session.run("import os\nresult = [os.getcwd(), open('inner.txt').read()]")
+        assert third["result"] == [str(work / "sub"), "inner v3"], third.error
+        # The protected audit log stays masked in every cell's overlay.
+        masked = await session.run(textwrap.dedent(f"""
+        try:
+            open({str(work / "audit.jsonl")!r}, "a").write("forged")
+            result = "written"
+        except OSError as exc:
+            result = type(exc).__name__
+        """))
+        assert masked["result"] in ("PermissionError", "OSError"), masked["result"]
+        assert "forged" not in (work / "audit.jsonl").read_text()
+    finally:
+        await session.close()
+
+
+async def test_undo_restores_variables_not_files_and_sees_the_host_now(fs_sandbox):
+    """An undo takes back the Python state of the last cell, not its files: they are on the
+    host already, and the restored state sees the working directory as the host has it now."""
+    sandbox, work = fs_sandbox
+    session = sandbox.session(fs_context(work, write=True), undo=True)
+    try:
+        result = await session.run("x = 1\nopen('f.txt', 'w').write('one')")
+        assert result.success, result.error
+        result = await session.run("import os\nx = 2\nopen('f.txt', 'w').write('two')\n"
+                                   "os.chdir('/tmp')")
+        assert result.success, result.error
+        await session.undo()
+        replace_on_host(work / "f.txt", "host")
+        result = await session.run("import os\nresult = [x, open('f.txt').read(), os.getcwd()]")
+        assert result["result"] == [1, "host", str(work)], result.error
+    finally:
+        await session.close()
+
+
+async def test_long_session_copied_back_files_keep_counting_against_the_quota(fs_sandbox):
+    """What reached the host from a session still counts against its quota (4 x 8 MB), cell
+    after cell, though each cell gets a fresh overlay; deleting it in the session frees it."""
+    sandbox, work = fs_sandbox
+    session = sandbox.session(fs_context(work, write=True, max_file_size_mb=8, timeout_seconds=20))
+    write = textwrap.dedent("""
+    with open({name!r}, "wb") as fh:
+        for _ in range(7):
+            fh.write(b"x" * (1 << 20))
+    """)
+    try:
+        for name in ("a.bin", "b.bin", "c.bin", "d.bin"):
+            result = await session.run(write.format(name=name))
+            assert result.success, result.error
+        with pytest.raises(ResourceLimitExceeded) as info:   # 28 MB held + 7 MB > 32 MB
+            await session.run(write.format(name="e.bin"))
+        assert info.value.limit == "max_file_size_mb" and "quota" in str(info.value)
+        assert not (work / "e.bin").exists()
+        result = await session.run("import os\nos.unlink('a.bin')")
+        assert result.success, result.error
+        result = await session.run(write.format(name="e.bin"))
+        assert result.success, result.error
+        assert sorted(p.name for p in work.glob("*.bin")) == ["b.bin", "c.bin", "d.bin", "e.bin"]
+    finally:
+        await session.close()
+
+
 async def test_scratch_quota_counts_unlinked_open_files(process_sandbox):
     with pytest.raises(ResourceLimitExceeded) as info:
         await run(process_sandbox, """

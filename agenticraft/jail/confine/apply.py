@@ -10,6 +10,7 @@ supported is recorded, so the result says exactly what holds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import stat
@@ -67,11 +68,17 @@ def confine(
     if "namespaces" in active:
         applied["namespaces"] = namespaces.enter(network=network, mount=private_root,
                                                  pid=pid_ns, drop=False, loopback=egress)
-        if pid_ns:  # from here on this is process 1 of the namespace; the keeper stays outside
-            applied["pid_namespace"] = {"init_pid": pidns.start_init()}
-        if private_root:  # needs the capabilities the user namespace gives, so before the drop
+        root_plan: dict[str, Any] = {}
+        if private_root:
             root_plan = {**(profile.get("root_plan") or mounts.plan(profile, profile["scratch"])),
                          "scratch": profile["scratch"]}
+        if pid_ns:  # from here on this is process 1 of the namespace; the keeper stays outside
+            # With a writable working directory the keeper keeps the overlay socket to renew
+            # the overlay between session cells (``mounts.renew``); the init closes its copy.
+            serve = None if writeback is None else (
+                writeback, functools.partial(mounts.serve_renewals, root_plan))
+            applied["pid_namespace"] = {"init_pid": pidns.start_init(serve)}
+        if private_root:  # needs the capabilities the user namespace gives, so before the drop
             applied["mounts"] = mounts.build(root_plan, os.getcwd(), own_proc=pid_ns,
                                              writeback=writeback)
             # Inside, a protected path is masked by a read-only mount (which cannot be unmounted,

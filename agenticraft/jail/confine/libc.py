@@ -113,6 +113,25 @@ def mount_setattr(path: str, attr_set: int, *, recursive: bool = True) -> None:
             ctypes.c_size_t(ctypes.sizeof(attr)))
 
 
+#: move_mount has the same number everywhere (Linux >= 5.2); mounting beneath, Linux >= 6.5.
+SYS_MOVE_MOUNT = 429
+MOVE_MOUNT_BENEATH = 0x200
+MNT_DETACH = 0x2
+
+
+def move_mount_beneath(source: str, target: str) -> None:
+    """Move the mount at ``source`` beneath the top mount at ``target``: once that one is
+    unmounted, ``source``'s takes its place with no moment where neither shows (Linux >= 6.5)."""
+    syscall(SYS_MOVE_MOUNT, ctypes.c_int(AT_FDCWD), _b(source), ctypes.c_int(AT_FDCWD),
+            _b(target), ctypes.c_uint(MOVE_MOUNT_BENEATH))
+
+
+def umount2(target: str, flags: int) -> None:
+    """umount2(2), or OSError naming the target."""
+    if LIBC.umount2(_b(target), ctypes.c_int(flags)) != 0:
+        raise _error(f"umount({target!r})")
+
+
 def capset(header: Any, data: Any) -> None:
     """capset(2) with ctypes structures, or OSError."""
     if LIBC.capset(ctypes.byref(header), data) != 0:

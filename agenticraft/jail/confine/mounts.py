@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agenticraft.jail.confine.libc import (
+    MNT_DETACH,
     MOUNT_ATTR_NODEV,
     MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY,
@@ -47,6 +48,8 @@ from agenticraft.jail.confine.libc import (
     MS_SLAVE,
     mount,
     mount_setattr,
+    move_mount_beneath,
+    umount2,
 )
 from agenticraft.wire.errors import QUOTA_FACTOR
 
@@ -207,7 +210,7 @@ def build(plan: Mapping[str, Any], cwd: str, *, own_proc: bool = False,
         proc, unbounded = _populate(plan, root, f"/proc/self/fd/{data_fd}", own_proc,
                                     overlays if writeback is not None else None)
         if writeback is not None:
-            hand_over(writeback, overlays)
+            hand_over(writeback, overlays, renew=own_proc)
             writeback = None
     finally:
         if writeback is not None:  # failed before the hand-over: the sandbox must not keep it
@@ -306,20 +309,159 @@ def overlay(lower: str, target: str, layers: str) -> tuple[int, int]:
         raise
 
 
-def hand_over(sock_fd: int, overlays: list[tuple[str, int, int]]) -> None:
+def hand_over(sock_fd: int, overlays: list[tuple[str, int, int]], *, renew: bool) -> None:
     """Send the supervisor, on ``sock_fd``, each overlay's host path with its upper-layer and
-    merged-view descriptors (before any sandboxed code runs), then close the socket."""
+    merged-view descriptors (before any sandboxed code runs), then close the socket (this
+    process's copy: ``renew`` says the keeper kept one to renew the overlays, see ``renew``)."""
     import json
     import socket
 
     sock = socket.socket(fileno=sock_fd)
     try:
         fds = [fd for _path, upper, merged in overlays for fd in (upper, merged)]
-        data = json.dumps([path for path, _u, _m in overlays]).encode()
+        data = json.dumps({"paths": [path for path, _u, _m in overlays],
+                           "renew": renew}).encode()
         if fds:
             socket.send_fds(sock, [data], fds)
     finally:
         sock.close()
+
+
+# -- a fresh overlay per session cell (in the keeper) ----------------------------------------------
+#: Names of the layer directories the keeper made on the private tmpfs (``ov<n>``).
+_renewed = [0]
+
+
+def serve_renewals(plan: Mapping[str, Any], sock_fd: int) -> bool:
+    """In the keeper (outside the PID namespace, still holding the capabilities of the
+    sandbox's user namespace, in its mount namespace): answer one request of the supervisor on
+    ``sock_fd`` to renew an overlay (see ``renew``). False once the supervisor closed it."""
+    import json
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
+        except OSError:
+            return False
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return False
+        out: list[int] = []
+        try:
+            request = json.loads(data)
+            if len(fds) != 2:
+                raise ValueError("a renewal needs the old upper layer and its mount's parent")
+            out = list(renew(plan, str(request["path"]), fds[0], fds[1],
+                             held=max(0, int(request.get("held", 0)))))
+            reply: dict[str, Any] = {"ok": True}
+        except Exception as exc:  # told to the supervisor, which keeps the old overlay
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            if out:
+                socket.send_fds(sock, [json.dumps(reply).encode()], out)
+            else:
+                sock.send(json.dumps(reply).encode())
+        except OSError:
+            return False
+        finally:
+            for fd in out:
+                os.close(fd)
+        return True
+    finally:
+        sock.detach()
+
+
+def renew(plan: Mapping[str, Any], path: str, old_upper: int, parent: int, *,
+          held: int = 0) -> tuple[int, int]:
+    """Replace the overlay of working directory ``path`` (``old_upper``: its upper layer,
+    ``parent``: the directory it is mounted in) by a fresh one: the same host directory as
+    lower layer, an empty upper layer. overlayfs caches its lookups of the lower layer: a host
+    file the session opened and the host then replaced by rename, or a name looked up before
+    the host created it, would otherwise keep their old state until the sandbox ends.
+
+    Called before a session cell, after the supervisor copied the last kept cell's changes to
+    the host (or undid a rolled-back cell's): the fresh overlay shows what the old one did.
+    Built out of sight on the private tmpfs with its protected paths masked, mounted beneath
+    the old one, then the old one is detached: there is no moment at which the path shows
+    neither. Descriptors still open on the old overlay (a file or directory the session's
+    Python state holds) keep working on the old, detached view; its upper layer is removed,
+    so what is written through them no longer reaches the host, and their space is freed
+    when they are closed. ``held``: the bytes of the session's files the host already has
+    (they counted against the quota in the old upper layer): the private tmpfs shrinks by
+    that much, so the quota still bounds the session's changes in total. Returns the new
+    upper layer and merged view."""
+    if any(_within(p, path) for p, _ in plan["links"]) or any(
+            p != path and _within(p, path) for p, _ in plan["binds"]):
+        raise OSError(errno.ENOTSUP, "other mounts or links lie inside this directory")
+    flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+    layers_fd = os.open("..", flags, dir_fd=old_upper)
+    data_fd = os.open("..", flags, dir_fd=layers_fd)
+    # The mount point, by path: no descriptor here holds the old overlay, so once detached
+    # (and left by the session's processes) its upper layer's space is freed at once.
+    target = f"/proc/self/fd/{parent}/{os.path.basename(path.rstrip('/'))}"
+    try:
+        data = f"/proc/self/fd/{data_fd}"
+        old_layers = _name_of(data_fd, os.fstat(layers_fd).st_ino)
+        _renewed[0] += 1
+        layers = f"{data}/ov{_renewed[0]}"
+        stage = layers + ".m"
+        os.mkdir(stage, 0o700)
+        upper, merged = overlay(path, stage, layers)
+        try:
+            for mask, is_dir in plan["masks"]:
+                if mask != path and _within(mask, path) and os.path.lexists(
+                        stage + mask[len(path):]):
+                    _bind(data + ("/emptydir" if is_dir else "/empty"), stage + mask[len(path):])
+            move_mount_beneath(stage, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                umount2(stage, MNT_DETACH)
+            os.close(upper)
+            os.close(merged)
+            raise
+        umount2(target, MNT_DETACH)  # the top one: the old overlay
+        os.rmdir(stage)
+        if old_layers:
+            _remove(data_fd, old_layers)
+        _set_quota(data, plan["quota_mb"] * MB - held)
+        return upper, merged
+    finally:
+        for fd in (layers_fd, data_fd):
+            os.close(fd)
+
+
+def _name_of(dir_fd: int, inode: int) -> str | None:
+    with os.scandir(f"/proc/self/fd/{dir_fd}") as entries:
+        return next((e.name for e in entries
+                     if e.inode() == inode and e.is_dir(follow_symlinks=False)), None)
+
+
+def _remove(dir_fd: int, name: str) -> None:
+    """Remove layer directory ``name`` (overlayfs leaves its work directory mode 000)."""
+    import shutil
+
+    def _retry(func: Any, target: str, _info: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(target) or ".", 0o700)
+            func(target)
+
+    with contextlib.suppress(OSError):
+        shutil.rmtree(f"/proc/self/fd/{dir_fd}/{name}", onerror=_retry)
+
+
+def _set_quota(data: str, size: int) -> None:
+    """Resize the private tmpfs to ``size`` bytes, or to what it already holds if that is more
+    (files the session keeps open after deleting them)."""
+    vfs = os.statvfs(data)
+    used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
+    size = max(size, used, vfs.f_frsize)
+    mount(None, data, None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={size}")
 
 
 def _build_dev(root: str, data: str, devices: Iterable[str], pts: bool) -> None:
@@ -374,7 +516,10 @@ def probe() -> dict[str, Any]:
                     ", in a PID namespace with its own /proc" if with_pid[0] == "1" else
                     f"; no PID namespace with its own /proc here ({_why(with_pid)}): the "
                     "host's /proc is bound (Landlock keeps it unreadable)") + (
-                    "; a writable working directory is an overlay on the quota tmpfs"
+                    "; a writable working directory is an overlay on the quota tmpfs" + (
+                        ", renewed before each session cell (host renames show)"
+                        if with_pid[0] == "1" else ", kept for a whole session (no keeper "
+                        "outside a PID namespace to renew it: host renames may not show)")
                     if overlay_ok else f"; overlayfs cannot be mounted here ({found[1:]}): a "
                     "writable working directory is bound read-write, bounded per file only")}
         else:

@@ -5,7 +5,10 @@ the new namespace. A sandbox therefore runs as three processes:
 
 - the **keeper** (the zygote's child, outside the namespace): waits for the init and exits with
   it. Killing it kills the sandbox: the init has it as parent-death signal source, and when the
-  init dies the kernel kills every process of the namespace.
+  init dies the kernel kills every process of the namespace. It keeps the capabilities of the
+  sandbox's user namespace (nothing inside can reach it: it is outside the PID namespace) and,
+  with a writable working directory, serves the supervisor's requests to renew its overlay
+  between cells (``mounts.renew``).
 - the **init** (process 1 inside): builds the private root with a fresh ``/proc`` (a proc mount
   shows the PID namespace of the process that mounts it), forks the worker, drops its
   capabilities and only reaps children. It is not the worker because a session's worker
@@ -20,21 +23,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 from agenticraft.jail.confine.libc import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, prctl
 
 
-def start_init() -> int:
+def start_init(serve: tuple[int, Callable[[int], bool]] | None = None) -> int:
     """Fork process 1 of the PID namespace this process just unshared. Returns (in the init) its
     host pid, read from the host's ``/proc`` while that is still mounted. The caller (outside)
-    becomes the keeper and never returns."""
+    becomes the keeper and never returns. ``serve``: a descriptor the keeper keeps and the
+    function that answers one request on it (False: closed)."""
     keeper = os.getpid()
     init = os.fork()
     if init:
-        _keep(init)
+        _keep(init, serve)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if not os.path.exists(f"/proc/{keeper}/stat"):  # the keeper died before the signal was armed
         os._exit(1)
@@ -48,24 +53,57 @@ def start_worker() -> None:
         _reap_forever()
 
 
-def _quiet() -> None:
-    """No descriptor of the sandbox stays open here (the worker's EOFs must not wait for us)."""
+def _quiet(keep: int = -1) -> None:
+    """No descriptor of the sandbox stays open here (the worker's EOFs must not wait for us),
+    but ``keep``."""
     devnull = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    os.closerange(3, 1 << 16)
+    if keep > 2:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 16)
+    else:
+        os.closerange(3, 1 << 16)
 
 
-def _keep(init: int) -> NoReturn:  # pragma: no cover - runs in the keeper
-    _quiet()
+def _keep(init: int,
+          serve: tuple[int, Callable[[int], bool]] | None) -> NoReturn:  # pragma: no cover
+    _quiet(serve[0] if serve else -1)
     with contextlib.suppress(OSError):
         prctl(PR_SET_DUMPABLE, 0)
+    if serve is not None:
+        _serve_until_exit(init, *serve)
     try:
         _pid, status = os.waitpid(init, 0)
         code = os.waitstatus_to_exitcode(status)
     except ChildProcessError:
         code = 0
     os._exit(code if code >= 0 else 128 - code)
+
+
+def _serve_until_exit(init: int, fd: int,
+                      answer: Callable[[int], bool]) -> None:  # pragma: no cover - keeper
+    """Answer requests on ``fd`` until the init exits (then return to reap it) or the other end
+    closes it. Without pidfds (Linux < 5.3) nothing is served: the descriptor is closed."""
+    try:
+        pidfd = os.pidfd_open(init)
+    except (AttributeError, OSError):
+        os.close(fd)
+        return
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(fd, select.POLLIN)
+    while True:
+        try:
+            ready = {got for got, _events in poller.poll()}
+        except InterruptedError:
+            continue
+        if pidfd in ready:
+            break
+        if fd in ready and not answer(fd):
+            break
+    os.close(fd)
+    os.close(pidfd)
 
 
 def _reap_forever() -> NoReturn:  # pragma: no cover - runs in the init

@@ -75,6 +75,36 @@ def test_a_cell_after_an_undo_works_and_can_be_undone(undo_kernel: Kernel) -> No
     assert undo_kernel.value("n") == "15"
 
 
+def status_text(kernel: Kernel) -> str:
+    reply, outputs = kernel.execute("%secure_status")
+    assert reply["status"] == "ok", outputs
+    return "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+
+
+def test_status_says_whether_undo_can_go_back_and_why_not(undo_kernel: Kernel) -> None:
+    ok(undo_kernel, "s = 1")
+    text = status_text(undo_kernel)
+    assert "%secure_undo: available (restores the variables from before the last cell" in text
+    assert undo(undo_kernel)[0]["status"] == "ok"
+    text = status_text(undo_kernel)  # %secure_status itself is no cell that can be undone
+    assert "%secure_undo: not available: the last run was already undone" in text
+    assert status_text(undo_kernel).count("%secure_undo: not available") == 1
+    ok(undo_kernel, "s = 2")
+    assert "%secure_undo: available" in status_text(undo_kernel)
+
+
+def test_panel_says_whether_undo_can_go_back(undo_kernel: Kernel) -> None:
+    ok(undo_kernel, "t = 1")
+    reply, outputs = undo_kernel.execute("%secure_panel")
+    assert reply["status"] == "ok", outputs
+    text = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "%secure_undo: available" in text, text
+    assert undo(undo_kernel)[0]["status"] == "ok"
+    reply, outputs = undo_kernel.execute("%secure_panel")
+    text = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "%secure_undo: not available: the last run was already undone" in text, text
+
+
 def test_undo_is_audited(undo_kernel: Kernel) -> None:
     ok(undo_kernel, "q = 1")
     undo(undo_kernel)
@@ -122,6 +152,7 @@ def fresh(data_dir: Path, tmp_path: Path) -> Iterator[Kernel]:
 
 
 def test_first_cell_and_lost_state_say_why_there_is_nothing(fresh: Kernel) -> None:
+    assert "%secure_undo: not available: no run has finished" in status_text(fresh)
     reply, outputs = undo(fresh)
     assert reply["ename"] == "UsageError"
     assert "no run has finished" in one_error(outputs)["evalue"]
@@ -132,6 +163,7 @@ def test_first_cell_and_lost_state_say_why_there_is_nothing(fresh: Kernel) -> No
                                    "os._exit(1)")
     assert reply["status"] == "error"
     assert "variables from earlier cells are gone" in one_error(outputs)["evalue"]
+    assert "%secure_undo: not available: the session was replaced" in status_text(fresh)
     reply, outputs = undo(fresh)
     assert reply["ename"] == "UsageError"
     assert "the session was replaced" in one_error(outputs)["evalue"]

@@ -80,3 +80,18 @@ def test_text_panel_without_ipywidgets(monkeypatch: pytest.MonkeyPatch) -> None:
     panel.end_cell()
     assert "[1] ok  2.10 s  31.0 MB" in pushed[-1]["text/plain"]
     assert "live:" not in pushed[-1]["text/plain"]  # idle again
+
+
+def test_the_idle_status_carries_the_kernels_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's note (whether %secure_undo can go back) is asked again after every cell."""
+    note = ["%secure_undo: not available: no run has finished in this session yet"]
+    cells: list[dict[str, Any]] = []
+    widget = WidgetPanel(context(), ENFORCED, **feeds(cells), note=lambda: note[0])
+    assert "idle; %secure_undo: not available: no run has finished" in widget.status_html.value
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    text = make_panel(context(), ENFORCED, **feeds(cells), note=lambda: note[0])
+    cells.append({"execution_count": 1, "outcome": "ok", "duration_ms": 5.0})
+    note[0] = "%secure_undo: available (restores the variables from before the last cell)"
+    for panel in (widget, text):
+        panel.end_cell()
+        assert "idle; last cell [1] ok; %secure_undo: available" in panel.text()
