@@ -133,10 +133,7 @@ class ProcessSandbox(Sandbox):
         except BaseException:  # cancelled (an interrupt) or failed: the code may still run
             supervisor.discard(handle)
             raise
-        if handle.alive:
-            supervisor.release(handle)
-        else:
-            handle.close()
+        supervisor.release(handle)
         return to_result(outcome, self.sandbox_type.value, self.enforced_for(ctx))
 
     def run_extra(self, ctx: SecurityContext) -> dict[str, Any]:

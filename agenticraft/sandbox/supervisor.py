@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import secrets
 import signal
@@ -19,6 +20,7 @@ from typing import Any
 from agenticraft.jail.tree import children, kill_tree
 from agenticraft.sandbox.budget import ResultTooLarge, RunBudget
 from agenticraft.sandbox.result import Output
+from agenticraft.jail.confine.apply import unit_layout
 from agenticraft.sandbox.unit import Unit
 from agenticraft.sandbox.watchdog import MB, Watchdog, read_usage
 from agenticraft.sandbox.workers import LAUNCHER, OutputSink, WorkerHandle, ZygoteProcess
@@ -61,6 +63,12 @@ class Supervisor:
         self.zygote = zygote if zygote is not None else ZygoteProcess(disabled, preload,
                                                                       stack_room_mb)
         self._start_lock = threading.Lock()
+        self._layout: tuple[dict[str, Any], Any] | None = None
+        #: One confined worker per pre-forked profile, already taken from the zygote, adopted
+        #: and checked (see :meth:`spawn`): a one-shot run then makes no round trip to it.
+        self._pool: dict[str, WorkerHandle] = {}
+        self._refilling: set[str] = set()
+        self._refill_task: asyncio.Task[None] | None = None  # (a reference keeps it alive)
 
     @property
     def mechanisms(self) -> dict[str, Any]:
@@ -84,14 +92,83 @@ class Supervisor:
                 raise
 
     def close(self) -> None:
+        self._drop_pool()
         self.zygote.close()
+
+    def _drop_pool(self) -> None:
+        pool, self._pool = self._pool, {}
+        for handle in pool.values():
+            handle.close()
 
     async def spawn(self, profile: dict[str, Any], *, prefork: bool,
                     session: bool = False, pool: bool = True) -> WorkerHandle:
-        reply, fds = self.zygote.spawn(profile, prefork, session, pool)
+        """A confined worker for ``profile``, ready to run. ``prefork``: a one-shot run of a
+        profile likely to come again (the zygote keeps workers confined ahead of time for it,
+        and this supervisor one more, so that the run pays no round trip to the zygote).
+        ``pool=False``: fork anew even when a blank child waits (benchmarks compare)."""
+        key = ""
+        if prefork and not session:
+            key = json.dumps(profile, sort_keys=True)
+            handle = self._pool.pop(key, None)
+            if handle is not None:
+                if self._usable(handle):
+                    return handle
+                handle.close()
+        handle = await self._spawn(profile, prefork, session, pool)
+        if key:
+            handle.pool_key = key
+            if key not in self._pool:
+                self._drop_pool()  # one profile is kept ready: the latest one
+        return handle
+
+    def _usable(self, handle: WorkerHandle) -> bool:
+        """A pooled worker is used only if its zygote still runs and it is still alive."""
+        proc = self.zygote.proc
+        return (handle.alive and proc is not None and proc.poll() is None
+                and handle.zygote_pid == self.zygote.pid and _alive(handle.pid))
+
+    def _after_preforked(self, handle: WorkerHandle) -> None:
+        """A pre-forked worker's run is over: the zygote may refill its pool now, and this
+        supervisor takes the next worker for the profile from it, in the background (the
+        zygote's reply is awaited in a thread, never on the loop)."""
+        self.zygote.refill()
+        key, profile = handle.pool_key, handle.profile
+        if not key or profile is None or key in self._pool or key in self._refilling:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._refilling.add(key)
+
+        async def refill() -> None:
+            try:
+                fresh = await self._spawn(profile, True, False, True, threaded=True)
+            except (SandboxError, OSError):
+                return
+            finally:
+                self._refilling.discard(key)
+            fresh.pool_key = key
+            if key in self._pool or self.zygote.proc is None:
+                self.discard(fresh)
+            else:
+                self._pool[key] = fresh
+        self._refill_task = loop.create_task(refill())
+
+    async def _spawn(self, profile: dict[str, Any], prefork: bool, session: bool, pool: bool,
+                     *, threaded: bool = False) -> WorkerHandle:
+        if threaded:
+            reply, fds = await asyncio.get_running_loop().run_in_executor(
+                None, self.zygote.spawn, profile, prefork, session, pool, True)
+        else:
+            reply, fds = self.zygote.spawn(profile, prefork, session, pool)
         handle = WorkerHandle(self.zygote.host_pid(reply["pid"]), fds, reply["scratch"])
-        handle.unit = Unit.for_worker(self.mechanisms, self.zygote.pid, reply["pid"])
+        handle.unit = Unit.for_worker(self.mechanisms, self.zygote.pid, reply["pid"],
+                                      layout=self._unit_layout())
         handle.undo_slot = bool(profile.get("undo_state"))
+        handle.preforked = prefork
+        handle.zygote_pid = self.zygote.pid
+        handle.profile = profile if prefork and not session else None
         try:
             ready = await asyncio.wait_for(handle.recv(), timeout=30)
         except (TimeoutError, protocol.ProtocolError) as exc:
@@ -108,14 +185,30 @@ class Supervisor:
             self.discard(handle)
             raise
         handle.adopt_overlays(profile)
+        if "cgroups" in (ready.get("applied") or {}):
+            # The worker wrote exactly these limits on its unit before it said ready (no
+            # sandboxed code has run yet): a run with the same limits need not write them again.
+            handle.unit.assume_limits(profile["memory_mb"], profile["cpu_percent"],
+                                      profile["max_processes"], handle.reserved)
         return handle
 
+    def _unit_layout(self) -> Any:
+        """The cgroup layout of this zygote's workers, computed once per zygote start."""
+        mechanisms = self.mechanisms
+        if self._layout is None or self._layout[0] is not mechanisms:
+            self._layout = (mechanisms, unit_layout(mechanisms))
+        return self._layout[1]
+
     def release(self, handle: WorkerHandle) -> None:
-        """Politely end a worker that finished normally (its leftovers die with it)."""
-        if handle.alive:
+        """End a worker whose run is over (its leftovers die with it): politely without a PID
+        namespace, by killing the namespace with one: nothing of the run outlives this call
+        (see ``WorkerHandle.close``). A pre-forked worker's zygote may refill its pool now."""
+        if handle.alive and handle.keeper is None:
             with contextlib.suppress(OSError):
                 handle.send({"op": "exit"})
         handle.close()
+        if handle.preforked:
+            self._after_preforked(handle)
 
     @staticmethod
     def _kill_all(handle: WorkerHandle) -> None:
@@ -130,6 +223,8 @@ class Supervisor:
         kill_tree(handle.pid)
         handle.unit.kill()
         handle.close()
+        if handle.preforked:
+            self._after_preforked(handle)
 
     async def run(self, handle: WorkerHandle, code: str, limits: ResourceLimits, *,
                   on_output: Callable[[Output], Any] | None = None, checkpoint: bool = False,

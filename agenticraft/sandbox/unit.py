@@ -49,10 +49,13 @@ class Unit:
         self.held: set[int] = set()  # stopped on purpose: never resumed with the unit
 
     @classmethod
-    def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int) -> Unit:
+    def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int, *,
+                   layout: Any = False) -> Unit:
         """The unit of worker ``pid``: the groups it placed itself in while confining itself
-        (decided by the mechanisms, not by anything the worker says)."""
-        layout = unit_layout(mechanisms)
+        (decided by the mechanisms, not by anything the worker says). ``layout``: the
+        mechanisms' ``unit_layout``, when the caller has it already."""
+        if layout is False:
+            layout = unit_layout(mechanisms)
         if layout is None:
             return cls(pid)
         paths = layout.paths(f"{zygote_pid}-{pid}")
@@ -95,6 +98,13 @@ class Unit:
                 continue
             with contextlib.suppress(OSError):
                 self._write(controller, name, value)
+
+    def assume_limits(self, memory_mb: int, cpu_percent: float, max_processes: int,
+                      reserved: int = 1) -> None:
+        """The unit already has these limits (its worker wrote them while confining itself,
+        with the same ``cgroups.limit_writes``): ``set_limits`` skips them."""
+        if self.paths:
+            self._limits = (memory_mb, cpu_percent, max_processes, reserved)
 
     def _set_memory(self, name: str, memory_mb: int) -> bool:
         try:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -87,19 +88,28 @@ class ZygoteProcess:
             raise SandboxError("the zygote exited")
         return json.loads(data), fds
 
-    def spawn(self, profile: dict[str, Any], prefork: bool,
-              session: bool = False, pool: bool = True) -> tuple[dict[str, Any], list[int]]:
-        """``pool=False``: fork anew even when a blank child waits (benchmarks compare)."""
+    def spawn(self, profile: dict[str, Any], prefork: bool, session: bool = False,
+              pool: bool = True, background: bool = False) -> tuple[dict[str, Any], list[int]]:
+        """``pool=False``: fork anew even when a blank child waits (benchmarks compare).
+        ``background``: no run waits for this worker (the supervisor fills its own pool)."""
         with self._lock:
             if self.proc is None or self.proc.poll() is not None:
                 LAUNCHER.submit(self.start).result()
             assert self.sock is not None
             self.sock.send(json.dumps({"op": "spawn", "profile": profile, "prefork": prefork,
-                                       "session": session, "pool": pool}).encode())
+                                       "session": session, "pool": pool,
+                                       "background": background}).encode())
             reply, fds = self._recv(timeout=30)
         if not reply.get("ok"):
             raise SandboxError(f"the zygote could not start a worker: {reply.get('error')}")
         return reply, fds
+
+    def refill(self) -> None:
+        """A run of a ready worker ended: the zygote may now replace it (no reply)."""
+        with self._lock:
+            if self.sock is not None:
+                with contextlib.suppress(OSError):
+                    self.sock.send(b'{"op": "refill"}')
 
     def close(self) -> None:
         if self.sock is not None:
@@ -208,6 +218,11 @@ class WorkerHandle:
         self._overlay_sock: int | None = fds[3] if len(fds) > 3 else None
         #: Resident MB when it became ready (the restricted sandbox compares runs against it).
         self.start_rss_mb = 0.0
+        #: Taken from the zygote's ready pool: its release tells the zygote to refill the pool.
+        self.preforked = False
+        self.zygote_pid = -1  # the zygote that forked it (a pooled worker must be of the live one)
+        self.pool_key = ""  # its profile's key, for a pre-forked one-shot worker
+        self.profile: dict[str, Any] | None = None  # (the same) to take the next one
 
     async def recv(self) -> dict[str, Any] | None:
         """Next frame, or None at end of stream. Raises ProtocolError on garbage.
@@ -401,12 +416,27 @@ class WorkerHandle:
         return pidns.host_pid(inner, descendants(self.init))
 
     def close(self) -> None:
+        """End the sandbox now and let go of it.
+
+        With a PID namespace one SIGKILL to the keeper ends everything: the init dies with it
+        (its parent-death signal) and every process of the namespace with the init. The walk
+        over the tree that also kills them one by one (``finish``) then only confirms it, so it
+        runs after the caller has its result (on the event loop's next turn), as does the
+        scratch directory's removal: the zygote removes it once it has reaped the keeper (by
+        then no mount of the sandbox holds it). Without a PID namespace both happen here."""
         self.alive = False
-        if self.keeper is not None:  # the init dies with it, and the namespace with the init
-            kill_tree(self.keeper)
-        if self.undo is not None:  # a stopped undo state never outlives its session
-            kill_tree(self.undo)
-            self.undo = None
+        if self.keeper is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.keeper, signal.SIGKILL)
+            if self.undo is not None:  # (inside the namespace: it died with it too)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(self.undo, signal.SIGKILL)
+            try:
+                asyncio.get_running_loop().call_soon(self.finish)
+            except RuntimeError:  # no loop here: at once
+                self.finish()
+        else:
+            self.finish()
         # Its cgroups are not removed here (5 rmdirs, ~3 ms on the caller's path): the zygote
         # removes a dead worker's cgroups once they are empty, and all of them when it ends.
         self.unwatch_pipes()
@@ -419,7 +449,6 @@ class WorkerHandle:
         for fd in (self.out_fd, self.err_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        shutil.rmtree(self.scratch, ignore_errors=True)
         for overlay in self.overlays:  # after the kill: the sandbox's writes die with it
             overlay.close()
         self.overlays = []
@@ -427,3 +456,14 @@ class WorkerHandle:
             with contextlib.suppress(OSError):
                 os.close(self._overlay_sock)
             self._overlay_sock = None
+
+    def finish(self) -> None:
+        """Kill the whole tree (freeze, then kill) and a kept undo state; without a PID
+        namespace also remove the scratch directory (with one, the zygote does)."""
+        if self.keeper is not None:
+            kill_tree(self.keeper)
+        if self.undo is not None:  # a stopped undo state never outlives its session
+            kill_tree(self.undo)
+            self.undo = None
+        if self.keeper is None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
