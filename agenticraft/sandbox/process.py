@@ -128,12 +128,16 @@ class ProcessSandbox(Sandbox):
                                         prefork=True)
         self.egress.begin_run(ctx)
         try:
-            outcome = await supervisor.run(handle, code, ctx.resource_limits,
-                                           on_output=on_output, extra=self.run_extra(ctx))
+            outcome = await supervisor.run_lean(handle, code, ctx.resource_limits,
+                                                on_output=on_output, extra=self.run_extra(ctx),
+                                                one_shot=True)
         except BaseException:  # cancelled (an interrupt) or failed: the code may still run
             supervisor.discard(handle)
             raise
-        supervisor.release(handle)
+        if handle.alive:
+            supervisor.release(handle)
+        else:  # a limit or a crash: everything it started ends with it
+            supervisor.discard(handle)
         return to_result(outcome, self.sandbox_type.value, self.enforced_for(ctx))
 
     def run_extra(self, ctx: SecurityContext) -> dict[str, Any]:

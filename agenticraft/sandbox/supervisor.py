@@ -348,7 +348,8 @@ class Supervisor:
 
     async def run_lean(self, handle: WorkerHandle, code: str, limits: ResourceLimits, *,
                        on_output: Callable[[Output], Any] | None = None,
-                       extra: dict[str, Any] | None = None) -> RunOutcome:
+                       extra: dict[str, Any] | None = None, one_shot: bool = False,
+                       ) -> RunOutcome:
         """One run in a warm worker that is not a session and cannot be interrupted (the
         restricted sandbox's path): the same limits and the same outcome as :meth:`run`, with
         fewer moving parts on the caller's path.
@@ -360,6 +361,11 @@ class Supervisor:
         runs finish before the timer fires: a run costs one send (of a frame whose constant
         part is encoded once per limits), one receive, one timer handle and one ``pread`` of
         the worker's ``/proc/<pid>/stat`` for its usage.
+
+        ``one_shot``: the worker's first and only run (the process sandbox's one-shot path):
+        its usage and an OOM kill inside its unit are then the unit's, as in :meth:`run` (the
+        unit is new, so its peak memory and OOM count are this run's; its CPU time is counted
+        from the start of the run), and the unit's limits are this run's.
         """
         run_id = self._next_run_id()
         loop = asyncio.get_running_loop()
@@ -402,14 +408,22 @@ class Supervisor:
 
         handle.watch_pipes(loop, sink)
         handle.budget(RunBudget(limits, on_discard=sink.admit))
+        before = {"oom": 0, "cpu": None}
         try:
             handle.discard_stale()  # nothing sent between runs counts for this one
+            if one_shot:  # (no write when the worker already set these limits)
+                handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
+                                       limits.max_processes, handle.reserved)
+                before["cpu"] = handle.unit.cpu_seconds()
             handle.send_run(run_id, code, limits, extra)
             state[0] = loop.call_at(min(started + 0.005, end), tick, 0.005)
             frame = await self._frame(handle, run_id, None, None)
             cpu, peak = handle.usage()
             watched = state[1].peak_rss / MB if state[1] is not None else 0.0
             outcome.usage = {"cpu_seconds": cpu, "memory_mb": max(peak, watched)}
+            if one_shot:
+                outcome.usage = {"cpu_seconds": self._cpu(handle, before, cpu),
+                                 "memory_mb": self._peak_mb(handle, peak, state[1])}
             if frame is not None and frame.get("ev") == "done":
                 outcome.frame = frame
                 if outcome.violation is not None:  # it finished as it was being killed
@@ -417,12 +431,15 @@ class Supervisor:
                     handle.alive = False
                 elif "limit" in frame or "violation" in frame:
                     handle.alive = False
+                if one_shot:  # a process of the run the kernel's OOM killer took
+                    self._account_oom(handle, before, outcome, limits)
+                    handle.alive = handle.alive and outcome.violation is None
                 return outcome
             if outcome.violation is not None:  # killed by the watchdog or the deadline
                 handle.alive = False
                 return outcome
             self._ended_early(handle, frame, outcome, False)
-            self._account_oom(handle, {"oom": 0}, outcome, limits)
+            self._account_oom(handle, before, outcome, limits)
             return outcome
         except ResultTooLarge as exc:
             outcome.violation = ("max_output_bytes", exc.size, exc.allowed)
