@@ -131,17 +131,19 @@ class Supervisor:
         """A pre-forked worker's run is over: the zygote may refill its pool now, and this
         supervisor takes the next worker for the profile from it, in the background (the
         zygote's reply is awaited in a thread, never on the loop)."""
-        self.zygote.refill()
         key, profile = handle.pool_key, handle.profile
-        if not key or profile is None or key in self._pool or key in self._refilling:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            self.zygote.refill()
+            return
+        if not key or profile is None or key in self._pool or key in self._refilling:
+            loop.call_soon(self.zygote.refill)
             return
         self._refilling.add(key)
 
         async def refill() -> None:
+            self.zygote.refill()
             try:
                 fresh = await self._spawn(profile, True, False, True, threaded=True)
             except (SandboxError, OSError):
@@ -151,8 +153,15 @@ class Supervisor:
             fresh.pool_key = key
             if key in self._pool or self.zygote.proc is None:
                 self.discard(fresh)
-            else:
-                self._pool[key] = fresh
+                return
+            # What a one-shot run does first, done now: its pipes watched, its files open, its
+            # unit's CPU time and OOM count before the run (an idle worker adds nothing).
+            fresh.unit.keep_files_open()
+            fresh.watch_pipes(loop, None)
+            fresh.usage()
+            fresh.unit.memory_peak_mb()
+            fresh.before = {"oom": fresh.unit.oom_kills(), "cpu": fresh.unit.cpu_seconds()}
+            self._pool[key] = fresh
         self._refill_task = loop.create_task(refill())
 
     async def _spawn(self, profile: dict[str, Any], prefork: bool, session: bool, pool: bool,
@@ -408,13 +417,13 @@ class Supervisor:
 
         handle.watch_pipes(loop, sink)
         handle.budget(RunBudget(limits, on_discard=sink.admit))
-        before = {"oom": 0, "cpu": None}
+        before: dict[str, Any] = {"oom": 0, "cpu": None}
         try:
             handle.discard_stale()  # nothing sent between runs counts for this one
             if one_shot:  # (no write when the worker already set these limits)
                 handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
                                        limits.max_processes, handle.reserved)
-                before["cpu"] = handle.unit.cpu_seconds()
+                before = handle.before or {"oom": 0, "cpu": handle.unit.cpu_seconds()}
             handle.send_run(run_id, code, limits, extra)
             state[0] = loop.call_at(min(started + 0.005, end), tick, 0.005)
             frame = await self._frame(handle, run_id, None, None)

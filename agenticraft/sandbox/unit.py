@@ -47,6 +47,8 @@ class Unit:
         self._limits: tuple[int, float, int, int] | None = None
         self.memory_limited = self.memory  # False while the cgroup refused this run's limit
         self.held: set[int] = set()  # stopped on purpose: never resumed with the unit
+        #: Files read with ``pread`` on descriptors kept open (see :meth:`keep_files_open`)
+        self._files: dict[tuple[str, str], int] | None = None
 
     @classmethod
     def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int, *,
@@ -221,7 +223,28 @@ class Unit:
     def _path(self, controller: str) -> Path:
         return self.paths[controller]
 
+    def keep_files_open(self) -> None:
+        """Read the unit's files from descriptors kept open from now on (a read is then one
+        ``pread``, not a path walk: ~10 us instead of ~40 us). Closed when the unit object
+        goes, or by :meth:`close_files`."""
+        if self._files is None and self.paths:
+            self._files = {}
+            weakref.finalize(self, _close_quietly, self.__dict__)
+
+    def close_files(self) -> None:
+        _close_quietly(self.__dict__)
+
     def _read(self, controller: str, name: str) -> str | None:
+        files = self._files
+        if files is not None:
+            fd = files.get((controller, name))
+            try:
+                if fd is None:
+                    fd = files[controller, name] = os.open(self._path(controller) / name,
+                                                           os.O_RDONLY | os.O_CLOEXEC)
+                return os.pread(fd, 4096, 0).decode()
+            except (OSError, KeyError):
+                return None
         try:
             with open(self._path(controller) / name) as fh:
                 return fh.read()
@@ -390,9 +413,12 @@ class CgroupV2Unit(Unit):
 def _close_quietly(state: dict[str, Any]) -> None:
     fd = state.get("_peak")
     state["_peak"] = None
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    files = state.get("_files") or {}
+    state["_files"] = None
+    for fd in [fd, *files.values()]:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def group_members(group: int, *, first: bool = False) -> list[int]:

@@ -8,6 +8,7 @@ import asyncio
 import codecs
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -223,6 +224,8 @@ class WorkerHandle:
         self.zygote_pid = -1  # the zygote that forked it (a pooled worker must be of the live one)
         self.pool_key = ""  # its profile's key, for a pre-forked one-shot worker
         self.profile: dict[str, Any] | None = None  # (the same) to take the next one
+        #: Its unit's counters read while it waited in the pool (a one-shot run counts from them)
+        self.before: dict[str, Any] | None = None
 
     async def recv(self) -> dict[str, Any] | None:
         """Next frame, or None at end of stream. Raises ProtocolError on garbage.
@@ -304,9 +307,7 @@ class WorkerHandle:
         ``extra`` is encoded once and reused while they stay the same."""
         key = (limits, json.dumps(extra, sort_keys=True) if extra else "")
         if self._run_tail is None or self._run_tail[0] != key:
-            tail = json.dumps({"checkpoint": False, "limits": limits.as_dict(), **(extra or {})},
-                              separators=(",", ":"))
-            self._run_tail = (key, tail[1:].encode())
+            self._run_tail = (key, _run_tail(*key))
         body = (b'{"op":"run","run":%d,"code":' % run_id
                 + json.dumps(code, separators=(",", ":")).encode() + b"," + self._run_tail[1])
         self._send_frame(protocol.HEADER.pack(len(body)) + body)
@@ -324,8 +325,9 @@ class WorkerHandle:
         except OSError:
             return 0.0, 0.0
 
-    def watch_pipes(self, loop: asyncio.AbstractEventLoop, sink: OutputSink) -> None:
-        """Route the output pipes to ``sink`` (readers stay registered across runs)."""
+    def watch_pipes(self, loop: asyncio.AbstractEventLoop, sink: OutputSink | None) -> None:
+        """Route the output pipes to ``sink`` (readers stay registered across runs; None:
+        output is dropped, as between runs)."""
         self.sink = sink
         if self._pipe_loop is loop:
             return
@@ -444,6 +446,7 @@ class WorkerHandle:
             with contextlib.suppress(OSError):
                 os.close(self._stat_fd)
             self._stat_fd = None
+        self.unit.close_files()
         with contextlib.suppress(OSError):
             self.chan.close()
         for fd in (self.out_fd, self.err_fd):
@@ -467,3 +470,11 @@ class WorkerHandle:
             self.undo = None
         if self.keeper is None:
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _run_tail(limits: ResourceLimits, extra: str) -> bytes:
+    """The constant part of a run request (shared by every worker: one-shot workers run once)."""
+    tail = json.dumps({"checkpoint": False, "limits": limits.as_dict(),
+                       **(json.loads(extra) if extra else {})}, separators=(",", ":"))
+    return tail[1:].encode()
