@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = str(Path(__file__).resolve().parent)
-sys.path.insert(0, BENCH_DIR)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import fmt, print_table, row
 from _timing import CONFINE_STEPS, Timers, parse_confine_timers
@@ -36,6 +35,7 @@ from agenticraft.security import SecurityContext
 from agenticraft.security.config import Settings
 from agenticraft.security.policy import Policy
 
+BENCH_DIR = str(Path(__file__).resolve().parent)
 CODE = "result = sum([1, 2, 3, 4, 5])"
 ZYGOTE_CODE = ("import sys; sys.path.insert(0, sys.argv.pop(1)); sys.path.insert(0, {bench!r}); "
                "import _timing; _timing.install_confine_timers(); "
@@ -167,7 +167,8 @@ def fork_costs(n: int) -> None:
         os.waitpid(pid, 0)
         round_trip.append(time.perf_counter() - start)
         to_child.append(child_ran - start)
-    rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+    with open("/proc/self/statm") as fh:
+        rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
     print_table(f"fork() of a Python process ({rss} MB resident), n={n} (load {_load()})",
                 [row("fork, returned in the parent", in_parent),
                  row("fork, child running", to_child),

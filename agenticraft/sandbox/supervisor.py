@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agenticraft.jail.confine.apply import unit_layout
 from agenticraft.jail.tree import children, kill_tree
 from agenticraft.sandbox.budget import ResultTooLarge, RunBudget
 from agenticraft.sandbox.result import Output
-from agenticraft.jail.confine.apply import unit_layout
 from agenticraft.sandbox.unit import Unit
 from agenticraft.sandbox.watchdog import MB, Watchdog, read_usage
 from agenticraft.sandbox.workers import LAUNCHER, OutputSink, WorkerHandle, ZygoteProcess
@@ -275,8 +275,11 @@ class Supervisor:
         tasks: list[asyncio.Task[Any]] = []
         runner = handle.pid
         try:
+            # A session's runner forks the next run's runner as soon as this run is kept
+            # (``prefork``; it says so in its reply): that run then starts without a fork.
             handle.send({"op": "run", "run": run_id, "code": code, "checkpoint": checkpoint,
-                         "limits": limits.as_dict(), **(extra or {})})
+                         "limits": limits.as_dict(), **({"prefork": True} if checkpoint else {}),
+                         **(extra or {})})
             if checkpoint:
                 first = await self._frame(handle, run_id, deadline, event)
                 if first is None or first.get("ev") != "started":
@@ -316,6 +319,7 @@ class Supervisor:
                         if runner <= 0:
                             raise protocol.ProtocolError("a run finished that no runner started")
                         self._promote(handle, runner, run_id if keep_undo else None)
+                        handle.next_prefork = bool(frame.get("prefork"))
                     elif failed_limit:
                         handle.alive = False
                 else:
@@ -389,7 +393,10 @@ class Supervisor:
         def stop(violation: tuple[str, Any, Any]) -> None:
             if outcome.violation is None:
                 outcome.violation = violation
-            kill_tree(runner)
+            if one_shot:  # its whole unit: a process that left the tree may hold the channel
+                self._kill_all(handle)
+            else:
+                kill_tree(runner)
 
         def tick(interval: float) -> None:
             # One timer serves the deadline and the watchdog's polls (5 ms, then up to 50 ms).
@@ -557,17 +564,26 @@ class Supervisor:
         handle.unit.set_limits(limits.memory_mb, limits.cpu_percent, limits.max_processes,
                                handle.reserved)
         handle.unit.reset_peak()
+        prefork, handle.next_prefork = handle.next_prefork, False
         return {"children": set(children(handle.pid)) if checkpoint else set(),
-                "oom": handle.unit.oom_kills(), "cpu": handle.unit.cpu_seconds()}
+                "oom": handle.unit.oom_kills(), "cpu": handle.unit.cpu_seconds(),
+                "prefork": checkpoint and prefork}
 
     @staticmethod
     def _find_runner(handle: WorkerHandle, before: dict[str, Any]) -> int:
         """The runner is the checkpoint's first child born for this run, as /proc shows it (a
-        pid the sandboxed side names is never used); -1 if it already died."""
-        born = [pid for pid in children(handle.pid) if pid not in before["children"]]
-        if not born:
-            return -1
-        return min(born, key=_start_time)
+        pid the sandboxed side names is never used); -1 if it already died.
+
+        A runner forked ahead of time (the last kept run said ``prefork``) was born before
+        this run: when no child is new, it is the checkpoint's youngest child (the checkpoint
+        adopted no orphan from before that fork on and had no other thread to fork)."""
+        kids = children(handle.pid)
+        born = [pid for pid in kids if pid not in before["children"]]
+        if born:
+            return min(born, key=_start_time)
+        if before.get("prefork") and kids:
+            return max(kids, key=_birth)
+        return -1
 
     @staticmethod
     def _promote(handle: WorkerHandle, runner: int, keep_run: int | None = None) -> None:
@@ -606,6 +622,7 @@ class Supervisor:
         if not _alive(kept):
             handle.unit.release(kept, resume=False)
             return False
+        handle.next_prefork = False  # the kept state forks its next runner when a run comes
         handle.discard_stale()  # what the live state sent between runs
         handle.pid = kept  # (spared below, with the keeper and init)
         kill_tree(kept, include_root=False)
@@ -715,6 +732,13 @@ def _start_time(pid: int) -> int:
             return int(fh.read().rsplit(b")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return 1 << 62
+
+
+def _birth(pid: int) -> tuple[int, int]:
+    """(start time, pid): the later born of two processes sorts last (pids grow between two
+    clock ticks); a process already gone sorts first."""
+    start = _start_time(pid)
+    return (-1 if start == 1 << 62 else start, pid)
 
 
 def _alive(pid: int) -> bool:

@@ -411,11 +411,11 @@ class CgroupV2Unit(Unit):
 
 
 def _close_quietly(state: dict[str, Any]) -> None:
-    fd = state.get("_peak")
+    peak = state.get("_peak")
     state["_peak"] = None
     files = state.get("_files") or {}
     state["_files"] = None
-    for fd in [fd, *files.values()]:
+    for fd in [peak, *files.values()]:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)

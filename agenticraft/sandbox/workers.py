@@ -199,6 +199,8 @@ class WorkerHandle:
         self.undo: int | None = None
         self.undo_run: int | None = None
         self.undo_slot = False  # the session keeps an undo state (its profile reserved a process)
+        #: The last kept run's runner forked the next run's runner ahead of time (it said so)
+        self.next_prefork = False
         self.unit = Unit(pid)   # everything it starts (the supervisor attaches its cgroups)
         self.chan = socket.socket(fileno=fds[0])
         self.chan.setblocking(False)
