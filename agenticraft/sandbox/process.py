@@ -185,11 +185,27 @@ class ProcessSession:
         self._lock = asyncio.Lock()
         self._interrupt: asyncio.Event | None = None
         self._idle: IdleWatch | None = None
+        self._idle_pending: asyncio.Handle | None = None  # its start, on the loop's next turn
         self._lost: tuple[str, Any, Any] | None = None  # set when killed between runs
 
     def _watch_idle(self) -> None:
+        """Watch the session between runs; started on the loop's next turn, after the caller
+        has the run's result (its first poll comes IdleWatch.INTERVAL later anyway; the
+        unit's kernel limits hold throughout)."""
         self._stop_idle()  # never two watchers: one left running would judge the next run
-        if self.handle is not None and self.handle.alive:
+        if self.handle is None or not self.handle.alive:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._start_idle(self.handle)
+            return
+        self._idle_pending = loop.call_soon(self._start_idle, self.handle)
+
+    def _start_idle(self, handle: WorkerHandle) -> None:
+        self._idle_pending = None
+        if (self._idle is None and handle is self.handle and handle.alive
+                and not self._lock.locked()):  # (a run that began since has its own watch)
             limits = self.context.resource_limits  # a run may have tightened the unit's
             self.handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
                                         limits.max_processes, self.handle.reserved)
@@ -205,6 +221,9 @@ class ProcessSession:
             detail="between runs"))
 
     def _stop_idle(self) -> None:
+        if self._idle_pending is not None:
+            self._idle_pending.cancel()
+            self._idle_pending = None
         if self._idle is not None:
             self._idle.stop()
             self._idle = None

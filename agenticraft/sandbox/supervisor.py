@@ -178,6 +178,8 @@ class Supervisor:
         handle.preforked = prefork
         handle.zygote_pid = self.zygote.pid
         handle.profile = profile if prefork and not session else None
+        if session:  # read before and after every run: one pread each, not a path walk
+            handle.unit.keep_files_open()
         try:
             ready = await asyncio.wait_for(handle.recv(), timeout=30)
         except (TimeoutError, protocol.ProtocolError) as exc:

@@ -113,11 +113,9 @@ class Watchdog:
             if len(self.tree) > limits.max_processes:
                 return ("max_processes", len(self.tree), limits.max_processes), 0.0
         if not self.rss_watch:
-            assert self.unit is not None
-            if self.unit.oom_kills() > self.oom_base:  # the kernel stopped the unit at its limit
-                peak = self.unit.memory_peak_mb()
-                return ("memory_mb", None if peak is None else round(peak, 1),
-                        limits.memory_mb), 0.0
+            oom = self.oom_violation()
+            if oom is not None:
+                return oom, 0.0
         else:
             rss = sum(rss_bytes(pid) for pid in self.tree)
             self.peak_rss = max(self.peak_rss, rss)
@@ -141,6 +139,14 @@ class Watchdog:
         start, base = self._window
         excess = (used - base) - self.cpu_share * (now - start) - 0.05
         return None, (excess / self.cpu_share if excess > 0 else 0.0)
+
+    def oom_violation(self) -> tuple[str, Any, Any] | None:
+        """memory_mb, when the kernel's OOM killer took a process of the unit since the watch
+        began (the kernel stopped the unit at its limit)."""
+        if self.unit is None or not self.unit.memory or self.unit.oom_kills() <= self.oom_base:
+            return None
+        peak = self.unit.memory_peak_mb()
+        return ("memory_mb", None if peak is None else round(peak, 1), self.limits.memory_mb)
 
     async def watch(self) -> tuple[str, Any, Any]:
         interval = 0.005
@@ -204,12 +210,15 @@ class IdleWatch:
 
     def stop(self) -> None:
         """Stop watching (before the next run, which has its own watchdog), with one last
-        look: what happened since the last poll (a kernel OOM kill) is not missed."""
+        look: a kernel OOM kill since the last poll is not missed (or, where the unit's
+        memory limit was refused, the resident size)."""
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
-            if not self._fired and self.watchdog.unit is not None and self.watchdog.unit.memory:
-                violation, _pause = self.watchdog.check()
+            watchdog = self.watchdog
+            if not self._fired and watchdog.unit is not None and watchdog.unit.memory:
+                violation = (watchdog.check()[0] if watchdog.rss_watch
+                             else watchdog.oom_violation())
                 if violation is not None:
                     self._fire(violation)
 

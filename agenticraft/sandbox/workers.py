@@ -106,11 +106,16 @@ class ZygoteProcess:
         return reply, fds
 
     def refill(self) -> None:
-        """A run of a ready worker ended: the zygote may now replace it (no reply)."""
-        with self._lock:
+        """A run of a ready worker ended: the zygote may now replace it (no reply). Never
+        waits: while a spawn is under way the zygote refills after it anyway."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             if self.sock is not None:
                 with contextlib.suppress(OSError):
                     self.sock.send(b'{"op": "refill"}')
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         if self.sock is not None:
