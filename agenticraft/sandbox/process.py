@@ -49,6 +49,7 @@ class ProcessSandbox(Sandbox):
         self.supervisor = Supervisor(host_probe.disabled_from_env(),
                                      tuple(getattr(manager, "process_preload", ())))
         self._started = False
+        self._report: tuple[Any, dict[str, str]] = (None, {})
         # Allow-listed network: one host-side egress proxy per (list, user), see sandbox/egress.
         self.egress = EgressPool(manager.audit.record, getattr(manager, "egress_resolver", None))
 
@@ -76,7 +77,11 @@ class ProcessSandbox(Sandbox):
         self.egress.close()
 
     def host_report(self) -> dict[str, str]:
-        return host_probe.limit_enforcement(self.supervisor.mechanisms)
+        # Every result carries it: made once per zygote start (its mechanisms), copied per run.
+        mechanisms = self.supervisor.mechanisms
+        if self._report[0] is not mechanisms:
+            self._report = (mechanisms, host_probe.limit_enforcement(mechanisms))
+        return dict(self._report[1])
 
     def enforced_for(self, ctx: SecurityContext) -> dict[str, str]:
         report = self.host_report()
@@ -185,34 +190,21 @@ class ProcessSession:
         self._lock = asyncio.Lock()
         self._interrupt: asyncio.Event | None = None
         self._idle: IdleWatch | None = None
-        self._idle_pending: asyncio.Handle | None = None  # its start, on the loop's next turn
         self._lost: tuple[str, Any, Any] | None = None  # set when killed between runs
 
     def _watch_idle(self) -> None:
-        """Watch the session between runs; started on the loop's next turn, after the caller
-        has the run's result (its first poll comes IdleWatch.INTERVAL later anyway; the
-        unit's kernel limits hold throughout)."""
-        self._stop_idle()  # never two watchers: one left running would judge the next run
-        if self.handle is None or not self.handle.alive:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._start_idle(self.handle)
-            return
-        self._idle_pending = loop.call_soon(self._start_idle, self.handle)
-
-    def _start_idle(self, handle: WorkerHandle) -> None:
-        self._idle_pending = None
-        if (self._idle is None and handle is self.handle and handle.alive
-                and not self._lock.locked()):  # (a run that began since has its own watch)
+        self._stop_idle()  # never two watches: one left running would judge the next run
+        handle = self.handle
+        if handle is not None and handle.alive:
             limits = self.context.resource_limits  # a run may have tightened the unit's
-            self.handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
-                                        limits.max_processes, self.handle.reserved)
-            self._idle = IdleWatch(self.handle.pid, self.context.resource_limits,
-                                   self.handle.scratch, self._killed_while_idle,
-                                   unit=self.handle.unit,
-                                   spare=self.handle.sandbox_processes()[1:])
+            handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
+                                   limits.max_processes, handle.reserved)
+            args = (handle.pid, limits, handle.scratch)
+            kwargs = {"unit": handle.unit, "spare": handle.sandbox_processes()[1:]}
+            if self._idle is None:
+                self._idle = IdleWatch(*args, self._killed_while_idle, **kwargs)
+            else:  # the session's watch thread, woken
+                self._idle.resume(*args, **kwargs)
 
     def _killed_while_idle(self, violation: tuple[str, Any, Any]) -> None:
         self._lost = violation
@@ -220,13 +212,14 @@ class ProcessSession:
             self.context.user_id, *violation, sandbox_type=self.sandbox.sandbox_type.value,
             detail="between runs"))
 
-    def _stop_idle(self) -> None:
-        if self._idle_pending is not None:
-            self._idle_pending.cancel()
-            self._idle_pending = None
+    def _stop_idle(self, *, end: bool = False) -> None:
+        """Pause the idle watch (a run watches for itself); ``end``: the session ends."""
         if self._idle is not None:
-            self._idle.stop()
-            self._idle = None
+            if end:
+                self._idle.stop()
+                self._idle = None
+            else:
+                self._idle.pause()
 
     async def start(self) -> None:
         if self.handle is None or not self.handle.alive:
@@ -392,7 +385,7 @@ class ProcessSession:
         return outcome
 
     async def close(self) -> None:
-        self._stop_idle()
+        self._stop_idle(end=True)
         if self.handle is not None and self.supervisor is not None:
             self.supervisor.discard(self.handle)
             self.handle = None

@@ -68,7 +68,7 @@ class Supervisor:
         #: and checked (see :meth:`spawn`): a one-shot run then makes no round trip to it.
         self._pool: dict[str, WorkerHandle] = {}
         self._refilling: set[str] = set()
-        self._refill_task: asyncio.Task[None] | None = None  # (a reference keeps it alive)
+        self._refills: set[asyncio.Task[None]] = set()  # (references keep them alive)
 
     @property
     def mechanisms(self) -> dict[str, Any]:
@@ -162,7 +162,9 @@ class Supervisor:
             fresh.unit.memory_peak_mb()
             fresh.before = {"oom": fresh.unit.oom_kills(), "cpu": fresh.unit.cpu_seconds()}
             self._pool[key] = fresh
-        self._refill_task = loop.create_task(refill())
+        task = loop.create_task(refill())
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
 
     async def _spawn(self, profile: dict[str, Any], prefork: bool, session: bool, pool: bool,
                      *, threaded: bool = False) -> WorkerHandle:

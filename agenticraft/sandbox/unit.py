@@ -31,6 +31,10 @@ from agenticraft.jail.confine import cgroups
 from agenticraft.jail.confine.apply import unit_layout
 
 MB = 1024 * 1024
+#: Counters read again with ``pread`` at offset 0 on a kept descriptor (each read makes the
+#: value anew). Never ``cgroup.procs``: v1 caches its pid list in the open file.
+KEPT_OPEN = frozenset({"cpuacct.usage", "memory.max_usage_in_bytes", "memory.usage_in_bytes",
+                       "memory.oom_control", "cpu.stat", "memory.events", "memory.current"})
 
 
 class Unit:
@@ -236,7 +240,7 @@ class Unit:
 
     def _read(self, controller: str, name: str) -> str | None:
         files = self._files
-        if files is not None:
+        if files is not None and name in KEPT_OPEN:
             fd = files.get((controller, name))
             try:
                 if fd is None:

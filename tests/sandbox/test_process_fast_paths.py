@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 import pytest
 
@@ -27,6 +28,14 @@ async def session(process_sandbox):
         yield session
 
 
+def _children_soon(pid: int, timeout: float = 5.0) -> list[int]:
+    """The children of ``pid`` once it has one (the runner forks after its reply is sent)."""
+    deadline = time.monotonic() + timeout
+    while not (found := children(pid)) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return found
+
+
 def _inner(pid: int) -> int | None:
     """The pid the sandbox gives host process ``pid`` (itself without a PID namespace)."""
     return pidns.ns_pid(pid)
@@ -36,7 +45,7 @@ async def test_the_next_runner_is_forked_after_a_kept_run_and_runs_it(session):
     await session.run("x = 1")
     handle = session.handle
     assert handle.next_prefork
-    waiting = children(handle.pid)  # the next runner, forked ahead of time, waiting
+    waiting = _children_soon(handle.pid)  # the next runner, forked after the reply, waiting
     assert len(waiting) == 1
     result = await session.run("import os\nx += 1\nme = os.getpid()")
     assert result["x"] == 2
@@ -73,8 +82,7 @@ async def test_a_pooled_worker_of_a_dead_zygote_is_never_used(process_sandbox):
                                             sandbox_type="process")
     supervisor = process_sandbox.supervisor
     assert (await process_sandbox.run("a = 1", ctx))["a"] == 1
-    if supervisor._refill_task is not None:
-        await supervisor._refill_task  # the pool holds the next worker now
+    await asyncio.gather(*supervisor._refills)  # the pool holds the next worker now
     assert supervisor._pool
     zygote = supervisor.zygote.pid
     os.kill(zygote, signal.SIGKILL)
