@@ -146,8 +146,8 @@ class Zygote:
     def _want_ready(self, key: str, profile: dict[str, Any], now: bool = False) -> None:
         """Keep workers ready for ``profile`` (the latest pre-forked one): the pool is refilled
         on the next ``refill`` or after REFILL_IDLE_SECONDS without a request; a profile seen
-        for the first time, or after a ``background`` request (the supervisor filling its own
-        pool: no run waits), is filled now."""
+        for the first time, an empty pool, or after a ``background`` request (the supervisor
+        filling its own pool: no run waits) is filled now."""
         if key != self.ready_key:
             for _pid, fds, _scratch in self.ready:  # the worker sees EOF and exits
                 for fd in fds:
@@ -155,7 +155,7 @@ class Zygote:
             self.ready = []
             self.ready_key, self.ready_profile = key, profile
             self._refill_ready()
-        elif now:
+        elif now or not self.ready:  # (none left: the next request would wait for a fork)
             self._refill_ready()
         elif len(self.ready) < PREFORK:
             self.refill_due = time.monotonic() + REFILL_IDLE_SECONDS
