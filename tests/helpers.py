@@ -98,6 +98,17 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     return True
 
 
+def wait_path_gone(path: str, timeout: float = 10.0) -> bool:
+    """Wait until ``path`` no longer exists (removed by another process: the zygote removes a
+    sandbox's scratch directory once it has reaped the sandbox)."""
+    deadline = time.monotonic() + timeout
+    while os.path.lexists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 RUNNING_AS_ROOT = os.geteuid() == 0
 
 #: The first-party packages code inside the sandbox may import (plus the bare packages

@@ -5,10 +5,17 @@ checkpoint. If the run ends normally the supervisor kills the checkpoint (or kee
 the session's undo state) and the child is the live worker. If the child is killed (or hits a
 limit), the parent resumes with the state from before the run: a rollback costs one fork, not a
 replay. An undo is the same resumption of a kept checkpoint, after the supervisor killed the rest.
+
+The fork for the next run is made ahead of time, right after a kept run has sent its reply
+(``_prefork``: off the caller's path, while the user reads the output), when nothing can change
+the state between runs: the live process has no other thread. Its child waits for the next run;
+the parent is that run's checkpoint already. With another thread alive the fork stays at the start
+of the run, as above (a thread may change the state until then).
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import gc
 import io
@@ -56,8 +63,13 @@ class Worker:
         #: once); the next run enters the directory anew, by path: the fresh overlay.
         self.cwd = _getcwd() or "/"
         self.left = False
+        #: A runner forked ahead of time (``_prefork``): the pipe on which it tells its
+        #: checkpoint the id of the run it got, before that run's code starts.
+        self.announce: int | None = None
 
     def serve(self, ready: dict[str, Any]) -> None:
+        if self.executor_name == "exec":
+            _warm_up(self)
         protocol.send(self.chan, {"ev": "ready", **ready})
         poll_first = self.executor_name == "restricted"
         while True:
@@ -75,7 +87,9 @@ class Worker:
                     with contextlib.suppress(OSError):
                         os.chdir(self.cwd)
                     self.left = False
-                if msg.get("checkpoint") and not self._fork_runner(msg):
+                if self.announce is not None:  # forked ahead of time for this run
+                    self._announce(msg)
+                elif msg.get("checkpoint") and not self._fork_runner(msg):
                     continue  # this process is the checkpoint and was just restored
                 self._run(msg)
 
@@ -123,12 +137,7 @@ class Worker:
         # which reaps them; the unit still holds them. It adopts again once it is live.
         if self.runner:
             prctl(PR_SET_CHILD_SUBREAPER, 0)
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
+        status = _wait_for(pid)
         if self.runner:
             prctl(PR_SET_CHILD_SUBREAPER, 1)
         gc.unfreeze()
@@ -141,6 +150,52 @@ class Worker:
         with contextlib.suppress(OSError):
             os.chdir("/")
             self.left = True
+
+    def _prefork(self) -> None:
+        """Right after this runner's run was kept (its reply sent): fork the next run's runner
+        now and wait as its checkpoint, as ``_fork_runner`` does when the run comes. Only with
+        no other thread alive (none can change the state, or fork, until the run comes).
+
+        The supervisor finds this runner as the checkpoint's youngest child: it adopts no
+        orphan from before the fork on (subreaper off first), and nothing else forks here.
+        The runner says which run it got on a pipe, before that run's code starts, so that a
+        rollback names the run."""
+        prctl(PR_SET_CHILD_SUBREAPER, 0)
+        ours, theirs = os.pipe2(os.O_CLOEXEC)
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError:  # the next run forks when it comes (and reports a failure then)
+            gc.unfreeze()
+            os.close(ours)
+            os.close(theirs)
+            prctl(PR_SET_CHILD_SUBREAPER, 1)
+            return
+        if pid == 0:
+            os.close(ours)
+            gc.unfreeze()
+            prctl(PR_SET_CHILD_SUBREAPER, 1)
+            self.announce = theirs
+            return  # back to the loop, waiting for the next run
+        os.close(theirs)
+        status = _wait_for(pid)
+        try:
+            said = os.read(ours, 32)
+        except OSError:
+            said = b""
+        os.close(ours)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        gc.unfreeze()
+        run_id = int(said) if said.isdigit() else None  # None: it died before any run
+        protocol.send(self.chan, {"ev": "rolled_back", "run": run_id, "status": status})
+
+    def _announce(self, msg: dict[str, Any]) -> None:
+        """In a runner forked ahead of time: tell the checkpoint which run this is."""
+        fd, self.announce = self.announce, None
+        assert fd is not None
+        with contextlib.suppress(OSError):
+            os.write(fd, str(int(msg.get("run") or 0)).encode())
+        os.close(fd)
 
     def _run(self, msg: dict[str, Any]) -> None:
         run_id = self.run_id = msg["run"]
@@ -183,6 +238,9 @@ class Worker:
         self.cwd = _getcwd() or self.cwd
         if msg.get("leave"):
             self._leave()
+        prefork = keep and self.runner and bool(msg.get("prefork")) and _may_prefork()
+        if prefork:  # (tells the supervisor where to find the next runner)
+            reply["prefork"] = True
         try:
             data = protocol.encode(reply)
         except (TypeError, ValueError) as exc:
@@ -192,6 +250,48 @@ class Worker:
         self.chan.sendall(data)
         if self.runner and not keep:
             os._exit(0)  # hand the session back to the checkpoint
+        if prefork:
+            self._prefork()
+
+
+def _warm_up(worker: Worker) -> None:
+    """Before the worker says ready (no sandboxed code has run yet): go once through a whole
+    run (receive, compile, exec, reply) on a throwaway socket pair and executor. A worker is a
+    fresh fork: its first run otherwise pays the copy-on-write faults of every page that path
+    touches, and the interpreter's first specialisation of its code, on the caller's path
+    (~1 ms here; bench_confine.py). Only for the ``exec`` executor, whose state this cannot
+    change (it is made anew afterwards)."""
+    chan, executor, runner = worker.chan, worker.executor, worker.runner
+    ours, theirs = socket.socketpair()
+    try:
+        worker.chan, worker.executor, worker.runner = ours, None, False
+        theirs.sendall(protocol.encode({"op": "run", "run": 0, "checkpoint": False, "limits": {},
+                                        "code": "result = sum([1, 2, 3])"}))
+        worker._run(protocol.recv(ours) or {})
+        protocol.recv(theirs)
+    finally:
+        worker.chan, worker.executor, worker.runner = chan, executor, runner
+        ours.close()
+        theirs.close()
+
+
+def _wait_for(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
+
+
+def _may_prefork() -> bool:
+    """The next run's fork may be made now: no other thread (native ones counted too) could
+    change the state or fork until that run comes, and no egress shim relays connections."""
+    if _thread._count() or egress_shim_active() is not None:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
 
 
 def _getcwd() -> str | None:

@@ -38,6 +38,10 @@ CHILD_FD = 3
 UNIT_KEEP_SECONDS = 5.0  # a dead worker's cgroups outlive it this long (see _remove_dead_units)
 PREFORK = 2  # confined workers kept ready for the default profile
 BLANKS = 1  # forked, unit-joined children waiting for a profile (any profile)
+#: A ready worker handed out is replaced when the supervisor says its run ended (``refill``),
+#: or after this long without a request: never while the caller's run may still need the CPU
+#: (a worker confining itself costs ~10 ms of CPU; on a 2-core machine it slowed the run).
+REFILL_IDLE_SECONDS = 0.05
 #: The one extra descriptor a child may get: a blank's profile pipe, or the socket on which a
 #: writable working directory's overlay is handed to the supervisor (never both).
 KEEP_FD = WRITEBACK_FD
@@ -69,7 +73,18 @@ class Zygote:
         self.plans: dict[str, dict[str, Any]] = {}  # private-root plans per profile
         # Workers forked and confined ahead of time for the most recent pre-forked profile.
         self.ready_key = ""
+        self.ready_profile: dict[str, Any] | None = None
         self.ready: list[tuple[int, list[int], str]] = []
+        self.refill_due: float | None = None  # when to refill the ready pool (see REFILL_IDLE)
+        # Each worker's scratch directory on the host: removed once the worker is reaped (its
+        # mount namespace, which may still have mounts on it, is gone then: a cheap rmdir).
+        self.scratch: dict[int, str] = {}
+        # Only a worker with a PID namespace lives exactly as long as the zygote's child (its
+        # keeper); without one, a session's runner outlives it, and the host removes scratch.
+        mech = self.mechanisms
+        self.scratch_dies_with_child = bool(
+            mech["namespaces"]["active"] and mech["mounts"]["active"]
+            and mech["mounts"].get("pid_namespace"))
         # Blank children: (pid, control pipe's write end, the worker's fds).
         self.blanks: list[tuple[int, int, list[int]]] = []
 
@@ -81,7 +96,12 @@ class Zygote:
         self._reply({"ev": "hello", "pid": self.pid, "mechanisms": self.mechanisms})
         self._refill_blanks()
         while True:
-            readable, _, _ = select.select([self.control, wake_r], [], [])
+            timeout = None
+            if self.refill_due is not None:
+                timeout = max(0.0, self.refill_due - time.monotonic())
+            readable, _, _ = select.select([self.control, wake_r], [], [], timeout)
+            if not readable:  # idle since the last spawn: refill the pool now
+                self._refill_ready()
             if wake_r in readable:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
@@ -99,7 +119,6 @@ class Zygote:
     def _handle(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "spawn":
-            self._remove_dead_units()
             profile = msg["profile"]
             key = json.dumps(profile, sort_keys=True)
             if key == self.ready_key and self.ready:
@@ -112,8 +131,11 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
             if msg.get("prefork"):
-                self._refill(key, profile)
+                self._want_ready(key, profile, now=bool(msg.get("background")))
             self._refill_blanks()
+            self._remove_dead_units()  # after the reply: off the caller's path
+        elif op == "refill":  # a run ended (no reply): now the pool may take the CPU
+            self._refill_ready()
         elif op == "ping":
             self._reply({"ok": True, "pid": self.pid, "workers": len(self.workers)})
         elif op == "shutdown":
@@ -121,15 +143,29 @@ class Zygote:
         else:
             self._reply({"ok": False, "error": f"unknown op {op!r}"})
 
-    def _refill(self, key: str, profile: dict[str, Any]) -> None:
+    def _want_ready(self, key: str, profile: dict[str, Any], now: bool = False) -> None:
+        """Keep workers ready for ``profile`` (the latest pre-forked one): the pool is refilled
+        on the next ``refill`` or after REFILL_IDLE_SECONDS without a request; a profile seen
+        for the first time, an empty pool, or after a ``background`` request (the supervisor
+        filling its own pool: no run waits) is filled now."""
         if key != self.ready_key:
             for _pid, fds, _scratch in self.ready:  # the worker sees EOF and exits
                 for fd in fds:
                     os.close(fd)
             self.ready = []
-            self.ready_key = key
+            self.ready_key, self.ready_profile = key, profile
+            self._refill_ready()
+        elif now or not self.ready:  # (none left: the next request would wait for a fork)
+            self._refill_ready()
+        elif len(self.ready) < PREFORK:
+            self.refill_due = time.monotonic() + REFILL_IDLE_SECONDS
+
+    def _refill_ready(self) -> None:
+        self.refill_due = None
+        if self.ready_profile is None:
+            return
         while len(self.ready) < PREFORK:
-            self.ready.append(self._fork_worker(profile))
+            self.ready.append(self._fork_worker(self.ready_profile))
 
     def _reply(self, message: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
         data = json.dumps(message).encode()
@@ -144,6 +180,13 @@ class Zygote:
         if self.mechanisms["namespaces"]["active"] and self.mechanisms["mounts"]["active"]:
             profile = {**profile, "root_plan": self._root_plan(profile)}
         scratch = tempfile.mkdtemp(prefix="w-", dir=profile["scratch_root"])
+        pid, fds = self._fork_into(profile, scratch, blank)
+        if self.scratch_dies_with_child:
+            self.scratch[pid] = scratch
+        return pid, fds, scratch
+
+    def _fork_into(self, profile: dict[str, Any], scratch: str,
+                   blank: bool) -> tuple[int, list[int]]:
         # A writable working directory becomes an overlay: its descriptors come back on a socket
         # the worker gets at fork, so such a worker is never a blank (forked before its profile).
         overlay = bool(profile.get("workdir")) and profile["workdir"] in profile["write_paths"]
@@ -156,18 +199,17 @@ class Zygote:
                 for fd in fds:
                     os.close(fd)
             else:
-                return pid, fds, scratch
+                return pid, fds
         self._prepare_paths(profile)
         if not overlay:
-            pid, fds = self._fork(lambda: self._child(profile, scratch))
-            return pid, fds, scratch
+            return self._fork(lambda: self._child(profile, scratch))
         # Datagram-like: the hand-over, then the keeper's renewals, one message each.
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid, fds = self._fork(lambda: self._child(profile, scratch), keep=theirs.fileno())
         finally:
             theirs.close()
-        return pid, [*fds, ours.detach()], scratch
+        return pid, [*fds, ours.detach()]
 
     def _prepare_paths(self, profile: dict[str, Any]) -> None:
         if self.mechanisms["landlock"]["active"]:
@@ -287,6 +329,9 @@ class Zygote:
                 self.workers.discard(pid)
                 self._drop_blank(pid)
                 self.cgroups[f"{self.pid}-{pid}"] = time.monotonic()
+                scratch = self.scratch.pop(pid, None)
+                if scratch is not None:  # nothing of the sandbox is left to use it
+                    shutil.rmtree(scratch, ignore_errors=True)
                 died = True
         if died:
             self._kill_orphans()

@@ -49,6 +49,7 @@ class ProcessSandbox(Sandbox):
         self.supervisor = Supervisor(host_probe.disabled_from_env(),
                                      tuple(getattr(manager, "process_preload", ())))
         self._started = False
+        self._report: tuple[Any, dict[str, str]] = (None, {})
         # Allow-listed network: one host-side egress proxy per (list, user), see sandbox/egress.
         self.egress = EgressPool(manager.audit.record, getattr(manager, "egress_resolver", None))
 
@@ -76,7 +77,11 @@ class ProcessSandbox(Sandbox):
         self.egress.close()
 
     def host_report(self) -> dict[str, str]:
-        return host_probe.limit_enforcement(self.supervisor.mechanisms)
+        # Every result carries it: made once per zygote start (its mechanisms), copied per run.
+        mechanisms = self.supervisor.mechanisms
+        if self._report[0] is not mechanisms:
+            self._report = (mechanisms, host_probe.limit_enforcement(mechanisms))
+        return dict(self._report[1])
 
     def enforced_for(self, ctx: SecurityContext) -> dict[str, str]:
         report = self.host_report()
@@ -128,15 +133,16 @@ class ProcessSandbox(Sandbox):
                                         prefork=True)
         self.egress.begin_run(ctx)
         try:
-            outcome = await supervisor.run(handle, code, ctx.resource_limits,
-                                           on_output=on_output, extra=self.run_extra(ctx))
+            outcome = await supervisor.run_lean(handle, code, ctx.resource_limits,
+                                                on_output=on_output, extra=self.run_extra(ctx),
+                                                one_shot=True)
         except BaseException:  # cancelled (an interrupt) or failed: the code may still run
             supervisor.discard(handle)
             raise
         if handle.alive:
             supervisor.release(handle)
-        else:
-            handle.close()
+        else:  # a limit or a crash: everything it started ends with it
+            supervisor.discard(handle)
         return to_result(outcome, self.sandbox_type.value, self.enforced_for(ctx))
 
     def run_extra(self, ctx: SecurityContext) -> dict[str, Any]:
@@ -187,15 +193,18 @@ class ProcessSession:
         self._lost: tuple[str, Any, Any] | None = None  # set when killed between runs
 
     def _watch_idle(self) -> None:
-        self._stop_idle()  # never two watchers: one left running would judge the next run
-        if self.handle is not None and self.handle.alive:
+        self._stop_idle()  # never two watches: one left running would judge the next run
+        handle = self.handle
+        if handle is not None and handle.alive:
             limits = self.context.resource_limits  # a run may have tightened the unit's
-            self.handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
-                                        limits.max_processes, self.handle.reserved)
-            self._idle = IdleWatch(self.handle.pid, self.context.resource_limits,
-                                   self.handle.scratch, self._killed_while_idle,
-                                   unit=self.handle.unit,
-                                   spare=self.handle.sandbox_processes()[1:])
+            handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
+                                   limits.max_processes, handle.reserved)
+            args = (handle.pid, limits, handle.scratch)
+            kwargs = {"unit": handle.unit, "spare": handle.sandbox_processes()[1:]}
+            if self._idle is None:
+                self._idle = IdleWatch(*args, self._killed_while_idle, **kwargs)
+            else:  # the session's watch thread, woken
+                self._idle.resume(*args, **kwargs)
 
     def _killed_while_idle(self, violation: tuple[str, Any, Any]) -> None:
         self._lost = violation
@@ -203,10 +212,14 @@ class ProcessSession:
             self.context.user_id, *violation, sandbox_type=self.sandbox.sandbox_type.value,
             detail="between runs"))
 
-    def _stop_idle(self) -> None:
+    def _stop_idle(self, *, end: bool = False) -> None:
+        """Pause the idle watch (a run watches for itself); ``end``: the session ends."""
         if self._idle is not None:
-            self._idle.stop()
-            self._idle = None
+            if end:
+                self._idle.stop()
+                self._idle = None
+            else:
+                self._idle.pause()
 
     async def start(self) -> None:
         if self.handle is None or not self.handle.alive:
@@ -377,7 +390,7 @@ class ProcessSession:
         return outcome
 
     async def close(self) -> None:
-        self._stop_idle()
+        self._stop_idle(end=True)
         if self.handle is not None and self.supervisor is not None:
             self.supervisor.discard(self.handle)
             self.handle = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import secrets
 import signal
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agenticraft.jail.confine.apply import unit_layout
 from agenticraft.jail.tree import children, kill_tree
 from agenticraft.sandbox import writeback
 from agenticraft.sandbox.budget import ResultTooLarge, RunBudget
@@ -62,6 +64,12 @@ class Supervisor:
         self.zygote = zygote if zygote is not None else ZygoteProcess(disabled, preload,
                                                                       stack_room_mb)
         self._start_lock = threading.Lock()
+        self._layout: tuple[dict[str, Any], Any] | None = None
+        #: One confined worker per pre-forked profile, already taken from the zygote, adopted
+        #: and checked (see :meth:`spawn`): a one-shot run then makes no round trip to it.
+        self._pool: dict[str, WorkerHandle] = {}
+        self._refilling: set[str] = set()
+        self._refills: set[asyncio.Task[None]] = set()  # (references keep them alive)
 
     @property
     def mechanisms(self) -> dict[str, Any]:
@@ -85,14 +93,96 @@ class Supervisor:
                 raise
 
     def close(self) -> None:
+        self._drop_pool()
         self.zygote.close()
+
+    def _drop_pool(self) -> None:
+        pool, self._pool = self._pool, {}
+        for handle in pool.values():
+            handle.close()
 
     async def spawn(self, profile: dict[str, Any], *, prefork: bool,
                     session: bool = False, pool: bool = True) -> WorkerHandle:
-        reply, fds = self.zygote.spawn(profile, prefork, session, pool)
+        """A confined worker for ``profile``, ready to run. ``prefork``: a one-shot run of a
+        profile likely to come again (the zygote keeps workers confined ahead of time for it,
+        and this supervisor one more, so that the run pays no round trip to the zygote).
+        ``pool=False``: fork anew even when a blank child waits (benchmarks compare)."""
+        key = ""
+        if prefork and not session:
+            key = json.dumps(profile, sort_keys=True)
+            handle = self._pool.pop(key, None)
+            if handle is not None:
+                if self._usable(handle):
+                    return handle
+                handle.close()
+        handle = await self._spawn(profile, prefork, session, pool)
+        if key:
+            handle.pool_key = key
+            if key not in self._pool:
+                self._drop_pool()  # one profile is kept ready: the latest one
+        return handle
+
+    def _usable(self, handle: WorkerHandle) -> bool:
+        """A pooled worker is used only if its zygote still runs and it is still alive."""
+        proc = self.zygote.proc
+        return (handle.alive and proc is not None and proc.poll() is None
+                and handle.zygote_pid == self.zygote.pid and _alive(handle.pid))
+
+    def _after_preforked(self, handle: WorkerHandle) -> None:
+        """A pre-forked worker's run is over: the zygote may refill its pool now, and this
+        supervisor takes the next worker for the profile from it, in the background (the
+        zygote's reply is awaited in a thread, never on the loop)."""
+        key, profile = handle.pool_key, handle.profile
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.zygote.refill()
+            return
+        if not key or profile is None or key in self._pool or key in self._refilling:
+            loop.call_soon(self.zygote.refill)
+            return
+        self._refilling.add(key)
+
+        async def refill() -> None:
+            self.zygote.refill()
+            try:
+                fresh = await self._spawn(profile, True, False, True, threaded=True)
+            except (SandboxError, OSError):
+                return
+            finally:
+                self._refilling.discard(key)
+            fresh.pool_key = key
+            if key in self._pool or self.zygote.proc is None:
+                self.discard(fresh)
+                return
+            # What a one-shot run does first, done now: its pipes watched, its files open, its
+            # unit's CPU time and OOM count before the run (an idle worker adds nothing).
+            fresh.unit.keep_files_open()
+            fresh.watch_pipes(loop, None)
+            fresh.usage()
+            fresh.unit.memory_peak_mb()
+            fresh.before = {"oom": fresh.unit.oom_kills(), "cpu": fresh.unit.cpu_seconds()}
+            self._pool[key] = fresh
+        task = loop.create_task(refill())
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
+
+    async def _spawn(self, profile: dict[str, Any], prefork: bool, session: bool, pool: bool,
+                     *, threaded: bool = False) -> WorkerHandle:
+        if threaded:
+            reply, fds = await asyncio.get_running_loop().run_in_executor(
+                None, self.zygote.spawn, profile, prefork, session, pool, True)
+        else:
+            reply, fds = self.zygote.spawn(profile, prefork, session, pool)
         handle = WorkerHandle(self.zygote.host_pid(reply["pid"]), fds, reply["scratch"])
-        handle.unit = Unit.for_worker(self.mechanisms, self.zygote.pid, reply["pid"])
+        handle.unit = Unit.for_worker(self.mechanisms, self.zygote.pid, reply["pid"],
+                                      layout=self._unit_layout())
         handle.undo_slot = bool(profile.get("undo_state"))
+        handle.preforked = prefork
+        handle.zygote_pid = self.zygote.pid
+        handle.profile = profile if prefork and not session else None
+        if session:  # read before and after every run: one pread each, not a path walk
+            handle.unit.keep_files_open()
         try:
             ready = await asyncio.wait_for(handle.recv(), timeout=30)
         except (TimeoutError, protocol.ProtocolError) as exc:
@@ -109,14 +199,30 @@ class Supervisor:
             self.discard(handle)
             raise
         handle.adopt_overlays(profile)
+        if "cgroups" in (ready.get("applied") or {}):
+            # The worker wrote exactly these limits on its unit before it said ready (no
+            # sandboxed code has run yet): a run with the same limits need not write them again.
+            handle.unit.assume_limits(profile["memory_mb"], profile["cpu_percent"],
+                                      profile["max_processes"], handle.reserved)
         return handle
 
+    def _unit_layout(self) -> Any:
+        """The cgroup layout of this zygote's workers, computed once per zygote start."""
+        mechanisms = self.mechanisms
+        if self._layout is None or self._layout[0] is not mechanisms:
+            self._layout = (mechanisms, unit_layout(mechanisms))
+        return self._layout[1]
+
     def release(self, handle: WorkerHandle) -> None:
-        """Politely end a worker that finished normally (its leftovers die with it)."""
-        if handle.alive:
+        """End a worker whose run is over (its leftovers die with it): politely without a PID
+        namespace, by killing the namespace with one: nothing of the run outlives this call
+        (see ``WorkerHandle.close``). A pre-forked worker's zygote may refill its pool now."""
+        if handle.alive and handle.keeper is None:
             with contextlib.suppress(OSError):
                 handle.send({"op": "exit"})
         handle.close()
+        if handle.preforked:
+            self._after_preforked(handle)
 
     @staticmethod
     def _kill_all(handle: WorkerHandle) -> None:
@@ -131,6 +237,8 @@ class Supervisor:
         kill_tree(handle.pid)
         handle.unit.kill()
         handle.close()
+        if handle.preforked:
+            self._after_preforked(handle)
 
     async def run(self, handle: WorkerHandle, code: str, limits: ResourceLimits, *,
                   on_output: Callable[[Output], Any] | None = None, checkpoint: bool = False,
@@ -177,8 +285,11 @@ class Supervisor:
                 renewed = self._renew(handle)
                 extra = {**(extra or {}), "remounted": renewed,
                          "leave": any(o.keeper is not None for o in handle.overlays)}
+            # A session's runner forks the next run's runner as soon as this run is kept
+            # (``prefork``; it says so in its reply): that run then starts without a fork.
             handle.send({"op": "run", "run": run_id, "code": code, "checkpoint": checkpoint,
-                         "limits": limits.as_dict(), **(extra or {})})
+                         "limits": limits.as_dict(), **({"prefork": True} if checkpoint else {}),
+                         **(extra or {})})
             if checkpoint:
                 first = await self._frame(handle, run_id, deadline, event)
                 if first is None or first.get("ev") != "started":
@@ -218,6 +329,7 @@ class Supervisor:
                         if runner <= 0:
                             raise protocol.ProtocolError("a run finished that no runner started")
                         self._promote(handle, runner, run_id if keep_undo else None)
+                        handle.next_prefork = bool(frame.get("prefork"))
                     elif failed_limit:
                         handle.alive = False
                 else:
@@ -259,7 +371,8 @@ class Supervisor:
 
     async def run_lean(self, handle: WorkerHandle, code: str, limits: ResourceLimits, *,
                        on_output: Callable[[Output], Any] | None = None,
-                       extra: dict[str, Any] | None = None) -> RunOutcome:
+                       extra: dict[str, Any] | None = None, one_shot: bool = False,
+                       ) -> RunOutcome:
         """One run in a warm worker that is not a session and cannot be interrupted (the
         restricted sandbox's path): the same limits and the same outcome as :meth:`run`, with
         fewer moving parts on the caller's path.
@@ -271,6 +384,11 @@ class Supervisor:
         runs finish before the timer fires: a run costs one send (of a frame whose constant
         part is encoded once per limits), one receive, one timer handle and one ``pread`` of
         the worker's ``/proc/<pid>/stat`` for its usage.
+
+        ``one_shot``: the worker's first and only run (the process sandbox's one-shot path):
+        its usage and an OOM kill inside its unit are then the unit's, as in :meth:`run` (the
+        unit is new, so its peak memory and OOM count are this run's; its CPU time is counted
+        from the start of the run), and the unit's limits are this run's.
         """
         run_id = self._next_run_id()
         loop = asyncio.get_running_loop()
@@ -285,7 +403,10 @@ class Supervisor:
         def stop(violation: tuple[str, Any, Any]) -> None:
             if outcome.violation is None:
                 outcome.violation = violation
-            kill_tree(runner)
+            if one_shot:  # its whole unit: a process that left the tree may hold the channel
+                self._kill_all(handle)
+            else:
+                kill_tree(runner)
 
         def tick(interval: float) -> None:
             # One timer serves the deadline and the watchdog's polls (5 ms, then up to 50 ms).
@@ -313,14 +434,22 @@ class Supervisor:
 
         handle.watch_pipes(loop, sink)
         handle.budget(RunBudget(limits, on_discard=sink.admit))
+        before: dict[str, Any] = {"oom": 0, "cpu": None}
         try:
             handle.discard_stale()  # nothing sent between runs counts for this one
+            if one_shot:  # (no write when the worker already set these limits)
+                handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
+                                       limits.max_processes, handle.reserved)
+                before = handle.before or {"oom": 0, "cpu": handle.unit.cpu_seconds()}
             handle.send_run(run_id, code, limits, extra)
             state[0] = loop.call_at(min(started + 0.005, end), tick, 0.005)
             frame = await self._frame(handle, run_id, None, None)
             cpu, peak = handle.usage()
             watched = state[1].peak_rss / MB if state[1] is not None else 0.0
             outcome.usage = {"cpu_seconds": cpu, "memory_mb": max(peak, watched)}
+            if one_shot:
+                outcome.usage = {"cpu_seconds": self._cpu(handle, before, cpu),
+                                 "memory_mb": self._peak_mb(handle, peak, state[1])}
             if frame is not None and frame.get("ev") == "done":
                 outcome.frame = frame
                 if outcome.violation is not None:  # it finished as it was being killed
@@ -328,12 +457,15 @@ class Supervisor:
                     handle.alive = False
                 elif "limit" in frame or "violation" in frame:
                     handle.alive = False
+                if one_shot:  # a process of the run the kernel's OOM killer took
+                    self._account_oom(handle, before, outcome, limits)
+                    handle.alive = handle.alive and outcome.violation is None
                 return outcome
             if outcome.violation is not None:  # killed by the watchdog or the deadline
                 handle.alive = False
                 return outcome
             self._ended_early(handle, frame, outcome, False)
-            self._account_oom(handle, {"oom": 0}, outcome, limits)
+            self._account_oom(handle, before, outcome, limits)
             return outcome
         except ResultTooLarge as exc:
             outcome.violation = ("max_output_bytes", exc.size, exc.allowed)
@@ -458,17 +590,26 @@ class Supervisor:
         handle.unit.set_limits(limits.memory_mb, limits.cpu_percent, limits.max_processes,
                                handle.reserved)
         handle.unit.reset_peak()
+        prefork, handle.next_prefork = handle.next_prefork, False
         return {"children": set(children(handle.pid)) if checkpoint else set(),
-                "oom": handle.unit.oom_kills(), "cpu": handle.unit.cpu_seconds()}
+                "oom": handle.unit.oom_kills(), "cpu": handle.unit.cpu_seconds(),
+                "prefork": checkpoint and prefork}
 
     @staticmethod
     def _find_runner(handle: WorkerHandle, before: dict[str, Any]) -> int:
         """The runner is the checkpoint's first child born for this run, as /proc shows it (a
-        pid the sandboxed side names is never used); -1 if it already died."""
-        born = [pid for pid in children(handle.pid) if pid not in before["children"]]
-        if not born:
-            return -1
-        return min(born, key=_start_time)
+        pid the sandboxed side names is never used); -1 if it already died.
+
+        A runner forked ahead of time (the last kept run said ``prefork``) was born before
+        this run: when no child is new, it is the checkpoint's youngest child (the checkpoint
+        adopted no orphan from before that fork on and had no other thread to fork)."""
+        kids = children(handle.pid)
+        born = [pid for pid in kids if pid not in before["children"]]
+        if born:
+            return min(born, key=_start_time)
+        if before.get("prefork") and kids:
+            return max(kids, key=_birth)
+        return -1
 
     @staticmethod
     def _promote(handle: WorkerHandle, runner: int, keep_run: int | None = None) -> None:
@@ -507,6 +648,7 @@ class Supervisor:
         if not _alive(kept):
             handle.unit.release(kept, resume=False)
             return False
+        handle.next_prefork = False  # the kept state forks its next runner when a run comes
         handle.discard_stale()  # what the live state sent between runs
         handle.pid = kept  # (spared below, with the keeper and init)
         kill_tree(kept, include_root=False)
@@ -616,6 +758,13 @@ def _start_time(pid: int) -> int:
             return int(fh.read().rsplit(b")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return 1 << 62
+
+
+def _birth(pid: int) -> tuple[int, int]:
+    """(start time, pid): the later born of two processes sorts last (pids grow between two
+    clock ticks); a process already gone sorts first."""
+    start = _start_time(pid)
+    return (-1 if start == 1 << 62 else start, pid)
 
 
 def _alive(pid: int) -> bool:

@@ -31,6 +31,10 @@ from agenticraft.jail.confine import cgroups
 from agenticraft.jail.confine.apply import unit_layout
 
 MB = 1024 * 1024
+#: Counters read again with ``pread`` at offset 0 on a kept descriptor (each read makes the
+#: value anew). Never ``cgroup.procs``: v1 caches its pid list in the open file.
+KEPT_OPEN = frozenset({"cpuacct.usage", "memory.max_usage_in_bytes", "memory.usage_in_bytes",
+                       "memory.oom_control", "cpu.stat", "memory.events", "memory.current"})
 
 
 class Unit:
@@ -47,12 +51,17 @@ class Unit:
         self._limits: tuple[int, float, int, int] | None = None
         self.memory_limited = self.memory  # False while the cgroup refused this run's limit
         self.held: set[int] = set()  # stopped on purpose: never resumed with the unit
+        #: Files read with ``pread`` on descriptors kept open (see :meth:`keep_files_open`)
+        self._files: dict[tuple[str, str], int] | None = None
 
     @classmethod
-    def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int) -> Unit:
+    def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int, *,
+                   layout: Any = False) -> Unit:
         """The unit of worker ``pid``: the groups it placed itself in while confining itself
-        (decided by the mechanisms, not by anything the worker says)."""
-        layout = unit_layout(mechanisms)
+        (decided by the mechanisms, not by anything the worker says). ``layout``: the
+        mechanisms' ``unit_layout``, when the caller has it already."""
+        if layout is False:
+            layout = unit_layout(mechanisms)
         if layout is None:
             return cls(pid)
         paths = layout.paths(f"{zygote_pid}-{pid}")
@@ -95,6 +104,13 @@ class Unit:
                 continue
             with contextlib.suppress(OSError):
                 self._write(controller, name, value)
+
+    def assume_limits(self, memory_mb: int, cpu_percent: float, max_processes: int,
+                      reserved: int = 1) -> None:
+        """The unit already has these limits (its worker wrote them while confining itself,
+        with the same ``cgroups.limit_writes``): ``set_limits`` skips them."""
+        if self.paths:
+            self._limits = (memory_mb, cpu_percent, max_processes, reserved)
 
     def _set_memory(self, name: str, memory_mb: int) -> bool:
         try:
@@ -211,7 +227,28 @@ class Unit:
     def _path(self, controller: str) -> Path:
         return self.paths[controller]
 
+    def keep_files_open(self) -> None:
+        """Read the unit's files from descriptors kept open from now on (a read is then one
+        ``pread``, not a path walk: ~10 us instead of ~40 us). Closed when the unit object
+        goes, or by :meth:`close_files`."""
+        if self._files is None and self.paths:
+            self._files = {}
+            weakref.finalize(self, _close_quietly, self.__dict__)
+
+    def close_files(self) -> None:
+        _close_quietly(self.__dict__)
+
     def _read(self, controller: str, name: str) -> str | None:
+        files = self._files
+        if files is not None and name in KEPT_OPEN:
+            fd = files.get((controller, name))
+            try:
+                if fd is None:
+                    fd = files[controller, name] = os.open(self._path(controller) / name,
+                                                           os.O_RDONLY | os.O_CLOEXEC)
+                return os.pread(fd, 4096, 0).decode()
+            except (OSError, KeyError):
+                return None
         try:
             with open(self._path(controller) / name) as fh:
                 return fh.read()
@@ -378,11 +415,14 @@ class CgroupV2Unit(Unit):
 
 
 def _close_quietly(state: dict[str, Any]) -> None:
-    fd = state.get("_peak")
+    peak = state.get("_peak")
     state["_peak"] = None
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    files = state.get("_files") or {}
+    state["_files"] = None
+    for fd in [peak, *files.values()]:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def group_members(group: int, *, first: bool = False) -> list[int]:

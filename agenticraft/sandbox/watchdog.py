@@ -113,11 +113,9 @@ class Watchdog:
             if len(self.tree) > limits.max_processes:
                 return ("max_processes", len(self.tree), limits.max_processes), 0.0
         if not self.rss_watch:
-            assert self.unit is not None
-            if self.unit.oom_kills() > self.oom_base:  # the kernel stopped the unit at its limit
-                peak = self.unit.memory_peak_mb()
-                return ("memory_mb", None if peak is None else round(peak, 1),
-                        limits.memory_mb), 0.0
+            oom = self.oom_violation()
+            if oom is not None:
+                return oom, 0.0
         else:
             rss = sum(rss_bytes(pid) for pid in self.tree)
             self.peak_rss = max(self.peak_rss, rss)
@@ -141,6 +139,14 @@ class Watchdog:
         start, base = self._window
         excess = (used - base) - self.cpu_share * (now - start) - 0.05
         return None, (excess / self.cpu_share if excess > 0 else 0.0)
+
+    def oom_violation(self) -> tuple[str, Any, Any] | None:
+        """memory_mb, when the kernel's OOM killer took a process of the unit since the watch
+        began (the kernel stopped the unit at its limit)."""
+        if self.unit is None or not self.unit.memory or self.unit.oom_kills() <= self.oom_base:
+            return None
+        peak = self.unit.memory_peak_mb()
+        return ("memory_mb", None if peak is None else round(peak, 1), self.limits.memory_mb)
 
     async def watch(self) -> tuple[str, Any, Any]:
         interval = 0.005
@@ -173,7 +179,8 @@ class IdleWatch:
 
     A cell may leave threads or processes running; they get the same CPU share and memory cap.
     Over a cap, the session is killed (there is no checkpoint between runs) and ``on_violation``
-    is called with the violation.
+    is called with the violation. One thread serves a session's whole life: :meth:`pause`
+    before a run and :meth:`resume` after it cost a wake-up, not a thread start and a join.
     """
 
     INTERVAL = 0.25
@@ -181,42 +188,81 @@ class IdleWatch:
     def __init__(self, holder: int, limits: ResourceLimits, scratch: str,
                  on_violation: Callable[[tuple[str, Any, Any]], Any],
                  unit: Unit | None = None, spare: tuple[int, ...] = ()) -> None:
-        # ``spare``: the sandbox's own processes (keeper, init, a kept undo state) are not
-        # counted as the session's processes
-        self.watchdog = Watchdog(holder, limits, scratch, unit=unit, spare=spare)
         self.on_violation = on_violation
+        self.watchdog: Watchdog | None = None  # None while paused
+        self._cond = threading.Condition()  # held while a poll runs: pause() waits for it
+        self._closed = False
         self._fired = False
-        self._stop = threading.Event()
+        self._stopped = False  # the tree is stopped (SIGSTOP) for the CPU share right now
+        self.resume(holder, limits, scratch, unit=unit, spare=spare)
         self._thread = threading.Thread(target=self._loop, name="agenticraft-idle-watch",
                                         daemon=True)
         self._thread.start()
 
+    def resume(self, holder: int, limits: ResourceLimits, scratch: str,
+               unit: Unit | None = None, spare: tuple[int, ...] = ()) -> None:
+        """Watch again (after a run): ``spare`` are the sandbox's own processes (keeper, init,
+        a kept undo state), not counted as the session's."""
+        watchdog = Watchdog(holder, limits, scratch, unit=unit, spare=spare)
+        with self._cond:
+            self.watchdog = watchdog
+            self._fired = False
+            self._cond.notify_all()
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.INTERVAL):
-            violation, pause = self.watchdog.check()
-            if violation is not None:
-                self._fire(violation)
+        with self._cond:
+            while not self._closed:
+                if self.watchdog is None:
+                    self._cond.wait()
+                    continue
+                watching = self.watchdog
+                self._cond.wait(self.INTERVAL)
+                if self.watchdog is not watching or self._closed:
+                    continue  # paused (or paused and resumed) meanwhile: start over
+                violation, pause = watching.check()
+                if violation is not None:
+                    self._fire(watching, violation)
+                    self.watchdog = None
+                    continue
+                if pause:
+                    self._stopped = True
+                    watching.signal_tree(signal.SIGSTOP)
+                    try:
+                        self._cond.wait(pause)
+                    finally:
+                        watching.signal_tree(signal.SIGCONT)
+                        self._stopped = False
+                        self._cond.notify_all()  # a pause() waits for this
+
+    def pause(self) -> None:
+        """Stop watching (before the next run, which has its own watchdog), with one last
+        look: a kernel OOM kill since the last poll is not missed (or, where the unit's
+        memory limit was refused, the resident size). A poll under way ends first."""
+        with self._cond:
+            watchdog, self.watchdog = self.watchdog, None
+            self._cond.notify_all()
+            while self._stopped:  # never leave the session stopped for the CPU share
+                self._cond.wait()
+            if watchdog is None or self._fired:
                 return
-            if pause:
-                self.watchdog.signal_tree(signal.SIGSTOP)
-                self._stop.wait(pause)
-                self.watchdog.signal_tree(signal.SIGCONT)
+            if watchdog.unit is not None and watchdog.unit.memory:
+                violation = (watchdog.check()[0] if watchdog.rss_watch
+                             else watchdog.oom_violation())
+                if violation is not None:
+                    self._fire(watchdog, violation)
 
     def stop(self) -> None:
-        """Stop watching (before the next run, which has its own watchdog), with one last
-        look: what happened since the last poll (a kernel OOM kill) is not missed."""
-        self._stop.set()
+        """Stop watching for good (the session ends): ``pause`` and end the thread."""
+        self.pause()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join()
-            if not self._fired and self.watchdog.unit is not None and self.watchdog.unit.memory:
-                violation, _pause = self.watchdog.check()
-                if violation is not None:
-                    self._fire(violation)
 
-    def _fire(self, violation: tuple[str, Any, Any]) -> None:
+    def _fire(self, watchdog: Watchdog, violation: tuple[str, Any, Any]) -> None:
         self._fired = True
-        kill_tree(self.watchdog.runner)
-        if self.watchdog.unit is not None:
-            self.watchdog.unit.kill()
+        kill_tree(watchdog.runner)
+        if watchdog.unit is not None:
+            watchdog.unit.kill()
         self.on_violation(violation)
-

@@ -8,9 +8,11 @@ import asyncio
 import codecs
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -87,19 +89,33 @@ class ZygoteProcess:
             raise SandboxError("the zygote exited")
         return json.loads(data), fds
 
-    def spawn(self, profile: dict[str, Any], prefork: bool,
-              session: bool = False, pool: bool = True) -> tuple[dict[str, Any], list[int]]:
-        """``pool=False``: fork anew even when a blank child waits (benchmarks compare)."""
+    def spawn(self, profile: dict[str, Any], prefork: bool, session: bool = False,
+              pool: bool = True, background: bool = False) -> tuple[dict[str, Any], list[int]]:
+        """``pool=False``: fork anew even when a blank child waits (benchmarks compare).
+        ``background``: no run waits for this worker (the supervisor fills its own pool)."""
         with self._lock:
             if self.proc is None or self.proc.poll() is not None:
                 LAUNCHER.submit(self.start).result()
             assert self.sock is not None
             self.sock.send(json.dumps({"op": "spawn", "profile": profile, "prefork": prefork,
-                                       "session": session, "pool": pool}).encode())
+                                       "session": session, "pool": pool,
+                                       "background": background}).encode())
             reply, fds = self._recv(timeout=30)
         if not reply.get("ok"):
             raise SandboxError(f"the zygote could not start a worker: {reply.get('error')}")
         return reply, fds
+
+    def refill(self) -> None:
+        """A run of a ready worker ended: the zygote may now replace it (no reply). Never
+        waits: while a spawn is under way the zygote refills after it anyway."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self.sock is not None:
+                with contextlib.suppress(OSError):
+                    self.sock.send(b'{"op": "refill"}')
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         if self.sock is not None:
@@ -188,6 +204,8 @@ class WorkerHandle:
         self.undo: int | None = None
         self.undo_run: int | None = None
         self.undo_slot = False  # the session keeps an undo state (its profile reserved a process)
+        #: The last kept run's runner forked the next run's runner ahead of time (it said so)
+        self.next_prefork = False
         self.unit = Unit(pid)   # everything it starts (the supervisor attaches its cgroups)
         self.chan = socket.socket(fileno=fds[0])
         self.chan.setblocking(False)
@@ -208,6 +226,13 @@ class WorkerHandle:
         self._overlay_sock: int | None = fds[3] if len(fds) > 3 else None
         #: Resident MB when it became ready (the restricted sandbox compares runs against it).
         self.start_rss_mb = 0.0
+        #: Taken from the zygote's ready pool: its release tells the zygote to refill the pool.
+        self.preforked = False
+        self.zygote_pid = -1  # the zygote that forked it (a pooled worker must be of the live one)
+        self.pool_key = ""  # its profile's key, for a pre-forked one-shot worker
+        self.profile: dict[str, Any] | None = None  # (the same) to take the next one
+        #: Its unit's counters read while it waited in the pool (a one-shot run counts from them)
+        self.before: dict[str, Any] | None = None
 
     async def recv(self) -> dict[str, Any] | None:
         """Next frame, or None at end of stream. Raises ProtocolError on garbage.
@@ -289,9 +314,7 @@ class WorkerHandle:
         ``extra`` is encoded once and reused while they stay the same."""
         key = (limits, json.dumps(extra, sort_keys=True) if extra else "")
         if self._run_tail is None or self._run_tail[0] != key:
-            tail = json.dumps({"checkpoint": False, "limits": limits.as_dict(), **(extra or {})},
-                              separators=(",", ":"))
-            self._run_tail = (key, tail[1:].encode())
+            self._run_tail = (key, _run_tail(*key))
         body = (b'{"op":"run","run":%d,"code":' % run_id
                 + json.dumps(code, separators=(",", ":")).encode() + b"," + self._run_tail[1])
         self._send_frame(protocol.HEADER.pack(len(body)) + body)
@@ -309,8 +332,9 @@ class WorkerHandle:
         except OSError:
             return 0.0, 0.0
 
-    def watch_pipes(self, loop: asyncio.AbstractEventLoop, sink: OutputSink) -> None:
-        """Route the output pipes to ``sink`` (readers stay registered across runs)."""
+    def watch_pipes(self, loop: asyncio.AbstractEventLoop, sink: OutputSink | None) -> None:
+        """Route the output pipes to ``sink`` (readers stay registered across runs; None:
+        output is dropped, as between runs)."""
         self.sink = sink
         if self._pipe_loop is loop:
             return
@@ -401,12 +425,27 @@ class WorkerHandle:
         return pidns.host_pid(inner, descendants(self.init))
 
     def close(self) -> None:
+        """End the sandbox now and let go of it.
+
+        With a PID namespace one SIGKILL to the keeper ends everything: the init dies with it
+        (its parent-death signal) and every process of the namespace with the init. The walk
+        over the tree that also kills them one by one (``finish``) then only confirms it, so it
+        runs after the caller has its result (on the event loop's next turn), as does the
+        scratch directory's removal: the zygote removes it once it has reaped the keeper (by
+        then no mount of the sandbox holds it). Without a PID namespace both happen here."""
         self.alive = False
-        if self.keeper is not None:  # the init dies with it, and the namespace with the init
-            kill_tree(self.keeper)
-        if self.undo is not None:  # a stopped undo state never outlives its session
-            kill_tree(self.undo)
-            self.undo = None
+        if self.keeper is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.keeper, signal.SIGKILL)
+            if self.undo is not None:  # (inside the namespace: it died with it too)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(self.undo, signal.SIGKILL)
+            try:
+                asyncio.get_running_loop().call_soon(self.finish)
+            except RuntimeError:  # no loop here: at once
+                self.finish()
+        else:
+            self.finish()
         # Its cgroups are not removed here (5 rmdirs, ~3 ms on the caller's path): the zygote
         # removes a dead worker's cgroups once they are empty, and all of them when it ends.
         self.unwatch_pipes()
@@ -414,12 +453,12 @@ class WorkerHandle:
             with contextlib.suppress(OSError):
                 os.close(self._stat_fd)
             self._stat_fd = None
+        self.unit.close_files()
         with contextlib.suppress(OSError):
             self.chan.close()
         for fd in (self.out_fd, self.err_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        shutil.rmtree(self.scratch, ignore_errors=True)
         for overlay in self.overlays:  # after the kill: the sandbox's writes die with it
             overlay.close()
         self.overlays = []
@@ -427,3 +466,22 @@ class WorkerHandle:
             with contextlib.suppress(OSError):
                 os.close(self._overlay_sock)
             self._overlay_sock = None
+
+    def finish(self) -> None:
+        """Kill the whole tree (freeze, then kill) and a kept undo state; without a PID
+        namespace also remove the scratch directory (with one, the zygote does)."""
+        if self.keeper is not None:
+            kill_tree(self.keeper)
+        if self.undo is not None:  # a stopped undo state never outlives its session
+            kill_tree(self.undo)
+            self.undo = None
+        if self.keeper is None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _run_tail(limits: ResourceLimits, extra: str) -> bytes:
+    """The constant part of a run request (shared by every worker: one-shot workers run once)."""
+    tail = json.dumps({"checkpoint": False, "limits": limits.as_dict(),
+                       **(json.loads(extra) if extra else {})}, separators=(",", ":"))
+    return tail[1:].encode()

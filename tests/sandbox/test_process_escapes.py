@@ -12,7 +12,7 @@ import pytest
 from agenticraft.security import SecurityContext
 from agenticraft.wire.errors import ResourceLimitExceeded
 
-from helpers import name_me, tcp_listener, wait_named_gone
+from helpers import name_me, tcp_listener, wait_named_gone, wait_path_gone
 
 pytestmark = pytest.mark.timeout(120)
 #: How a refused read looks: Landlock says EACCES; in the private root the file does not exist.
@@ -124,7 +124,9 @@ async def test_scratch_is_private_and_removed(process_sandbox):
     result = await run(process_sandbox, "import os\nopen('f.txt', 'w').write('x')\n"
                                         "where = os.getcwd()")
     assert result.success
-    assert not os.path.exists(result["where"])
+    # The run's sandbox ends with it; its zygote removes the (host) directory once it has
+    # reaped the sandbox (off the caller's path), and it never outlives that.
+    assert wait_path_gone(result["where"], timeout=5)
 
 
 # -- network ------------------------------------------------------------------------------------

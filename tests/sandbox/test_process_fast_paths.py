@@ -1,0 +1,115 @@
+"""The paths that keep work off the caller's path (issue 11's latency goals) keep every
+guarantee: a session's next runner forked ahead of time holds the state of the last run; a
+thread left running keeps the fork at the start of the run; a one-shot run's worker taken from
+the supervisor's pool is one of the live zygote's, and nothing of a run outlives it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from agenticraft.jail.confine import pidns
+from agenticraft.jail.tree import children
+from agenticraft.security import SecurityContext
+
+from helpers import wait_gone
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def session(process_sandbox):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 5, "memory_mb": 256})
+    async with process_sandbox.session(ctx) as session:
+        yield session
+
+
+def _children_soon(pid: int, timeout: float = 5.0) -> list[int]:
+    """The children of ``pid`` once it has one (the runner forks after its reply is sent)."""
+    deadline = time.monotonic() + timeout
+    while not (found := children(pid)) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return found
+
+
+def _inner(pid: int) -> int | None:
+    """The pid the sandbox gives host process ``pid`` (itself without a PID namespace)."""
+    return pidns.ns_pid(pid)
+
+
+async def test_the_next_runner_is_forked_after_a_kept_run_and_runs_it(session):
+    await session.run("x = 1")
+    handle = session.handle
+    assert handle.next_prefork
+    waiting = _children_soon(handle.pid)  # the next runner, forked after the reply, waiting
+    assert len(waiting) == 1
+    result = await session.run("import os\nx += 1\nme = os.getpid()")
+    assert result["x"] == 2
+    assert result["me"] == _inner(waiting[0])  # that process ran it: no fork on the path
+    assert session.handle.pid == waiting[0]  # and is the live session now
+
+
+async def test_a_preforked_runner_over_a_limit_rolls_back_and_the_session_goes_on(session):
+    await session.run("x = 'kept'")
+    assert session.handle.next_prefork
+    with pytest.raises(Exception) as info:
+        await session.run("x = 'lost'\nwhile True:\n    pass", limits=None, grace=0.1)
+    assert getattr(info.value, "rolled_back", False), info.value
+    assert (await session.run("same = x"))["same"] == "kept"
+    assert (await session.run("x = 'next'"))["x"] == "next"
+
+
+async def test_a_thread_left_running_keeps_the_fork_at_the_start_of_the_run(session):
+    # A thread may change the state between runs: the next run must start from the state as it
+    # is when the run comes, so no runner is forked ahead of time.
+    result = await session.run(
+        "import threading, time\nticks = 0\nfirst = threading.Event()\n"
+        "def tick():\n    global ticks\n    while True:\n        ticks += 1\n"
+        "        first.set()\n        time.sleep(0.002)\n"
+        "threading.Thread(target=tick, daemon=True).start()\nfirst.wait()\nat_end = ticks")
+    assert not session.handle.next_prefork
+    await asyncio.sleep(0.1)  # time passing between runs is what this test is about
+    seen = (await session.run("seen = ticks"))["seen"]
+    assert seen > result["at_end"]
+
+
+async def test_a_pooled_worker_of_a_dead_zygote_is_never_used(process_sandbox):
+    ctx = process_sandbox.manager.authorize(SecurityContext("student"), "execute",
+                                            sandbox_type="process")
+    supervisor = process_sandbox.supervisor
+    assert (await process_sandbox.run("a = 1", ctx))["a"] == 1
+    await asyncio.gather(*supervisor._refills)  # the pool holds the next worker now
+    assert supervisor._pool
+    zygote = supervisor.zygote.pid
+    os.kill(zygote, signal.SIGKILL)
+    assert wait_gone(zygote)
+    supervisor.zygote.proc.wait()
+    assert (await process_sandbox.run("b = 2", ctx))["b"] == 2
+    assert supervisor.zygote.pid != zygote
+
+
+async def test_a_one_shot_run_ends_its_sandbox_before_the_result_is_returned(process_sandbox):
+    ctx = process_sandbox.manager.authorize(SecurityContext("student"), "execute",
+                                            sandbox_type="process")
+    supervisor = process_sandbox.supervisor
+    seen = []
+    release = supervisor.release
+
+    def spy(handle):
+        release(handle)
+        seen.extend(p for p in (handle.keeper, handle.init, handle.pid) if p is not None)
+
+    supervisor.release = spy
+    try:
+        await process_sandbox.run("x = 1", ctx)
+    finally:
+        del supervisor.release
+    # With a PID namespace the keeper got SIGKILL before the result came back, and the init and
+    # the worker die with it; without one the worker was told to exit.
+    assert seen
+    for pid in seen:
+        assert wait_gone(pid, timeout=5)
