@@ -26,7 +26,7 @@ import zmq
 from ipykernel import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 from traitlets import Any as AnyTrait
-from traitlets import Dict, List, Unicode, default
+from traitlets import Dict, Float, List, Unicode, default
 
 from agenticraft.sandbox import SandboxManager
 from agenticraft.sandbox.result import Output
@@ -116,6 +116,13 @@ class SecureKernel(Kernel):
         engine's setting, AGENTICRAFT_AUDIT_LOG or ~/.local/state/agenticraft/audit.jsonl).""",
                         ).tag(config=True)
     kernel_id = Unicode(help="Kernel id for audit records (default: from the connection file)")
+
+    # ipykernel sleeps this long after every cell before its reply, to let its stdout/stderr
+    # streams reach IOPub first (a "FIXME ... mitigates the problem" in kernelbase). This
+    # kernel's cell output is published before the reply by the relay itself, on the IOPub
+    # thread's one queue, and the parent's own streams are not IOPub streams: nothing to wait
+    # for. (0.5 ms asked, ~0.6-1 ms slept, on every cell.)
+    _execute_sleep = Float(0.0)
 
     # Accepted from IPKernelApp.init_kernel, unused by this kernel.
     user_ns = AnyTrait(None)
