@@ -26,7 +26,7 @@ import zmq
 from ipykernel import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 from traitlets import Any as AnyTrait
-from traitlets import Dict, Float, List, Unicode, default
+from traitlets import Dict, Float, Int, List, Unicode, default
 
 from agenticraft.sandbox import SandboxManager
 from agenticraft.sandbox.result import Output
@@ -55,6 +55,7 @@ from agenticraft_kernel.parent.output_policy import OutputPolicy
 from agenticraft_kernel.parent.panel_host import PanelHost
 from agenticraft_kernel.parent.relay import Relay
 from agenticraft_kernel.parent.replies import error_reply
+from agenticraft_kernel.parent.start_gate import StartGate
 from agenticraft_kernel.parent.stdin import StdinServer
 from agenticraft_kernel.views import audit_table as audit_view
 from agenticraft_kernel.views.panel import make_panel
@@ -130,6 +131,9 @@ class SecureKernel(Kernel):
         engine's setting, AGENTICRAFT_AUDIT_LOG or ~/.local/state/agenticraft/audit.jsonl).""",
                         ).tag(config=True)
     kernel_id = Unicode(help="Kernel id for audit records (default: from the connection file)")
+    start_slots = Int(os.cpu_count() or 1, help="""How many of this user's kernels may start
+        their sandbox at the same time (0: no limit); the others wait their turn (see
+        parent.start_gate). Kernels answer kernel_info meanwhile.""").tag(config=True)
 
     # ipykernel sleeps this long after every cell before its reply, to let its stdout/stderr
     # streams reach IOPub first (a "FIXME ... mitigates the problem" in kernelbase). This
@@ -206,7 +210,8 @@ class SecureKernel(Kernel):
             ctx = self.manager.authorize(request.context_request(), "execute",
                                          action="kernel_start", limit_overrides=overrides)
             self.backend = make_backend(self.manager, ctx)
-            await self.backend.start()
+            async with StartGate(self.start_slots).slot():
+                await self.backend.start()
             self.kaudit.kernel_event("kernel_started", ctx.user_id, ctx,
                                      worker_pid=self.backend.pid, pid=os.getpid())
         except Exception as exc:
