@@ -46,6 +46,10 @@ from agenticraft_kernel.cli.install import KERNEL_NAME, write_kernel_spec
 
 BUSY_LOOP = "while True:\n    pass"
 INFO_TIMEOUT = 10.0
+#: Seconds from the last start until every kernel must have answered kernel_info. A kernel
+#: whose bind failed can stay alive without answering (stock ipykernel does, its threads
+#: keep the process up): it is a death too.
+READY_TIMEOUT = 300.0
 
 
 def _quiet(msg: dict[str, object]) -> None:
@@ -72,12 +76,13 @@ def start_all(name: str, ksm: KernelSpecManager, n: int, env: dict[str, str], cw
         km.start_kernel(env=env, cwd=cwd)
         managers.append(km)
     live, deaths = [], 0
+    deadline = time.monotonic() + READY_TIMEOUT  # one for all: a hung kernel costs it once
     for km in managers:
         kc = km.client()
         kc.start_channels()
         try:
-            kc.wait_for_ready(timeout=300)
-        except RuntimeError:  # "Kernel died before replying to kernel_info"
+            kc.wait_for_ready(timeout=max(1.0, deadline - time.monotonic()))
+        except RuntimeError:  # "Kernel died before replying to kernel_info", or no reply
             deaths += 1
             kc.stop_channels()
             with contextlib.suppress(Exception):
