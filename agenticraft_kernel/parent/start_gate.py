@@ -78,39 +78,30 @@ class StartGate:
                 if other != fd:
                     os.close(other)
             return fd
-        # all taken: wait on one (chosen by pid, so waiters spread over the slots)
-        mine = fds[os.getpid() % len(fds)]
-        for other in fds:
-            if other != mine:
-                os.close(other)
+        # All taken: wait for whichever frees first. One thread per slot blocks in flock (it has
+        # no asynchronous form; daemon threads never hold up the kernel's exit); the first to
+        # get its slot wins, a slot got later (or after a cancel) is let go at once.
         loop = asyncio.get_running_loop()
-        locked: asyncio.Future[None] = loop.create_future()
+        won: asyncio.Future[int] = loop.create_future()
 
-        def wait() -> None:  # flock has no asynchronous form; a daemon thread never blocks exit
-            error: OSError | None = None
+        def claim(fd: int) -> None:
+            if won.done():
+                os.close(fd)
+            else:
+                won.set_result(fd)
+
+        def wait(fd: int) -> None:
             try:
-                fcntl.flock(mine, fcntl.LOCK_EX)
-            except OSError as exc:
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop is gone: the kernel is exiting
-                loop.call_soon_threadsafe(_settle, locked, error)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                os.close(fd)
+                return
+            try:
+                loop.call_soon_threadsafe(claim, fd)
+            except RuntimeError:  # the loop is gone: the kernel is exiting
+                os.close(fd)
 
-        threading.Thread(target=wait, name="agenticraft-start-gate", daemon=True).start()
-        try:
-            await locked
-        except OSError:
-            os.close(mine)
-            return None
-        except BaseException:  # cancelled (the kernel shuts down): the lock goes with the fd
-            os.close(mine)
-            raise
-        return mine
-
-
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)
+        for fd in fds:
+            threading.Thread(target=wait, args=(fd,), name="agenticraft-start-gate",
+                             daemon=True).start()
+        return await won

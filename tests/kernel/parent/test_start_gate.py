@@ -46,7 +46,8 @@ def test_a_start_waits_while_every_slot_is_taken(tmp_path: Path) -> None:
         await asyncio.wait_for(waiting, 10)
         assert entered.is_set()
         await first.__aexit__(None, None, None)
-        assert not held(gate.directory, 0) and not held(gate.directory, 1)
+        async with gate.slot(), gate.slot():  # both free again (a slot the waiter got late
+            pass                              # was let go)
 
     asyncio.run(main())
 
@@ -68,12 +69,32 @@ def test_cancelled_wait_leaves_no_slot_taken(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with gate.slot():
-            waiting = asyncio.ensure_future(gate.slot().__aenter__())
+            third = gate.slot()  # (kept: a dropped context manager would let its slot go)
+            waiting = asyncio.ensure_future(third.__aenter__())
             await asyncio.sleep(0.05)
             waiting.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiting
-        assert not held(gate.directory, 0)
+        async with gate.slot():  # the cancelled waiter did not keep the slot it got later
+            pass
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+@pytest.mark.parametrize("release", [0, 1])
+def test_the_first_slot_freed_goes_to_the_waiter(tmp_path: Path, release: int) -> None:
+    """Whichever start ends first lets a waiting one go (not one slot chosen in advance)."""
+    gate = StartGate(2, tmp_path / "gate")
+
+    async def main() -> None:
+        holders = [gate.slot(), gate.slot()]
+        for holder in holders:
+            await holder.__aenter__()
+        third = gate.slot()  # (kept: a dropped context manager would let its slot go)
+        waiting = asyncio.ensure_future(third.__aenter__())
+        await holders[release].__aexit__(None, None, None)
+        await asyncio.wait_for(waiting, 10)
+        assert held(gate.directory, 0) and held(gate.directory, 1)
 
     asyncio.run(main())
 
