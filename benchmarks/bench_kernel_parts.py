@@ -65,7 +65,8 @@ async def session_trips(n: int, checkpoint: bool) -> list[float]:
         sandbox = backend.session.sandbox  # type: ignore[union-attr]
 
         async def exchange(self: ProcessSession, handle: Any, code: str, ctx: Any,
-                           on_output: Any, on_event: Any, extra: Any, grace: float) -> Any:
+                           on_output: Any, on_event: Any, extra: Any, grace: float,
+                           keep_undo: bool = False) -> Any:
             return await sandbox.supervisor.run(
                 handle, code, ctx.resource_limits, on_output=on_output, checkpoint=False,
                 extra={**sandbox.run_extra(ctx), **(extra or {})}, on_event=on_event,

@@ -1,25 +1,72 @@
 """Launch the secure kernel: ``python -P -m agenticraft_kernel.parent.app -f {connection_file}``.
 
-ipykernel's ``IPKernelApp`` with four changes: the kernel class is ``SecureKernel``; there is no
+ipykernel's ``IPKernelApp`` with five changes: the kernel class is ``SecureKernel``; there is no
 shell-channel thread (this kernel does not offer subshells); the working directory is never
 put on ``sys.path`` (``-P`` and ``init_path``), because a cell may be allowed to write files there
-and the parent kernel runs unconfined: nothing a cell writes may be imported by the parent; and
-the parent's own stdout/stderr are not IOPub streams (``outstream_class``).
+and the parent kernel runs unconfined: nothing a cell writes may be imported by the parent; the
+parent's own stdout/stderr are not IOPub streams (``outstream_class``); and a port the frontend
+chose that is busy for a moment is retried instead of ending the kernel (``bind_patience``).
 """
 
 from __future__ import annotations
 
+import errno
 import sys
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import zmq
 from ipykernel.control import ControlThread
+from ipykernel.heartbeat import Heartbeat
 from ipykernel.iostream import IOPubThread
 from ipykernel.kernelapp import IPKernelApp
 from jupyter_client.session import Session
-from traitlets import Bool, DottedObjectName, Type
+from traitlets import Bool, DottedObjectName, Float, Type
 
 from agenticraft_kernel.parent.kernel import SecureKernel
+
+T = TypeVar("T")
+#: How long a busy port is retried, in seconds (see ``bind_when_free``).
+BIND_PATIENCE = 30.0
+
+
+def bind_when_free(bind: Callable[[], T], patience: float, on_retry: Callable[[], None],
+                   ) -> T:
+    """``bind()``, retried while its port is in use, for up to ``patience`` seconds.
+
+    The frontend picked this kernel's ports (jupyter_client binds port 0 and closes) and wrote
+    them in the connection file, so no other port will do. When many kernels start at once,
+    something else can hold one of them for a while: another process probing for free ports,
+    an outgoing connection's local port (one of a client's connections to another kernel), a
+    connection in TIME_WAIT. ipykernel tries once and the kernel dies ("Address already in
+    use"); retrying outlasts the short-lived holders. A port held for longer than ``patience``
+    still fails, as before."""
+    deadline = time.monotonic() + patience
+    delay = 0.02
+    while True:
+        try:
+            return bind()
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() + delay > deadline:
+                raise
+        on_retry()
+        time.sleep(delay)  # nothing to wait on: the port's holder is another process
+        delay = min(delay * 2, 0.5)
+
+
+class PatientHeartbeat(Heartbeat):
+    """ipykernel's heartbeat thread, binding its given port with ``bind_when_free``."""
+
+    patience = BIND_PATIENCE
+    on_retry: Callable[[int], None] = staticmethod(lambda port: None)  # type: ignore[assignment]
+
+    def _try_bind_socket(self) -> None:
+        bind = super()._try_bind_socket
+        if self.original_port and self.transport == "tcp":
+            bind_when_free(bind, self.patience, lambda: self.on_retry(self.port))
+        else:
+            bind()
 
 
 class SecureKernelApp(IPKernelApp):
@@ -41,6 +88,34 @@ class SecureKernelApp(IPKernelApp):
     outstream_class = DottedObjectName(None, allow_none=True, help="""Stream class for the
         parent's own stdout/stderr (None: the process's, i.e. the server log; cells' output
         comes over the sandbox channel whatever this is)""").tag(config=True)
+
+    bind_patience = Float(BIND_PATIENCE, help="""Seconds to keep retrying a port from the
+        connection file that another process holds (many kernels starting at once)""",
+                          ).tag(config=True)
+
+    def _try_bind_socket(self, s: Any, port: int) -> int:
+        """ipykernel's, retrying a given TCP port while it is in use (``bind_when_free``)."""
+        def bind() -> int:
+            return super(SecureKernelApp, self)._try_bind_socket(s, port)
+
+        if port <= 0 or self.transport != "tcp":
+            return bind()
+        return bind_when_free(bind, self.bind_patience, lambda: self._port_busy(port))
+
+    def _port_busy(self, port: int) -> None:
+        self.log.warning("port %i is in use; trying again (many kernels starting at once?)",
+                         port)
+
+    def init_heartbeat(self) -> None:
+        """ipykernel's, with the patient heartbeat (its port is retried too)."""
+        hb_ctx = zmq.Context()
+        self.heartbeat = PatientHeartbeat(
+            hb_ctx, (self.transport, self.ip, self.hb_port),
+            curve_publickey=self.curve_publickey, curve_secretkey=self.curve_secretkey)
+        self.heartbeat.patience = self.bind_patience
+        self.heartbeat.on_retry = self._port_busy
+        self.hb_port = self.heartbeat.port
+        self.heartbeat.start()
 
     def init_control(self, context: Any) -> None:
         """ipykernel's, without connecting its debugger's shell socket (this kernel offers no

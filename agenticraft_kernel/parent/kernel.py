@@ -26,7 +26,7 @@ import zmq
 from ipykernel import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 from traitlets import Any as AnyTrait
-from traitlets import Dict, List, Unicode, default
+from traitlets import Dict, Float, Int, List, Unicode, default
 
 from agenticraft.sandbox import SandboxManager
 from agenticraft.sandbox.result import Output
@@ -35,8 +35,11 @@ from agenticraft.security.policy import load_policy
 from agenticraft.wire.codec import to_safe
 from agenticraft.wire.errors import (
     ChannelAbuse,
+    ConfigurationError,
+    PermissionDenied,
     ResourceLimitExceeded,
     SandboxError,
+    SandboxUnavailable,
     SecurityException,
 )
 from agenticraft_kernel import __version__
@@ -52,6 +55,7 @@ from agenticraft_kernel.parent.output_policy import OutputPolicy
 from agenticraft_kernel.parent.panel_host import PanelHost
 from agenticraft_kernel.parent.relay import Relay
 from agenticraft_kernel.parent.replies import error_reply
+from agenticraft_kernel.parent.start_gate import StartGate
 from agenticraft_kernel.parent.stdin import StdinServer
 from agenticraft_kernel.parent.undo import undo_line
 from agenticraft_kernel.views import audit_table as audit_view
@@ -64,7 +68,18 @@ COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
 LOST_STATE = (" The sandbox session could not be restored and was restarted: variables from "
               "earlier cells are gone.")
 RECENT_CELLS = 20
+#: Sandbox starts tried at kernel start-up before cells report the failure (each request then
+#: tries once more).
+START_ATTEMPTS = 3
 Backend = SessionBackend | RestrictedBackend
+
+
+def startup_may_succeed_later(exc: BaseException) -> bool:
+    """A sandbox start that failed in the machinery (a timeout, a process that exited), not
+    one the policy or the host refused."""
+    if isinstance(exc, SandboxUnavailable | PermissionDenied | ConfigurationError):
+        return False
+    return isinstance(exc, SandboxError | OSError | TimeoutError)
 
 
 def kernel_id_from(connection_file: str) -> str:
@@ -117,6 +132,16 @@ class SecureKernel(Kernel):
         engine's setting, AGENTICRAFT_AUDIT_LOG or ~/.local/state/agenticraft/audit.jsonl).""",
                         ).tag(config=True)
     kernel_id = Unicode(help="Kernel id for audit records (default: from the connection file)")
+    start_slots = Int(os.cpu_count() or 1, help="""How many of this user's kernels may start
+        their sandbox at the same time (0: no limit); the others wait their turn (see
+        parent.start_gate). Kernels answer kernel_info meanwhile.""").tag(config=True)
+
+    # ipykernel sleeps this long after every cell before its reply, to let its stdout/stderr
+    # streams reach IOPub first (a "FIXME ... mitigates the problem" in kernelbase). This
+    # kernel's cell output is published before the reply by the relay itself, on the IOPub
+    # thread's one queue, and the parent's own streams are not IOPub streams: nothing to wait
+    # for. (0.5 ms asked, ~0.6-1 ms slept, on every cell.)
+    _execute_sleep = Float(0.0)
 
     # Accepted from IPKernelApp.init_kernel, unused by this kernel.
     user_ns = AnyTrait(None)
@@ -151,7 +176,21 @@ class SecureKernel(Kernel):
         super().start()
         self._loop = asyncio.get_event_loop()
         self._loop.add_signal_handler(signal.SIGINT, self.interrupt_cell)
-        self._boot = self._loop.create_task(self._start_sandbox())
+        self._boot = self._loop.create_task(self._boot_sandbox())
+
+    async def _boot_sandbox(self, attempts: int = START_ATTEMPTS) -> None:
+        """``_start_sandbox``, tried up to ``attempts`` times while it fails in the machinery:
+        a zygote that does not answer within its time is usually one of many starting at once,
+        and the next attempt finds the machine less busy."""
+        for attempt in range(attempts):
+            if attempt or self._boot_error is not None:
+                self.log.warning("AgentiCraft Secure starts its sandbox again after: %s",
+                                 self._boot_error)
+                await self._discard_sandbox()
+                self._boot_error = None
+            await self._start_sandbox()
+            if self._boot_error is None or not startup_may_succeed_later(self._boot_error):
+                return
 
     async def _start_sandbox(self) -> None:
         """Resolve the context through the policy and start the worker, in the background so
@@ -172,7 +211,8 @@ class SecureKernel(Kernel):
             ctx = self.manager.authorize(request.context_request(), "execute",
                                          action="kernel_start", limit_overrides=overrides)
             self.backend = make_backend(self.manager, ctx)
-            await self.backend.start()
+            async with StartGate(self.start_slots).slot():
+                await self.backend.start()
             self.kaudit.kernel_event("kernel_started", ctx.user_id, ctx,
                                      worker_pid=self.backend.pid, pid=os.getpid())
         except Exception as exc:
@@ -184,12 +224,35 @@ class SecureKernel(Kernel):
                                          detail=f"{type(exc).__name__}: {exc}"[:500])
 
     async def _ready(self) -> Backend:
-        if self._boot is not None:
-            await asyncio.shield(self._boot)
-        if self._boot_error is not None:
-            raise self._boot_error
-        assert self.backend is not None
-        return self.backend
+        """The started backend. A start that failed in the sandbox machinery (the zygote did not
+        answer in time: many kernels starting at once on a loaded machine) even after
+        ``_boot_sandbox``'s attempts is tried again, once per request, instead of failing every
+        cell for the kernel's life; a refusal (policy, a host without the mechanisms) is
+        final."""
+        retried = False
+        while True:
+            boot = self._boot
+            if boot is not None:
+                await asyncio.shield(boot)
+            if self._boot is not boot:  # another request started it again meanwhile
+                continue
+            error = self._boot_error
+            if error is None:
+                assert self.backend is not None
+                return self.backend
+            if retried or not startup_may_succeed_later(error):
+                raise error
+            retried = True
+            assert self._loop is not None
+            self._boot = self._loop.create_task(self._boot_sandbox(attempts=1))
+
+    async def _discard_sandbox(self) -> None:
+        """What a failed start left (a zygote still starting is stopped with its manager)."""
+        backend, manager, self.backend, self.manager = self.backend, self.manager, None, None
+        for closing in (backend, manager):
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    await closing.close()
 
     @property
     def kernel_info(self) -> dict[str, Any]:

@@ -6,6 +6,9 @@ sandbox's numbers, not the parent's."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +16,10 @@ from typing import Any
 
 import psutil
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
 
-from kernel.harness import Kernel, kernel_env
+from kernel.harness import KERNEL, Kernel, kernel_env
 
 #: The keys of ipykernel's usage_reply (jupyter-resource-usage's kernel usage handler reads them).
 USAGE_KEYS = {"hostname", "pid", "kernel_cpu", "kernel_memory", "cpu_count",
@@ -87,3 +92,45 @@ def test_parent_uses_only_the_connection_files_ports(kernel: Kernel) -> None:
                 if c.raddr and c.laddr.port not in given]
     assert local == given
     assert outgoing == []
+
+
+def test_ports_held_by_another_process_while_it_starts_are_waited_for(data_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    """The rest of that race: a port of the connection file that something else holds for a
+    moment when the kernel binds it (another process's probe for free ports, a connection's
+    local port, TIME_WAIT). ipykernel tries once and the kernel dies; the parent retries the
+    shell and heartbeat ports (each held here until the kernel says it is waiting for it)."""
+    holders = {name: socket.create_server(("127.0.0.1", 0)) for name in ("shell", "hb")}
+    ports = {name: s.getsockname()[1] for name, s in holders.items()}
+    km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(
+        kernel_dirs=[str(data_dir / "kernels")]), cache_ports=False)  # our ports, not new ones
+    km.shell_port, km.hb_port = ports["shell"], ports["hb"]
+    km.start_kernel(env=kernel_env(tmp_path), cwd=str(tmp_path), stderr=subprocess.PIPE)
+    waiting = {name: threading.Event() for name in ports}
+
+    def read_log() -> None:
+        assert km.provisioner is not None
+        for line in km.provisioner.process.stderr:  # type: ignore[attr-defined]
+            for name, port in ports.items():
+                if f"port {port} is in use".encode() in line:
+                    waiting[name].set()
+        for event in waiting.values():  # its log ended: the kernel exited
+            event.set()
+
+    threading.Thread(target=read_log, daemon=True).start()
+    kc = km.client()
+    try:
+        for name in ("shell", "hb"):  # bound in this order; each waits while it is held
+            assert waiting[name].wait(60), f"the kernel never waited for its {name} port"
+            assert km.is_alive(), f"the kernel died: its {name} port was in use"
+            holders[name].close()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        assert kc.is_alive()
+        reply = kc.execute_interactive("1+1", timeout=60, output_hook=lambda msg: None)
+        assert reply["content"]["status"] == "ok"
+    finally:
+        for holder in holders.values():
+            holder.close()
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
