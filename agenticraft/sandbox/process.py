@@ -173,11 +173,15 @@ class ProcessSession:
     """
 
     def __init__(self, sandbox: ProcessSandbox, ctx: SecurityContext, *,
-                 executor: str | None = None, undo: bool = False) -> None:
+                 executor: str | None = None, undo: bool = False,
+                 loopback: bool = False) -> None:
         self.sandbox = sandbox
         self.context = ctx
         self.executor = executor
         self.keep_undo = undo
+        #: The worker's own network namespace gets its loopback up, with TCP allowed on it (a
+        #: debugger's sockets): still no route out, and nothing of the host's network.
+        self.loopback = loopback
         self._undo_note = UNDO_NEVER if undo else UNDO_OFF  # why there is nothing to undo
         self.handle: WorkerHandle | None = None
         self.supervisor: Supervisor | None = None  # set by start(): the one holding the worker
@@ -213,6 +217,7 @@ class ProcessSession:
             self.supervisor = await self.sandbox.supervisor_for(self.context)
             profile = self.sandbox.profile_for(self.context, self.executor, self.supervisor)
             profile["undo_state"] = self.keep_undo  # confine reserves its process
+            profile["loopback"] = self.loopback
             self.handle = await self.supervisor.spawn(profile, prefork=False, session=True)
             self.sandbox.manager.audit.record(records.session(self.context.user_id, "started",
                                                               pid=self.handle.pid))
@@ -260,18 +265,22 @@ class ProcessSession:
     async def request(self, code: str, *, on_output: OutputCallback | None = None,
                       on_event: Callable[[dict[str, Any]], Any] | None = None,
                       extra: dict[str, Any] | None = None, limits: ResourceLimits | None = None,
-                      grace: float = 2.0, undoable: bool = True) -> RunReply:
+                      grace: float = 2.0, undoable: bool = True,
+                      checkpoint: bool = True) -> RunReply:
         """Send an executor-defined request (the kernel's cells, completions, comms) and
         return the executor's reply. Writes no audit record: the caller owns it (the kernel
         records a cell with its kernel id, and does not audit completions). Limits, rollback
         and ``grace`` as in ``run``; ``extra`` goes to the executor with the code.
         ``undoable=False``: the run does not become the one :meth:`undo` takes back (the
-        kernel's completions and comm messages); the undo state stays as it was."""
+        kernel's completions and comm messages); the undo state stays as it was.
+        ``checkpoint=False``: the live worker runs it itself, unforked (a debugger's threads
+        live there); a limit then ends the session instead of rolling it back."""
         ctx = self._context_for(limits)
 
         async def once(handle: WorkerHandle) -> RunReply:
             outcome = await self._exchange(handle, code, ctx, on_output, on_event, extra, grace,
-                                           self.keep_undo and undoable)
+                                           self.keep_undo and undoable and checkpoint,
+                                           checkpoint)
             return to_reply(outcome, self.sandbox.enforced_for(ctx), session=True)
 
         return await self._in_turn(once)
@@ -357,12 +366,12 @@ class ProcessSession:
     async def _exchange(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
                         on_output: OutputCallback | None, on_event: Any,
                         extra: dict[str, Any] | None, grace: float,
-                        keep_undo: bool = False) -> RunOutcome:
+                        keep_undo: bool = False, checkpoint: bool = True) -> RunOutcome:
         assert self.supervisor is not None
         self.sandbox.egress.begin_run(ctx, cell_id=(extra or {}).get("cell_id"))
         try:
             outcome = await self.supervisor.run(
-                handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,
+                handle, code, ctx.resource_limits, on_output=on_output, checkpoint=checkpoint,
                 extra={**self.sandbox.run_extra(ctx), **(extra or {})},
                 interrupt=self._interrupt, on_event=on_event, grace=grace, keep_undo=keep_undo)
         finally:
