@@ -189,6 +189,7 @@ class ProcessSession:
         self._interrupt: asyncio.Event | None = None
         self._idle: IdleWatch | None = None
         self._lost: tuple[str, Any, Any] | None = None  # set when killed between runs
+        self._pinned: WorkerHandle | None = None  # the worker that runs all its runs itself
 
     def _watch_idle(self) -> None:
         self._stop_idle()  # never two watchers: one left running would judge the next run
@@ -266,24 +267,36 @@ class ProcessSession:
                       on_event: Callable[[dict[str, Any]], Any] | None = None,
                       extra: dict[str, Any] | None = None, limits: ResourceLimits | None = None,
                       grace: float = 2.0, undoable: bool = True,
-                      checkpoint: bool = True) -> RunReply:
+                      checkpoint: bool = True,
+                      pin: Callable[[RunReply], bool] | None = None) -> RunReply:
         """Send an executor-defined request (the kernel's cells, completions, comms) and
         return the executor's reply. Writes no audit record: the caller owns it (the kernel
         records a cell with its kernel id, and does not audit completions). Limits, rollback
         and ``grace`` as in ``run``; ``extra`` goes to the executor with the code.
         ``undoable=False``: the run does not become the one :meth:`undo` takes back (the
         kernel's completions and comm messages); the undo state stays as it was.
-        ``checkpoint=False``: the live worker runs it itself, unforked (a debugger's threads
-        live there); a limit then ends the session instead of rolling it back."""
+        ``checkpoint=False``: the live worker runs it itself, unforked; a limit then ends the
+        session instead of rolling it back. ``pin(reply)`` true: so do all later runs of this
+        worker (its executor now keeps threads a fork would lose, such as a debugger's): see
+        ``pinned``."""
         ctx = self._context_for(limits)
 
         async def once(handle: WorkerHandle) -> RunReply:
+            forked = checkpoint and handle is not self._pinned
             outcome = await self._exchange(handle, code, ctx, on_output, on_event, extra, grace,
-                                           self.keep_undo and undoable and checkpoint,
-                                           checkpoint)
-            return to_reply(outcome, self.sandbox.enforced_for(ctx), session=True)
+                                           self.keep_undo and undoable and forked, forked)
+            reply = to_reply(outcome, self.sandbox.enforced_for(ctx), session=True)
+            if pin is not None and handle.alive and pin(reply):
+                self._pinned = handle  # decided in turn: the next run already sees it
+            return reply
 
         return await self._in_turn(once)
+
+    @property
+    def pinned(self) -> bool:
+        """True when the session's worker runs every run itself (see ``request``'s ``pin``)
+        until it is replaced: no rollback and no new undo state until then."""
+        return self.handle is not None and self.handle is self._pinned
 
     async def undo(self) -> None:
         """Go back to the state from before the last run (variables rebound, deleted or mutated

@@ -58,7 +58,6 @@ class SessionBackend:
         self._sandbox: ProcessSandbox | None = None
         self._owned = False
         self.debugger = debugger  # the worker's loopback is up for the debugger's sockets
-        self._debugged: Any = None  # the worker the debugger was started in
 
     async def start(self) -> None:
         self._sandbox, self._owned = await process_sandbox(self.manager, self.sandbox_type)
@@ -91,19 +90,18 @@ class SessionBackend:
         """True once the debugger runs in the session's worker: its threads live in that one
         process, so runs are not forked from a checkpoint (no rollback, no undo) until the
         worker is replaced."""
-        return self.session is not None and self.session.handle is not None and \
-            self.session.handle is self._debugged
+        return self.session is not None and self.session.pinned
 
     async def debug(self, dap: dict[str, Any] | None, on_event: OnEvent | None) -> RunReply:
-        """One DAP request between cells (None: only collect replies kept in the worker)."""
+        """One DAP request between cells (None: only collect replies kept in the worker). Run
+        in the live worker itself; once the worker says its debugger listens, every later run
+        of that worker is too (``ProcessSession.pinned``)."""
         if self.session is None:
             raise SandboxError("the sandbox session is not running")
-        reply = await self.session.request("", on_event=on_event,
-                                           extra={"kind": "debug", "request": dap},
-                                           undoable=False, checkpoint=False)
-        if dap is not None:
-            self._debugged = self.session.handle
-        return reply
+        return await self.session.request("", on_event=on_event,
+                                          extra={"kind": "debug", "request": dap},
+                                          undoable=False, checkpoint=False,
+                                          pin=lambda reply: bool(reply.reply.get("listening")))
 
     @property
     def pid(self) -> int | None:
@@ -121,8 +119,7 @@ class SessionBackend:
         return await self.session.request(code, on_output=on_output, on_event=on_event,
                                           extra=extra, limits=limits,
                                           undoable=extra.get("kind") == "execute"
-                                          and not extra.get("silent"),
-                                          checkpoint=not self.debugging)
+                                          and not extra.get("silent"))
 
     async def undo(self) -> None:
         """Back to the state from before the last cell (``%secure_undo``); raises

@@ -88,12 +88,19 @@ class SandboxDebugger:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self.debugger: Any = None
+        self._pid = os.getpid()
         from agenticraft.jail.worker import start_sandbox_thread
-        start_sandbox_thread(threading.Thread(target=self._main, name="agenticraft-debugger",
-                                              daemon=True))
+        self._thread = threading.Thread(target=self._main, name="agenticraft-debugger",
+                                        daemon=True)
+        start_sandbox_thread(self._thread)
         self._started.wait()
         if self._error is not None:
             raise self._error
+
+    @property
+    def alive(self) -> bool:
+        """False in a process forked from the one that made it (its thread is not there)."""
+        return self._pid == os.getpid() and self._thread.is_alive()
 
     # -- the debugger's thread -------------------------------------------------------------------
     def _main(self) -> None:

@@ -32,7 +32,8 @@ class IPythonExecutor:
         self.channel: Channel | None = None
         self.kernel: Any = None
         self.shell: Any = None
-        self.debugger: Any = None  # the JupyterLab debugger, started by the first debug request
+        self.debugger: Any = None  # the JupyterLab debugger (see ``_debug``)
+        self._listening = False  # a thread reads the channel: this process runs its runs
 
     def attach(self, worker: Any) -> None:
         self.worker = worker
@@ -212,24 +213,28 @@ class IPythonExecutor:
             if target is None or c.target_name == target}}
 
     def _debug(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
-        """One DAP request between cells (see ``worker.debugger``). The first one starts the
-        debugger; from then on a thread reads the channel, so that requests reach the debugger
-        while a cell is held at a breakpoint, and this process runs every later cell itself."""
+        """One DAP request between cells (see ``worker.debugger``). ``initialize`` starts
+        debugpy; from then on a thread reads the channel, so that requests reach the debugger
+        while a cell is held at a breakpoint, and this process runs every later run itself
+        (``listening`` tells the session so)."""
         dap = request.get("request")
         if not isinstance(dap, dict):  # only delivers replies kept since the last run
-            return {"status": "ok", "reply": None}
-        if self.debugger is None:
+            return {"status": "ok", "reply": None, "listening": self._listening}
+        if self.debugger is None or not self.debugger.alive:  # none yet, or lost in a fork
             from agenticraft_kernel.worker.debugger import SandboxDebugger
             assert self.channel is not None
             try:
                 self.debugger = SandboxDebugger(self.channel.emit)
             except Exception as exc:
-                return {"status": "ok", "reply": {
+                return {"status": "ok", "listening": False, "reply": {
                     "type": "response", "request_seq": dap.get("seq", 0), "success": False,
                     "command": dap.get("command", ""),
                     "message": f"the debugger cannot start in this sandbox: {exc}"}}
+        if dap.get("command") == "initialize" and not self._listening:
             self.worker.listen(self.debugger.control)
-        return {"status": "ok", "reply": self.debugger.request(dap)}
+            self._listening = True
+        return {"status": "ok", "reply": self.debugger.request(dap),
+                "listening": self._listening}
 
     # -- stdin -----------------------------------------------------------------------------------
     def _ask(self, prompt: str, password: bool) -> str:
