@@ -8,13 +8,12 @@ sandbox: debugpy's adapter is a process of the sandbox, and none of its sockets 
 from __future__ import annotations
 
 import itertools
-import queue
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from kernel.harness import Kernel, kernel_env
@@ -117,32 +116,69 @@ def test_breakpoint_stops_the_cell_and_shows_its_local_variables(debug_kernel: K
     assert names["result"] == "5"
 
 
+LISTENING = """
+def listening(path):
+    found = set()
+    for line in open(path).read().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A":  # TCP_LISTEN
+            found.add(int(fields[9]))  # the socket's inode (unique across namespaces)
+    return sorted(found)
+import json, os
+adapters = [p for p in os.listdir("/proc") if p.isdigit()
+            and b"debug_adapter" in open(f"/proc/{p}/cmdline", "rb").read()]
+print(json.dumps([listening("/proc/net/tcp"), len(adapters)]))
+"""
+
+
+def host_listening() -> set[int]:
+    with open("/proc/net/tcp") as table:
+        return {int(line.split()[9]) for line in table.read().splitlines()[1:]
+                if line.split()[3] == "0A"}
+
+
 def test_the_debugger_lives_inside_the_sandbox(debug_kernel: Kernel) -> None:
-    """debugpy's adapter is a process of the sandbox (a child of the worker), and the kernel's
-    own process tree outside the sandbox has no TCP socket but its ZeroMQ ones."""
+    """debugpy's adapter is a process of the sandbox, and its listening sockets are on the
+    loopback of the sandbox's own network namespace: none of them is on the host's."""
     k = debug_kernel
-    assert k.km.provisioner is not None
-    parent = psutil.Process(k.km.provisioner.process.pid)  # type: ignore[attr-defined]
-    workers = [p for p in parent.children(recursive=True)
-               if "debugpy" in " ".join(p.cmdline())]
-    assert workers, "no debugpy adapter found in the kernel's sandbox"
-    parent_ports = {c.laddr.port for c in parent.net_connections(kind="tcp")}
-    for proc in workers:
-        with pytest.raises((psutil.AccessDenied, AssertionError)):  # other namespace
-            ports = {c.laddr.port for c in proc.net_connections(kind="tcp")}
-            assert ports & parent_ports
-        # the adapter listens on a port the host's loopback does not have
-    host_listening = {c.laddr.port for c in psutil.net_connections(kind="tcp")
-                      if c.status == psutil.CONN_LISTEN}
-    info = debug(k, "debugInfo")["body"]
-    assert info["isStarted"] and host_listening is not None
+    assert debug(k, "debugInfo")["body"]["isStarted"]
+    reply, outputs = k.execute(LISTENING)
+    assert reply["status"] == "ok", outputs
+    text = "".join(o.get("text", "") for o in outputs if o["msg_type"] == "stream")
+    inodes, adapters = json.loads(text)
+    assert adapters >= 1
+    assert inodes, "debugpy listens nowhere in the sandbox"
+    assert not set(inodes) & host_listening()
+
+
+def test_undo_is_refused_once_the_debugger_runs(debug_kernel: Kernel) -> None:
+    """The debugger's threads live in the session's worker: its cells are not forked from a
+    checkpoint, so there is no state to go back to, and the kernel says why."""
+    reply, _ = debug_kernel.execute("%secure_undo")
+    assert reply["status"] == "error"
+    assert "debugger" in reply["evalue"]
 
 
 def test_disconnect_then_cells_run(debug_kernel: Kernel) -> None:
     k = debug_kernel
-    debug(k, "disconnect", {"restart": False, "terminateDebuggee": True})
+    assert debug(k, "disconnect", {"restart": False, "terminateDebuggee": True})["success"]
+    assert not debug(k, "debugInfo")["body"]["isStarted"]
     assert k.value("1 + 1") == "2"
+
+
+def test_no_debugger_when_switched_off(data_dir: Path,
+                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``enable_debugger=False``: the worker keeps Unix sockets only, the kernel advertises no
+    debugger and refuses debug requests saying why."""
+    tmp = tmp_path_factory.mktemp("nodebugger")
+    k = Kernel(data_dir, kernel_env(tmp), cwd=tmp,
+               extra_arguments=["--SecureKernel.enable_debugger=False"])
     try:
-        k.drain_iopub()
-    except queue.Empty:
-        pass
+        assert "debugger" not in k.shell_reply(k.kc.kernel_info())["content"][
+            "supported_features"]
+        reply = debug(k, "initialize", INITIALIZE)
+        assert not reply["success"] and "switched off" in reply["message"]
+        reply, outputs = k.execute("import socket\nsocket.socket(socket.AF_INET)")
+        assert reply["status"] == "error" and reply["ename"] == "PermissionError", outputs
+    finally:
+        k.close()
