@@ -22,6 +22,7 @@ from typing import Any
 
 from ipykernel.iostream import OutStream
 
+from agenticraft.jail.worker import start_sandbox_thread
 from agenticraft.wire.streams import StreamBatch
 
 FLUSH_INTERVAL = 0.05
@@ -83,7 +84,7 @@ class Channel:
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._flusher, name="agenticraft-flush",
                                             daemon=True)
-            self._thread.start()
+            start_sandbox_thread(self._thread)  # not the user's: hidden from the debugger
 
     def _flusher(self) -> None:
         with self._lock:
