@@ -162,6 +162,7 @@ class Worker:
                                       "fork_error": str(exc)})
             return False
         if pid == 0:
+            self._send_lock = threading.Lock()  # whoever held it is not in this process
             gc.unfreeze()
             if shim is not None:
                 shim.after_fork()

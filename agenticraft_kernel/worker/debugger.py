@@ -73,6 +73,25 @@ def _listen(debugpy: Any, host: str, port: int) -> None:
         adapter.__file__ = original
 
 
+def idle_reply(request: dict[str, Any]) -> dict[str, Any]:
+    """A request before ``initialize``: ipykernel's own ``debugInfo`` answer for a debugger
+    that has not started (its hash and file parameters; no breakpoints, no stopped threads),
+    computed without debugpy or a thread; anything else fails."""
+    if request.get("command") != "debugInfo":
+        return _failed(request, "the debugger is not started")
+    from types import SimpleNamespace
+
+    from ipykernel.debugger import Debugger
+    idle = SimpleNamespace(breakpoint_list={}, is_started=False, stopped_threads=set())
+    step = Debugger.debugInfo(idle, request)  # a coroutine that awaits nothing
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return dict(done.value)
+    step.close()
+    return _failed(request, "debugInfo did not complete")
+
+
 def _failed(request: dict[str, Any], message: str) -> dict[str, Any]:
     return {"type": "response", "request_seq": request.get("seq", 0), "success": False,
             "command": request.get("command", ""), "message": message}
@@ -88,19 +107,13 @@ class SandboxDebugger:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self.debugger: Any = None
-        self._pid = os.getpid()
         from agenticraft.jail.worker import start_sandbox_thread
-        self._thread = threading.Thread(target=self._main, name="agenticraft-debugger",
-                                        daemon=True)
-        start_sandbox_thread(self._thread)
+        start_sandbox_thread(threading.Thread(target=self._main, name="agenticraft-debugger",
+                                              daemon=True))
         self._started.wait()
         if self._error is not None:
             raise self._error
 
-    @property
-    def alive(self) -> bool:
-        """False in a process forked from the one that made it (its thread is not there)."""
-        return self._pid == os.getpid() and self._thread.is_alive()
 
     # -- the debugger's thread -------------------------------------------------------------------
     def _main(self) -> None:

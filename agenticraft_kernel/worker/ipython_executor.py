@@ -216,11 +216,15 @@ class IPythonExecutor:
         """One DAP request between cells (see ``worker.debugger``). ``initialize`` starts
         debugpy; from then on a thread reads the channel, so that requests reach the debugger
         while a cell is held at a breakpoint, and this process runs every later run itself
-        (``listening`` tells the session so)."""
+        (``listening`` tells the session so). Before that only ``debugInfo`` is answered (what
+        JupyterLab asks every kernel it opens): nothing is started or imported for it."""
         dap = request.get("request")
         if not isinstance(dap, dict):  # only delivers replies kept since the last run
             return {"status": "ok", "reply": None, "listening": self._listening}
-        if self.debugger is None or not self.debugger.alive:  # none yet, or lost in a fork
+        if self.debugger is None and dap.get("command") != "initialize":
+            from agenticraft_kernel.worker.debugger import idle_reply
+            return {"status": "ok", "reply": idle_reply(dap), "listening": False}
+        if self.debugger is None:
             from agenticraft_kernel.worker.debugger import SandboxDebugger
             assert self.channel is not None
             try:
@@ -230,11 +234,9 @@ class IPythonExecutor:
                     "type": "response", "request_seq": dap.get("seq", 0), "success": False,
                     "command": dap.get("command", ""),
                     "message": f"the debugger cannot start in this sandbox: {exc}"}}
-        if dap.get("command") == "initialize" and not self._listening:
             self.worker.listen(self.debugger.control)
             self._listening = True
-        return {"status": "ok", "reply": self.debugger.request(dap),
-                "listening": self._listening}
+        return {"status": "ok", "reply": self.debugger.request(dap), "listening": True}
 
     # -- stdin -----------------------------------------------------------------------------------
     def _ask(self, prompt: str, password: bool) -> str:
