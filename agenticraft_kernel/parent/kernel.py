@@ -61,6 +61,8 @@ from agenticraft_kernel.views.panel import make_panel
 PARENT_ONLY = frozenset({"kernel_info_request", "comm_info_request", "connect_request",
                          "is_complete_request", "history_request"})
 COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
+#: DAP requests that run code in the sandbox (audited as ``debug_code`` session records).
+DEBUG_CODE_COMMANDS = frozenset({"evaluate", "setExpression", "setVariable", "copyToGlobals"})
 #: How long a ``kernel_info`` request waits for the sandbox to start (it says whether the
 #: debugger can run there); later requests are answered at once.
 KERNEL_INFO_WAIT = 10.0
@@ -594,7 +596,22 @@ class SecureKernel(Kernel):
     async def do_debug_request(self, msg: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(msg, dict):
             return failed({}, "not a DAP request")
+        self._audit_debug(msg)
         return await self._on_main(self.debug.request(msg))
+
+    def _audit_debug(self, msg: dict[str, Any]) -> None:
+        """The debugger's requests that run code in the sandbox (the debug console's
+        expressions, a changed variable) are recorded, as cells are: they are not cells."""
+        if msg.get("command") not in DEBUG_CODE_COMMANDS or self.kaudit is None:
+            return
+        arguments = msg.get("arguments") if isinstance(msg.get("arguments"), dict) else {}
+        code = "; ".join(f"{k}={arguments[k]}" for k in ("expression", "name", "value",
+                                                           "srcVariableName", "dstVariableName")
+                         if isinstance(arguments.get(k), str))
+        user = self.backend.context.user_id if self.backend is not None else \
+            self.user_id or current_user()
+        self.kaudit.kernel_event("debug_code", user, command=str(msg["command"]),
+                                 code=code[:2000])
 
     async def _debug_run(self, dap: dict[str, Any] | None) -> dict[str, Any]:
         try:

@@ -107,6 +107,13 @@ def test_breakpoint_stops_the_cell_and_shows_its_local_variables(debug_kernel: K
     rich = debug(k, "richInspectVariables", {"variableName": "a", "frameId": frames[0]["id"]})
     assert rich["success"] and rich["body"]["data"]["text/plain"] == "2"
 
+    # the debug console runs code in the sandbox: answered, and audited (it is not a cell)
+    result = debug(k, "evaluate", {"expression": "a * 10 + b", "frameId": frames[0]["id"],
+                                   "context": "repl"})
+    assert result["body"]["result"] == "23"
+    assert any(r.get("event") == "debug_code" and r.get("command") == "evaluate"
+               and "a * 10 + b" in r.get("code", "") for r in k.audit())
+
     assert debug(k, "continue", {"threadId": thread})["success"]
     reply = k.shell_reply(msg_id, timeout=TIMEOUT)
     assert reply["content"]["status"] == "ok"
