@@ -59,7 +59,7 @@ def test_breakpoint_and_variables_in_the_jupyterlab_debugger(data_dir: Path,
             assert frame.locator(".jp-DebuggerCallstackFrame-location").inner_text().endswith(
                 f":{BREAK_LINE}")
             assert "sum 42" not in cell.inner_text()  # the cell is held at the breakpoint
-            page.locator("[title^='Continue']").first.click()
+            page.locator("[title^='Continue'] >> visible=true").first.click()
             page.wait_for_selector(".jp-OutputArea-output:has-text('sum 42')")
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
         finally:
