@@ -81,7 +81,9 @@ def test_control_frames_are_served_while_a_run_is_held(monkeypatch: pytest.Monke
         assert recv(host)["values"] == {"ran": "next"}
     finally:
         protocol.send(host, {"op": "exit"})
+        thread.join(10)  # it must end here, while os._exit is still the test's
         host.close()
+    assert not thread.is_alive()
 
 
 class Stop(Exception):
