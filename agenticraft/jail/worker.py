@@ -20,11 +20,14 @@ import contextlib
 import gc
 import io
 import os
+import queue
 import select
 import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, prctl
@@ -66,6 +69,11 @@ class Worker:
         #: A runner forked ahead of time (``_prefork``): the pipe on which it tells its
         #: checkpoint the id of the run it got, before that run's code starts.
         self.announce: int | None = None
+        self._send_lock = threading.Lock()  # frames from several threads never interleave
+        self._kept: list[dict[str, Any]] = []  # events of no run, for the next run (``emit``)
+        #: Once ``listen`` was called a thread reads the channel; the main thread's frames
+        #: come through this queue (None: the main thread reads the channel itself).
+        self._inbox: queue.SimpleQueue[dict[str, Any] | None] | None = None
 
     def serve(self, ready: dict[str, Any]) -> None:
         if self.executor_name == "exec":
@@ -75,10 +83,7 @@ class Worker:
         while True:
             if poll_first:
                 _poll_briefly(self.chan)
-            try:
-                msg = protocol.recv(self.chan)
-            except protocol.ProtocolError:
-                os._exit(3)
+            msg = self.receive()
             if msg is None or msg.get("op") == "exit":
                 _flush()
                 os._exit(0)
@@ -87,21 +92,80 @@ class Worker:
                     with contextlib.suppress(OSError):
                         os.chdir(self.cwd)
                     self.left = False
-                if self.announce is not None:  # forked ahead of time for this run
-                    self._announce(msg)
-                elif msg.get("checkpoint") and not self._fork_runner(msg):
+                # A process whose channel a thread reads cannot fork a runner (the thread
+                # would not be in it): it runs in place (a debugger session's runs do).
+                forked = bool(msg.get("checkpoint")) and self._inbox is None
+                if self.announce is not None:  # a runner forked ahead of time for this run
+                    # (a run in place, unforked: the supervisor ended the checkpoint and made
+                    # this process the live one; it says no run id)
+                    self._announce(msg if forked else None)
+                elif forked and not self._fork_runner(msg):
                     continue  # this process is the checkpoint and was just restored
-                self._run(msg)
+                self._run(msg, forked)
 
-    def emit(self, data: dict[str, Any]) -> None:
+    def emit(self, data: dict[str, Any], keep: bool = False) -> None:
         """Send an executor event (display data, an input request) to the supervisor now,
-        tagged with the run it belongs to (between runs it has none: the host drops it)."""
+        tagged with the run it belongs to (between runs it has none: the host drops it, or,
+        with ``keep``, it is sent when the next run starts)."""
         _flush()
-        protocol.send(self.chan, {"ev": "event", "run": self.run_id, "data": data})
+        with self._send_lock:
+            if self.run_id is None and keep:
+                self._kept.append(data)
+                return
+            protocol.send(self.chan, {"ev": "event", "run": self.run_id, "data": data})
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        with self._send_lock:
+            protocol.send(self.chan, frame)
+
+    def _begin_run(self, run_id: int, forked: bool) -> None:
+        """This run's id tags events from now on; events kept for it go first."""
+        with self._send_lock:
+            self.run_id = run_id
+            if forked:  # a forked runner: tell the supervisor the run has started
+                protocol.send(self.chan, {"ev": "started", "run": run_id, "pid": os.getpid()})
+            kept, self._kept = self._kept, []
+            for data in kept:
+                protocol.send(self.chan, {"ev": "event", "run": run_id, "data": data})
 
     def receive(self) -> dict[str, Any] | None:
         """Block for the supervisor's next message (an input reply, for example)."""
-        return protocol.recv(self.chan)
+        if self._inbox is not None:
+            msg = self._inbox.get()
+            if msg is not None and msg.get("op") == "protocol_error":
+                os._exit(3)
+            return msg
+        try:
+            return protocol.recv(self.chan)
+        except protocol.ProtocolError:
+            os._exit(3)
+
+    def listen(self, on_control: Callable[[dict[str, Any]], None]) -> None:
+        """From now on a thread reads the channel: ``control`` frames go to ``on_control`` at
+        once, even while the main thread is held inside a run (a debugger stopped at a
+        breakpoint); every other frame reaches the main thread, in order, as before. Runs of
+        this process are no longer forked (see ``serve``)."""
+        if self._inbox is not None:
+            return
+        inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._inbox = inbox
+
+        def read() -> None:
+            while True:
+                try:
+                    msg = protocol.recv(self.chan)
+                except protocol.ProtocolError:
+                    inbox.put({"op": "protocol_error"})
+                    return
+                if msg is not None and msg.get("op") == "control":
+                    on_control(msg)
+                    continue
+                inbox.put(msg)
+                if msg is None or msg.get("op") == "exit":
+                    return
+
+        start_sandbox_thread(threading.Thread(target=read, name="agenticraft-control",
+                                              daemon=True))
 
     def _fork_runner(self, msg: dict[str, Any]) -> bool:
         """True in the runner; in the checkpoint, returns False after a rollback.
@@ -124,6 +188,7 @@ class Worker:
                                       "fork_error": str(exc)})
             return False
         if pid == 0:
+            self._send_lock = threading.Lock()  # whoever held it is not in this process
             gc.unfreeze()
             if shim is not None:
                 shim.after_fork()
@@ -189,18 +254,19 @@ class Worker:
         run_id = int(said) if said.isdigit() else None  # None: it died before any run
         protocol.send(self.chan, {"ev": "rolled_back", "run": run_id, "status": status})
 
-    def _announce(self, msg: dict[str, Any]) -> None:
-        """In a runner forked ahead of time: tell the checkpoint which run this is."""
+    def _announce(self, msg: dict[str, Any] | None) -> None:
+        """In a runner forked ahead of time: tell the checkpoint which run this is (None: a
+        run in place, after which this process is the live one; nothing to tell)."""
         fd, self.announce = self.announce, None
         assert fd is not None
-        with contextlib.suppress(OSError):
-            os.write(fd, str(int(msg.get("run") or 0)).encode())
+        if msg is not None:
+            with contextlib.suppress(OSError):
+                os.write(fd, str(int(msg.get("run") or 0)).encode())
         os.close(fd)
 
-    def _run(self, msg: dict[str, Any]) -> None:
-        run_id = self.run_id = msg["run"]
-        if self.runner:  # a forked runner: tell the supervisor the run has started
-            protocol.send(self.chan, {"ev": "started", "run": run_id, "pid": os.getpid()})
+    def _run(self, msg: dict[str, Any], forked: bool = False) -> None:
+        run_id = msg["run"]
+        self._begin_run(run_id, forked)
         reply: dict[str, Any] = {"ev": "done", "run": run_id}
         keep = True
         try:
@@ -234,11 +300,12 @@ class Worker:
                     reply["error"]["evalue"] = f"{reply['error'].get('evalue', '')} ({why})"
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         _flush()
-        self.run_id = None
+        with self._send_lock:
+            self.run_id = None
         self.cwd = _getcwd() or self.cwd
         if msg.get("leave"):
             self._leave()
-        prefork = keep and self.runner and bool(msg.get("prefork")) and _may_prefork()
+        prefork = keep and forked and bool(msg.get("prefork")) and _may_prefork()
         if prefork:  # (tells the supervisor where to find the next runner)
             reply["prefork"] = True
         try:
@@ -247,8 +314,9 @@ class Worker:
             data = protocol.encode({"ev": "done", "run": run_id, "ok": False,
                                     "error": {"ename": "ResultError", "evalue": str(exc),
                                               "traceback": ""}})
-        self.chan.sendall(data)
-        if self.runner and not keep:
+        with self._send_lock:
+            self.chan.sendall(data)
+        if forked and not keep:
             os._exit(0)  # hand the session back to the checkpoint
         if prefork:
             self._prefork()
@@ -312,6 +380,20 @@ def _poll_briefly(chan: socket.socket, seconds: float = 0.0003) -> None:
     end = time.monotonic() + seconds
     while not poller.poll(0) and time.monotonic() < end:
         pass
+
+
+def start_sandbox_thread(thread: threading.Thread) -> None:
+    """Start one of the worker's own threads. It is not the user's: a debugger (pydevd)
+    neither traces nor lists it (as ipykernel marks its IOPub and control threads). It starts
+    with SIGINT blocked (a thread inherits its creator's mask, and one started inside a run
+    has it unblocked), so an interrupt is only ever taken by the main thread inside a run."""
+    thread.pydev_do_not_trace = True  # type: ignore[attr-defined]
+    thread.is_pydev_daemon_thread = True  # type: ignore[attr-defined]
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def egress_shim_active() -> Any:

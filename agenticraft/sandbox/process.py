@@ -179,11 +179,15 @@ class ProcessSession:
     """
 
     def __init__(self, sandbox: ProcessSandbox, ctx: SecurityContext, *,
-                 executor: str | None = None, undo: bool = False) -> None:
+                 executor: str | None = None, undo: bool = False,
+                 loopback: bool = False) -> None:
         self.sandbox = sandbox
         self.context = ctx
         self.executor = executor
         self.keep_undo = undo
+        #: The worker's own network namespace gets its loopback up, with TCP allowed on it (a
+        #: debugger's sockets): still no route out, and nothing of the host's network.
+        self.loopback = loopback
         self._undo_note = UNDO_NEVER if undo else UNDO_OFF  # why there is nothing to undo
         self.handle: WorkerHandle | None = None
         self.supervisor: Supervisor | None = None  # set by start(): the one holding the worker
@@ -191,6 +195,7 @@ class ProcessSession:
         self._interrupt: asyncio.Event | None = None
         self._idle: IdleWatch | None = None
         self._lost: tuple[str, Any, Any] | None = None  # set when killed between runs
+        self._pinned: WorkerHandle | None = None  # the worker that runs all its runs itself
 
     def _watch_idle(self) -> None:
         self._stop_idle()  # never two watches: one left running would judge the next run
@@ -226,6 +231,7 @@ class ProcessSession:
             self.supervisor = await self.sandbox.supervisor_for(self.context)
             profile = self.sandbox.profile_for(self.context, self.executor, self.supervisor)
             profile["undo_state"] = self.keep_undo  # confine reserves its process
+            profile["loopback"] = self.loopback
             self.handle = await self.supervisor.spawn(profile, prefork=False, session=True)
             self.sandbox.manager.audit.record(records.session(self.context.user_id, "started",
                                                               pid=self.handle.pid))
@@ -273,21 +279,37 @@ class ProcessSession:
     async def request(self, code: str, *, on_output: OutputCallback | None = None,
                       on_event: Callable[[dict[str, Any]], Any] | None = None,
                       extra: dict[str, Any] | None = None, limits: ResourceLimits | None = None,
-                      grace: float = 2.0, undoable: bool = True) -> RunReply:
+                      grace: float = 2.0, undoable: bool = True,
+                      checkpoint: bool = True,
+                      pin: Callable[[RunReply], bool] | None = None) -> RunReply:
         """Send an executor-defined request (the kernel's cells, completions, comms) and
         return the executor's reply. Writes no audit record: the caller owns it (the kernel
         records a cell with its kernel id, and does not audit completions). Limits, rollback
         and ``grace`` as in ``run``; ``extra`` goes to the executor with the code.
         ``undoable=False``: the run does not become the one :meth:`undo` takes back (the
-        kernel's completions and comm messages); the undo state stays as it was."""
+        kernel's completions and comm messages); the undo state stays as it was.
+        ``checkpoint=False``: the live worker runs it itself, unforked; a limit then ends the
+        session instead of rolling it back. ``pin(reply)`` true: so do all later runs of this
+        worker (its executor now keeps threads a fork would lose, such as a debugger's): see
+        ``pinned``."""
         ctx = self._context_for(limits)
 
         async def once(handle: WorkerHandle) -> RunReply:
+            forked = checkpoint and handle is not self._pinned
             outcome = await self._exchange(handle, code, ctx, on_output, on_event, extra, grace,
-                                           self.keep_undo and undoable)
-            return to_reply(outcome, self.sandbox.enforced_for(ctx), session=True)
+                                           self.keep_undo and undoable and forked, forked)
+            reply = to_reply(outcome, self.sandbox.enforced_for(ctx), session=True)
+            if pin is not None and handle.alive and pin(reply):
+                self._pinned = handle  # decided in turn: the next run already sees it
+            return reply
 
         return await self._in_turn(once)
+
+    @property
+    def pinned(self) -> bool:
+        """True when the session's worker runs every run itself (see ``request``'s ``pin``)
+        until it is replaced: no rollback and no new undo state until then."""
+        return self.handle is not None and self.handle is self._pinned
 
     async def undo(self) -> None:
         """Go back to the state from before the last run (variables rebound, deleted or mutated
@@ -375,12 +397,12 @@ class ProcessSession:
     async def _exchange(self, handle: WorkerHandle, code: str, ctx: SecurityContext,
                         on_output: OutputCallback | None, on_event: Any,
                         extra: dict[str, Any] | None, grace: float,
-                        keep_undo: bool = False) -> RunOutcome:
+                        keep_undo: bool = False, checkpoint: bool = True) -> RunOutcome:
         assert self.supervisor is not None
         self.sandbox.egress.begin_run(ctx, cell_id=(extra or {}).get("cell_id"))
         try:
             outcome = await self.supervisor.run(
-                handle, code, ctx.resource_limits, on_output=on_output, checkpoint=True,
+                handle, code, ctx.resource_limits, on_output=on_output, checkpoint=checkpoint,
                 extra={**self.sandbox.run_extra(ctx), **(extra or {})},
                 interrupt=self._interrupt, on_event=on_event, grace=grace, keep_undo=keep_undo)
         finally:

@@ -591,6 +591,14 @@ class Supervisor:
                                handle.reserved)
         handle.unit.reset_peak()
         prefork, handle.next_prefork = handle.next_prefork, False
+        if prefork and not checkpoint:
+            # A run in the live process itself (a debugger's request) while the runner forked
+            # ahead for the next run waits: that runner reads the channel, so it becomes the
+            # live process now (its checkpoint holds the same state and ends, as at a promotion).
+            kids = children(handle.pid)
+            if kids:
+                Supervisor._promote(handle, max(kids, key=_birth))
+            prefork = False
         return {"children": set(children(handle.pid)) if checkpoint else set(),
                 "oom": handle.unit.oom_kills(), "cpu": handle.unit.cpu_seconds(),
                 "prefork": checkpoint and prefork}

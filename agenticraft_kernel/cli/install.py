@@ -30,6 +30,18 @@ def spec_dir() -> Path:
                             "missing from this installation")
 
 
+def offers_debugger(python: str, sandbox_type: str | None) -> bool:
+    """The debugger runs in the session's worker: not in restricted kernels, and only with
+    debugpy in the kernel's environment (checked for this interpreter; another one is
+    assumed to have it)."""
+    if sandbox_type == "restricted":
+        return False
+    if python != sys.executable:
+        return True
+    import importlib.util
+    return importlib.util.find_spec("debugpy") is not None
+
+
 def kernel_spec(*, python: str = sys.executable, display_name: str | None = None,
                 sandbox_type: str | None = None, policy_files: Sequence[str] = (),
                 env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -41,6 +53,9 @@ def kernel_spec(*, python: str = sys.executable, display_name: str | None = None
         paths = ", ".join(json.dumps(str(Path(p).resolve())) for p in policy_files)
         argv.append(f"--SecureKernel.policy_files=[{paths}]")
     spec["argv"] = argv
+    # JupyterLab enables its debugger toggle from this field alone (kernel_info then says
+    # whether this sandbox can hold it; requests fail with the reason when it cannot).
+    spec.setdefault("metadata", {})["debugger"] = offers_debugger(python, sandbox_type)
     if display_name:
         spec["display_name"] = display_name
     if env:

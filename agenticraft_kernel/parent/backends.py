@@ -9,6 +9,7 @@ on_event)`` returning a ``RunReply`` (or raising the engine's exceptions), ``int
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +48,8 @@ class SessionBackend:
 
     sandbox_type = "process"
 
-    def __init__(self, manager: SandboxManager, context: SecurityContext) -> None:
+    def __init__(self, manager: SandboxManager, context: SecurityContext,
+                 debugger: bool = True) -> None:
         self.manager = manager
         self.context = context
         if context.sandbox_type == "container":
@@ -55,12 +57,54 @@ class SessionBackend:
         self.session: ProcessSession | None = None
         self._sandbox: ProcessSandbox | None = None
         self._owned = False
+        self.debugger = debugger  # the worker's loopback is up for the debugger's sockets
 
     async def start(self) -> None:
         self._sandbox, self._owned = await process_sandbox(self.manager, self.sandbox_type)
         # undo: the state from before the last cell is kept for %secure_undo
-        self.session = ProcessSession(self._sandbox, self.context, executor=EXECUTOR, undo=True)
+        self.session = ProcessSession(self._sandbox, self.context, executor=EXECUTOR, undo=True,
+                                      loopback=self.debugger)
         await self.session.start()
+
+    def debugger_unavailable(self) -> str | None:
+        """Why the JupyterLab debugger cannot run in this session's sandbox, or None. It needs
+        debugpy, the loopback of the sandbox's own network namespace (never the host's: with
+        network_access=True, or without namespaces, there is none) and a process for
+        debugpy's adapter."""
+        if not self.debugger:
+            return "the debugger is switched off (c.SecureKernel.debugger = False)"
+        if importlib.util.find_spec("debugpy") is None:
+            return "debugpy is not installed in the kernel's environment"
+        handle = self.session.handle if self.session is not None else None
+        applied = (handle.ready.get("applied") or {}) if handle is not None else None
+        # (no worker now: the next run starts one with the same profile)
+        if applied is not None and not (applied.get("namespaces") or {}).get("loopback"):
+            return ("the sandbox has no network namespace of its own with a loopback (the "
+                    "debugger's sockets must not be on the host's network)")
+        if self.context.resource_limits.network_access is True:  # the host's network itself
+            return ("network_access=True puts the sandbox on the host's network (the debugger's "
+                    "sockets must not be there)")
+        if self.context.resource_limits.max_processes < 2:
+            return "max_processes leaves no process for the debugger's adapter"
+        return None
+
+    @property
+    def debugging(self) -> bool:
+        """True once the debugger runs in the session's worker: its threads live in that one
+        process, so runs are not forked from a checkpoint (no rollback, no undo) until the
+        worker is replaced."""
+        return self.session is not None and self.session.pinned
+
+    async def debug(self, dap: dict[str, Any] | None, on_event: OnEvent | None) -> RunReply:
+        """One DAP request between cells (None: only collect replies kept in the worker). Run
+        in the live worker itself; once the worker says its debugger listens, every later run
+        of that worker is too (``ProcessSession.pinned``)."""
+        if self.session is None:
+            raise SandboxError("the sandbox session is not running")
+        return await self.session.request("", on_event=on_event,
+                                          extra={"kind": "debug", "request": dap},
+                                          undoable=False, checkpoint=False,
+                                          pin=lambda reply: bool(reply.reply.get("listening")))
 
     @property
     def pid(self) -> int | None:
@@ -85,6 +129,10 @@ class SessionBackend:
         ``NothingToUndo`` saying why there is none."""
         if self.session is None:
             raise NothingToUndo("the sandbox session is not running")
+        if self.debugging:
+            raise NothingToUndo("the debugger was started in this session, and its cells run "
+                                "without the checkpoint an undo goes back to (restart the "
+                                "kernel to have undo again)")
         await self.session.undo()
 
     def undo_status(self) -> tuple[bool, str]:
@@ -203,8 +251,8 @@ class RestrictedBackend:
         self._sandbox = None
 
 
-def make_backend(manager: SandboxManager, context: SecurityContext) -> SessionBackend | \
-        RestrictedBackend:
+def make_backend(manager: SandboxManager, context: SecurityContext,
+                 debugger: bool = True) -> SessionBackend | RestrictedBackend:
     if context.sandbox_type == "restricted":
         return RestrictedBackend(manager, context)
-    return SessionBackend(manager, context)
+    return SessionBackend(manager, context, debugger)

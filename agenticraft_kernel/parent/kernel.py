@@ -26,7 +26,7 @@ import zmq
 from ipykernel import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 from traitlets import Any as AnyTrait
-from traitlets import Dict, Float, Int, List, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 
 from agenticraft.sandbox import SandboxManager
 from agenticraft.sandbox.result import Output
@@ -48,6 +48,7 @@ from agenticraft_kernel.parent.backends import RestrictedBackend, SessionBackend
 from agenticraft_kernel.parent.cell_audit import KernelAudit
 from agenticraft_kernel.parent.cell_state import CellState
 from agenticraft_kernel.parent.comms import CommTable
+from agenticraft_kernel.parent.debug import DebugRelay, failed
 from agenticraft_kernel.parent.history import CellHistory
 from agenticraft_kernel.parent.kernel_context import PRELOAD, build_request, notebook_defaults
 from agenticraft_kernel.parent.magics import KernelMagics
@@ -65,6 +66,12 @@ from agenticraft_kernel.views.panel import make_panel
 PARENT_ONLY = frozenset({"kernel_info_request", "comm_info_request", "connect_request",
                          "is_complete_request", "history_request"})
 COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
+#: DAP requests that run code in the sandbox (audited as ``debug_code`` session records).
+DEBUG_CODE_COMMANDS = frozenset({"evaluate", "setExpression", "setVariable", "copyToGlobals"})
+#: How long a ``kernel_info`` request waits for the kernel's context to be decided (policy and
+#: limits: whether the debugger can run in its sandbox). Not for the sandbox's start, which may
+#: wait its turn at the start gate; later requests are answered at once.
+KERNEL_INFO_WAIT = 10.0
 LOST_STATE = (" The sandbox session could not be restored and was restarted: variables from "
               "earlier cells are gone.")
 RECENT_CELLS = 20
@@ -113,8 +120,8 @@ class SecureKernel(Kernel):
     ])
 
     msg_types = [*Kernel.msg_types, *sorted(COMM_MESSAGES)]
-    # No debugger and no subshells: only what this kernel really serves.
-    control_msg_types = [*msg_types, "usage_request"]
+    # No subshells: only what this kernel really serves.
+    control_msg_types = [*msg_types, "usage_request", "debug_request"]
 
     # -- configuration (c.SecureKernel.*) --------------------------------------------------------
     sandbox_type = Unicode(None, allow_none=True, help="""Sandbox for cells: "process"
@@ -142,6 +149,10 @@ class SecureKernel(Kernel):
     # thread's one queue, and the parent's own streams are not IOPub streams: nothing to wait
     # for. (0.5 ms asked, ~0.6-1 ms slept, on every cell.)
     _execute_sleep = Float(0.0)
+    enable_debugger = Bool(True, help="""Offer JupyterLab's debugger (debugpy inside the
+        sandbox). It needs TCP on the loopback of the sandbox's own network namespace, so the
+        worker may open INET sockets there (no route leads out of it). False: the worker keeps
+        AF_UNIX sockets only and the kernel advertises no debugger.""").tag(config=True)
 
     # Accepted from IPKernelApp.init_kernel, unused by this kernel.
     user_ns = AnyTrait(None)
@@ -160,6 +171,7 @@ class SecureKernel(Kernel):
         self.kaudit: KernelAudit | None = None
         self._boot: asyncio.Task[None] | None = None
         self._boot_error: BaseException | None = None
+        self._decided = asyncio.Event()  # the context is resolved (or refused): see kernel_info
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self.cell = CellState(self._interrupt_session)
@@ -170,6 +182,9 @@ class SecureKernel(Kernel):
         self.output_policy = OutputPolicy()
         self.stdin_server = StdinServer()
         self._usage = fidelity.SandboxUsage()
+        self._debug_parent: dict[str, Any] = {}
+        self.debug = DebugRelay(self._debug_run, self._debug_send, self._debug_running,
+                                self._publish_debug, lambda: self.output_policy)
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -210,13 +225,15 @@ class SecureKernel(Kernel):
             self.output_policy = OutputPolicy(self.manager.policy.allow_output_scripts)
             ctx = self.manager.authorize(request.context_request(), "execute",
                                          action="kernel_start", limit_overrides=overrides)
-            self.backend = make_backend(self.manager, ctx)
+            self.backend = make_backend(self.manager, ctx, self.enable_debugger)
+            self._decided.set()
             async with StartGate(self.start_slots).slot():
                 await self.backend.start()
             self.kaudit.kernel_event("kernel_started", ctx.user_id, ctx,
                                      worker_pid=self.backend.pid, pid=os.getpid())
         except Exception as exc:
             self._boot_error = exc
+            self._decided.set()
             self.log.error("AgentiCraft Secure could not start its sandbox: %s", exc)
             if self.kaudit is not None:
                 self.kaudit.kernel_event("kernel_refused",
@@ -257,12 +274,33 @@ class SecureKernel(Kernel):
     @property
     def kernel_info(self) -> dict[str, Any]:
         """ipykernel's fields without its feature probe: that imports ipykernel.debugger and
-        with it debugpy (~150 ms holding the GIL, ~8 MB) into a parent that offers no debugger
-        and no subshells."""
+        with it debugpy (~150 ms holding the GIL, ~8 MB) into a parent whose debugger runs in
+        the sandbox. ``debugger`` when the session's sandbox can hold it: as its context and the
+        host predict before the sandbox runs, as the running worker reports after."""
+        backend = self.backend
+        debugger = (isinstance(backend, SessionBackend) and self._boot_error is None
+                    and backend.debugger_unavailable() is None)
         return {"protocol_version": kernel_protocol_version, "implementation": self.implementation,
                 "implementation_version": self.implementation_version,
                 "language_info": self.language_info, "banner": self.banner,
-                "help_links": self.help_links, "supported_features": []}
+                "help_links": self.help_links,
+                "supported_features": ["debugger"] if debugger else []}
+
+    async def kernel_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        """As ipykernel's, once the kernel's context is decided (at most ``KERNEL_INFO_WAIT``;
+        milliseconds, not the sandbox's start): JupyterLab reads ``supported_features`` once,
+        from the first reply."""
+        if not self._decided.is_set() and self.enable_debugger:
+            with contextlib.suppress(Exception):
+                await self._on_main(asyncio.wait_for(self._decided.wait(), KERNEL_INFO_WAIT))
+        await super().kernel_info_request(stream, ident, parent)
+
+    async def _on_main(self, coro: Any) -> Any:
+        """Await ``coro`` on the kernel's main loop (control requests run on their own)."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and asyncio.get_running_loop() is not loop:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        return await coro
 
     # -- concurrency: parent-only requests never wait for a running cell -------------------------
     async def shell_main(self, subshell_id: str | None, msg: Any) -> None:
@@ -322,7 +360,7 @@ class SecureKernel(Kernel):
 
         return Relay(publish, on_input if ident is not None else None, self.comms.track,
                      self.cell.started, blocked=self.comms.is_parent, policy=self.output_policy,
-                     model_of=self.comms.model_of)
+                     model_of=self.comms.model_of, on_debug=self.debug.from_worker)
 
     def publish_update(self, display_id: str, data: dict[str, Any]) -> None:
         """Refresh a display the parent made (the text panel's updates)."""
@@ -619,6 +657,71 @@ class SecureKernel(Kernel):
         assert self.session is not None
         self.session.send(stream, "comm_info_reply",
                           {"status": "ok", "comms": self.comms.listing(target)}, parent, ident)
+
+    # -- the debugger (JupyterLab's; it runs in the sandbox, see parent/debug.py) ----------------
+    async def debug_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        self._debug_parent = parent
+        await super().debug_request(stream, ident, parent)
+
+    async def do_debug_request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(msg, dict):
+            return failed({}, "not a DAP request")
+        self._audit_debug(msg)
+        return await self._on_main(self.debug.request(msg))
+
+    def _audit_debug(self, msg: dict[str, Any]) -> None:
+        """The debugger's requests that run code in the sandbox (the debug console's
+        expressions, a changed variable) are recorded, as cells are: they are not cells."""
+        if msg.get("command") not in DEBUG_CODE_COMMANDS or self.kaudit is None:
+            return
+        arguments = msg.get("arguments") if isinstance(msg.get("arguments"), dict) else {}
+        code = "; ".join(f"{k}={arguments[k]}" for k in ("expression", "name", "value",
+                                                           "srcVariableName", "dstVariableName")
+                         if isinstance(arguments.get(k), str))
+        user = self.backend.context.user_id if self.backend is not None else \
+            self.user_id or current_user()
+        self.kaudit.kernel_event("debug_code", user, command=str(msg["command"]),
+                                 code=code[:2000])
+
+    async def _debug_run(self, dap: dict[str, Any] | None) -> dict[str, Any]:
+        try:
+            backend = await self._ready()
+        except Exception as exc:
+            return failed(dap or {}, f"the sandbox is not running ({type(exc).__name__})")
+        if not isinstance(backend, SessionBackend):
+            return failed(dap or {}, "a restricted kernel has no debugger")
+        reason = backend.debugger_unavailable()
+        if reason is not None:
+            return failed(dap or {}, f"no debugger here: {reason}")
+        relay = self._relay(self._debug_parent)
+        try:
+            result = await backend.debug(dap, relay.event)
+        except Exception as exc:
+            self.log.warning("debug request failed in the sandbox: %s", exc)
+            return failed(dap or {}, f"the sandbox failed ({type(exc).__name__}: {exc})")
+        finally:
+            relay.close()
+        reply = result.reply.get("reply") if result.success else None
+        if isinstance(reply, dict) or dap is None:
+            return reply or {}
+        self.log.warning("debug request failed in the sandbox: %s %s", result.error, result.reply)
+        return failed(dap, "the sandbox gave no reply" + (
+            f" ({result.error.ename}: {result.error.evalue})" if result.error else ""))
+
+    def _debug_send(self, frame: dict[str, Any]) -> None:
+        if self.backend is None:
+            raise SandboxError("the sandbox session is not running")
+        self.backend.send(frame)
+
+    def _debug_running(self) -> bool:
+        """A cell (or another debug request) runs in a worker that holds the debugger."""
+        backend = self.backend
+        return isinstance(backend, SessionBackend) and backend.running and backend.debugging
+
+    def _publish_debug(self, content: dict[str, Any]) -> None:
+        assert self.session is not None
+        self.session.send(self.iopub_socket, "debug_event", content, parent=self._debug_parent,
+                          ident=self._topic("debug_event"))
 
     # -- usage (jupyter-resource-usage), exit() --------------------------------------------------
     async def usage_request(self, stream: Any, ident: Any, parent: Any) -> None:

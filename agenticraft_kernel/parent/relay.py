@@ -26,6 +26,8 @@ STREAM_FLUSH_DELAY = 0.02
 #: Worker event types that are IOPub messages of the same name.
 IOPUB_EVENTS = ("display_data", "update_display_data", "execute_result", "clear_output", "error",
                 "comm_open", "comm_msg", "comm_close")
+#: The debugger's events: not under the request's header (see ``parent.debug``).
+DEBUG_EVENTS = frozenset({"debug_event", "debug_reply"})
 #: Events whose ``data`` is a mime bundle the browser renders.
 BUNDLE_EVENTS = frozenset({"display_data", "update_display_data", "execute_result"})
 #: The payload kinds ipykernel sends; anything else in a worker's reply is dropped.
@@ -44,8 +46,10 @@ class Relay:
                  on_started: Callable[[], None] | None = None,
                  blocked: Callable[[str], bool] | None = None,
                  policy: OutputPolicy | None = None,
-                 model_of: Callable[[str], str | None] | None = None) -> None:
+                 model_of: Callable[[str], str | None] | None = None,
+                 on_debug: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self._publish = publish
+        self.on_debug = on_debug  # the debugger's events and replies (not this request's)
         self.model_of = model_of  # a comm's widget model (HTML widgets are cleaned)
         self.policy = policy or OutputPolicy()
         self.removed: list[str] = []
@@ -166,6 +170,10 @@ class Relay:
             self.flush()
             if self.on_input is not None:
                 self.on_input(str(event.get("prompt", "")), bool(event.get("password", False)))
+            return
+        if kind in DEBUG_EVENTS:
+            if self.on_debug is not None:
+                self.on_debug(str(kind), event)
             return
         if kind not in IOPUB_EVENTS:
             return

@@ -22,6 +22,7 @@ from typing import Any
 
 from ipykernel.iostream import OutStream
 
+from agenticraft.jail.worker import start_sandbox_thread
 from agenticraft.wire.streams import StreamBatch
 
 FLUSH_INTERVAL = 0.05
@@ -83,7 +84,7 @@ class Channel:
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._flusher, name="agenticraft-flush",
                                             daemon=True)
-            self._thread.start()
+            start_sandbox_thread(self._thread)  # not the user's: hidden from the debugger
 
     def _flusher(self) -> None:
         with self._lock:
@@ -127,24 +128,29 @@ class Channel:
         with self._lock:
             self._flush_locked()
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: dict[str, Any], keep: bool = False) -> None:
+        """Send one event now. ``keep``: an event of no run (the debugger's reply to a request
+        made while a cell ran, ready after it ended) goes with the next run instead."""
         if self.detached:
             return
         with self._lock:
             self._flush_locked()
-            self._send(event)
+            self._send(event, keep)
 
     def _flush_locked(self) -> None:
         self._last = time.monotonic()
         for name, text in self._pending.drain():
             self._send({"type": "stream", "name": name, "text": text})
 
-    def _send(self, event: dict[str, Any]) -> None:
+    def _send(self, event: dict[str, Any], keep: bool = False) -> None:
         main = threading.current_thread() is threading.main_thread()
         if main:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            self.worker.emit(event)
+            if keep:
+                self.worker.emit(event, keep=True)
+            else:
+                self.worker.emit(event)
         finally:
             if main:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

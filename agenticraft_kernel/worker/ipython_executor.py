@@ -32,6 +32,8 @@ class IPythonExecutor:
         self.channel: Channel | None = None
         self.kernel: Any = None
         self.shell: Any = None
+        self.debugger: Any = None  # the JupyterLab debugger (see ``_debug``)
+        self._listening = False  # a thread reads the channel: this process runs its runs
 
     def attach(self, worker: Any) -> None:
         self.worker = worker
@@ -81,6 +83,7 @@ class IPythonExecutor:
         from agenticraft_kernel.worker.magics import KernelAnsweredMagics
         self.shell.register_magics(KernelAnsweredMagics)
         self.comm_manager = self.kernel.comm_manager
+        _stable_cell_files()
 
     # -- kinds -----------------------------------------------------------------------------------
     def _execute(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +212,32 @@ class IPythonExecutor:
             for cid, c in self.comm_manager.comms.items()
             if target is None or c.target_name == target}}
 
+    def _debug(self, code: str, request: dict[str, Any]) -> dict[str, Any]:
+        """One DAP request between cells (see ``worker.debugger``). ``initialize`` starts
+        debugpy; from then on a thread reads the channel, so that requests reach the debugger
+        while a cell is held at a breakpoint, and this process runs every later run itself
+        (``listening`` tells the session so). Before that only ``debugInfo`` is answered (what
+        JupyterLab asks every kernel it opens): nothing is started or imported for it."""
+        dap = request.get("request")
+        if not isinstance(dap, dict):  # only delivers replies kept since the last run
+            return {"status": "ok", "reply": None, "listening": self._listening}
+        if self.debugger is None and dap.get("command") != "initialize":
+            from agenticraft_kernel.worker.debugger import idle_reply
+            return {"status": "ok", "reply": idle_reply(dap), "listening": False}
+        if self.debugger is None:
+            from agenticraft_kernel.worker.debugger import SandboxDebugger
+            assert self.channel is not None
+            try:
+                self.debugger = SandboxDebugger(self.channel.emit)
+            except Exception as exc:
+                return {"status": "ok", "listening": False, "reply": {
+                    "type": "response", "request_seq": dap.get("seq", 0), "success": False,
+                    "command": dap.get("command", ""),
+                    "message": f"the debugger cannot start in this sandbox: {exc}"}}
+            self.worker.listen(self.debugger.control)
+            self._listening = True
+        return {"status": "ok", "reply": self.debugger.request(dap), "listening": True}
+
     # -- stdin -----------------------------------------------------------------------------------
     def _ask(self, prompt: str, password: bool) -> str:
         """ipykernel's ``_input_request``: the parent asks the frontend on the stdin channel."""
@@ -224,6 +253,16 @@ class IPythonExecutor:
         if value == "\x04":
             raise EOFError
         return value
+
+
+def _stable_cell_files() -> None:
+    """Cells compile to ``<tmp>/ipykernel_<pid>/<hash>.py`` (ipykernel's ``XCachingCompiler``),
+    the names the debugger's breakpoints use. Each cell runs in a process forked for it, so the
+    pid is fixed once, here: a function defined by an earlier cell keeps the file name that a
+    breakpoint set in that cell's source names."""
+    from ipykernel import compiler
+    directory = compiler.get_tmp_directory()
+    compiler.get_tmp_directory = lambda: directory
 
 
 def limit_exceeded(exc: BaseException, limits: dict[str, Any]) -> BaseException:

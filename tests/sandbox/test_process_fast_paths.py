@@ -63,6 +63,21 @@ async def test_a_preforked_runner_over_a_limit_rolls_back_and_the_session_goes_o
     assert (await session.run("x = 'next'"))["x"] == "next"
 
 
+async def test_a_run_in_place_while_a_runner_waits_makes_that_runner_the_live_one(session):
+    # A request run unforked (a debugger's) reaches the runner forked ahead of time, which reads
+    # the channel: it becomes the live process, and the next cell forks from it as usual.
+    await session.run("x = 1")
+    assert session.handle.next_prefork
+    waiting = _children_soon(session.handle.pid)
+    assert len(waiting) == 1
+    await session.request("import os\nx += 10\nme = os.getpid()", checkpoint=False)
+    assert session.handle.pid == waiting[0]
+    result = await session.run("y = x\nagain = me")
+    assert result["y"] == 11
+    assert result["again"] == _inner(waiting[0])
+    assert (await session.run("z = y + 1"))["z"] == 12
+
+
 async def test_a_thread_left_running_keeps_the_fork_at_the_start_of_the_run(session):
     # A thread may change the state between runs: the next run must start from the state as it
     # is when the run comes, so no runner is forked ahead of time.

@@ -43,7 +43,9 @@ def confine(
     # Without a namespace of its own, INET sockets would reach the host's network: not allowed,
     # unless this process already runs in a namespace without a route out (``isolated_network``:
     # a container with network_mode none, whose loopback the shim then listens on).
-    egress = bool(profile.get("egress_socket")) and (
+    # ``loopback`` (a debugger session: debugpy and its adapter talk TCP on loopback): the
+    # same own namespace with nothing but loopback, and no proxy at all.
+    egress = bool(profile.get("egress_socket") or profile.get("loopback")) and (
         "namespaces" in active or bool(profile.get("isolated_network")))
     private_root = "namespaces" in active and "mounts" in active and bool(profile.get("scratch"))
     # With a PID namespace the keeper and the init (``pidns``) are processes of the sandbox too.

@@ -38,7 +38,7 @@ def test_install_prefix_name_display_name(tmp_path: Path) -> None:
     assert "{connection_file}" in spec["argv"]
     assert spec["display_name"] == "Secure (class)"
     assert spec["language"] == "python" and spec["interrupt_mode"] == "signal"
-    assert spec["metadata"]["debugger"] is False
+    assert spec["metadata"]["debugger"] is True  # JupyterLab's toggle reads it (debugpy here)
     assert f"--SecureKernel.policy_files=[{json.dumps(str(policy))}]" in spec["argv"]
     assert spec["env"] == {"AGENTICRAFT_DEFAULT_TIMEOUT_SECONDS": "20"}
     assert {p.name for p in dest.iterdir()} >= {"kernel.json", "logo-32x32.png",
@@ -64,3 +64,11 @@ def test_shipped_kernelspec_matches_installer() -> None:
     shipped = json.loads((REPO / "agenticraft_kernel" / "kernelspec" / "kernel.json").read_text())
     assert shipped["argv"][1:] == ["-P", "-m", "agenticraft_kernel.parent.app", "-f",
                                    "{connection_file}"]
+
+
+def test_the_spec_offers_the_debugger_only_where_it_can_run() -> None:
+    """JupyterLab enables its debugger toggle from ``metadata.debugger`` alone: a restricted
+    kernel has no session worker to hold a debugger."""
+    from agenticraft_kernel.cli.install import kernel_spec
+    assert kernel_spec()["metadata"]["debugger"] is True
+    assert kernel_spec(sandbox_type="restricted")["metadata"]["debugger"] is False

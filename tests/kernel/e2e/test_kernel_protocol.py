@@ -18,8 +18,8 @@ def test_kernel_info_advertises_only_real_features(kernel: Kernel) -> None:
     content = reply["content"]
     assert content["implementation"] == "agenticraft-secure"
     assert content["language_info"]["name"] == "python"
-    assert "debugger" not in content["supported_features"]
-    assert "kernel subshells" not in content["supported_features"]
+    # the debugger where the sandbox can hold it (tests/kernel/e2e/test_debugger.py)
+    assert set(content["supported_features"]) <= {"debugger"}
 
 
 def test_ipython_semantics(kernel: Kernel) -> None:

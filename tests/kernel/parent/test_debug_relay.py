@@ -1,0 +1,129 @@
+"""``DebugRelay``: the parent's side of the debugger trusts nothing the worker sends. A reply is
+taken only for a request that waits for one, only as a response to that request; a rich variable
+view is cleaned like any output; a worker that does not answer gets the frontend a failed
+response, never a hang; a reply that comes after its cell ended is collected with a run."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agenticraft_kernel.parent import debug as debug_module
+from agenticraft_kernel.parent.debug import DebugRelay
+from agenticraft_kernel.parent.output_policy import OutputPolicy
+
+SCRIPT = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+
+
+class Worker:
+    """A fake worker: ``running`` says whether a cell runs; control frames are recorded."""
+
+    def __init__(self, running: bool = True) -> None:
+        self.running = running
+        self.sent: list[dict[str, Any]] = []
+        self.runs: list[dict[str, Any] | None] = []
+        self.published: list[dict[str, Any]] = []
+        self.answer: Any = None
+        self.sent_event = asyncio.Event()
+
+    async def run(self, dap: dict[str, Any] | None) -> Any:
+        self.runs.append(dap)
+        return self.answer
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.sent.append(frame)
+        self.sent_event.set()
+
+    def relay(self) -> DebugRelay:
+        return DebugRelay(self.run, self.send, lambda: self.running, self.published.append,
+                          OutputPolicy)
+
+
+def request(command: str, **arguments: Any) -> dict[str, Any]:
+    return {"type": "request", "seq": 7, "command": command, "arguments": arguments}
+
+
+async def test_between_cells_a_request_is_a_run_and_its_reply_is_checked() -> None:
+    worker = Worker(running=False)
+    relay = worker.relay()
+    worker.answer = {"type": "response", "command": "debugInfo", "success": True}
+    assert (await relay.request(request("debugInfo")))["success"]
+    worker.answer = {"type": "response", "command": "setBreakpoints", "success": True}
+    reply = await relay.request(request("debugInfo"))
+    assert not reply["success"] and "another debugger request" in reply["message"]
+    worker.answer = "not a dict"
+    assert not (await relay.request(request("debugInfo")))["success"]
+
+
+async def test_while_a_cell_runs_only_the_awaited_reply_is_taken() -> None:
+    worker = Worker()
+    relay = worker.relay()
+    task = asyncio.ensure_future(relay.request(request("stackTrace", threadId=1)))
+    await worker.sent_event.wait()
+    frame = worker.sent[0]
+    assert frame["op"] == "control" and frame["request"]["command"] == "stackTrace"
+    relay.from_worker("debug_reply", {"id": frame["id"] + 1, "content": {"command": "x"}})
+    relay.from_worker("debug_reply", {"id": str(frame["id"]), "content": {}})  # not an int
+    relay.from_worker("debug_reply", {"id": frame["id"], "content": "forged"})
+    assert not task.done()
+    relay.from_worker("debug_reply", {"id": frame["id"], "content": {
+        "type": "response", "command": "stackTrace", "success": True, "body": {}}})
+    assert (await task)["success"]
+    relay.from_worker("debug_reply", {"id": frame["id"], "content": {"command": "stackTrace"}})
+
+
+async def test_rich_variable_views_are_cleaned_like_outputs() -> None:
+    worker = Worker()
+    relay = worker.relay()
+    task = asyncio.ensure_future(relay.request(request("richInspectVariables",
+                                                       variableName="x")))
+    await worker.sent_event.wait()
+    relay.from_worker("debug_reply", {"id": worker.sent[0]["id"], "content": {
+        "type": "response", "command": "richInspectVariables", "success": True,
+        "body": {"data": {"text/html": SCRIPT, "text/plain": "x"},
+                 "metadata": {"text/html": {}, "other": 1}}}})
+    body = (await task)["body"]
+    assert "onerror" not in str(body) and "<script" not in str(body)
+    assert body["data"]["text/plain"] == "x"
+    assert set(body["metadata"]) <= set(body["data"])
+
+
+async def test_events_are_published_only_as_dap_events() -> None:
+    worker = Worker()
+    relay = worker.relay()
+    relay.from_worker("debug_event", {"content": {"type": "event", "event": "stopped",
+                                                  "body": {"threadId": 1}}})
+    relay.from_worker("debug_event", {"content": {"type": "response", "event": "stopped"}})
+    relay.from_worker("debug_event", {"content": ["not", "a", "dict"]})
+    assert [e["event"] for e in worker.published] == ["stopped"]
+
+
+async def test_a_silent_worker_gets_a_failed_response(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(debug_module, "REPLY_TIMEOUT", 0.2)
+    monkeypatch.setattr(debug_module, "COLLECT_EVERY", 0.05)
+    worker = Worker()
+    reply = await worker.relay().request(request("continue", threadId=1))
+    assert not reply["success"] and "in time" in reply["message"]
+    assert worker.runs == []  # the cell still runs: nothing to collect with
+
+
+async def test_a_reply_after_its_cell_ended_is_collected_with_a_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(debug_module, "COLLECT_EVERY", 0.05)
+    worker = Worker()
+    relay = worker.relay()
+
+    async def collect(dap: dict[str, Any] | None) -> Any:
+        worker.runs.append(dap)  # the worker sends the kept reply with this run
+        relay.from_worker("debug_reply", {"id": worker.sent[0]["id"], "content": {
+            "type": "response", "command": "next", "success": True}})
+        return {}
+
+    relay._run = collect
+    task = asyncio.ensure_future(relay.request(request("next", threadId=1)))
+    await worker.sent_event.wait()
+    worker.running = False  # the cell ended before the reply came
+    assert (await task)["success"]
+    assert worker.runs == [None]
