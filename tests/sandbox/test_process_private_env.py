@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +62,26 @@ async def fs_sandbox(tmp_path):
     await sandbox.start()
     yield sandbox, work
     await sandbox.close()
+
+
+@pytest.fixture(params=["under /tmp", "outside /tmp"])
+async def fs_sandbox_anywhere(request, tmp_path):
+    """As ``fs_sandbox``, with the working directory under /tmp (the sandbox's own /tmp is
+    granted as a whole) and outside it (/var/tmp: granted only as the working directory, as a
+    notebook's directory in a home is)."""
+    from agenticraft.sandbox.process import ProcessSandbox
+
+    if request.param == "under /tmp":
+        work = tmp_path / "work"
+        work.mkdir()
+    else:
+        work = Path(tempfile.mkdtemp(prefix="acs-work-", dir="/var/tmp"))
+    sandbox = ProcessSandbox(make_manager(work))
+    await sandbox.start()
+    yield sandbox, work
+    await sandbox.close()
+    if request.param != "under /tmp":
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def fs_context(work: Path, *, write: bool = False, **limits) -> SecurityContext:
@@ -495,11 +516,12 @@ def replace_on_host(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-async def test_long_session_sees_host_renames_and_new_names(fs_sandbox):
+async def test_long_session_sees_host_renames_and_new_names(fs_sandbox_anywhere):
     """overlayfs caches lookups of its lower layer: a file the session opened that the host then
     replaces by rename, and a name looked up before the host created it, must still show the
-    host's state in the next cell (each session cell gets a fresh overlay)."""
-    sandbox, work = fs_sandbox
+    host's state in the next cell (each session cell gets a fresh overlay, which Landlock grants
+    wherever the working directory lies)."""
+    sandbox, work = fs_sandbox_anywhere
     (work / "data.csv").write_text("v1")
     (work / "sub").mkdir()
     (work / "sub" / "inner.txt").write_text("inner v1")

@@ -100,6 +100,9 @@ def confine(
             nproc_baseline=held + (helpers if "namespaces" in active
                                    else profile.get("nproc_baseline", 0)),
         )
+    # The overlays' mount points: Landlock grants a writable working directory there, so a
+    # session's renewed overlay (other inodes, same mount point) is granted too.
+    anchors = mounts.take_anchors() if private_root else []
     if "landlock" in active:
         own = ["/tmp", "/dev/shm", "/dev/pts"] if private_root else []  # private tmpfs, devpts
         # The sandbox's own /proc shows only its own processes: readable as a whole.
@@ -110,7 +113,10 @@ def confine(
             allow_tcp=network or egress,
             deny_paths=profile.get("deny_paths", ()),
             scope=True,
+            write_fds=anchors,
         )
+    for fd in anchors:
+        _close(fd)
     if "seccomp" in active:
         applied["seccomp"] = seccomp.apply(
             network_access=True if network else seccomp.INET_ONLY if egress else False,

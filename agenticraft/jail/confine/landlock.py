@@ -305,32 +305,36 @@ class _RuleBuilder:
             self.skipped.append(report_as)
             return
         try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISLNK(mode):
-                # Only reached with follow=False: never grant a link's target from a walk.
-                return
-            access &= self.handled_fs
-            if not stat.S_ISDIR(mode):
-                access &= ACCESS_FILE
-            if not access:
-                return
-            attr = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
-            try:
-                syscall(
-                    SYS_LANDLOCK_ADD_RULE,
-                    ctypes.c_int(self.ruleset_fd),
-                    ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
-                    ctypes.byref(attr),
-                    ctypes.c_uint32(0),
-                )
-            except OSError as exc:
-                raise OSError(
-                    exc.errno,
-                    f"landlock_add_rule({path!r}, access={access:#x}) failed: {exc.strerror}",
-                ) from None
-            self.rules += 1
+            self.add_fd(fd, access, path)
         finally:
             os.close(fd)
+
+    def add_fd(self, fd: int, access: int, path: str) -> None:
+        """The rule for the file ``fd`` (an ``O_PATH`` descriptor) is open on."""
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISLNK(mode):
+            # Only reached with follow=False: never grant a link's target from a walk.
+            return
+        access &= self.handled_fs
+        if not stat.S_ISDIR(mode):
+            access &= ACCESS_FILE
+        if not access:
+            return
+        attr = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
+        try:
+            syscall(
+                SYS_LANDLOCK_ADD_RULE,
+                ctypes.c_int(self.ruleset_fd),
+                ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
+                ctypes.byref(attr),
+                ctypes.c_uint32(0),
+            )
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"landlock_add_rule({path!r}, access={access:#x}) failed: {exc.strerror}",
+            ) from None
+        self.rules += 1
 
     def add_root_excluding(self, root: str, denied: list[str], access: int) -> None:
         """Grant everything below directory ``root`` except the ``denied`` subtrees."""
@@ -366,6 +370,7 @@ def apply(
     allow_tcp: bool,
     deny_paths: Sequence[str | os.PathLike[str]] = (),
     scope: bool = True,
+    write_fds: Iterable[int] = (),
 ) -> dict[str, Any]:
     """Restrict the calling (single-threaded) process with Landlock, best effort per ABI.
 
@@ -375,7 +380,9 @@ def apply(
     ``scope`` tells whether abstract-unix-socket and signal scoping is in force,
     ``skipped`` lists paths that could not be opened (typically nonexistent) and got no
     rule and ``denied_roots`` lists allowed roots dropped because they lie inside a denied
-    path.  Raises :class:`OSError` if Landlock is unavailable or cannot be enforced.
+    path. ``write_fds``: directories, as open descriptors, granted like ``write_paths`` (one
+    that no path may name when the rule is needed: see ``mounts.take_anchors``). Raises
+    :class:`OSError` if Landlock is unavailable or cannot be enforced.
     """
     for name, value in (
         ("read_paths", read_paths),
@@ -444,6 +451,8 @@ def apply(
                 builder.add_root_excluding(root, inner, access)
             else:
                 builder.add_path(root, access, follow=True, report_as=shown)
+        for fd in write_fds:
+            builder.add_fd(fd, handled_fs, f"/proc/self/fd/{fd}")
 
         set_no_new_privs()
         try:

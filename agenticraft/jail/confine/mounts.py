@@ -251,6 +251,9 @@ def _populate(plan: Mapping[str, Any], root: str, data: str, own_proc: bool,
         if writable and overlays is not None and os.path.isdir(path):
             try:
                 overlays.append((path, *overlay(path, root + path, f"{data}/wd{len(overlays)}")))
+                if renewable(path):
+                    ANCHORS.append(os.open(os.path.dirname(root + path),
+                                           os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
                 continue
             except OSError as exc:
                 unbounded.append(f"{path}: {exc.strerror or exc}")
@@ -327,6 +330,32 @@ def hand_over(sock_fd: int, overlays: list[tuple[str, int, int]], *, renew: bool
         sock.close()
 
 
+#: Descriptors of the directories that hold an overlay's mount point (in the new root's own
+#: read-only tmpfs, kept by ``_populate`` for ``take_anchors``).
+ANCHORS: list[int] = []
+
+
+def renewable(path: str) -> bool:
+    """Whether the overlay of working directory ``path`` can be renewed per session cell
+    (``renew``): Landlock must then grant it through the directory holding its mount point
+    (see ``take_anchors``), which must not be the new root itself."""
+    return os.path.dirname(path.rstrip("/")) != "/"
+
+
+def take_anchors() -> list[int]:
+    """The directories holding the overlays' mount points, as descriptors (the caller closes
+    them), for Landlock to grant the working directories through. A rule is tied to an inode,
+    and a renewed overlay (``renew``) has other inodes than the one Landlock saw; the access
+    check walks up from a file through the overlay's root to the mount point, skips that (a
+    covered mount point) and checks its parent, which stays. That parent lies in the new
+    root's read-only tmpfs and holds only mount points of paths the profile allows (with the
+    mounts' own read-only or read-write state), so granting it adds no reach of its own; the
+    new root itself is never an anchor (``renewable``)."""
+    taken = list(ANCHORS)
+    ANCHORS.clear()
+    return taken
+
+
 # -- a fresh overlay per session cell (in the keeper) ----------------------------------------------
 #: Names of the layer directories the keeper made on the private tmpfs (``ov<n>``).
 _renewed = [0]
@@ -399,6 +428,8 @@ def renew(plan: Mapping[str, Any], path: str, old_upper: int, parent: int, *,
     if any(_within(p, path) for p, _ in plan["links"]) or any(
             p != path and _within(p, path) for p, _ in plan["binds"]):
         raise OSError(errno.ENOTSUP, "other mounts or links lie inside this directory")
+    if not renewable(path):
+        raise OSError(errno.ENOTSUP, "a working directory at the top of the file system")
     flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
     layers_fd = os.open("..", flags, dir_fd=old_upper)
     data_fd = os.open("..", flags, dir_fd=layers_fd)
