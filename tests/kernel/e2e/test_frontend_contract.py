@@ -26,6 +26,9 @@ USAGE_KEYS = {"hostname", "pid", "kernel_cpu", "kernel_memory", "cpu_count",
               "host_virtual_memory"}
 
 
+MB = 1024 * 1024
+
+
 def usage(k: Kernel) -> dict[str, Any]:
     msg = k.kc.session.msg("usage_request", {})
     k.kc.control_channel.send(msg)
@@ -71,7 +74,13 @@ def test_usage_reply_has_ipykernels_shape_and_measures_the_sandbox(fresh: Kernel
     # 300 MB held by the session's variables show up in the reply; the parent's own memory
     # does not change.
     fresh.value("blob = bytearray(300 * 1024 * 1024); len(blob)")
-    after = usage(fresh)
+    # Right after a cell the session forks the next cell's runner (issue 11), which shares the
+    # pages: while that fork is under way the parent's PSS is already split and the child not
+    # yet listed. Ask again until the figure settles (jupyter-resource-usage polls too).
+    deadline = time.monotonic() + 10
+    while (after := usage(fresh))["kernel_memory"] - before["kernel_memory"] <= 250 * MB:
+        if time.monotonic() > deadline:
+            break
     assert after["kernel_memory"] - before["kernel_memory"] > 250 * 1024 * 1024
     assert parent.memory_info().rss < 250 * 1024 * 1024
 
