@@ -70,6 +70,11 @@ PODMAN_NPROC = 32768
 
 
 
+#: ``nproc_baseline`` of a container's workers (see ``profile_for``): RLIMIT_NPROC then stays
+#: at the container's own limit (``ulimits``) unless the worker has its own user namespace.
+UNCOUNTED_NPROC = 1 << 22
+
+
 def ulimits(podman: bool) -> list[Any]:
     """The rlimits every container gets (the Docker SDK's ``ulimits``)."""
     from docker.types import Ulimit
@@ -468,6 +473,12 @@ class ContainerSandbox(ProcessSandbox):
         # bound in (the working directory) exist in the container: they stay protected.
         profile["deny_paths"] = [p for p in profile["deny_paths"] if any(
             o and (p == o or p.startswith(o.rstrip("/") + "/")) for o in own)]
+        # Without a user namespace of its own (the engine's default seccomp profile refuses
+        # one), RLIMIT_NPROC counts every process of the container's uid on the host, those
+        # of other containers and idle workers included: a per-run bound of max_processes
+        # would refuse a new worker its own threads. There the container's pids ceiling bounds
+        # the processes (what the report says); the rlimit stays at the container's own.
+        profile["nproc_baseline"] = UNCOUNTED_NPROC
         return profile
 
     def host_report(self) -> dict[str, str]:

@@ -462,18 +462,47 @@ def _copy_entry(src_parent: int, dst_parent: int, name: str, st: os.stat_result,
 
 
 def _copy_data(src: int, dst: int, size: int) -> int:
-    """In the kernel (sendfile: the upper layer is a tmpfs, the host another filesystem, so
-    copy_file_range would refuse), read/write where sendfile cannot."""
+    """Copy the file's data, keeping its holes (``dst`` is new or truncated): a sparse file
+    takes almost no room on the sandbox's tmpfs, so the quota would not bound what writing
+    it out in full costs the host (a cell could make many files of max_file_size_mb each for
+    a few kilobytes). Returns the bytes of data copied."""
     copied = 0
+    position = 0
+    while position < size:
+        try:
+            start = os.lseek(src, position, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole from here to the end
+                break
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            start = position  # no hole reporting here: copy it all
+            end = size
+        else:
+            end = min(os.lseek(src, start, os.SEEK_HOLE), size)
+        copied += _copy_range(src, dst, start, end)
+        position = end
+    os.ftruncate(dst, size)
+    return copied
+
+
+def _copy_range(src: int, dst: int, start: int, end: int) -> int:
+    """Bytes ``start``..``end`` of ``src`` to the same place in ``dst``: in the kernel
+    (sendfile: the upper layer is a tmpfs, the host another filesystem, so copy_file_range
+    would refuse), with pread/pwrite where sendfile cannot."""
+    copied = 0
+    os.lseek(dst, start, os.SEEK_SET)
     try:
-        while n := os.sendfile(dst, src, None, max(size - copied, 1 << 20)):
+        while start + copied < end and (
+                n := os.sendfile(dst, src, start + copied, min(end - start - copied, 1 << 24))):
             copied += n
         return copied
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) or copied:
             raise
-    while chunk := os.read(src, 1 << 20):
-        os.write(dst, chunk)
+    while start + copied < end and (
+            chunk := os.pread(src, min(end - start - copied, 1 << 20), start + copied)):
+        os.pwrite(dst, chunk, start + copied)
         copied += len(chunk)
     return copied
 

@@ -357,6 +357,28 @@ async def test_working_directory_unlinked_open_files_count(fs_sandbox):
     assert info.value.limit == "max_file_size_mb" and "quota" in str(info.value)
 
 
+async def test_sparse_files_reach_the_host_without_their_holes_filled(fs_sandbox):
+    """A sparse file takes almost no room on the quota tmpfs: 40 files of 7 MB with 3 bytes
+    of data each (280 MB against a 32 MB quota) pass the quota, so copy-back must keep their
+    holes, or the host would get 280 MB written out for a few kilobytes."""
+    sandbox, work = fs_sandbox
+    result = await sandbox.execute_code(textwrap.dedent("""
+    for i in range(40):
+        with open(f"sparse-{i}.bin", "wb") as fh:
+            fh.seek(7 * 1024 * 1024)
+            fh.write(b"end")
+    """), fs_context(work, write=True, max_file_size_mb=8, timeout_seconds=30))
+    assert result.success, result.error
+    files = sorted(work.glob("sparse-*.bin"))
+    assert len(files) == 40
+    assert all(f.stat().st_size == 7 * 1024 * 1024 + 3 for f in files)
+    with open(files[0], "rb") as fh:
+        fh.seek(7 * 1024 * 1024 - 2)
+        assert fh.read() == b"\0\0end"
+    on_disk = sum(f.stat().st_blocks * 512 for f in files)
+    assert on_disk < 32 * 1024 * 1024, f"{on_disk >> 20} MB written to the host"
+
+
 def host_tree(root: Path) -> dict[str, str]:
     """Every entry below ``root``: file contents, "<dir>" or "-> target" for symlinks."""
     found = {}

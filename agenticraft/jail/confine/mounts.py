@@ -251,7 +251,7 @@ def _populate(plan: Mapping[str, Any], root: str, data: str, own_proc: bool,
         if writable and overlays is not None and os.path.isdir(path):
             try:
                 overlays.append((path, *overlay(path, root + path, f"{data}/wd{len(overlays)}")))
-                if renewable(path):
+                if renewable(plan, path):
                     ANCHORS.append(os.open(os.path.dirname(root + path),
                                            os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
                 continue
@@ -335,11 +335,14 @@ def hand_over(sock_fd: int, overlays: list[tuple[str, int, int]], *, renew: bool
 ANCHORS: list[int] = []
 
 
-def renewable(path: str) -> bool:
+def renewable(plan: Mapping[str, Any], path: str) -> bool:
     """Whether the overlay of working directory ``path`` can be renewed per session cell
     (``renew``): Landlock must then grant it through the directory holding its mount point
-    (see ``take_anchors``), which must not be the new root itself."""
-    return os.path.dirname(path.rstrip("/")) != "/"
+    (see ``take_anchors``), which must be a directory of the new root's own read-only tmpfs,
+    not the root itself and not inside another bound directory (a host directory, whose other
+    entries Landlock would then grant too)."""
+    parent = os.path.dirname(path.rstrip("/"))
+    return parent != "/" and not any(_within(parent, bound) for bound, _ in plan["binds"])
 
 
 def take_anchors() -> list[int]:
@@ -428,8 +431,9 @@ def renew(plan: Mapping[str, Any], path: str, old_upper: int, parent: int, *,
     if any(_within(p, path) for p, _ in plan["links"]) or any(
             p != path and _within(p, path) for p, _ in plan["binds"]):
         raise OSError(errno.ENOTSUP, "other mounts or links lie inside this directory")
-    if not renewable(path):
-        raise OSError(errno.ENOTSUP, "a working directory at the top of the file system")
+    if not renewable(plan, path):
+        raise OSError(errno.ENOTSUP, "a working directory at the top of the file system or "
+                                     "inside another directory the sandbox binds")
     flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
     layers_fd = os.open("..", flags, dir_fd=old_upper)
     data_fd = os.open("..", flags, dir_fd=layers_fd)
@@ -474,16 +478,21 @@ def _name_of(dir_fd: int, inode: int) -> str | None:
 
 
 def _remove(dir_fd: int, name: str) -> None:
-    """Remove layer directory ``name`` (overlayfs leaves its work directory mode 000)."""
+    """Remove layer directory ``name``. overlayfs leaves its work directory ``w/work`` mode 000:
+    opened by descriptors without following links and made searchable first. Nothing is ever
+    retried by path: the old upper layer's contents may have been changed, through a descriptor
+    the session kept on the detached overlay, into links pointing anywhere; rmtree walks by
+    descriptors and removes links, never what they point to."""
     import shutil
 
-    def _retry(func: Any, target: str, _info: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(target) or ".", 0o700)
-            func(target)
-
     with contextlib.suppress(OSError):
-        shutil.rmtree(f"/proc/self/fd/{dir_fd}/{name}", onerror=_retry)
+        work = os.open(f"{name}/w/work", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            if stat.S_ISDIR(os.fstat(work).st_mode):
+                os.chmod(f"/proc/self/fd/{work}", 0o700)
+        finally:
+            os.close(work)
+    shutil.rmtree(f"/proc/self/fd/{dir_fd}/{name}", ignore_errors=True)
 
 
 def _set_quota(data: str, size: int) -> None:
