@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import print_table, row
 from agenticraft_kernel.cli.install import KERNEL_NAME, write_kernel_spec
-from bench_kernel import _quiet, round_trip, stop
+from bench_kernel import round_trip, stop
+from bench_kernel import start as start_kernel
 
 OFF = ["--SecureKernel.enable_debugger=False"]
 _seq = itertools.count(1)
@@ -37,15 +37,7 @@ _seq = itertools.count(1)
 
 def start(ksm: KernelSpecManager, env: dict[str, str], cwd: str,
           extra: list[str]) -> tuple[Any, Any, float, float]:
-    started = time.perf_counter()
-    km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
-    km.start_kernel(env=env, cwd=cwd, extra_arguments=extra)
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    ready = time.perf_counter() - started
-    kc.execute_interactive("1+1", timeout=60, output_hook=_quiet)
-    return km, kc, ready, time.perf_counter() - started
+    return start_kernel(KERNEL_NAME, ksm, env, cwd, extra)
 
 
 def debug(kc: Any, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:

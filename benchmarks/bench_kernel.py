@@ -37,12 +37,14 @@ from _common import fmt, print_table, row
 from agenticraft_kernel.cli.install import KERNEL_NAME, write_kernel_spec
 
 
-def start(name: str, ksm: KernelSpecManager, env: dict[str, str],
-          cwd: str) -> tuple[KernelManager, BlockingKernelClient, float, float]:
-    """(manager, client, seconds to ready, seconds to the first result)."""
+def start(name: str, ksm: KernelSpecManager, env: dict[str, str], cwd: str,
+          extra: list[str] | None = None,
+          ) -> tuple[KernelManager, BlockingKernelClient, float, float]:
+    """(manager, client, seconds to ready, seconds to the first result); ``extra``: the
+    kernel's extra command-line arguments."""
     started = time.perf_counter()
     km = KernelManager(kernel_name=name, kernel_spec_manager=ksm)
-    km.start_kernel(env=env, cwd=cwd)
+    km.start_kernel(env=env, cwd=cwd, extra_arguments=extra or [])
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=60)

@@ -45,6 +45,13 @@ def kernel_env(tmp: Path, **settings: Any) -> dict[str, str]:
     return env
 
 
+def ok(kernel: Kernel, code: str) -> list[dict[str, Any]]:
+    """Run a cell that must succeed; its IOPub outputs."""
+    reply, outputs = kernel.execute(code)
+    assert reply["status"] == "ok", (reply, outputs)
+    return outputs
+
+
 def one_error(outputs: list[dict[str, Any]]) -> dict[str, Any]:
     """The cell's only error output (fails when there is none, or more than one)."""
     found = [o for o in outputs if o["msg_type"] == "error"]

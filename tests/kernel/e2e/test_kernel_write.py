@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agenticraft.security.policy import load_policy
-from kernel.harness import Kernel, kernel_env, one_error
+from kernel.harness import Kernel, kernel_env, ok, one_error
 
 pytestmark = [pytest.mark.timeout(240),
               pytest.mark.skipif("write" not in load_policy().default_grants,
@@ -49,12 +49,6 @@ def write_kernel(data_dir: Path, notebook: Path,
                extra_arguments=[f"--SecureKernel.policy_files={json.dumps([str(policy)])}"])
     yield k
     k.close()
-
-
-def ok(kernel: Kernel, code: str) -> list[dict]:
-    reply, outputs = kernel.execute(code)
-    assert reply["status"] == "ok", (reply, outputs)
-    return outputs
 
 
 def replace_on_host(path: Path, text: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel.harness import Kernel, kernel_env, one_error
+from kernel.harness import Kernel, kernel_env, ok, one_error
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -22,12 +22,6 @@ def undo_kernel(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     k = Kernel(data_dir, kernel_env(tmp, memory_mb=256, timeout_seconds=5), cwd=tmp)
     yield k
     k.close()
-
-
-def ok(kernel: Kernel, code: str) -> list[dict]:
-    reply, outputs = kernel.execute(code)
-    assert reply["status"] == "ok", (reply, outputs)
-    return outputs
 
 
 def undo(kernel: Kernel) -> tuple[dict, list[dict]]:
