@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 import tempfile
@@ -60,23 +61,13 @@ async def session_trips(n: int, checkpoint: bool) -> list[float]:
                             limit_overrides=request.limit_overrides)
     backend = make_backend(manager, ctx)
     await backend.start()
-    original = ProcessSession._exchange
     if not checkpoint:
-        sandbox = backend.session.sandbox  # type: ignore[union-attr]
-
-        async def exchange(self: ProcessSession, handle: Any, code: str, ctx: Any,
-                           on_output: Any, on_event: Any, extra: Any, grace: float,
-                           keep_undo: bool = False) -> Any:
-            return await sandbox.supervisor.run(
-                handle, code, ctx.resource_limits, on_output=on_output, checkpoint=False,
-                extra={**sandbox.run_extra(ctx), **(extra or {})}, on_event=on_event,
-                grace=grace)
-
-        ProcessSession._exchange = exchange  # type: ignore[method-assign]
+        session = backend.session
+        assert isinstance(session, ProcessSession)
+        session.request = functools.partial(session.request, checkpoint=False)  # type: ignore[method-assign]
     try:
         return await ameasure(lambda: backend.run("1+1", dict(EXTRA), None, None), n, warmup=10)
     finally:
-        ProcessSession._exchange = original  # type: ignore[method-assign]
         await backend.close()
         await manager.close()
 
