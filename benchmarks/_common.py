@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -24,11 +25,16 @@ def measure(fn: Callable[[], object], n: int, warmup: int = 3) -> list[float]:
     return samples
 
 
-async def ameasure(fn: Callable[[], Awaitable[object]], n: int, warmup: int = 3) -> list[float]:
+async def ameasure(fn: Callable[[], Awaitable[object]], n: int, warmup: int = 3,
+                   pause: float = 0.0) -> list[float]:
+    """``pause``: seconds idle before each timed call (as a user reading the output would be),
+    not timed; 0: back to back."""
     for _ in range(warmup):
         await fn()
     samples = []
     for _ in range(n):
+        if pause:
+            await asyncio.sleep(pause)
         start = time.perf_counter()
         await fn()
         samples.append(time.perf_counter() - start)

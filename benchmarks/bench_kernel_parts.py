@@ -6,6 +6,9 @@
   outputs going nowhere: the floor both kernels share;
 * session, checkpoint: the kernel's sandbox session (``ProcessSession.request``, what the parent
   awaits per cell): supervisor, frames, the worker's fork of the checkpoint, the shell;
+* session, checkpoint, paced: the same with the user's reading time between cells (30 ms):
+  the runner is then forked, and the pages the last run wrote copied, before the cell comes;
+* the same with a cell that prints (most cells do; the worker's output has a flusher thread);
 * session, no checkpoint: the same without the fork (what a lazy checkpoint would save);
 * kernel round trips (ZeroMQ, execute_request to idle) for both kernels come from
   ``bench_kernel.py``; the difference between its secure number and "session, checkpoint" is the
@@ -32,6 +35,9 @@ from agenticraft.security.policy import load_policy
 from agenticraft_kernel.parent.backends import make_backend
 from agenticraft_kernel.parent.kernel_context import PRELOAD, build_request
 
+PAUSE = 0.03
+#: A cell that writes to stdout, as most do (the worker's stream flusher is a thread).
+PRINTING = "print(1+1)"
 EXTRA = {"kind": "execute", "silent": False, "store_history": True, "user_expressions": {},
          "allow_stdin": False, "cell_id": None}
 
@@ -52,7 +58,8 @@ def shell_floor(n: int) -> list[float]:
     return measure(lambda: shell.run_cell("1+1", store_history=True), n)
 
 
-async def session_trips(n: int, checkpoint: bool) -> list[float]:
+async def session_trips(n: int, checkpoint: bool, pause: float = 0.0,
+                        code: str = "1+1") -> list[float]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-parts-"))
     request = build_request(user_id=None, sandbox_type=None, limits={})
     manager = SandboxManager(policy=load_policy(), audit_log=str(tmp / "audit.jsonl"),
@@ -66,7 +73,8 @@ async def session_trips(n: int, checkpoint: bool) -> list[float]:
         assert isinstance(session, ProcessSession)
         session.request = functools.partial(session.request, checkpoint=False)  # type: ignore[method-assign]
     try:
-        return await ameasure(lambda: backend.run("1+1", dict(EXTRA), None, None), n, warmup=10)
+        return await ameasure(lambda: backend.run(code, dict(EXTRA), None, None), n, warmup=10,
+                              pause=pause)
     finally:
         await backend.close()
         await manager.close()
@@ -75,12 +83,17 @@ async def session_trips(n: int, checkpoint: bool) -> list[float]:
 def main(n: int) -> None:
     os.environ.setdefault("AGENTICRAFT_AUDIT_LOG", tempfile.mktemp(suffix=".jsonl"))
     with_fork = asyncio.run(session_trips(n, checkpoint=True))
+    paced = asyncio.run(session_trips(n, checkpoint=True, pause=PAUSE))
+    printing = asyncio.run(session_trips(n, checkpoint=True, pause=PAUSE, code=PRINTING))
     without = asyncio.run(session_trips(n, checkpoint=False))
     floor = shell_floor(n)
     print_table(f"'1+1' by layer ({n} runs each; ratio against the session with checkpoint)", [
         row("ipykernel shell, in process", floor, with_fork),
         row("session without checkpoint fork", without, with_fork),
         row("session with checkpoint fork (the kernel's path)", with_fork),
+        row(f"  the same, {PAUSE * 1e3:.0f} ms apart (a user reading the output)", paced,
+            with_fork),
+        row(f"  {PRINTING!r}, {PAUSE * 1e3:.0f} ms apart", printing, with_fork),
     ])
 
 

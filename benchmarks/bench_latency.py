@@ -22,13 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import fmt, percentile, print_table
+from _common import ameasure, fmt, percentile, print_table
 
 CODE = "result = sum([1, 2, 3, 4, 5])"
 PAUSE = 0.03  # "pool ready": the next call comes this long after the last one ended
@@ -44,19 +43,6 @@ ROWS = (
     ("execute_code", "SandboxManager execute_code (audited), 30 ms apart", ""),
     ("execute_code_b2b", "SandboxManager execute_code (audited), back to back", ""),
 )
-
-
-async def paced(fn: Callable[[], Awaitable[object]], n: int, pause: float) -> list[float]:
-    for _ in range(3):
-        await fn()
-    samples = []
-    for _ in range(n):
-        if pause:
-            await asyncio.sleep(pause)
-        start = time.perf_counter()
-        await fn()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 async def one_side(n: int) -> dict[str, Any]:
@@ -97,18 +83,18 @@ async def one_side(n: int) -> dict[str, Any]:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", CODE], check=True)
         samples["baseline"].append(time.perf_counter() - start)
-    samples["fresh_blank"] = await paced(lambda: supervised(False), n, PAUSE)
-    samples["fresh_nopool"] = await paced(lambda: supervised(False, False), n, PAUSE)
-    samples["ready"] = await paced(one_shot, n, PAUSE)
-    samples["ready_sup"] = await paced(lambda: supervised(True), n, PAUSE)
-    samples["back_to_back"] = await paced(one_shot, n, 0)
+    samples["fresh_blank"] = await ameasure(lambda: supervised(False), n, pause=PAUSE)
+    samples["fresh_nopool"] = await ameasure(lambda: supervised(False, False), n, pause=PAUSE)
+    samples["ready"] = await ameasure(one_shot, n, pause=PAUSE)
+    samples["ready_sup"] = await ameasure(lambda: supervised(True), n, pause=PAUSE)
+    samples["back_to_back"] = await ameasure(one_shot, n, pause=0)
     session = sandbox.session(ctx)
     await session.start()
-    samples["session"] = await paced(lambda: session.run("x = 1"), n, 0)
-    samples["session_paced"] = await paced(lambda: session.run("x = 1"), n, PAUSE)
+    samples["session"] = await ameasure(lambda: session.run("x = 1"), n, pause=0)
+    samples["session_paced"] = await ameasure(lambda: session.run("x = 1"), n, pause=PAUSE)
     await session.close()
-    samples["execute_code"] = await paced(via_manager, n, PAUSE)
-    samples["execute_code_b2b"] = await paced(via_manager, n, 0)
+    samples["execute_code"] = await ameasure(via_manager, n, pause=PAUSE)
+    samples["execute_code_b2b"] = await ameasure(via_manager, n, pause=0)
     await manager.close()
     import agenticraft
     return {"tree": str(Path(agenticraft.__file__).resolve().parents[1]), "samples": samples,

@@ -9,13 +9,14 @@ replay. An undo is the same resumption of a kept checkpoint, after the superviso
 The fork for the next run is made ahead of time, right after a kept run has sent its reply
 (``_prefork``: off the caller's path, while the user reads the output), when nothing can change
 the state between runs: the live process has no other thread. Its child waits for the next run;
-the parent is that run's checkpoint already. With another thread alive the fork stays at the start
+the parent is that run's checkpoint already; while it waits, the runner copies the pages the last
+run wrote (``prefault``), so that their copy-on-write faults are not on the run's path either.
+With another thread alive the fork stays at the start
 of the run, as above (a thread may change the state until then).
 """
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import gc
 import io
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agenticraft.jail import prefault
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, prctl
 from agenticraft.jail.executors import EXECUTORS
 from agenticraft.jail.explain import file_refusal
@@ -69,6 +71,8 @@ class Worker:
         #: A runner forked ahead of time (``_prefork``): the pipe on which it tells its
         #: checkpoint the id of the run it got, before that run's code starts.
         self.announce: int | None = None
+        #: Which pages a run writes, so that the runner forked ahead copies them while idle.
+        self.pages = prefault.Learner()
         self._send_lock = threading.Lock()  # frames from several threads never interleave
         self._kept: list[dict[str, Any]] = []  # events of no run, for the next run (``emit``)
         #: Once ``listen`` was called a thread reads the channel; the main thread's frames
@@ -194,6 +198,7 @@ class Worker:
                 shim.after_fork()
             prctl(PR_SET_CHILD_SUBREAPER, 1)
             self.runner = True
+            self.pages.forget()
             return True
         if msg.get("leave"):  # it may be kept, stopped, as the undo state: never in the way
             self._leave()
@@ -225,6 +230,7 @@ class Worker:
         orphan from before the fork on (subreaper off first), and nothing else forks here.
         The runner says which run it got on a pipe, before that run's code starts, so that a
         rollback names the run."""
+        written = self.pages.written()
         prctl(PR_SET_CHILD_SUBREAPER, 0)
         ours, theirs = os.pipe2(os.O_CLOEXEC)
         gc.freeze()
@@ -241,6 +247,7 @@ class Worker:
             gc.unfreeze()
             prctl(PR_SET_CHILD_SUBREAPER, 1)
             self.announce = theirs
+            self.pages.begin(written, self.chan)
             return  # back to the loop, waiting for the next run
         os.close(theirs)
         status = _wait_for(pid)
@@ -354,7 +361,9 @@ def _wait_for(pid: int) -> int:
 def _may_prefork() -> bool:
     """The next run's fork may be made now: no other thread (native ones counted too) could
     change the state or fork until that run comes, and no egress shim relays connections."""
-    if _thread._count() or egress_shim_active() is not None:
+    # (threading's count, not _thread._count(): Python 3.11 keeps counting, in a forked child,
+    # the threads its parent had.)
+    if threading.active_count() > 1 or egress_shim_active() is not None:
         return False
     try:
         return len(os.listdir("/proc/self/task")) == 1

@@ -285,6 +285,7 @@ class Supervisor:
                 renewed = self._renew(handle)
                 extra = {**(extra or {}), "remounted": renewed,
                          "leave": any(o.keeper is not None for o in handle.overlays)}
+            handle.unit.end_retired()  # (not in the way of this run's runner)
             # A session's runner forks the next run's runner as soon as this run is kept
             # (``prefork``; it says so in its reply): that run then starts without a fork.
             handle.send({"op": "run", "run": run_id, "code": code, "checkpoint": checkpoint,
@@ -634,8 +635,7 @@ class Supervisor:
             handle.undo, handle.undo_run = handle.pid, keep_run
             if older is not None:
                 handle.unit.release(older, resume=False)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(older, signal.SIGKILL)
+                handle.unit.retire(older)
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGKILL)

@@ -87,12 +87,14 @@ class Channel:
             start_sandbox_thread(self._thread)  # not the user's: hidden from the debugger
 
     def _flusher(self) -> None:
+        me = threading.current_thread()
         with self._lock:
-            while True:
-                while not self._pending:
+            while self._thread is me:  # until ``end`` retires it
+                if not self._pending:
                     self._wake.wait()
+                    continue
                 self._wake.wait(FLUSH_INTERVAL)
-                if self.active:
+                if self.active and self._thread is me:
                     self._flush_locked()
 
     # -- run boundaries ------------------------------------------------------------------------
@@ -103,10 +105,17 @@ class Channel:
             self.active = True
 
     def end(self) -> None:
-        """Flush and stop sending: after this the worker sends its final frame alone."""
+        """Flush and stop sending: after this the worker sends its final frame alone. The
+        flusher thread ends too (the next write starts one): between runs the worker has no
+        thread, so the next run's fork is made ahead of time (see jail/worker.py)."""
         with self._lock:
             self._flush_locked()
             self.active = False
+            thread, self._thread = self._thread, None
+            self._wake.notify_all()
+        if thread is not None and thread is not threading.current_thread() and \
+                self._pid == os.getpid():
+            thread.join()
 
     # -- output ----------------------------------------------------------------------------------
     def write_stream(self, name: str, text: str) -> None:

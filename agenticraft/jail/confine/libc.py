@@ -1,5 +1,5 @@
 """The one place that loads libc through ctypes: prctl, raw syscalls, unshare/capset, the mount
-calls (mount, mount_setattr) and their flags, and small facts about the
+calls (mount, mount_setattr) and their flags, madvise, and small facts about the
 calling process that several confinement steps (and the zygote, worker and host) need."""
 
 from __future__ import annotations
@@ -130,6 +130,20 @@ def umount2(target: str, flags: int) -> None:
     """umount2(2), or OSError naming the target."""
     if LIBC.umount2(_b(target), ctypes.c_int(flags)) != 0:
         raise _error(f"umount({target!r})")
+
+
+MADV_POPULATE_WRITE = 23  # Linux >= 5.14
+
+
+def populate_write(address: int, length: int) -> int:
+    """madvise(MADV_POPULATE_WRITE): fault the range in as if written, without changing a byte
+    (breaks copy-on-write sharing ahead of time). 0, or the errno (EINVAL: the kernel lacks it;
+    ENOMEM/EFAULT: part of the range is no longer mapped)."""
+    ctypes.set_errno(0)
+    if LIBC.madvise(ctypes.c_void_p(address), ctypes.c_size_t(length),
+                    ctypes.c_int(MADV_POPULATE_WRITE)) != 0:
+        return ctypes.get_errno() or errno.EINVAL
+    return 0
 
 
 def capset(header: Any, data: Any) -> None:

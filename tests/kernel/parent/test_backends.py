@@ -122,3 +122,24 @@ async def test_only_cells_are_what_undo_takes_back(manager: SandboxManager) -> N
     restricted = RestrictedBackend(manager, context(manager, "restricted"))
     with pytest.raises(NothingToUndo, match="restricted kernel keeps no state"):
         await restricted.undo()
+
+
+async def test_a_cell_that_printed_leaves_no_thread_so_the_next_runner_is_forked_ahead(
+        manager: SandboxManager) -> None:
+    """The worker's stream flusher is a thread; alive between cells it kept every next cell's
+    fork on the cell's path (a runner is forked ahead only with no other thread)."""
+    backend = SessionBackend(manager, context(manager, "process"))
+    await backend.start()
+    try:
+        out = Collected()
+        reply = await backend.run("import threading\nprint('hi')\nn = threading.active_count()",
+                                  EXECUTE, out.output, out.event)
+        assert reply.success and "".join(out.outputs) == "hi\n"
+        session = backend.session
+        assert session is not None and session.handle is not None
+        assert session.handle.next_prefork
+        out = Collected()
+        await backend.run("print(threading.active_count(), n)", EXECUTE, out.output, out.event)
+        assert "".join(out.outputs) == "1 2\n"  # the flusher ran while it printed, then ended
+    finally:
+        await backend.close()
