@@ -68,10 +68,12 @@ class Learner:
         except OSError:
             return None
 
-    def begin(self, written: Snapshot | None, chan: socket.socket) -> None:
+    def begin(self, written: Snapshot | None, chan: socket.socket, memory_mb: float = 0) -> None:
         """In a runner just forked ahead of time, idle (off the run's path): learn from the
         runner before it if that one measured; then measure, or copy the plan until a request
-        is waiting on ``chan``."""
+        is waiting on ``chan``. ``memory_mb``: the session's memory limit (0: none known); a
+        plan over a sixteenth of it is not copied (a session near its limit is not pushed
+        over it by a copy made before the run)."""
         before, self.start = self.start, None
         if written is not None and before is not None:
             self.plan = _intersect(written, before) or []
@@ -79,7 +81,7 @@ class Learner:
         if self.runs % RELEARN == 1 or not self.plan:
             with contextlib.suppress(OSError):
                 self.start = _scan(_PRESENT)
-        else:
+        elif not memory_mb or _size(self.plan) <= memory_mb * 1024 * 1024 / 16:
             copy_ahead(self.plan, chan)
 
     def forget(self) -> None:
@@ -100,6 +102,10 @@ def copy_ahead(plan: Plan, chan: socket.socket) -> int:
         elif err not in (12, 14):  # ENOMEM, EFAULT: that range went away; others: give up
             break
     return copied
+
+
+def _size(plan: Plan) -> int:
+    return sum(length for _, length in plan)
 
 
 def _mappings() -> list[tuple[int, int]]:

@@ -73,6 +73,7 @@ class Worker:
         self.announce: int | None = None
         #: Which pages a run writes, so that the runner forked ahead copies them while idle.
         self.pages = prefault.Learner()
+        self.memory_mb = 0.0  # the last run's memory limit (bounds that copy)
         self._send_lock = threading.Lock()  # frames from several threads never interleave
         self._kept: list[dict[str, Any]] = []  # events of no run, for the next run (``emit``)
         #: Once ``listen`` was called a thread reads the channel; the main thread's frames
@@ -247,7 +248,7 @@ class Worker:
             gc.unfreeze()
             prctl(PR_SET_CHILD_SUBREAPER, 1)
             self.announce = theirs
-            self.pages.begin(written, self.chan)
+            self.pages.begin(written, self.chan, self.memory_mb)
             return  # back to the loop, waiting for the next run
         os.close(theirs)
         status = _wait_for(pid)
@@ -273,6 +274,7 @@ class Worker:
 
     def _run(self, msg: dict[str, Any], forked: bool = False) -> None:
         run_id = msg["run"]
+        self.memory_mb = float((msg.get("limits") or {}).get("memory_mb") or 0)
         self._begin_run(run_id, forked)
         reply: dict[str, Any] = {"ev": "done", "run": run_id}
         keep = True

@@ -33,7 +33,7 @@ from agenticraft.jail.confine.apply import unit_layout
 
 MB = 1024 * 1024
 #: How long a retired process may wait before it is killed (see ``Unit.retire``).
-RETIRE_AFTER = 0.05
+RETIRE_AFTER = 0.02
 #: Counters read again with ``pread`` at offset 0 on a kept descriptor (each read makes the
 #: value anew). Never ``cgroup.procs``: v1 caches its pid list in the open file.
 KEPT_OPEN = frozenset({"cpuacct.usage", "memory.max_usage_in_bytes", "memory.usage_in_bytes",
@@ -180,8 +180,8 @@ class Unit:
         """End ``pid`` (a session's older undo state) soon rather than now: its exit tears
         down a copy of the session's memory, and the fork the session makes right after a kept
         run (its next runner, forked ahead) waits for that exit meanwhile (both lock the same
-        anonymous-memory structures: the fork took ~10 ms instead of ~4 here). It is killed
-        ``RETIRE_AFTER`` later, or at the next run's start, or when another is retired,
+        anonymous-memory structures: ~10 ms instead of ~4 here). It is killed ``RETIRE_AFTER``
+        later (the fork is done by then), or at the next run's start, or when another is retired,
         whichever comes first; through a pidfd, so a pid reused meanwhile is never hit. It is
         stopped and stays in the unit until then (counted, killed with the unit)."""
         self.end_retired()
@@ -355,41 +355,6 @@ class CgroupV2Unit(Unit):
         with contextlib.suppress(OSError):
             self._write("unified", "cgroup.freeze", 0)
         return None
-
-    def retire(self, pid: int) -> None:
-        """End ``pid`` (a session's older undo state) soon rather than now: its exit tears
-        down a copy of the session's memory, and the fork the session makes right after a kept
-        run (its next runner, forked ahead) waits for that exit meanwhile (both lock the same
-        anonymous-memory structures: the fork took ~10 ms instead of ~4 here). It is killed
-        ``RETIRE_AFTER`` later, or at the next run's start, or when another is retired,
-        whichever comes first; through a pidfd, so a pid reused meanwhile is never hit. It is
-        stopped and stays in the unit until then (counted, killed with the unit)."""
-        self.end_retired()
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:  # gone already
-            return
-        except OSError:  # no pidfd here: at once, as before
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            return
-        self._retired = fd
-        try:
-            self._retire_timer = asyncio.get_running_loop().call_later(RETIRE_AFTER,
-                                                                       self.end_retired)
-        except RuntimeError:  # no loop to wait on: now
-            self.end_retired()
-
-    def end_retired(self) -> None:
-        """Kill the retired process now, if one waits."""
-        fd, self._retired = self._retired, None
-        if self._retire_timer is not None:
-            self._retire_timer.cancel()
-            self._retire_timer = None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-            os.close(fd)
 
     def kill(self, spare: Iterable[int] = ()) -> int:
         """One write of ``cgroup.kill`` kills every process of the unit (none can fork away in

@@ -102,3 +102,15 @@ def test_a_run_that_wrote_too_much_is_not_copied_ahead(monkeypatch: pytest.Monke
     # mappings that moved: only the pages both cover, in runs
     assert prefault._intersect([(1000, b"\x01\x01\x00\x01")], [(1001, b"\x01\x01\x01")]) == [
         (1001 * page, page), (1003 * page, page)]
+
+
+def test_a_session_near_its_memory_limit_gets_no_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    copied: list[prefault.Plan] = []
+    monkeypatch.setattr(prefault, "copy_ahead", lambda plan, chan: copied.append(plan) or 0)
+    learner = prefault.Learner()
+    learner.plan = [(0x10000, 256 * prefault.PAGE)]  # 1 MB with 4 KB pages
+    learner.runs = 1
+    learner.begin(None, None, memory_mb=8)  # type: ignore[arg-type]
+    assert not copied  # over a sixteenth of 8 MB
+    learner.begin(None, None, memory_mb=64)  # type: ignore[arg-type]
+    assert copied == [learner.plan]
