@@ -87,12 +87,18 @@ class Channel:
             start_sandbox_thread(self._thread)  # not the user's: hidden from the debugger
 
     def _flusher(self) -> None:
+        """Send a batch once ``FLUSH_INTERVAL`` has passed since the last flush. Every write
+        notifies: a notification only makes it look again, never sends early (it used to end
+        the wait, so the second write of a batch sent it at once)."""
         with self._lock:
             while True:
-                while not self._pending:
+                if not self._pending or not self.active:  # between runs text is dropped
                     self._wake.wait()
-                self._wake.wait(FLUSH_INTERVAL)
-                if self.active:
+                    continue
+                left = self._last + FLUSH_INTERVAL - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                else:
                     self._flush_locked()
 
     # -- run boundaries ------------------------------------------------------------------------
