@@ -5,7 +5,8 @@ The debugger itself (ipykernel's ``Debugger`` and a debugpy adapter) runs inside
 a ``debug`` run when no cell runs, and as a ``control`` frame to the worker's channel thread when
 one does (it may be held at a breakpoint: the request must not wait for the cell). Its reply
 then comes back as an event of that cell, matched here by id. debugpy's events are published
-on IOPub as ``debug_event``.
+on IOPub as ``debug_event``: only the standard DAP events, with their specified fields
+(``parent.dap_events``).
 
 Everything from the worker is the attacker's data: a reply is accepted only for a request that
 is waiting for one and must be a DAP response to it; a rich variable view (a mime bundle the
@@ -17,10 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agenticraft_kernel.parent.dap_events import clean_event
 from agenticraft_kernel.parent.output_policy import OutputPolicy
+
+log = logging.getLogger(__name__)
 
 #: How long the parent waits for the worker's answer to one request.
 REPLY_TIMEOUT = 30.0
@@ -53,6 +58,8 @@ class DebugRelay:
         self._policy = policy
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
+        #: Events, and fields of events, the worker sent that did not reach the frontend.
+        self.dropped = 0
 
     async def request(self, dap: dict[str, Any]) -> dict[str, Any]:
         """The DAP reply to ``dap``, whatever the worker does (a failed response if it does
@@ -88,10 +95,16 @@ class DebugRelay:
         """A ``debug_event`` or ``debug_reply`` event of any run (the relay's ``on_debug``)."""
         content = event.get("content")
         if not isinstance(content, dict):
+            self.dropped += 1
             return
         if kind == "debug_event":
-            if content.get("type") == "event" and isinstance(content.get("event"), str):
-                self._publish(content)
+            clean, cut = clean_event(content)
+            if cut:
+                self.dropped += cut
+                log.debug("debugger event %.40r: %d unknown parts dropped",
+                          content.get("event"), cut)
+            if clean is not None:
+                self._publish(clean)
             return
         ident = event.get("id")
         entry = self._pending.get(ident) if isinstance(ident, int) else None

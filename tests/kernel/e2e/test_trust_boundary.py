@@ -352,6 +352,33 @@ def test_payload_over_the_cap_is_dropped_and_unknown_kinds_never_pass(boundary: 
                                  "data": {"text/html": "<b>help</b>"}}], reply
 
 
+def test_forged_debugger_events_reach_iopub_only_as_dap_events(boundary: Kernel) -> None:
+    """A cell writes debug_event frames as debugpy's would be: an unknown event never reaches
+    the frontend, a known one only with its DAP fields."""
+    boundary.drain_iopub()
+    msg_id = boundary.kc.execute(FORGE + textwrap.dedent("""
+        for content in (
+                {"type": "event", "event": "debugpySockets", "body": {"sockets": [1]}},
+                {"type": "event", "event": "stopped", "x-forged": "<script>1</script>",
+                 "body": {"reason": "breakpoint", "threadId": 1, "forged": {"deep": 1}}},
+                {"type": "event", "event": "initialized", "body": {"smuggled": "x"}}):
+            _w.emit({"type": "debug_event", "content": content})
+        print("sent", flush=True)
+    """))
+    events = []
+    while True:
+        msg = boundary.kc.get_iopub_msg(timeout=30)
+        if msg["msg_type"] == "debug_event":
+            events.append(msg["content"])
+        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"):
+            break
+    assert boundary.shell_reply(msg_id)["content"]["status"] == "ok"
+    assert events == [{"type": "event", "event": "stopped",
+                       "body": {"reason": "breakpoint", "threadId": 1}},
+                      {"type": "event", "event": "initialized", "body": {}}], events
+
+
 # -- run-tagged events ----------------------------------------------------------------------------
 def test_events_of_a_finished_cell_never_appear_in_the_next(boundary: Kernel) -> None:
     # A thread of the first cell sends its events while the second cell runs (they meet through
