@@ -33,6 +33,48 @@ REPLY_TIMEOUT = 30.0
 COLLECT_EVERY = 0.5
 
 
+#: DAP requests that run code in the sandbox when they are made, and the arguments holding it.
+CODE_COMMANDS = frozenset({"evaluate", "setExpression", "setVariable", "copyToGlobals"})
+CODE_ARGUMENTS = ("expression", "name", "value", "srcVariableName", "dstVariableName")
+#: Requests that install code the sandbox runs each time a breakpoint is hit (a condition, a hit
+#: condition, the expressions in a log message's braces): the argument listing the breakpoints,
+#: and the field naming each one.
+BREAKPOINT_COMMANDS = {"setBreakpoints": ("breakpoints", "line"),
+                       "setFunctionBreakpoints": ("breakpoints", "name"),
+                       "setExceptionBreakpoints": ("filterOptions", "filterId"),
+                       "setDataBreakpoints": ("breakpoints", "dataId"),
+                       "setInstructionBreakpoints": ("breakpoints", "instructionReference")}
+BREAKPOINT_CODE = ("condition", "hitCondition", "logMessage")
+
+
+def code_of(dap: dict[str, Any]) -> str | None:
+    """The code ``dap`` makes the sandbox run, as audited (``debug_code``); None for none."""
+    command = dap.get("command")
+    if not isinstance(command, str):
+        return None
+    arguments = dap.get("arguments") if isinstance(dap.get("arguments"), dict) else {}
+    if command in CODE_COMMANDS:
+        return "; ".join(f"{k}={arguments[k]}" for k in CODE_ARGUMENTS
+                         if isinstance(arguments.get(k), str))
+    if command not in BREAKPOINT_COMMANDS:
+        return None
+    listing, label = BREAKPOINT_COMMANDS[command]
+    items = arguments.get(listing)
+    if not isinstance(items, list):
+        return None
+    source = arguments.get("source") if isinstance(arguments.get("source"), dict) else {}
+    path = f"{source['path']}:" if isinstance(source.get("path"), str) else ""
+    parts = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        code = "; ".join(f"{k}={item[k]}" for k in BREAKPOINT_CODE
+                         if isinstance(item.get(k), str) and item[k])
+        if code:
+            parts.append(f"{path}{item.get(label)}: {code}")
+    return " | ".join(parts) or None
+
+
 def failed(request: dict[str, Any], message: str) -> dict[str, Any]:
     """A DAP error response to ``request`` (what the frontend shows)."""
     return {"type": "response", "seq": 0, "request_seq": request.get("seq", 0),

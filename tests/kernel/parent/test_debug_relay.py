@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agenticraft_kernel.parent import debug as debug_module
-from agenticraft_kernel.parent.debug import DebugRelay
+from agenticraft_kernel.parent.debug import DebugRelay, code_of
 from agenticraft_kernel.parent.output_policy import OutputPolicy
 
 SCRIPT = "<img src=x onerror=alert(1)><script>alert(2)</script>"
@@ -197,3 +197,25 @@ async def test_a_reply_after_its_cell_ended_is_collected_with_a_run(
     worker.running = False  # the cell ended before the reply came
     assert (await task)["success"]
     assert worker.runs == [None]
+
+
+def test_breakpoints_that_run_code_name_it_for_the_audit() -> None:
+    """A condition, a hit condition and a log message's braces run in the sandbox each time
+    their breakpoint is hit: audited like the debug console's expressions."""
+    assert code_of(request("setBreakpoints", source={"path": "/tmp/c.py"}, breakpoints=[
+        {"line": 2}, {"line": 3, "condition": "a > 1"},
+        {"line": 5, "hitCondition": ">= 3", "logMessage": "a is {a}"}])) == (
+        "/tmp/c.py:3: condition=a > 1 | /tmp/c.py:5: hitCondition=>= 3; logMessage=a is {a}")
+    assert code_of(request("setFunctionBreakpoints", breakpoints=[
+        {"name": "f", "condition": "x"}])) == "f: condition=x"
+    assert code_of(request("setExceptionBreakpoints", filters=[], filterOptions=[
+        {"filterId": "raised", "condition": "True"}])) == "raised: condition=True"
+    assert code_of(request("evaluate", expression="a * 10")) == "expression=a * 10"
+
+
+def test_requests_that_run_no_code_are_not_audited() -> None:
+    assert code_of(request("setBreakpoints", source={"path": "/p"},
+                           breakpoints=[{"line": 2}, {"line": 3, "condition": ""}])) is None
+    assert code_of(request("setBreakpoints", breakpoints="not a list")) is None
+    assert code_of(request("stackTrace", threadId=1)) is None
+    assert code_of({"command": ["unhashable"], "arguments": []}) is None
