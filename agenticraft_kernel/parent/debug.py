@@ -5,7 +5,8 @@ The debugger itself (ipykernel's ``Debugger`` and a debugpy adapter) runs inside
 a ``debug`` run when no cell runs, and as a ``control`` frame to the worker's channel thread when
 one does (it may be held at a breakpoint: the request must not wait for the cell). Its reply
 then comes back as an event of that cell, matched here by id. debugpy's events are published
-on IOPub as ``debug_event``.
+on IOPub as ``debug_event``: only the standard DAP events, with their specified fields
+(``parent.dap_events``).
 
 Everything from the worker is the attacker's data: a reply is accepted only for a request that
 is waiting for one and must be a DAP response to it; a rich variable view (a mime bundle the
@@ -17,15 +18,61 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agenticraft_kernel.parent.dap_events import clean_event
 from agenticraft_kernel.parent.output_policy import OutputPolicy
+
+log = logging.getLogger(__name__)
 
 #: How long the parent waits for the worker's answer to one request.
 REPLY_TIMEOUT = 30.0
 #: While a reply is outstanding after its cell ended, how often to collect it with a run.
 COLLECT_EVERY = 0.5
+
+
+#: DAP requests that run code in the sandbox when they are made, and the arguments holding it.
+CODE_COMMANDS = frozenset({"evaluate", "setExpression", "setVariable", "copyToGlobals"})
+CODE_ARGUMENTS = ("expression", "name", "value", "srcVariableName", "dstVariableName")
+#: Requests that install code the sandbox runs each time a breakpoint is hit (a condition, a hit
+#: condition, the expressions in a log message's braces): the argument listing the breakpoints,
+#: and the field naming each one.
+BREAKPOINT_COMMANDS = {"setBreakpoints": ("breakpoints", "line"),
+                       "setFunctionBreakpoints": ("breakpoints", "name"),
+                       "setExceptionBreakpoints": ("filterOptions", "filterId"),
+                       "setDataBreakpoints": ("breakpoints", "dataId"),
+                       "setInstructionBreakpoints": ("breakpoints", "instructionReference")}
+BREAKPOINT_CODE = ("condition", "hitCondition", "logMessage")
+
+
+def code_of(dap: dict[str, Any]) -> str | None:
+    """The code ``dap`` makes the sandbox run, as audited (``debug_code``); None for none."""
+    command = dap.get("command")
+    if not isinstance(command, str):
+        return None
+    arguments = dap.get("arguments") if isinstance(dap.get("arguments"), dict) else {}
+    if command in CODE_COMMANDS:
+        return "; ".join(f"{k}={arguments[k]}" for k in CODE_ARGUMENTS
+                         if isinstance(arguments.get(k), str))
+    if command not in BREAKPOINT_COMMANDS:
+        return None
+    listing, label = BREAKPOINT_COMMANDS[command]
+    items = arguments.get(listing)
+    if not isinstance(items, list):
+        return None
+    source = arguments.get("source") if isinstance(arguments.get("source"), dict) else {}
+    path = f"{source['path']}:" if isinstance(source.get("path"), str) else ""
+    parts = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        code = "; ".join(f"{k}={item[k]}" for k in BREAKPOINT_CODE
+                         if isinstance(item.get(k), str) and item[k])
+        if code:
+            parts.append(f"{path}{item.get(label)}: {code}")
+    return " | ".join(parts) or None
 
 
 def failed(request: dict[str, Any], message: str) -> dict[str, Any]:
@@ -53,6 +100,8 @@ class DebugRelay:
         self._policy = policy
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
+        #: Events, and fields of events, the worker sent that did not reach the frontend.
+        self.dropped = 0
 
     async def request(self, dap: dict[str, Any]) -> dict[str, Any]:
         """The DAP reply to ``dap``, whatever the worker does (a failed response if it does
@@ -88,10 +137,16 @@ class DebugRelay:
         """A ``debug_event`` or ``debug_reply`` event of any run (the relay's ``on_debug``)."""
         content = event.get("content")
         if not isinstance(content, dict):
+            self.dropped += 1
             return
         if kind == "debug_event":
-            if content.get("type") == "event" and isinstance(content.get("event"), str):
-                self._publish(content)
+            clean, cut = clean_event(content)
+            if cut:
+                self.dropped += cut
+                log.debug("debugger event %.40r: %d unknown parts dropped",
+                          content.get("event"), cut)
+            if clean is not None:
+                self._publish(clean)
             return
         ident = event.get("id")
         entry = self._pending.get(ident) if isinstance(ident, int) else None

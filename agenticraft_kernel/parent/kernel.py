@@ -48,7 +48,7 @@ from agenticraft_kernel.parent.backends import RestrictedBackend, SessionBackend
 from agenticraft_kernel.parent.cell_audit import KernelAudit
 from agenticraft_kernel.parent.cell_state import CellState
 from agenticraft_kernel.parent.comms import CommTable
-from agenticraft_kernel.parent.debug import DebugRelay, failed
+from agenticraft_kernel.parent.debug import DebugRelay, code_of, failed
 from agenticraft_kernel.parent.history import CellHistory
 from agenticraft_kernel.parent.kernel_context import PRELOAD, build_request, notebook_defaults
 from agenticraft_kernel.parent.magics import KernelMagics
@@ -66,8 +66,6 @@ from agenticraft_kernel.views.panel import make_panel
 PARENT_ONLY = frozenset({"kernel_info_request", "comm_info_request", "connect_request",
                          "is_complete_request", "history_request"})
 COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
-#: DAP requests that run code in the sandbox (audited as ``debug_code`` session records).
-DEBUG_CODE_COMMANDS = frozenset({"evaluate", "setExpression", "setVariable", "copyToGlobals"})
 #: How long a ``kernel_info`` request waits for the kernel's context to be decided (policy and
 #: limits: whether the debugger can run in its sandbox). Not for the sandbox's start, which may
 #: wait its turn at the start gate; later requests are answered at once.
@@ -671,13 +669,11 @@ class SecureKernel(Kernel):
 
     def _audit_debug(self, msg: dict[str, Any]) -> None:
         """The debugger's requests that run code in the sandbox (the debug console's
-        expressions, a changed variable) are recorded, as cells are: they are not cells."""
-        if msg.get("command") not in DEBUG_CODE_COMMANDS or self.kaudit is None:
+        expressions, a changed variable, a breakpoint's condition or log message) are
+        recorded, as cells are: they are not cells."""
+        code = code_of(msg)
+        if code is None or self.kaudit is None:
             return
-        arguments = msg.get("arguments") if isinstance(msg.get("arguments"), dict) else {}
-        code = "; ".join(f"{k}={arguments[k]}" for k in ("expression", "name", "value",
-                                                           "srcVariableName", "dstVariableName")
-                         if isinstance(arguments.get(k), str))
         user = self.backend.context.user_id if self.backend is not None else \
             self.user_id or current_user()
         self.kaudit.kernel_event("debug_code", user, command=str(msg["command"]),

@@ -87,14 +87,20 @@ class Channel:
             start_sandbox_thread(self._thread)  # not the user's: hidden from the debugger
 
     def _flusher(self) -> None:
+        """Send a batch once ``FLUSH_INTERVAL`` has passed since the last flush. Every write
+        notifies: a notification only makes it look again, never sends early (it used to end
+        the wait, so the second write of a batch sent it at once). Ends when ``end`` retires
+        it."""
         me = threading.current_thread()
         with self._lock:
-            while self._thread is me:  # until ``end`` retires it
-                if not self._pending:
+            while self._thread is me:
+                if not self._pending or not self.active:  # between runs text is dropped
                     self._wake.wait()
                     continue
-                self._wake.wait(FLUSH_INTERVAL)
-                if self.active and self._thread is me:
+                left = self._last + FLUSH_INTERVAL - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                else:
                     self._flush_locked()
 
     # -- run boundaries ------------------------------------------------------------------------

@@ -158,6 +158,27 @@ def test_the_debugger_lives_inside_the_sandbox(debug_kernel: Kernel) -> None:
     assert not set(inodes) & host_listening()
 
 
+def test_a_breakpoint_condition_runs_in_the_sandbox_and_is_audited(debug_kernel: Kernel) -> None:
+    """A condition is code the sandbox runs each time its breakpoint is hit (here it leaves a
+    trace and never stops): the request that sets it is a ``debug_code`` record."""
+    k = debug_kernel
+    source = debug(k, "dumpCell", {"code": CODE})["body"]["sourcePath"]
+    condition = "__import__('builtins').__dict__.setdefault('seen', []).append(a)"
+    reply = debug(k, "setBreakpoints", {"breakpoints": [{"line": 2, "condition": condition}],
+                                        "source": {"path": source}, "sourceModified": False})
+    assert reply["success"]
+    try:
+        reply, outputs = k.execute(CODE)
+        assert reply["status"] == "ok", outputs
+        assert k.value("seen") == "[2]"
+    finally:
+        assert debug(k, "setBreakpoints", {"breakpoints": [], "source": {"path": source},
+                                           "sourceModified": False})["success"]
+    records = [r for r in k.audit() if r.get("event") == "debug_code"
+               and r.get("command") == "setBreakpoints"]
+    assert len(records) == 1 and records[0]["code"] == f"{source}:2: condition={condition}"
+
+
 def test_undo_is_refused_once_the_debugger_runs(debug_kernel: Kernel) -> None:
     """The debugger's threads live in the session's worker: its cells are not forked from a
     checkpoint, so there is no state to go back to, and the kernel says why."""

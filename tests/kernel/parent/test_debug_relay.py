@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agenticraft_kernel.parent import debug as debug_module
-from agenticraft_kernel.parent.debug import DebugRelay
+from agenticraft_kernel.parent.debug import DebugRelay, code_of
 from agenticraft_kernel.parent.output_policy import OutputPolicy
 
 SCRIPT = "<img src=x onerror=alert(1)><script>alert(2)</script>"
@@ -100,6 +100,76 @@ async def test_events_are_published_only_as_dap_events() -> None:
     assert [e["event"] for e in worker.published] == ["stopped"]
 
 
+def test_what_debugpy_sends_reaches_the_frontend_unchanged() -> None:
+    """The events of a real session (as ipykernel forwards debugpy's) pass whole."""
+    worker = Worker()
+    relay = worker.relay()
+    sent = [
+        {"seq": 3, "type": "event", "event": "initialized"},
+        {"seq": 4, "type": "event", "event": "process", "body": {
+            "name": "/usr/bin/python3", "systemProcessId": 2, "isLocalProcess": True,
+            "startMethod": "attach", "pointerSize": 64}},
+        {"seq": 5, "type": "event", "event": "thread", "body": {"reason": "started",
+                                                                 "threadId": 1}},
+        {"seq": 9, "type": "event", "event": "stopped", "body": {
+            "reason": "breakpoint", "threadId": 1, "preserveFocusHint": False,
+            "allThreadsStopped": True, "hitBreakpointIds": [0]}},
+        {"seq": 10, "type": "event", "event": "continued", "body": {
+            "threadId": 1, "allThreadsContinued": True}},
+        {"seq": 11, "type": "event", "event": "output", "body": {
+            "category": "stdout", "output": "sum 42\n",
+            "source": {"path": "/tmp/ipykernel/123.py", "sourceReference": 0}, "line": 3}},
+        {"seq": 12, "type": "event", "event": "breakpoint", "body": {
+            "reason": "changed", "breakpoint": {"id": 0, "verified": True, "line": 3,
+                                                "source": {"path": "/tmp/x.py"}}}},
+        {"seq": 13, "type": "event", "event": "module", "body": {
+            "reason": "new", "module": {"id": "a", "name": "m", "path": "/tmp/m.py"}}},
+        {"seq": 14, "type": "event", "event": "loadedSource", "body": {
+            "reason": "new", "source": {"name": "m.py", "path": "/tmp/m.py"}}},
+        {"seq": 15, "type": "event", "event": "exited", "body": {"exitCode": 0}},
+        {"seq": 16, "type": "event", "event": "terminated"},
+    ]
+    for content in sent:
+        relay.from_worker("debug_event", {"content": content})
+    assert worker.published == sent
+    assert relay.dropped == 0
+
+
+def test_unknown_events_and_fields_are_dropped_and_counted() -> None:
+    worker = Worker()
+    relay = worker.relay()
+    forged = [
+        {"type": "event", "event": "debugpySockets", "body": {"sockets": [{"port": 5678}]}},
+        {"type": "event", "event": "runInTerminal", "body": {"args": ["sh"]}},
+        {"type": "event", "event": "stopped", "seq": 1, "x-html": "<script>1</script>",
+         "body": {"reason": "step", "threadId": 1, "description": SCRIPT + "ok",
+                  "extra": {"deep": [1, 2]}, "allThreadsStopped": "yes",
+                  "hitBreakpointIds": [1, "2", True]}},
+        {"type": "event", "event": "output", "body": {
+            "category": "stdout", "output": "x", "data": {"any": "thing"},
+            "source": {"path": "/p", "adapterData": {"a": 1}, "sources": [{}]}}},
+        {"type": "event", "event": "initialized", "body": {"smuggled": "x"}},
+        {"type": "event", "event": "terminated", "body": {"restart": {"code": "..."}}},
+        {"type": "event", "event": "continued", "seq": "1", "body": "not a dict"},
+        {"type": "event", "event": ["stopped"]},
+    ]
+    for content in forged:
+        relay.from_worker("debug_event", {"content": content})
+    assert worker.published == [
+        {"type": "event", "event": "stopped", "seq": 1,
+         "body": {"reason": "step", "threadId": 1, "description": SCRIPT + "ok",
+                  "hitBreakpointIds": [1]}},
+        {"type": "event", "event": "output", "body": {"category": "stdout", "output": "x",
+                                                      "source": {"path": "/p"}}},
+        {"type": "event", "event": "initialized", "body": {}},
+        {"type": "event", "event": "terminated", "body": {}},
+        {"type": "event", "event": "continued"},
+    ]
+    # 2 events + (x-html, extra, allThreadsStopped, "2", True) + (data, adapterData, sources)
+    # + smuggled + restart + (seq, body) + 1 event
+    assert relay.dropped == 2 + 5 + 3 + 1 + 1 + 2 + 1
+
+
 async def test_a_silent_worker_gets_a_failed_response(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(debug_module, "REPLY_TIMEOUT", 0.2)
     monkeypatch.setattr(debug_module, "COLLECT_EVERY", 0.05)
@@ -127,3 +197,25 @@ async def test_a_reply_after_its_cell_ended_is_collected_with_a_run(
     worker.running = False  # the cell ended before the reply came
     assert (await task)["success"]
     assert worker.runs == [None]
+
+
+def test_breakpoints_that_run_code_name_it_for_the_audit() -> None:
+    """A condition, a hit condition and a log message's braces run in the sandbox each time
+    their breakpoint is hit: audited like the debug console's expressions."""
+    assert code_of(request("setBreakpoints", source={"path": "/tmp/c.py"}, breakpoints=[
+        {"line": 2}, {"line": 3, "condition": "a > 1"},
+        {"line": 5, "hitCondition": ">= 3", "logMessage": "a is {a}"}])) == (
+        "/tmp/c.py:3: condition=a > 1 | /tmp/c.py:5: hitCondition=>= 3; logMessage=a is {a}")
+    assert code_of(request("setFunctionBreakpoints", breakpoints=[
+        {"name": "f", "condition": "x"}])) == "f: condition=x"
+    assert code_of(request("setExceptionBreakpoints", filters=[], filterOptions=[
+        {"filterId": "raised", "condition": "True"}])) == "raised: condition=True"
+    assert code_of(request("evaluate", expression="a * 10")) == "expression=a * 10"
+
+
+def test_requests_that_run_no_code_are_not_audited() -> None:
+    assert code_of(request("setBreakpoints", source={"path": "/p"},
+                           breakpoints=[{"line": 2}, {"line": 3, "condition": ""}])) is None
+    assert code_of(request("setBreakpoints", breakpoints="not a list")) is None
+    assert code_of(request("stackTrace", threadId=1)) is None
+    assert code_of({"command": ["unhashable"], "arguments": []}) is None

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,8 +103,34 @@ def test_the_flusher_sends_a_batch_nothing_else_forced_out(
         pair: tuple[Channel, Wire], monkeypatch: pytest.MonkeyPatch) -> None:
     chan, wire = pair
     monkeypatch.setattr(channel_module, "FLUSH_INTERVAL", 0.01)
+    chan.flush()  # a batch starts now: the write below stays in the buffer
     chan.write_stream("stdout", "left in the buffer")
     assert wire.events(1) == [stream("stdout", "left in the buffer")]  # sent by the thread
+
+
+def wait_until_the_flusher_waits(chan: Channel) -> None:
+    """Block until the flusher thread sleeps on its condition (it has handled every notify)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with chan._lock:
+            if chan._wake._waiters:  # type: ignore[attr-defined]
+                return
+        threading.Event().wait(0.001)
+    raise AssertionError("the flusher thread never waited")
+
+
+def test_a_write_does_not_make_the_flusher_send_before_its_interval(
+        pair: tuple[Channel, Wire], slow_flush: None) -> None:
+    """Each write notifies the flusher; a notify used to end its interval wait, so the second
+    write of a batch sent the batch at once (flaky under load: "flusher sent early")."""
+    chan, wire = pair
+    chan.write_stream("stdout", "a")  # starts the flusher, which waits out the interval
+    wait_until_the_flusher_waits(chan)
+    chan.write_stream("stdout", "b")  # notifies it while it waits
+    wait_until_the_flusher_waits(chan)  # it woke, looked and went back to waiting
+    assert wire.nothing_pending()
+    chan.end()
+    assert wire.events(1) == [stream("stdout", "ab")]
 
 
 def test_sigint_is_blocked_while_a_frame_is_written(pair: tuple[Channel, Wire]) -> None:
