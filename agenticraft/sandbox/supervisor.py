@@ -285,7 +285,6 @@ class Supervisor:
                 renewed = self._renew(handle)
                 extra = {**(extra or {}), "remounted": renewed,
                          "leave": any(o.keeper is not None for o in handle.overlays)}
-            handle.unit.end_retired()  # (not in the way of this run's runner)
             # A session's runner forks the next run's runner as soon as this run is kept
             # (``prefork``; it says so in its reply): that run then starts without a fork.
             handle.send({"op": "run", "run": run_id, "code": code, "checkpoint": checkpoint,
@@ -297,6 +296,7 @@ class Supervisor:
                     return self._ended_early(handle, first, outcome, checkpoint)
                 runner = self._find_runner(handle, before)
                 handle.unit.prefer_oom(runner, True)  # the OOM killer spares the checkpoint
+                handle.unit.end_retired()  # this run's runner is forked and running by now
             watchdog = Watchdog(runner, limits, handle.scratch,
                                 unit=handle.unit if checkpoint else None,
                                 spare=handle.sandbox_processes() if checkpoint else ())

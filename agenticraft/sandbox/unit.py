@@ -181,9 +181,10 @@ class Unit:
         down a copy of the session's memory, and the fork the session makes right after a kept
         run (its next runner, forked ahead) waits for that exit meanwhile (both lock the same
         anonymous-memory structures: ~10 ms instead of ~4 here). It is killed ``RETIRE_AFTER``
-        later (the fork is done by then), or at the next run's start, or when another is retired,
-        whichever comes first; through a pidfd, so a pid reused meanwhile is never hit. It is
-        stopped and stays in the unit until then (counted, killed with the unit)."""
+        later (the fork is done by then), or once the next run's runner has started, or when
+        another is retired, whichever comes first; through a pidfd, so a pid reused meanwhile
+        is never hit. It is stopped and stays in the unit until then (counted, killed with the
+        unit)."""
         self.end_retired()
         try:
             fd = os.pidfd_open(pid)
@@ -201,7 +202,7 @@ class Unit:
             self.end_retired()
 
     def end_retired(self) -> None:
-        """Kill the retired process now, if one waits."""
+        """Kill the retired process now, if one waits (also when the sandbox ends)."""
         fd, self._retired = self._retired, None
         if self._retire_timer is not None:
             self._retire_timer.cancel()

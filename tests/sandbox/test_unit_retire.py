@@ -1,6 +1,6 @@
 """A session's older undo state is ended soon, not at once (``Unit.retire``): its exit would
-hold up the fork of the next runner. It is still always ended: by the timer, at the next run's
-start, or when another is retired."""
+hold up the fork of the next runner. It is still always ended: by the timer, once the next
+run's runner has started, or when another is retired."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ async def test_the_next_run_or_the_next_retirement_ends_it_at_once(
     unit.retire(second.pid)  # the first ends now
     assert await asyncio.wait_for(first.wait(), 10) == -signal.SIGKILL
     assert second.returncode is None
-    unit.end_retired()  # what a run's start does
+    unit.end_retired()  # what the next run does once its runner has started
     assert await asyncio.wait_for(second.wait(), 10) == -signal.SIGKILL
     unit.end_retired()  # nothing left: nothing happens
 
