@@ -242,12 +242,14 @@ class Worker:
             os.close(ours)
             os.close(theirs)
             prctl(PR_SET_CHILD_SUBREAPER, 1)
+            protocol.send(self.chan, {"ev": "forked", "failed": True})
             return
         if pid == 0:
             os.close(ours)
             gc.unfreeze()
             prctl(PR_SET_CHILD_SUBREAPER, 1)
             self.announce = theirs
+            protocol.send(self.chan, {"ev": "forked"})  # (see Supervisor._settle_prefork)
             self.pages.begin(written, self.chan, self.memory_mb)
             return  # back to the loop, waiting for the next run
         os.close(theirs)

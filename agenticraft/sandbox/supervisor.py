@@ -55,6 +55,10 @@ class RunOutcome:
 
 
 
+#: How long a run in the live process waits for a runner being forked ahead (``_settle_prefork``)
+PREFORK_SETTLE = 5.0
+
+
 class Supervisor:
     """Runs code in workers and enforces the limits a worker cannot enforce on itself."""
 
@@ -258,6 +262,8 @@ class Supervisor:
         outcome = RunOutcome()
         started = time.monotonic()
         deadline = started + limits.timeout_seconds
+        if handle.next_prefork and not checkpoint:
+            await self._settle_prefork(handle)
         before = self._prepare_run(handle, limits, checkpoint)
 
         handle.watch_pipes(loop, sink)
@@ -581,6 +587,24 @@ class Supervisor:
     def _next_run_id() -> int:
         """Run ids are random: code left in a session cannot guess the next one's frames."""
         return secrets.randbits(53)
+
+    @staticmethod
+    async def _settle_prefork(handle: WorkerHandle, timeout: float = PREFORK_SETTLE) -> None:
+        """Before a run in the live process itself while the last kept run's runner said it
+        forks the next runner: wait until that fork has happened (or failed), which the worker
+        says in a ``forked`` frame right after it. Whichever process then reads the channel runs
+        the request; ``_prepare_run`` must know which, and a runner not forked yet is not among
+        the live process's children (the session was then lost at its next cell). The frame
+        only ends the wait early: who runs is still decided from /proc."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                frame = await asyncio.wait_for(handle.recv(),
+                                               max(0.001, deadline - time.monotonic()))
+            except TimeoutError:
+                return
+            if frame is None or frame.get("ev") == "forked":
+                return
 
     @staticmethod
     def _prepare_run(handle: WorkerHandle, limits: ResourceLimits, checkpoint: bool,

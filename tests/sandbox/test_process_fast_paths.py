@@ -79,6 +79,33 @@ async def test_a_run_in_place_while_a_runner_waits_makes_that_runner_the_live_on
     assert (await session.run("z = y + 1"))["z"] == 12
 
 
+#: Patched into the worker's own class by a cell (its process, its copy): after this cell's
+#: reply the next runner is forked 0.3 s late.
+SLOW_PREFORK = """\
+import sys, time
+_worker = sys.modules["agenticraft.jail.worker"].Worker
+_fork_ahead = _worker._prefork
+def _late(self):
+    time.sleep(0.3)
+    _fork_ahead(self)
+_worker._prefork = _late
+x = 1
+"""
+
+
+async def test_a_run_in_place_sent_before_the_runner_is_forked_ahead_finds_it(session):
+    # The request comes while the live process has said it forks the next runner but has not
+    # yet: the runner then reads it. The supervisor waits for that fork; it once did not, and
+    # the next cell failed with "a run finished that no runner started" (the session was lost).
+    await session.run(SLOW_PREFORK)
+    assert session.handle.next_prefork and not children(session.handle.pid)
+    await session.request("import os\nx += 10\nme = os.getpid()", checkpoint=False)
+    result = await session.run("y = x\nagain = me")
+    assert result["y"] == 11
+    assert result["again"] != _inner(session.handle.pid)  # this cell ran in a runner again
+    assert (await session.run("z = y + 1"))["z"] == 12
+
+
 async def test_a_thread_left_running_keeps_the_fork_at_the_start_of_the_run(session):
     # A thread may change the state between runs: the next run must start from the state as it
     # is when the run comes, so no runner is forked ahead of time.
