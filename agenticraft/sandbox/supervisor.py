@@ -302,7 +302,6 @@ class Supervisor:
                     return self._ended_early(handle, first, outcome, checkpoint)
                 runner = self._find_runner(handle, before)
                 handle.unit.prefer_oom(runner, True)  # the OOM killer spares the checkpoint
-                handle.unit.end_retired()  # this run's runner is forked and running by now
             watchdog = Watchdog(runner, limits, handle.scratch,
                                 unit=handle.unit if checkpoint else None,
                                 spare=handle.sandbox_processes() if checkpoint else ())
@@ -659,7 +658,8 @@ class Supervisor:
             handle.undo, handle.undo_run = handle.pid, keep_run
             if older is not None:
                 handle.unit.release(older, resume=False)
-                handle.unit.retire(older)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(older, signal.SIGKILL)
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGKILL)

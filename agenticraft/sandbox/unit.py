@@ -17,7 +17,6 @@ without the freezer the group is resumed process by process, the held one left o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import select
@@ -32,8 +31,6 @@ from agenticraft.jail.confine import cgroups
 from agenticraft.jail.confine.apply import unit_layout
 
 MB = 1024 * 1024
-#: How long a retired process may wait before it is killed (see ``Unit.retire``).
-RETIRE_AFTER = 0.02
 #: Counters read again with ``pread`` at offset 0 on a kept descriptor (each read makes the
 #: value anew). Never ``cgroup.procs``: v1 caches its pid list in the open file.
 KEPT_OPEN = frozenset({"cpuacct.usage", "memory.max_usage_in_bytes", "memory.usage_in_bytes",
@@ -56,8 +53,6 @@ class Unit:
         self.held: set[int] = set()  # stopped on purpose: never resumed with the unit
         #: Files read with ``pread`` on descriptors kept open (see :meth:`keep_files_open`)
         self._files: dict[tuple[str, str], int] | None = None
-        self._retired: int | None = None  # pidfd of a process to end soon (``retire``)
-        self._retire_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int, *,
@@ -175,42 +170,6 @@ class Unit:
         if resume:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGCONT)
-
-    def retire(self, pid: int) -> None:
-        """End ``pid`` (a session's older undo state) soon rather than now: its exit tears
-        down a copy of the session's memory, and the fork the session makes right after a kept
-        run (its next runner, forked ahead) waits for that exit meanwhile (both lock the same
-        anonymous-memory structures: ~10 ms instead of ~4 here). It is killed ``RETIRE_AFTER``
-        later (the fork is done by then), or once the next run's runner has started, or when
-        another is retired, whichever comes first; through a pidfd, so a pid reused meanwhile
-        is never hit. It is stopped and stays in the unit until then (counted, killed with the
-        unit)."""
-        self.end_retired()
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:  # gone already
-            return
-        except OSError:  # no pidfd here: at once, as before
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            return
-        self._retired = fd
-        try:
-            self._retire_timer = asyncio.get_running_loop().call_later(RETIRE_AFTER,
-                                                                       self.end_retired)
-        except RuntimeError:  # no loop to wait on: now
-            self.end_retired()
-
-    def end_retired(self) -> None:
-        """Kill the retired process now, if one waits (also when the sandbox ends)."""
-        fd, self._retired = self._retired, None
-        if self._retire_timer is not None:
-            self._retire_timer.cancel()
-            self._retire_timer = None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-            os.close(fd)
 
     def kill(self, spare: Iterable[int] = ()) -> int:
         """Kill every process of the unit except ``spare`` (a session's checkpoint)."""

@@ -434,7 +434,6 @@ class WorkerHandle:
         scratch directory's removal: the zygote removes it once it has reaped the keeper (by
         then no mount of the sandbox holds it). Without a PID namespace both happen here."""
         self.alive = False
-        self.unit.end_retired()
         if self.keeper is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.keeper, signal.SIGKILL)

@@ -3,7 +3,6 @@ checkpoint that run forked from, stopped) and ``undo()`` goes back to it, once."
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -137,9 +136,7 @@ async def test_the_kept_state_is_stopped_and_one_at_a_time(session):
         kept.append(session.handle.undo)
         assert stopped(kept[-1]), "the undo state must be stopped"
         assert kept[-1] in session.handle.unit.members()  # accounted in the session's unit
-    # (the last of them soon after its run, on the event loop: it is not blocked here)
-    gone = await asyncio.gather(*(asyncio.to_thread(wait_gone, pid) for pid in kept[:-1]))
-    assert all(gone), "older undo states must end"
+    assert all(wait_gone(pid) for pid in kept[:-1]), "older undo states must end"
     last = kept[-1]
     await session.close()
     assert wait_gone(last), "the undo state outlived session.close()"
