@@ -26,20 +26,25 @@ async def test_variables_persist(session):
     assert result["y"] == 42
 
 
-@pytest.mark.parametrize(("code", "limit"), [
-    ("x = 'lost'\nwhile True:\n    pass", "timeout_seconds"),
+@pytest.mark.parametrize(("code", "limit", "timeout"), [
+    ("x = 'lost'\nwhile True:\n    pass", "timeout_seconds", 2),
+    # (the memory bomb gets time to reach memory_mb: unprivileged, without a cpu controller,
+    # filling 256 MB took up to 2 s, and it then raced the timeout)
     ("x = 'lost'\nblocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))",
-     "memory_mb"),
+     "memory_mb", 30),
 ])
-async def test_rollback_after_limit(session, code, limit):
-    await session.run("x = 'kept'\nitems = list(range(1000))")
-    with pytest.raises(ResourceLimitExceeded) as info:
-        await session.run(code)
-    assert info.value.limit == limit
-    assert info.value.rolled_back
-    assert "rolled back" in str(info.value)
-    result = await session.run("same = (x, len(items))")
-    assert result["same"] == ["kept", 1000]
+async def test_rollback_after_limit(process_sandbox, code, limit, timeout):
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": timeout,
+                                                      "memory_mb": 256})
+    async with process_sandbox.session(ctx) as session:
+        await session.run("x = 'kept'\nitems = list(range(1000))")
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await session.run(code)
+        assert info.value.limit == limit
+        assert info.value.rolled_back
+        assert "rolled back" in str(info.value)
+        result = await session.run("same = (x, len(items))")
+        assert result["same"] == ["kept", 1000]
 
 
 @pytest.mark.parametrize("code", [
