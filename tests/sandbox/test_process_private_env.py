@@ -875,8 +875,16 @@ os.read(r, 1)
 """)
     assert result.success, result.error
     handle = session.handle
-    everything = [handle.keeper, *(p.pid for p in psutil.Process(handle.keeper).children(
-        recursive=True))]
+
+    def tree() -> list[int]:
+        return [handle.keeper, *(p.pid for p in psutil.Process(handle.keeper).children(
+            recursive=True))]
+
+    # The checkpoint the run forked from was just killed; its runner (the live worker now) is
+    # re-parented to the init meanwhile, and a /proc walk in between does not find it.
+    deadline = time.monotonic() + 10
+    while handle.pid not in (everything := tree()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert handle.init in everything and handle.pid in everything
     assert len(everything) >= 4  # keeper, init, worker and the orphan (wherever it was put)
     procs = [psutil.Process(p) for p in everything]
