@@ -158,6 +158,10 @@ def run_one(label: str, name: str, ksm: KernelSpecManager, n: int, busy_fraction
         kc.execute(BUSY_LOOP)
     time.sleep(1.0)  # let the loops take the CPU: this is load, not synchronisation
     canaries = [canary(kc) for _, kc in idle]
+    if canaries:
+        slow = sorted(range(len(canaries)), key=canaries.__getitem__)[-5:]
+        print("  slowest canaries (order of measurement: ms): " + ", ".join(
+            f"#{i}: {canaries[i] * 1e3:.0f}" for i in sorted(slow)), flush=True)
     infos = [kernel_info_latency(kc, INFO_TIMEOUT) for _, kc in busy]
     parts = [pss_mb(km) for km, _ in live]
     pss = sum(a + b for a, b in parts) / max(1, len(live))

@@ -14,6 +14,7 @@ from typing import Any
 
 from agenticraft.jail.confine.probe import MECHANISMS, SWITCHES, mechanisms
 from agenticraft.jail.confine.rlimits import STACK_ROOM_MB
+from agenticraft.sandbox.unit import INTERACTIVE_SECONDS
 from agenticraft.security.policy import SYSTEM_POLICY_PATH
 from agenticraft.wire import network
 from agenticraft.wire.errors import QUOTA_FACTOR, SandboxUnavailable
@@ -139,13 +140,16 @@ def _unit_controllers(mech: Mapping[str, Mapping[str, Any]]) -> set[str]:
 def _cpu(unit: set[str], v: str) -> str:
     if "cpu" in unit:
         files = "cpu.max" if v.endswith("2") else "cpu.cfs_quota_us"
-        return f"{v} {files} for the whole unit (session: checkpoint, runner, children)"
+        return (f"{v} {files} for the whole unit (session: checkpoint, runner, children); "
+                f"a cell running over {INTERACTIVE_SECONDS:g} s and busy background work "
+                "yield the CPU to interactive cells (cpu.idle)")
+    no_priority = "; no priority for interactive cells over busy ones"
     if "freezer" in unit:
         files = "cgroup.freeze" if v.endswith("2") else "freezer"
         return (f"supervisor duty-cycle throttling of the whole unit at once ({v} {files}; "
-                "no cpu controller here)")
+                f"no cpu controller here{no_priority})")
     return ("supervisor duty-cycle throttling of the whole process group at once "
-            "(killpg SIGSTOP/SIGCONT; no cpu cgroup here)")
+            f"(killpg SIGSTOP/SIGCONT; no cpu cgroup here{no_priority})")
 
 
 def _memory(on: Mapping[str, bool], unit: set[str], v: str) -> str:

@@ -304,7 +304,8 @@ class Supervisor:
                 handle.unit.prefer_oom(runner, True)  # the OOM killer spares the checkpoint
             watchdog = Watchdog(runner, limits, handle.scratch,
                                 unit=handle.unit if checkpoint else None,
-                                spare=handle.sandbox_processes() if checkpoint else ())
+                                spare=handle.sandbox_processes() if checkpoint else (),
+                                priority=handle.unit, begun=started)
             done_task = asyncio.ensure_future(self._frame(handle, run_id, None, event))
             # Most runs finish in microseconds: the watchdog starts polling only after 5 ms.
             watch_task = asyncio.ensure_future(watchdog.watch())
@@ -425,7 +426,8 @@ class Supervisor:
                 stop(("timeout_seconds", round(now - started, 2), limits.timeout_seconds))
                 return
             if state[1] is None:
-                state[1] = Watchdog(runner, limits, handle.scratch)
+                state[1] = Watchdog(runner, limits, handle.scratch, priority=handle.unit,
+                                    begun=started)
             violation, pause = state[1].check()
             if violation is not None:
                 stop(violation)
@@ -443,6 +445,7 @@ class Supervisor:
         before: dict[str, Any] = {"oom": 0, "cpu": None}
         try:
             handle.discard_stale()  # nothing sent between runs counts for this one
+            handle.unit.set_interactive(True)  # (a warm worker's last run may have yielded)
             if one_shot:  # (no write when the worker already set these limits)
                 handle.unit.set_limits(limits.memory_mb, limits.cpu_percent,
                                        limits.max_processes, handle.reserved)
@@ -613,6 +616,7 @@ class Supervisor:
         handle.discard_stale()
         handle.unit.set_limits(limits.memory_mb, limits.cpu_percent, limits.max_processes,
                                handle.reserved)
+        handle.unit.set_interactive(True)  # a new cell starts with the CPU of any program
         handle.unit.reset_peak()
         prefork, handle.next_prefork = handle.next_prefork, False
         if prefork and not checkpoint:

@@ -31,6 +31,9 @@ from agenticraft.jail.confine import cgroups
 from agenticraft.jail.confine.apply import unit_layout
 
 MB = 1024 * 1024
+#: A run this old is no longer interactive: its unit yields the CPU to interactive work
+#: (:meth:`Unit.set_interactive`) until its session's next run.
+INTERACTIVE_SECONDS = 1.0
 #: Counters read again with ``pread`` at offset 0 on a kept descriptor (each read makes the
 #: value anew). Never ``cgroup.procs``: v1 caches its pid list in the open file.
 KEPT_OPEN = frozenset({"cpuacct.usage", "memory.max_usage_in_bytes", "memory.usage_in_bytes",
@@ -53,6 +56,7 @@ class Unit:
         self.held: set[int] = set()  # stopped on purpose: never resumed with the unit
         #: Files read with ``pread`` on descriptors kept open (see :meth:`keep_files_open`)
         self._files: dict[tuple[str, str], int] | None = None
+        self.interactive = True  # see set_interactive
 
     @classmethod
     def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int, *,
@@ -104,6 +108,26 @@ class Unit:
                 continue
             with contextlib.suppress(OSError):
                 self._write(controller, name, value)
+
+    def set_interactive(self, interactive: bool) -> bool:
+        """Give the unit the CPU like any program (a new cell), or only what interactive work
+        leaves free (a cell that has run for a while, a session's background work): the
+        cgroup's ``cpu.idle`` (Linux >= 5.15; else the lowest weight). Busy loops then stop
+        delaying everybody's short cells, the notebook server and the kernels' own processes,
+        yet still use every CPU nobody else wants. Cheap when unchanged; False without a cpu
+        controller (nothing is changed then)."""
+        if "cpu" not in self.caps or not self.paths:
+            return False
+        if interactive != self.interactive:
+            self.interactive = interactive
+            try:
+                self._write("cpu", "cpu.idle", 0 if interactive else 1)
+            except OSError:  # an older kernel: the smallest weight instead
+                with contextlib.suppress(OSError):
+                    self._write("cpu", *(("cpu.weight", 100 if interactive else 1)
+                                         if self.version == 2
+                                         else ("cpu.shares", 1024 if interactive else 2)))
+        return True
 
     def assume_limits(self, memory_mb: int, cpu_percent: float, max_processes: int,
                       reserved: int = 1) -> None:

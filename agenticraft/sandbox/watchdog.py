@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agenticraft.jail.tree import descendants, kill_tree
-from agenticraft.sandbox.unit import Unit
+from agenticraft.sandbox.unit import INTERACTIVE_SECONDS, Unit
 from agenticraft.wire.errors import QUOTA_FACTOR
 from agenticraft.wire.limits import ResourceLimits
 
@@ -80,9 +80,13 @@ class Watchdog:
     WINDOW = 2.0  # seconds over which cpu_percent is averaged
 
     def __init__(self, runner: int, limits: ResourceLimits, scratch: str,
-                 spare: tuple[int, ...] = (), unit: Unit | None = None) -> None:
+                 spare: tuple[int, ...] = (), unit: Unit | None = None,
+                 priority: Unit | None = None, begun: float | None = None) -> None:
         self.runner = runner
         self.unit = unit  # a session: its whole unit is watched, stopped and measured
+        #: the unit whose CPU priority drops once the run is INTERACTIVE_SECONDS old
+        self.priority = priority
+        self.begun = time.monotonic() if begun is None else begun
         self.limits = limits
         self.scratch = scratch
         self.spare = set(spare)
@@ -108,6 +112,9 @@ class Watchdog:
         """One poll: (violation or None, seconds to pause the tree for the CPU share)."""
         limits = self.limits
         self.tick += 1
+        if self.priority is not None and self.priority.interactive and (
+                time.monotonic() - self.begun > INTERACTIVE_SECONDS):
+            self.priority.set_interactive(False)
         if self.tick % 4 == 1:
             self.tree = [p for p in self._tree() if p not in self.spare]
             if len(self.tree) > limits.max_processes:
@@ -184,6 +191,13 @@ class IdleWatch:
     """
 
     INTERVAL = 0.25
+    #: The longest pause between looks while nothing runs: the kernel enforces memory, pids
+    #: and the scratch size in a unit, so a later look only reports (RSS watch: sooner).
+    QUIET_INTERVAL = 2.0
+    QUIET_INTERVAL_RSS = 1.0
+    #: Share of a CPU that background work between runs may use and stay interactive (a
+    #: prefork after a run, a widget's thread); more makes the unit yield (``set_interactive``).
+    BACKGROUND_CPU = 0.2
 
     def __init__(self, holder: int, limits: ResourceLimits, scratch: str,
                  on_violation: Callable[[tuple[str, Any, Any]], Any],
@@ -210,15 +224,31 @@ class IdleWatch:
             self._cond.notify_all()
 
     def _loop(self) -> None:
+        interval, seen, last_cpu = self.INTERVAL, None, None
         with self._cond:
             while not self._closed:
                 if self.watchdog is None:
                     self._cond.wait()
                     continue
                 watching = self.watchdog
-                self._cond.wait(self.INTERVAL)
+                if watching is not seen:  # a new watch (after a run): look closely again
+                    interval, seen, last_cpu = self.INTERVAL, watching, None
+                self._cond.wait(interval)
                 if self.watchdog is not watching or self._closed:
                     continue  # paused (or paused and resumed) meanwhile: start over
+                # Nothing of the session ran since the last look (its unit's CPU time did
+                # not move): no limit can have been crossed, so the look is skipped and the
+                # next comes later. An idle kernel then costs a wake-up every few seconds,
+                # not a full poll four times a second (hundreds of kernels on one host).
+                cpu = watching.unit.cpu_seconds() if watching.unit is not None else None
+                if cpu is not None and cpu == last_cpu:
+                    interval = min(interval * 2, self.QUIET_INTERVAL if not watching.rss_watch
+                                   else self.QUIET_INTERVAL_RSS)
+                    continue
+                if (cpu is not None and last_cpu is not None and watching.unit is not None
+                        and cpu - last_cpu > self.BACKGROUND_CPU * interval):
+                    watching.unit.set_interactive(False)  # busy background work
+                interval, last_cpu = self.INTERVAL, cpu
                 violation, pause = watching.check()
                 if violation is not None:
                     self._fire(watching, violation)

@@ -135,9 +135,12 @@ async def test_background_thread_is_held_to_the_cpu_share(process_sandbox):
         assert used < 3 * 0.45, used  # unthrottled it would be ~3 s of CPU
 
 
-async def test_background_memory_growth_stops_the_session(tmp_path, monkeypatch):
+@pytest.mark.parametrize("quiet", [0.3, 3 * IdleWatch.QUIET_INTERVAL],
+                         ids=["at-once", "after-a-quiet-spell"])
+async def test_background_memory_growth_stops_the_session(tmp_path, monkeypatch, quiet):
     """With RLIMIT_AS on, a growing thread may die of MemoryError first (also a stop); switch
-    rlimits off so that the idle watchdog alone has to catch it."""
+    rlimits off so that the idle watchdog alone has to catch it. After a quiet spell the watch
+    looks seldom (nothing ran): growth that starts then is still caught."""
     from agenticraft.sandbox.process import ProcessSandbox
 
     from helpers import make_manager, wait_gone
@@ -149,7 +152,7 @@ async def test_background_memory_growth_stops_the_session(tmp_path, monkeypatch)
         async with sandbox.session(ctx) as session:
             # The thread starts growing only after the run that started it has returned.
             await session.run("import threading, time\nhog = []\n"
-                              "def grow():\n    time.sleep(0.3)\n    while True:\n"
+                              f"def grow():\n    time.sleep({quiet})\n    while True:\n"
                               "        hog.append(bytearray(8 * 1024 * 1024))\n"
                               "        time.sleep(0.01)\n"
                               "threading.Thread(target=grow, daemon=True).start()")

@@ -298,3 +298,31 @@ async def test_a_run_may_tighten_memory_below_the_sessions_use(process_sandbox):
         # back to the session's own limit between runs and for the next run
         result = await session.run("more = bytearray(64 * 1024 * 1024)\ny = x")
         assert result["y"] == "kept"
+
+
+BUSY_2S = "import time\nend = time.monotonic() + 2\nwhile time.monotonic() < end:\n    pass\nx = 2"
+
+
+async def test_a_long_cell_yields_the_cpu_and_the_next_cell_gets_it_back(process_sandbox):
+    """A cell running past INTERACTIVE_SECONDS yields the CPU to interactive work (its unit's
+    ``cpu.idle``: busy loops no longer delay other users' short cells); the session's next cell
+    starts with the CPU of any program again. Without a cpu controller nothing changes and the
+    host report says there is no such priority."""
+    from agenticraft.sandbox.host_report import limit_enforcement
+
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 30})
+    async with process_sandbox.session(ctx) as session:
+        await session.run("x = 1")
+        unit = session.handle.unit
+        report = limit_enforcement(process_sandbox.supervisor.mechanisms)["cpu_percent"]
+        if not unit.cpu:
+            assert "no priority for interactive cells" in report
+            assert unit.set_interactive(False) is False
+            return
+        assert "yield the CPU to interactive cells" in report
+        idle = unit._path("cpu") / "cpu.idle"
+        assert idle.read_text().strip() == "0"
+        assert (await session.run(BUSY_2S))["x"] == 2
+        assert idle.read_text().strip() == "1"  # demoted while it ran, until the next cell
+        assert (await session.run("y = x"))["y"] == 2
+        assert idle.read_text().strip() == "0"
