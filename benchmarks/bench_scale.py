@@ -1,7 +1,11 @@
 """Many kernels on one machine: AgentiCraft Secure and the stock ``python3`` kernel, same run.
 
     python benchmarks/bench_scale.py [--n 200] [--busy 0.1] [--rounds 1] [--kernels secure,stock]
-        [--baseline PYTHON] [--min-free-gb 3]
+        [--baseline PYTHON] [--min-free-gb 3] [--settle SECONDS]
+
+Kind ``shared``: the secure kernel with ``AGENTICRAFT_SHARE_PAGES=1`` (its sandboxes' identical
+pages merged by ksmd, which an administrator starts: ``echo 1 > /sys/kernel/mm/ksm/run``);
+``--settle`` waits before memory is measured, and ksmd's state and CPU time are printed.
 
 For each kernel type in turn: start ``n`` kernels at once (jupyter_client, one ``start_kernel``
 after another, then waiting for all), count the ones that died during start-up (e.g. "Address
@@ -133,8 +137,22 @@ def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def ksm_state() -> str:
+    """ksmd: on/off, pages merged and its CPU time so far (shared pages, see --settle)."""
+    base = Path("/sys/kernel/mm/ksm")
+    try:
+        run, sharing, scan = ((base / f).read_text().strip()
+                              for f in ("run", "pages_sharing", "pages_to_scan"))
+    except OSError:
+        return "no KSM"
+    cpu = sum(p.cpu_times().user + p.cpu_times().system
+              for p in psutil.process_iter(["name"]) if p.info["name"] == "ksmd")
+    return f"ksmd run={run} pages_to_scan={scan}, pages_sharing={sharing}, ksmd CPU {cpu:.1f} s"
+
+
 def run_one(label: str, name: str, ksm: KernelSpecManager, n: int, busy_fraction: float,
-            env: dict[str, str], cwd: str, min_free_gb: float = 0.0) -> dict[str, object]:
+            env: dict[str, str], cwd: str, min_free_gb: float = 0.0,
+            settle: float = 0.0) -> dict[str, object]:
     print(f"{label}: starting {n} kernels (load {load()}, {available_gb():.1f} GB available)",
           flush=True)
     live, deaths, startup, skipped = start_all(name, ksm, n, env, cwd, min_free_gb)
@@ -163,10 +181,15 @@ def run_one(label: str, name: str, ksm: KernelSpecManager, n: int, busy_fraction
         print("  slowest canaries (order of measurement: ms): " + ", ".join(
             f"#{i}: {canaries[i] * 1e3:.0f}" for i in sorted(slow)), flush=True)
     infos = [kernel_info_latency(kc, INFO_TIMEOUT) for _, kc in busy]
+    if settle:
+        print(f"  waiting {settle:.0f} s before measuring memory (ksmd merges meanwhile)",
+              flush=True)
+        time.sleep(settle)  # a measurement over time, not synchronisation
     parts = [pss_mb(km) for km, _ in live]
     pss = sum(a + b for a, b in parts) / max(1, len(live))
     parent = sum(a for a, _ in parts) / max(1, len(live))
     measured_load = load()
+    print(f"  {ksm_state()}", flush=True)
     print(f"  measured (load {measured_load}, {available_gb():.1f} GB available)", flush=True)
     for km, kc in live + unusable:
         kc.stop_channels()
@@ -179,12 +202,14 @@ def run_one(label: str, name: str, ksm: KernelSpecManager, n: int, busy_fraction
 
 
 def main(n: int, busy: float, rounds: int, kinds: list[str], baseline: str | None = None,
-         min_free_gb: float = 0.0) -> None:
+         min_free_gb: float = 0.0, settle: float = 0.0) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     write_kernel_spec(tmp / "kernels" / KERNEL_NAME)
     specs = {"secure": ("agenticraft-secure", KERNEL_NAME,
                         KernelSpecManager(kernel_dirs=[str(tmp / "kernels")])),
              "stock": ("python3 (stock)", "python3", KernelSpecManager())}
+    # the secure kernel again, its sandboxes sharing pages (AGENTICRAFT_SHARE_PAGES=1)
+    specs["shared"] = ("secure, shared pages", KERNEL_NAME, specs["secure"][2])
     if baseline:
         write_kernel_spec(tmp / "baseline" / KERNEL_NAME, python=baseline)
         specs["baseline"] = ("secure, baseline", KERNEL_NAME,
@@ -195,7 +220,9 @@ def main(n: int, busy: float, rounds: int, kinds: list[str], baseline: str | Non
     for _ in range(rounds):
         for kind in kinds:
             label, name, ksm = specs[kind]
-            results.append(run_one(label, name, ksm, n, busy, env, str(tmp), min_free_gb))
+            kind_env = {**env, "AGENTICRAFT_SHARE_PAGES": "1"} if kind == "shared" else env
+            results.append(run_one(label, name, ksm, n, busy, kind_env, str(tmp), min_free_gb,
+                                   settle))
     rows = []
     for r in results:
         canaries, answered = r["canary"], r["info"]
@@ -223,13 +250,16 @@ if __name__ == "__main__":
     parser.add_argument("--busy", type=float, default=0.1, help="fraction in a busy loop")
     parser.add_argument("--rounds", type=int, default=1, help="repetitions (deaths add up)")
     parser.add_argument("--kernels", default="secure,stock",
-                        help="comma-separated kinds: secure, stock, baseline")
+                        help="comma-separated kinds: secure, shared, stock, baseline")
     parser.add_argument("--baseline", help="python of another install of the secure kernel "
                         "(kind 'baseline', e.g. /work/main/.venv/bin/python)")
     parser.add_argument("--min-free-gb", type=float, default=3.0,
                         help="start no kernel while less memory than this is available")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds to wait before measuring memory (kind 'shared': ksmd "
+                        "merges meanwhile)")
     args = parser.parse_args()
     kinds = args.kernels.split(",")
     if args.baseline and "baseline" not in kinds:
         kinds.insert(1, "baseline")
-    main(args.n, args.busy, args.rounds, kinds, args.baseline, args.min_free_gb)
+    main(args.n, args.busy, args.rounds, kinds, args.baseline, args.min_free_gb, args.settle)

@@ -393,10 +393,15 @@ def main() -> None:
     extra_preload = [m for m in sys.argv[3].split(",") if m] if len(sys.argv) > 3 else []
     scratch_root = sys.argv[4] if len(sys.argv) > 4 else ""
     stack_room = int(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] else 0
+    share_pages = len(sys.argv) > 6 and sys.argv[6] == "1"  # see confine/pages.py
+    if share_pages:
+        from agenticraft.jail.confine import pages
+        if pages.fix_layout():
+            os.execv(sys.executable, sys.orig_argv)  # the control socket is inherited
     if stack_room:
         from agenticraft.jail.confine import rlimits
         if rlimits.reserve_stack_room(stack_room):
-            os.execv(sys.executable, sys.orig_argv)  # the control socket is inherited
+            os.execv(sys.executable, sys.orig_argv)
         import threading
         threading.stack_size(rlimits.THREAD_STACK_BYTES)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -418,6 +423,10 @@ def main() -> None:
         worker,  # noqa: F401
     )
     from agenticraft.jail.confine import apply, landlock, mounts, namespaces, seccomp  # noqa: F401
+    if share_pages:  # after the preloads: their pages are the ones worth merging
+        refused = pages.merge()
+        if refused:
+            print(f"agenticraft zygote: pages not shared: {refused}", file=sys.stderr)
     zygote = Zygote(control, disabled, scratch_root)
     signal.signal(signal.SIGTERM, zygote.shutdown)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

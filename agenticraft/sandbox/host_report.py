@@ -21,6 +21,9 @@ from agenticraft.wire.errors import QUOTA_FACTOR, SandboxUnavailable
 from agenticraft.wire.network import NetworkAccess
 
 DISABLE_ENV = "AGENTICRAFT_DISABLE"
+#: Opt-in: sandboxes share identical memory pages (jail/confine/pages.py says what it costs).
+SHARE_PAGES_ENV = "AGENTICRAFT_SHARE_PAGES"
+KSM = "/sys/kernel/mm/ksm"
 
 
 def disabled_from_env(env: Mapping[str, str] | None = None) -> frozenset[str]:
@@ -210,6 +213,40 @@ def _max_processes(on: Mapping[str, bool], nproc: bool, root: bool, v: str) -> s
     return f"DEGRADED: supervisor watchdog only ({why})"
 
 
+def share_pages_from_env(env: Mapping[str, str] | None = None) -> bool:
+    value = (os.environ if env is None else env).get(SHARE_PAGES_ENV, "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def page_sharing(requested: bool) -> str:
+    """What ``AGENTICRAFT_SHARE_PAGES`` does on this host (doctor's "Memory" line)."""
+    if not requested:
+        return (f"not shared ({SHARE_PAGES_ENV}=1 lets the kernel merge the pages all "
+                "sandboxes have in common, about -30 MB per kernel at scale; it adds a timing "
+                "side channel between sandboxes: docs/security-model.md)")
+    from agenticraft.jail.confine.libc import PR_GET_MEMORY_MERGE, prctl
+    try:
+        prctl(PR_GET_MEMORY_MERGE)
+    except OSError:
+        return (f"{SHARE_PAGES_ENV}=1 but NOT AVAILABLE: this kernel has no "
+                "PR_SET_MEMORY_MERGE (Linux >= 6.4): nothing is merged")
+    try:
+        with open(f"{KSM}/run") as fh:
+            running = fh.read().strip() == "1"
+        with open(f"{KSM}/pages_to_scan") as fh:
+            scan = fh.read().strip()
+        with open(f"{KSM}/sleep_millisecs") as fh:
+            sleep = fh.read().strip()
+    except OSError:
+        return f"{SHARE_PAGES_ENV}=1 but this kernel has no KSM ({KSM}): nothing is merged"
+    if not running:
+        return (f"{SHARE_PAGES_ENV}=1 but ksmd is off: nothing is merged until an "
+                f"administrator runs `echo 1 > {KSM}/run`")
+    return (f"shared ({SHARE_PAGES_ENV}=1): sandboxes run without address-space "
+            f"randomisation, with hash seed 0, opted into KSM; ksmd scans {scan} pages every "
+            f"{sleep} ms (more merges sooner, at a CPU cost)")
+
+
 def host_report(disabled: Iterable[str] | None = None) -> dict[str, Any]:
     """Everything ``doctor`` prints, as data."""
     disabled = disabled_from_env() if disabled is None else frozenset(disabled)
@@ -225,6 +262,7 @@ def host_report(disabled: Iterable[str] | None = None) -> dict[str, Any]:
         "limits": limit_enforcement(mech),
         "network": effective_network(mech),
         "restricted": {"c_stack": c_stack(mech)},
+        "memory": {"page_sharing": page_sharing(share_pages_from_env())},
         "disabled": sorted(disabled),
     }
 
@@ -288,4 +326,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     restricted = report.get("restricted")
     if restricted:
         lines += ["", "Restricted sandbox:", f"  c_stack            {restricted['c_stack']}"]
+    memory = report.get("memory")
+    if memory:
+        lines += ["", "Memory:", f"  page_sharing       {memory['page_sharing']}"]
     return "\n".join(lines)

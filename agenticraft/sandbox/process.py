@@ -47,7 +47,8 @@ class ProcessSandbox(Sandbox):
     def __init__(self, manager: Any) -> None:
         super().__init__(manager)
         self.supervisor = Supervisor(host_probe.disabled_from_env(),
-                                     tuple(getattr(manager, "process_preload", ())))
+                                     tuple(getattr(manager, "process_preload", ())),
+                                     share_pages=host_probe.share_pages_from_env())
         self._started = False
         self._report: tuple[Any, dict[str, str]] = (None, {})
         # Allow-listed network: one host-side egress proxy per (list, user), see sandbox/egress.

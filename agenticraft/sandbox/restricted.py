@@ -44,7 +44,8 @@ class RestrictedSandbox(Sandbox):
         super().__init__(manager)
         self.supervisor = Supervisor(host_probe.disabled_from_env(),
                                      ("agenticraft.jail.restricted",),
-                                     stack_room_mb=rlimits.STACK_ROOM_MB)
+                                     stack_room_mb=rlimits.STACK_ROOM_MB,
+                                     share_pages=host_probe.share_pages_from_env())
         self._idle: dict[tuple[str, str], list[WorkerHandle]] = {}
         self._started = False
         self._report: tuple[Any, dict[str, str]] = (None, {})

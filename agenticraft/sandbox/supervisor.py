@@ -63,10 +63,11 @@ class Supervisor:
     """Runs code in workers and enforces the limits a worker cannot enforce on itself."""
 
     def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = (), *,
-                 zygote: ZygoteProcess | None = None, stack_room_mb: int = 0) -> None:
+                 zygote: ZygoteProcess | None = None, stack_room_mb: int = 0,
+                 share_pages: bool = False) -> None:
         # ``zygote``: another way to run the same zygote (the container sandbox's, in a container)
-        self.zygote = zygote if zygote is not None else ZygoteProcess(disabled, preload,
-                                                                      stack_room_mb)
+        self.zygote = zygote if zygote is not None else ZygoteProcess(
+            disabled, preload, stack_room_mb, share_pages=share_pages)
         self._start_lock = threading.Lock()
         self._layout: tuple[dict[str, Any], Any] | None = None
         #: One confined worker per pre-forked profile, already taken from the zygote, adopted

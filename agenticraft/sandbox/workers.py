@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agenticraft.jail.confine import pidns
+from agenticraft.jail.confine import pages, pidns
 from agenticraft.jail.tree import children, descendants, kill_tree
 from agenticraft.sandbox import leftovers, writeback
 from agenticraft.sandbox.budget import RunBudget
@@ -46,10 +46,11 @@ class ZygoteProcess:
     """The host's handle on the zygote process (``jail.zygote.Zygote``), one per supervisor."""
 
     def __init__(self, disabled: frozenset[str], preload: tuple[str, ...] = (),
-                 stack_room_mb: int = 0) -> None:
+                 stack_room_mb: int = 0, share_pages: bool = False) -> None:
         self.disabled = disabled
         self.preload = preload
         self.stack_room_mb = stack_room_mb  # 0: the zygote keeps the RLIMIT_STACK it inherits
+        self.share_pages = share_pages  # jail/confine/pages.py (AGENTICRAFT_SHARE_PAGES)
         leftovers.reap()  # what sandboxes of dead owners left (a SIGKILLed kernel, a crash)
         self.scratch_root = tempfile.mkdtemp(prefix=leftovers.scratch_prefix())
         os.chmod(self.scratch_root, 0o700)
@@ -65,10 +66,14 @@ class ZygoteProcess:
         env["PYTHONPATH"] = PACKAGE_ROOT  # -I ignores it; kept for clarity in ps output
         code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
                 "from agenticraft.jail.zygote import main; main()")
+        isolated = ["-I"]
+        if self.share_pages:  # one hash seed for all: -I (-E) would ignore it
+            isolated = ["-s", "-P"]  # -I without -E; the environment is allow-listed anyway
+            env["PYTHONHASHSEED"] = pages.HASH_SEED
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", code, PACKAGE_ROOT, str(child.fileno()),
+            [sys.executable, *isolated, "-c", code, PACKAGE_ROOT, str(child.fileno()),
              ",".join(sorted(self.disabled)), ",".join(self.preload), self.scratch_root,
-             str(self.stack_room_mb)],
+             str(self.stack_room_mb), "1" if self.share_pages else ""],
             pass_fds=[child.fileno()], env=env, cwd="/", stdin=subprocess.DEVNULL,
             start_new_session=True)
         child.close()

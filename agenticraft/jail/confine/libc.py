@@ -17,6 +17,8 @@ PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
+PR_SET_MEMORY_MERGE = 67  # Linux >= 6.4
+PR_GET_MEMORY_MERGE = 68
 _PR_NAMES = {value: name for name, value in globals().items() if name.startswith("PR_")}
 
 CLONE_THREAD = 0x00010000
@@ -49,6 +51,14 @@ def prctl(option: int, arg2: Any = 0, arg3: Any = 0, arg4: Any = 0, arg5: Any = 
     result = LIBC.prctl(option, arg2, arg3, arg4, arg5)
     if result < 0:
         raise _error(f"prctl({_PR_NAMES.get(option, option)})")
+    return int(result)
+
+
+def personality(persona: int) -> int:
+    """personality(2): the previous persona (0xffffffff only reads it)."""
+    result = LIBC.personality(ctypes.c_ulong(persona))
+    if result < 0:
+        raise _error("personality")
     return int(result)
 
 
