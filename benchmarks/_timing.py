@@ -22,6 +22,7 @@ CONFINE_STEPS = (
     ("pidns", "start_init", "PID namespace init (a fork)"),
     ("mounts", "build", "private root (mount tree, /proc, /dev, tmpfs)"),
     ("pidns", "start_worker", "PID namespace worker (a fork)"),
+    ("pidns", "settle_init", "prepared blank: init moves into the root (round trip)"),
     ("namespaces", "drop_capabilities", "drop capabilities"),
     ("rlimits", "apply", "rlimits"),
     ("landlock", "apply", "Landlock ruleset"),

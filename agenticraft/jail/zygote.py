@@ -30,6 +30,7 @@ import tempfile
 import time
 from typing import Any
 
+from agenticraft.jail.confine.apply import ahead_possible, fits_ahead
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 from agenticraft.jail.confine.mounts import WRITEBACK_FD
 from agenticraft.wire.environment import allowed_env
@@ -85,7 +86,9 @@ class Zygote:
         self.scratch_dies_with_child = bool(
             mech["namespaces"]["active"] and mech["mounts"]["active"]
             and mech["mounts"].get("pid_namespace"))
-        # Blank children: (pid, control pipe's write end, the worker's fds).
+        # Blank children: (pid, control pipe's write end, the worker's fds). With ``ahead``
+        # each is in its namespaces already, with its init and worker (``apply.prepare``).
+        self.ahead = ahead_possible(mech)
         self.blanks: list[tuple[int, int, list[int]]] = []
 
     # -- main loop ------------------------------------------------------------------------------
@@ -190,7 +193,10 @@ class Zygote:
         # A writable working directory becomes an overlay: its descriptors come back on a socket
         # the worker gets at fork, so such a worker is never a blank (forked before its profile).
         overlay = bool(profile.get("workdir")) and profile["workdir"] in profile["write_paths"]
-        if blank and self.blanks and not overlay:  # in its unit already: only tell it the profile
+        # A blank is in its unit already (and, prepared ahead, in its namespaces with its init
+        # and worker forked): only tell it the profile, if the profile fits what it prepared.
+        fits = not self.ahead or fits_ahead(profile)
+        if blank and self.blanks and not overlay and fits:
             pid, ctl, fds = self.blanks.pop(0)
             try:
                 with os.fdopen(ctl, "wb") as pipe:
@@ -237,7 +243,7 @@ class Zygote:
         return pid, [parent_end.detach(), out_r, err_r]
 
     def _refill_blanks(self) -> None:
-        if self.unit is None:  # a blank only saves the unit join; without units it saves nothing
+        if self.unit is None and not self.ahead:  # a blank would save nothing
             return
         while len(self.blanks) < BLANKS:
             ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
@@ -248,14 +254,25 @@ class Zygote:
             self.blanks.append((pid, ctl_w, fds))
 
     def _blank(self) -> None:  # pragma: no cover - runs in the child
-        """Join a unit of our own now; confine for whatever profile arrives later on the pipe
-        at KEEP_FD (EOF: the zygote ended or dropped us)."""
+        """Join a unit of our own now and, where every worker gets the same namespaces
+        (``ahead``), enter them and fork the PID namespace's init and worker now too
+        (``apply.prepare``: this process stays outside as the keeper, the worker goes on here);
+        confine for whatever profile arrives later on the pipe at KEEP_FD (EOF: the zygote
+        ended or dropped us)."""
         from agenticraft.jail.confine import cgroups
+        from agenticraft.jail.confine.apply import prepare
         joined = False
+        name = f"{self.pid}-{os.getpid()}"
         if self.unit is not None:
             with contextlib.suppress(OSError):  # confinement tries again and reports why not
-                cgroups.join(cgroups.create(self.unit, f"{self.pid}-{os.getpid()}"))
+                cgroups.join(cgroups.create(self.unit, name))
                 joined = True
+        prepared = None
+        if self.ahead:
+            try:
+                prepared = prepare(self.mechanisms, self.pid, name)
+            except Exception as exc:  # e.g. out of namespaces: report it for the profile
+                self._fatal(exc)
         with os.fdopen(KEEP_FD, "rb") as pipe:
             data = pipe.read()
         if not data:
@@ -263,7 +280,7 @@ class Zygote:
         msg = json.loads(data)
         profile = msg["profile"]
         self._prepare_paths(profile)
-        self._child({**profile, "unit_joined": joined}, msg["scratch"])
+        self._child({**profile, "unit_joined": joined}, msg["scratch"], prepared)
 
     def _root_plan(self, profile: dict[str, Any]) -> dict[str, Any]:
         """The private root's plan, computed once per profile (saves each worker ~0.7 ms)."""
@@ -293,7 +310,8 @@ class Zygote:
         os.closerange(CHILD_FD + (2 if keep >= 0 else 1), 1 << 16)
         os.set_inheritable(CHILD_FD, False)
 
-    def _child(self, profile: dict[str, Any], scratch: str) -> None:
+    def _child(self, profile: dict[str, Any], scratch: str,
+               prepared: dict[str, Any] | None = None) -> None:
         workdir = profile.get("workdir") or scratch
         env = allowed_env(os.environ)
         env.update(HOME=scratch, TMPDIR=scratch, PYTHONDONTWRITEBYTECODE="1")
@@ -304,17 +322,23 @@ class Zygote:
                    "scratch": scratch}
         try:
             os.chdir(workdir)
-            applied = confine(profile, self.mechanisms, expected_parent=self.pid)
+            applied = confine(profile, self.mechanisms, expected_parent=self.pid,
+                              prepared=prepared)
         except Exception as exc:
-            chan_sock = socket.socket(fileno=CHILD_FD)
-            from agenticraft.wire import protocol
-            protocol.send(chan_sock, {"ev": "fatal", "error": f"{type(exc).__name__}: {exc}"})
-            os._exit(71)
+            self._fatal(exc)
         from agenticraft.jail.worker import main
         main(CHILD_FD, profile.get("executor", "exec"),
              {"pid": os.getpid(), "applied": applied, "scratch": scratch},
              egress=(profile["egress_socket"], profile["egress_key"])
              if profile.get("egress_socket") else None)
+
+    @staticmethod
+    def _fatal(exc: Exception) -> None:  # pragma: no cover - runs in the child
+        """Tell the supervisor why this worker could not confine itself, and end."""
+        from agenticraft.wire import protocol
+        protocol.send(socket.socket(fileno=CHILD_FD),
+                      {"ev": "fatal", "error": f"{type(exc).__name__}: {exc}"})
+        os._exit(71)
 
     def _reap(self) -> None:
         died = False

@@ -25,6 +25,7 @@ import contextlib
 import os
 import select
 import signal
+import socket
 from collections.abc import Callable, Iterable
 from typing import NoReturn
 
@@ -44,6 +45,61 @@ def start_init(serve: tuple[int, Callable[[int], bool]] | None = None) -> int:
     if not os.path.exists(f"/proc/{keeper}/stat"):  # the keeper died before the signal was armed
         os._exit(1)
     return int(os.readlink("/proc/self"))
+
+
+def start_init_ahead() -> tuple[int, int]:
+    """``start_init`` and ``start_worker`` before the private root exists (a blank child prepared
+    ahead, ``apply.prepare``). Returns, in the worker, the init's host pid and a socket to the
+    init: the worker builds the root, then ``settle_init`` moves the init into it. The init
+    holds nothing but that socket while it waits, and ends with its worker."""
+    init_pid = start_init()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    worker = os.fork()
+    if worker:
+        theirs.close()
+        _await_root(ours.detach())
+        _reap_forever()
+    ours.close()
+    return init_pid, theirs.detach()
+
+
+def settle_init(sock: int) -> None:
+    """In a prepared worker, its root just built (still with capabilities, before anything of
+    the sandbox runs): hand the init the new root, and return once it lives there, without
+    capabilities and not dumpable, as an init that built the root itself would."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with socket.socket(fileno=sock) as chan:
+            socket.send_fds(chan, [b"r"], [root])
+            if chan.recv(1) != b"k":
+                raise OSError("the PID namespace's init did not move into the private root")
+    finally:
+        os.close(root)
+
+
+def _await_root(sock: int) -> None:  # pragma: no cover - runs in the init
+    """In the init prepared ahead: wait (holding nothing else) for the worker's new root, move
+    there (``chroot``: the host's root is no longer this process's), drop every capability and
+    say so. EOF: the worker was dropped before it got a profile; reaping ends the namespace."""
+    from agenticraft.jail.confine import namespaces
+
+    _quiet(sock)
+    with socket.socket(fileno=sock) as chan:
+        try:
+            _msg, fds, _flags, _addr = socket.recv_fds(chan, 1, 1)
+        except OSError:
+            return
+        if not fds:
+            return
+        os.fchdir(fds[0])
+        os.chroot(".")
+        os.chdir("/")
+        for fd in fds:
+            os.close(fd)
+        _quiet(sock)  # its /dev/null is the private root's now
+        namespaces.drop_capabilities()
+        prctl(PR_SET_DUMPABLE, 0)
+        chan.send(b"k")
 
 
 def start_worker() -> None:
