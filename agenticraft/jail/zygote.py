@@ -135,6 +135,9 @@ class Zygote:
                 os.close(fd)
             if msg.get("prefork"):
                 self._want_ready(key, profile, now=bool(msg.get("background")))
+            # Off the caller's path: the blanks forked from now on find this profile's paths
+            # resolved (Landlock's cache), as a fresh fork from here does (~0.7 ms each).
+            self._prepare_paths(profile)
             self._refill_blanks()
             self._remove_dead_units()  # after the reply: off the caller's path
         elif op == "refill":  # a run ended (no reply): now the pool may take the CPU
