@@ -30,7 +30,7 @@ import tempfile
 import time
 from typing import Any
 
-from agenticraft.jail.confine.apply import ahead_possible, fits_ahead
+from agenticraft.jail.confine.apply import ahead_possible, fits_ahead, unit_limits
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 from agenticraft.jail.confine.mounts import WRITEBACK_FD
 from agenticraft.wire.environment import allowed_env
@@ -89,6 +89,9 @@ class Zygote:
         # Blank children: (pid, control pipe's write end, the worker's fds). With ``ahead``
         # each is in its namespaces already, with its init and worker (``apply.prepare``).
         self.ahead = ahead_possible(mech)
+        # The limits of the last profile a blank could serve: a prepared blank writes them on
+        # its unit while it waits; confine skips the writes if its profile's are the same.
+        self.unit_guess: dict[str, Any] | None = None
         self.blanks: list[tuple[int, int, list[int]]] = []
 
     # -- main loop ------------------------------------------------------------------------------
@@ -138,6 +141,8 @@ class Zygote:
             # Off the caller's path: the blanks forked from now on find this profile's paths
             # resolved (Landlock's cache), as a fresh fork from here does (~0.7 ms each).
             self._prepare_paths(profile)
+            if self.ahead and fits_ahead(profile):  # the next blank's unit gets these limits
+                self.unit_guess = unit_limits(profile, helpers=2)
             self._refill_blanks()
             self._remove_dead_units()  # after the reply: off the caller's path
         elif op == "refill":  # a run ended (no reply): now the pool may take the CPU
@@ -264,12 +269,16 @@ class Zygote:
         ended or dropped us)."""
         from agenticraft.jail.confine import cgroups
         from agenticraft.jail.confine.apply import prepare
-        joined = False
+        joined, written = False, None
         name = f"{self.pid}-{os.getpid()}"
         if self.unit is not None:
             with contextlib.suppress(OSError):  # confinement tries again and reports why not
-                cgroups.join(cgroups.create(self.unit, name))
+                paths = cgroups.create(self.unit, name)
+                cgroups.join(paths)
                 joined = True
+                if self.ahead and self.unit_guess is not None:
+                    cgroups.write_limits(self.unit, paths, **self.unit_guess)
+                    written = self.unit_guess
         prepared = None
         if self.ahead:
             try:
@@ -283,7 +292,8 @@ class Zygote:
         msg = json.loads(data)
         profile = msg["profile"]
         self._prepare_paths(profile)
-        self._child({**profile, "unit_joined": joined}, msg["scratch"], prepared)
+        self._child({**profile, "unit_joined": joined, "unit_limits": written}, msg["scratch"],
+                    prepared)
 
     def _root_plan(self, profile: dict[str, Any]) -> dict[str, Any]:
         """The private root's plan, computed once per profile (saves each worker ~0.7 ms)."""

@@ -269,3 +269,28 @@ async def test_a_blank_that_waited_is_confined_and_dies_with_its_zygote(spawner:
     os.kill(spawner.supervisor.zygote.pid, signal.SIGKILL)
     for pid in everything:
         assert wait_gone(pid), pid
+
+
+async def test_a_blank_holds_the_limits_of_its_profile_not_of_the_last_one(spawner: Spawner):
+    """A prepared blank writes the last profile's limits on its unit while it waits; a profile
+    with other limits must get its own before anything runs (and the same ones again when
+    they match)."""
+    from agenticraft.jail.confine import cgroups
+    from agenticraft.jail.confine.apply import unit_layout, unit_limits
+
+    layout = unit_layout(spawner.supervisor.zygote.mechanisms)
+    if layout is None:
+        pytest.fail("no cgroup unit here")
+    work = spawner.root / "limits"
+    work.mkdir()
+    first = spawner.profile(work)
+    second = {**first, "memory_mb": first["memory_mb"] // 2, "cpu_percent": 25.0,
+              "max_processes": first["max_processes"] - 3}
+    for profile in (first, second, second):
+        handle, prepared = await spawner.spawn(profile, pool=True)
+        assert prepared is ahead(spawner)
+        for controller, name, value in cgroups.limit_writes(
+                layout.version, layout.caps, **unit_limits(profile, 2)):
+            assert (handle.unit._read(controller, name) or "").strip() == value, (
+                name, profile is first)
+        spawner.supervisor.discard(handle)

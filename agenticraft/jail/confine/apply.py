@@ -57,6 +57,14 @@ def prepare(mechanisms: Mapping[str, Mapping[str, Any]], expected_parent: int,
     return {"unit": unit, "namespaces": applied, "init_pid": init_pid, "init_sock": init_sock}
 
 
+def unit_limits(profile: Mapping[str, Any], helpers: int) -> dict[str, Any]:
+    """The limits ``confine`` sets on the worker's cgroup unit. ``helpers``: the keeper and
+    the init (2) with a PID namespace; a kept undo state is one more process of the session's."""
+    held = 1 if profile.get("undo_state") else 0
+    return {"memory_mb": profile["memory_mb"], "cpu_percent": profile["cpu_percent"],
+            "max_processes": profile["max_processes"] + 1 + helpers + held}
+
+
 def _new_session(expected_parent: int) -> None:
     os.setsid()
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -101,16 +109,15 @@ def confine(
     # checkpoint of its last run, which max_processes does not count either.
     held = 1 if profile.get("undo_state") else 0
     unit = unit_layout(mechanisms, active)
+    limits = unit_limits(profile, helpers)
     # Before the namespace step: the cgroup fs is still visible (a blank prepared ahead is in
     # its namespaces already, but its root is not built yet: it still sees it, and the unit's
     # files are its own, as they are for an unprivileged worker).
     if unit is not None:
         applied["cgroups"] = cgroups.place(
             unit, prepared["unit"] if prepared else f"{expected_parent}-{os.getpid()}",
-            memory_mb=profile["memory_mb"],
-            cpu_percent=profile["cpu_percent"],
-            max_processes=profile["max_processes"] + 1 + helpers + held,
-            joined=bool(profile.get("unit_joined")))
+            **limits, joined=bool(profile.get("unit_joined")),
+            written=profile.get("unit_limits") == limits)
     if "namespaces" in active:
         if prepared is None:
             applied["namespaces"] = namespaces.enter(network=network, mount=private_root,
