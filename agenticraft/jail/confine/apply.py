@@ -146,7 +146,7 @@ def confine(
             # in the working directory, which would forbid creating files at its top level.
             profile = {**profile, "deny_paths": []}
         if prepared is not None:  # the init moves into the root and drops its capabilities
-            pidns.settle_init(prepared["init_sock"])
+            pidns.hand_root(prepared["init_sock"])  # (meanwhile this worker confines itself)
         elif pid_ns:
             pidns.start_worker()  # the init stays behind; this is process 2, the worker
         namespaces.drop_capabilities()
@@ -182,6 +182,8 @@ def confine(
             network_access=True if network else seccomp.INET_ONLY if egress else False,
             allow_process_creation=profile["max_processes"] > 1
         )
+    if prepared is not None:  # nothing of the sandbox runs before the init has settled
+        pidns.init_settled(prepared["init_sock"])
     return applied
 
 

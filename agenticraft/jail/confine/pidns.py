@@ -50,7 +50,8 @@ def start_init(serve: tuple[int, Callable[[int], bool]] | None = None) -> int:
 def start_init_ahead() -> tuple[int, int]:
     """``start_init`` and ``start_worker`` before the private root exists (a blank child prepared
     ahead, ``apply.prepare``). Returns, in the worker, the init's host pid and a socket to the
-    init: the worker builds the root, then ``settle_init`` moves the init into it. The init
+    init: the worker builds the root, then hands it to the init (``hand_root``), which moves
+    there while the worker confines itself on (``init_settled`` waits for that). The init
     holds nothing but that socket while it waits, and ends with its worker."""
     init_pid = start_init()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -63,18 +64,29 @@ def start_init_ahead() -> tuple[int, int]:
     return init_pid, theirs.detach()
 
 
-def settle_init(sock: int) -> None:
+def hand_root(sock: int) -> None:
     """In a prepared worker, its root just built (still with capabilities, before anything of
-    the sandbox runs): hand the init the new root, and return once it lives there, without
-    capabilities and not dumpable, as an init that built the root itself would."""
+    the sandbox runs): hand the init the new root. The init moves there while the worker
+    confines itself on; ``init_settled`` waits for it before anything of the sandbox runs."""
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    chan = _chan(sock)
     try:
-        with socket.socket(fileno=sock) as chan:
-            socket.send_fds(chan, [b"r"], [root])
-            if chan.recv(1) != b"k":
-                raise OSError("the PID namespace's init did not move into the private root")
+        socket.send_fds(chan, [b"r"], [root])
     finally:
+        chan.detach()  # the descriptor stays open for ``init_settled``
         os.close(root)
+
+
+def init_settled(sock: int) -> None:
+    """Return once the init lives in the private root, without capabilities and not dumpable,
+    as an init that built the root itself would (then close the socket to it)."""
+    with _chan(sock) as chan:
+        if chan.recv(1) != b"k":
+            raise OSError("the PID namespace's init did not move into the private root")
+
+
+def _chan(sock: int) -> socket.socket:
+    return socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=sock)
 
 
 def _await_root(sock: int) -> None:  # pragma: no cover - runs in the init
@@ -99,7 +111,8 @@ def _await_root(sock: int) -> None:  # pragma: no cover - runs in the init
         _quiet(sock)  # its /dev/null is the private root's now
         namespaces.drop_capabilities()
         prctl(PR_SET_DUMPABLE, 0)
-        chan.send(b"k")
+        with contextlib.suppress(OSError):  # the worker failed meanwhile: reaping ends it all
+            chan.send(b"k")
 
 
 def start_worker() -> None:
