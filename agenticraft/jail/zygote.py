@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import select
@@ -30,6 +31,7 @@ import tempfile
 import time
 from typing import Any
 
+from agenticraft.jail import prefault
 from agenticraft.jail.confine.apply import ahead_possible, fits_ahead, unit_limits
 from agenticraft.jail.confine.libc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 from agenticraft.jail.confine.mounts import WRITEBACK_FD
@@ -92,6 +94,9 @@ class Zygote:
         # The limits of the last profile a blank could serve: a prepared blank writes them on
         # its unit while it waits; confine skips the writes if its profile's are the same.
         self.unit_guess: dict[str, Any] | None = None
+        # What prepared blanks learn about the pages a worker writes on its way (``prefault``).
+        self.blank_plan = prefault.BlankPlan() if self.ahead else None
+        self.blanks_made = 0
         self.blanks: list[tuple[int, int, list[int]]] = []
 
     # -- main loop ------------------------------------------------------------------------------
@@ -255,13 +260,15 @@ class Zygote:
             return
         while len(self.blanks) < BLANKS:
             ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
+            measure = self.blanks_made % prefault.RELEARN == 0
+            self.blanks_made += 1
             try:
-                pid, fds = self._fork(lambda: self._blank(), keep=ctl_r)
+                pid, fds = self._fork(functools.partial(self._blank, measure), keep=ctl_r)
             finally:
                 os.close(ctl_r)
             self.blanks.append((pid, ctl_w, fds))
 
-    def _blank(self) -> None:  # pragma: no cover - runs in the child
+    def _blank(self, measure: bool = False) -> None:  # pragma: no cover - runs in the child
         """Join a unit of our own now and, where every worker gets the same namespaces
         (``ahead``), enter them and fork the PID namespace's init and worker now too
         (``apply.prepare``: this process stays outside as the keeper, the worker goes on here);
@@ -285,6 +292,9 @@ class Zygote:
                 prepared = prepare(self.mechanisms, self.pid, name)
             except Exception as exc:  # e.g. out of namespaces: report it for the profile
                 self._fatal(exc)
+            if self.blank_plan is not None:  # while waiting: the pages its way will write
+                self.blank_plan.begin(measure, KEEP_FD,
+                                      memory_mb=(self.unit_guess or {}).get("memory_mb", 0))
         with os.fdopen(KEEP_FD, "rb") as pipe:
             data = pipe.read()
         if not data:
@@ -339,6 +349,11 @@ class Zygote:
                               prepared=prepared)
         except Exception as exc:
             self._fatal(exc)
+        if self.blank_plan is not None:  # unmapped before anything of the sandbox runs
+            if prepared is not None:
+                self.blank_plan.end()
+            else:
+                self.blank_plan.close()
         from agenticraft.jail.worker import main
         main(CHILD_FD, profile.get("executor", "exec"),
              {"pid": os.getpid(), "applied": applied, "scratch": scratch},

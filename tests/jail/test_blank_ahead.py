@@ -293,3 +293,17 @@ async def test_a_blank_holds_the_limits_of_its_profile_not_of_the_last_one(spawn
             assert (handle.unit._read(controller, name) or "").strip() == value, (
                 name, profile is first)
         spawner.supervisor.discard(handle)
+
+
+async def test_the_blanks_shared_plan_is_unmapped_before_the_sandbox_runs(spawner: Spawner):
+    """The mapping in which blanks pass on what pages to copy is shared by every child of the
+    zygote: no sandbox may hold it (it would be a channel between sandboxes)."""
+    work = spawner.root / "maps"
+    work.mkdir()
+    code = ("shared = [l for l in open('/proc/self/maps') if l.split()[1][3] == 's' "
+            "and 'zero' in l]")
+    for pool in (True, False, True):
+        handle, _prepared = await spawner.spawn(spawner.profile(work), pool=pool)
+        outcome = await spawner.supervisor.run(handle, code, spawner.limits)
+        assert outcome.frame["values"] == {"shared": []}, pool
+        spawner.supervisor.discard(handle)
