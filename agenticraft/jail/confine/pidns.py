@@ -11,7 +11,9 @@ the new namespace. A sandbox therefore runs as three processes:
   between cells (``mounts.renew``).
 - the **init** (process 1 inside): builds the private root with a fresh ``/proc`` (a proc mount
   shows the PID namespace of the process that mounts it), forks the worker, drops its
-  capabilities and only reaps children. It is not the worker because a session's worker
+  capabilities and only reaps children (a blank child prepared ahead, ``start_init_ahead``,
+  forks init and worker before its profile is known: there the worker builds the root and
+  the init moves into it). It is not the worker because a session's worker
   (the checkpoint) exits whenever a run is promoted, and the namespace must outlive that.
 - the **worker** (process 2 inside) and everything it starts.
 
