@@ -22,10 +22,12 @@ CONFINE_STEPS = (
     ("pidns", "start_init", "PID namespace init (a fork)"),
     ("mounts", "build", "private root (mount tree, /proc, /dev, tmpfs)"),
     ("pidns", "start_worker", "PID namespace worker (a fork)"),
+    ("pidns", "hand_root", "prepared blank: the new root handed to the init"),
     ("namespaces", "drop_capabilities", "drop capabilities"),
     ("rlimits", "apply", "rlimits"),
     ("landlock", "apply", "Landlock ruleset"),
     ("seccomp", "apply", "seccomp filter"),
+    ("pidns", "init_settled", "prepared blank: wait until the init moved and dropped caps"),
 )
 MARK = b"AGENTICRAFT-BENCH-TIMINGS "
 

@@ -23,10 +23,12 @@ with everything once copied. A host without pagemap or the madvise call: nothing
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import re
 import select
 import socket
+import struct
 
 from agenticraft.jail.confine.libc import populate_write
 
@@ -89,7 +91,7 @@ class Learner:
         self.start = None
 
 
-def copy_ahead(plan: Plan, chan: socket.socket) -> int:
+def copy_ahead(plan: Plan, chan: socket.socket | int) -> int:
     """Copy the ranges; stop at the first sign of a waiting request (or of a kernel without
     the call). Returns the pages copied."""
     copied = 0
@@ -159,3 +161,67 @@ def _intersect(written: Snapshot, start: Snapshot) -> Plan | None:
         else:
             j += 1
     return plan
+
+
+class BlankPlan:
+    """The same for the zygote's blank children prepared ahead (``apply.prepare``): the pages
+    a worker writes between its profile's arrival and its first frame (~440 here, ~2 ms of
+    faults) are nearly the same for every worker, so a blank copies them while it waits.
+
+    Blanks are forked from the zygote, never from each other, so what one learned travels in a
+    small shared mapping the zygote makes once (``MAP_SHARED``, inherited by every blank): a
+    measuring blank (the first, then every ``RELEARN``-th) writes its plan there at the end of
+    its confinement, every other one reads it while it waits. Every worker unmaps it before
+    anything of the sandbox runs (``close``), so no sandbox can read or write it; a plan torn
+    by a concurrent write only makes a blank copy pages of its own (bounded: ``MAX_PAGES``)."""
+
+    SIZE = 1 << 16
+    _HEAD = struct.Struct("<I")
+    _RANGE = struct.Struct("<QQ")
+
+    def __init__(self) -> None:
+        self.map: mmap.mmap | None = mmap.mmap(-1, self.SIZE)  # shared, anonymous
+        self.start: Snapshot | None = None
+
+    def begin(self, measure: bool, wake: int, memory_mb: float = 0) -> None:
+        """In a blank, waiting for its profile on ``wake``: measure (the pages present now), or
+        copy the plan learned last, until the profile arrives. ``memory_mb``: the limit its
+        unit will most likely get; a plan over a sixteenth of it is not copied."""
+        plan = [] if measure else self._read()
+        if not plan:
+            with contextlib.suppress(OSError):
+                self.start = _scan(_PRESENT)
+        elif not memory_mb or _size(plan) <= memory_mb * 1024 * 1024 / 16:
+            copy_ahead(plan, wake)
+
+    def end(self) -> None:
+        """In the worker, confined, before anything of the sandbox runs: a measuring blank
+        leaves its plan for the next ones; then the shared mapping is unmapped."""
+        if self.start is not None and self.map is not None:
+            with contextlib.suppress(OSError):
+                self._write(_intersect(_scan(_WRITTEN), self.start) or [])
+        self.close()
+
+    def close(self) -> None:
+        self.start = None
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+
+    def _read(self) -> Plan:
+        if self.map is None:
+            return []
+        count = min(self._HEAD.unpack_from(self.map, 0)[0],
+                    (self.SIZE - self._HEAD.size) // self._RANGE.size)
+        plan = [self._RANGE.unpack_from(self.map, self._HEAD.size + i * self._RANGE.size)
+                for i in range(count)]
+        return plan if _size(plan) <= MAX_PAGES * PAGE else []
+
+    def _write(self, plan: Plan) -> None:
+        assert self.map is not None
+        plan = plan[:(self.SIZE - self._HEAD.size) // self._RANGE.size]
+        self._HEAD.pack_into(self.map, 0, 0)  # readers meanwhile see no plan
+        for i, (address, length) in enumerate(plan):
+            self._RANGE.pack_into(self.map, self._HEAD.size + i * self._RANGE.size,
+                                  address, length)
+        self._HEAD.pack_into(self.map, 0, len(plan))

@@ -114,3 +114,40 @@ def test_a_session_near_its_memory_limit_gets_no_copy(monkeypatch: pytest.Monkey
     assert not copied  # over a sixteenth of 8 MB
     learner.begin(None, None, memory_mb=64)  # type: ignore[arg-type]
     assert copied == [learner.plan]
+
+
+def test_a_blank_copies_the_pages_a_measuring_blank_wrote_and_unmaps_the_plan() -> None:
+    """Blanks are siblings (each forked from the zygote): the first measures and leaves its
+    plan in the shared mapping, the next copies it while it waits; both unmap it."""
+    region = mmap.mmap(-1, 3 * PAGES * prefault.PAGE,
+                       flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    _touch(region, 0, 3 * PAGES)  # the zygote's pages, present before any blank is forked
+    plan = prefault.BlankPlan()
+    wake_r, wake_w = os.pipe()  # a blank's profile pipe: nothing on it yet
+
+    def measuring_blank() -> tuple[int, ...]:
+        plan.begin(True, wake_r)
+        _touch(region, 0, PAGES)  # its way to the sandbox writes the first PAGES pages
+        plan.end()
+        return (int(plan.map is None),)
+
+    def next_blank() -> tuple[int, ...]:
+        plan.begin(False, wake_r)  # copies while it waits
+        before = _faults()
+        _touch(region, 0, PAGES)
+        learned = _faults() - before
+        before = _faults()
+        _touch(region, PAGES, PAGES)
+        fresh = _faults() - before
+        plan.end()
+        return learned, fresh, int(plan.map is None)
+
+    try:
+        assert _in_child(measuring_blank) == (1,)
+        learned, fresh, unmapped = _in_child(next_blank)
+    finally:
+        os.close(wake_r)
+        os.close(wake_w)
+    assert unmapped == 1
+    assert fresh >= PAGES * 9 // 10  # the control: these still fault
+    assert learned <= PAGES // 10  # without the copy ahead: PAGES faults

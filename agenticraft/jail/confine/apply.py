@@ -26,16 +26,64 @@ from agenticraft.jail.confine.libc import (
 )
 
 
-def confine(
-    profile: Mapping[str, Any], mechanisms: Mapping[str, Mapping[str, Any]], expected_parent: int
-) -> dict[str, Any]:
-    """Apply ``profile`` (see ``profile.build_profile``) with the mechanisms that are active."""
-    active = {name for name, info in mechanisms.items() if info.get("active")}
-    applied: dict[str, Any] = {}
+def ahead_possible(mechanisms: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Can a blank child enter its namespaces and fork its init and worker before it knows its
+    profile? Only where every worker gets the same shape: user, IPC, UTS, mount and PID
+    namespaces and a private root."""
+    return all(mechanisms.get(name, {}).get("active") for name in ("namespaces", "mounts")) \
+        and bool(mechanisms["mounts"].get("pid_namespace"))
+
+
+def fits_ahead(profile: Mapping[str, Any]) -> bool:
+    """Does a blank prepared ahead (``prepare``: its own network namespace, no overlay socket)
+    give ``profile`` exactly what ``confine`` would? Not with the host's network (no network
+    namespace at all) nor a writable working directory (its overlay needs the socket at fork)."""
+    overlay = bool(profile.get("workdir")) and profile["workdir"] in profile["write_paths"]
+    return profile["network_access"] is not True and not overlay
+
+
+def prepare(mechanisms: Mapping[str, Mapping[str, Any]], expected_parent: int,
+            unit: str) -> dict[str, Any]:
+    """In a blank child, before its profile is known: the steps ``confine`` would take first
+    that no profile changes (new session, parent-death signal, user + IPC + UTS + network +
+    mount + PID namespaces with their id maps, caps and host name, the PID namespace's init
+    and worker). Returns in the worker (process 2); this process stays outside as the keeper
+    and the init waits (``pidns.start_init_ahead``). Pass the result to ``confine``
+    (``prepared``) with a profile that ``fits_ahead``; ``unit``: the cgroup unit's name, which
+    is this (outer) process's."""
+    _new_session(expected_parent)
+    applied = namespaces.enter(network=False, mount=True, pid=True, drop=False)
+    init_pid, init_sock = pidns.start_init_ahead()
+    return {"unit": unit, "namespaces": applied, "init_pid": init_pid, "init_sock": init_sock}
+
+
+def unit_limits(profile: Mapping[str, Any], helpers: int) -> dict[str, Any]:
+    """The limits ``confine`` sets on the worker's cgroup unit. ``helpers``: the keeper and
+    the init (2) with a PID namespace; a kept undo state is one more process of the session's."""
+    held = 1 if profile.get("undo_state") else 0
+    return {"memory_mb": profile["memory_mb"], "cpu_percent": profile["cpu_percent"],
+            "max_processes": profile["max_processes"] + 1 + helpers + held}
+
+
+def _new_session(expected_parent: int) -> None:
     os.setsid()
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != expected_parent:  # parent died before the death signal was armed
         os._exit(1)
+
+
+def confine(
+    profile: Mapping[str, Any], mechanisms: Mapping[str, Mapping[str, Any]], expected_parent: int,
+    prepared: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Apply ``profile`` (see ``profile.build_profile``) with the mechanisms that are active.
+    ``prepared``: what ``prepare`` did ahead in this blank child (its steps are skipped)."""
+    active = {name for name, info in mechanisms.items() if info.get("active")}
+    applied: dict[str, Any] = {}
+    if prepared is None:
+        _new_session(expected_parent)
+    elif not (ahead_possible(mechanisms) and fits_ahead(profile) and profile.get("scratch")):
+        raise RuntimeError("a blank prepared ahead was given a profile it does not fit")
 
     network = profile["network_access"] is True  # the host's network
     # An allow-list: own namespace with loopback up (the egress shim listens there); the only
@@ -61,20 +109,30 @@ def confine(
     # checkpoint of its last run, which max_processes does not count either.
     held = 1 if profile.get("undo_state") else 0
     unit = unit_layout(mechanisms, active)
-    if unit is not None:  # before the namespace step: the cgroup fs is still writable
+    limits = unit_limits(profile, helpers)
+    # Before the namespace step: the cgroup fs is still visible (a blank prepared ahead is in
+    # its namespaces already, but its root is not built yet: it still sees it, and the unit's
+    # files are its own, as they are for an unprivileged worker).
+    if unit is not None:
         applied["cgroups"] = cgroups.place(
-            unit, f"{expected_parent}-{os.getpid()}", memory_mb=profile["memory_mb"],
-            cpu_percent=profile["cpu_percent"],
-            max_processes=profile["max_processes"] + 1 + helpers + held,
-            joined=bool(profile.get("unit_joined")))
+            unit, prepared["unit"] if prepared else f"{expected_parent}-{os.getpid()}",
+            **limits, joined=bool(profile.get("unit_joined")),
+            written=profile.get("unit_limits") == limits)
     if "namespaces" in active:
-        applied["namespaces"] = namespaces.enter(network=network, mount=private_root,
-                                                 pid=pid_ns, drop=False, loopback=egress)
+        if prepared is None:
+            applied["namespaces"] = namespaces.enter(network=network, mount=private_root,
+                                                     pid=pid_ns, drop=False, loopback=egress)
+        else:  # entered ahead, without the network: loopback up now if the profile wants it
+            if egress:
+                namespaces.loopback_up()
+            applied["namespaces"] = {**prepared["namespaces"], "loopback": egress}
         root_plan: dict[str, Any] = {}
         if private_root:
             root_plan = {**(profile.get("root_plan") or mounts.plan(profile, profile["scratch"])),
                          "scratch": profile["scratch"]}
-        if pid_ns:  # from here on this is process 1 of the namespace; the keeper stays outside
+        if prepared is not None:  # this is process 2 already, the init waits for the root
+            applied["pid_namespace"] = {"init_pid": prepared["init_pid"]}
+        elif pid_ns:  # from here on this is process 1 of the namespace; the keeper stays outside
             # With a writable working directory the keeper keeps the overlay socket to renew
             # the overlay between session cells (``mounts.renew``); the init closes its copy.
             serve = None if writeback is None else (
@@ -87,7 +145,9 @@ def confine(
             # renamed over or removed) or does not exist at all. Landlock then needs no holes
             # in the working directory, which would forbid creating files at its top level.
             profile = {**profile, "deny_paths": []}
-        if pid_ns:
+        if prepared is not None:  # the init moves into the root and drops its capabilities
+            pidns.hand_root(prepared["init_sock"])  # (meanwhile this worker confines itself)
+        elif pid_ns:
             pidns.start_worker()  # the init stays behind; this is process 2, the worker
         namespaces.drop_capabilities()
     prctl(PR_SET_DUMPABLE, 0)
@@ -122,6 +182,8 @@ def confine(
             network_access=True if network else seccomp.INET_ONLY if egress else False,
             allow_process_creation=profile["max_processes"] > 1
         )
+    if prepared is not None:  # nothing of the sandbox runs before the init has settled
+        pidns.init_settled(prepared["init_sock"])
     return applied
 
 

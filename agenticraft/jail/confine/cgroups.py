@@ -309,12 +309,14 @@ def join(paths: dict[str, Path]) -> None:
 
 
 def place(layout: Layout, name: str, *, memory_mb: int, cpu_percent: float,
-          max_processes: int, joined: bool = False) -> dict[str, Any]:
+          max_processes: int, joined: bool = False, written: bool = False) -> dict[str, Any]:
     """Create the unit ``name`` with its limits and move this process into it (``joined``:
-    the zygote's pool made and joined it ahead of time; only the limits are set)."""
+    the zygote's pool made and joined it ahead of time; only the limits are set; ``written``:
+    a joined unit holds exactly these limits already, written ahead)."""
     paths = create(layout, name) if not joined else layout.paths(name)
-    write_limits(layout, paths, memory_mb=memory_mb, cpu_percent=cpu_percent,
-                 max_processes=max_processes)
+    if not (joined and written):
+        write_limits(layout, paths, memory_mb=memory_mb, cpu_percent=cpu_percent,
+                     max_processes=max_processes)
     if not joined:
         join(paths)
     return {"unit": name, "version": layout.version, "controllers": sorted(layout.caps),

@@ -11,7 +11,9 @@ the new namespace. A sandbox therefore runs as three processes:
   between cells (``mounts.renew``).
 - the **init** (process 1 inside): builds the private root with a fresh ``/proc`` (a proc mount
   shows the PID namespace of the process that mounts it), forks the worker, drops its
-  capabilities and only reaps children. It is not the worker because a session's worker
+  capabilities and only reaps children (a blank child prepared ahead, ``start_init_ahead``,
+  forks init and worker before its profile is known: there the worker builds the root and
+  the init moves into it). It is not the worker because a session's worker
   (the checkpoint) exits whenever a run is promoted, and the namespace must outlive that.
 - the **worker** (process 2 inside) and everything it starts.
 
@@ -25,6 +27,7 @@ import contextlib
 import os
 import select
 import signal
+import socket
 from collections.abc import Callable, Iterable
 from typing import NoReturn
 
@@ -44,6 +47,74 @@ def start_init(serve: tuple[int, Callable[[int], bool]] | None = None) -> int:
     if not os.path.exists(f"/proc/{keeper}/stat"):  # the keeper died before the signal was armed
         os._exit(1)
     return int(os.readlink("/proc/self"))
+
+
+def start_init_ahead() -> tuple[int, int]:
+    """``start_init`` and ``start_worker`` before the private root exists (a blank child prepared
+    ahead, ``apply.prepare``). Returns, in the worker, the init's host pid and a socket to the
+    init: the worker builds the root, then hands it to the init (``hand_root``), which moves
+    there while the worker confines itself on (``init_settled`` waits for that). The init
+    holds nothing but that socket while it waits, and ends with its worker."""
+    init_pid = start_init()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    worker = os.fork()
+    if worker:
+        theirs.close()
+        _await_root(ours.detach())
+        _reap_forever()
+    ours.close()
+    return init_pid, theirs.detach()
+
+
+def hand_root(sock: int) -> None:
+    """In a prepared worker, its root just built (still with capabilities, before anything of
+    the sandbox runs): hand the init the new root. The init moves there while the worker
+    confines itself on; ``init_settled`` waits for it before anything of the sandbox runs."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    chan = _chan(sock)
+    try:
+        socket.send_fds(chan, [b"r"], [root])
+    finally:
+        chan.detach()  # the descriptor stays open for ``init_settled``
+        os.close(root)
+
+
+def init_settled(sock: int) -> None:
+    """Return once the init lives in the private root, without capabilities and not dumpable,
+    as an init that built the root itself would (then close the socket to it)."""
+    with _chan(sock) as chan:
+        if chan.recv(1) != b"k":
+            raise OSError("the PID namespace's init did not move into the private root")
+
+
+def _chan(sock: int) -> socket.socket:
+    return socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=sock)
+
+
+def _await_root(sock: int) -> None:  # pragma: no cover - runs in the init
+    """In the init prepared ahead: wait (holding nothing else) for the worker's new root, move
+    there (``chroot``: the host's root is no longer this process's), drop every capability and
+    say so. EOF: the worker was dropped before it got a profile; reaping ends the namespace."""
+    from agenticraft.jail.confine import namespaces
+
+    _quiet(sock)
+    with socket.socket(fileno=sock) as chan:
+        try:
+            _msg, fds, _flags, _addr = socket.recv_fds(chan, 1, 1)
+        except OSError:
+            return
+        if not fds:
+            return
+        os.fchdir(fds[0])
+        os.chroot(".")
+        os.chdir("/")
+        for fd in fds:
+            os.close(fd)
+        _quiet(sock)  # its /dev/null is the private root's now
+        namespaces.drop_capabilities()
+        prctl(PR_SET_DUMPABLE, 0)
+        with contextlib.suppress(OSError):  # the worker failed meanwhile: reaping ends it all
+            chan.send(b"k")
 
 
 def start_worker() -> None:
