@@ -53,5 +53,6 @@ setpriv --reuid="$user" --regid="$user" --init-groups --reset-env -- env HOME="$
             tests/jail/test_confine_landlock_seccomp.py tests/sandbox/test_resource_control.py \
             tests/sandbox/test_process_private_env.py tests/sandbox/test_egress.py \
             tests/sandbox/test_cgroup_v2.py tests/jail/test_cgroups_v2_files.py \
-            tests/sandbox/test_writeback.py tests/sandbox/test_process_session_undo.py
+            tests/sandbox/test_writeback.py tests/sandbox/test_process_session_undo.py \
+            tests/jail/test_blank_ahead.py tests/sandbox/test_page_sharing.py
     "
