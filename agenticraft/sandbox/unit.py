@@ -17,6 +17,7 @@ without the freezer the group is resumed process by process, the held one left o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -31,6 +32,10 @@ from agenticraft.jail.confine import cgroups
 from agenticraft.jail.confine.apply import unit_layout
 
 MB = 1024 * 1024
+#: How long a run waits for a process its session ended to be reaped (``Unit.settle``), and
+#: how often that last step (exit to reap) is looked at.
+SETTLE_TIMEOUT = 2.0
+REAP_POLL = 0.0002
 #: Counters read again with ``pread`` at offset 0 on a kept descriptor (each read makes the
 #: value anew). Never ``cgroup.procs``: v1 caches its pid list in the open file.
 KEPT_OPEN = frozenset({"cpuacct.usage", "memory.max_usage_in_bytes", "memory.usage_in_bytes",
@@ -53,6 +58,9 @@ class Unit:
         self.held: set[int] = set()  # stopped on purpose: never resumed with the unit
         #: Files read with ``pread`` on descriptors kept open (see :meth:`keep_files_open`)
         self._files: dict[tuple[str, str], int] | None = None
+        #: Processes killed by :meth:`end` that may still count in the unit: (pid, pidfd or None)
+        self._ending: list[tuple[int, int | None]] = []
+        weakref.finalize(self, _close_quietly, self.__dict__)
 
     @classmethod
     def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int, *,
@@ -171,6 +179,44 @@ class Unit:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGCONT)
 
+    def end(self, pid: int) -> None:
+        """Kill ``pid`` (a session's undo state that a kept run replaced) without waiting for
+        its exit here: that exit tears down a copy of the session's memory, and the caller has
+        a reply to send. :meth:`settle` waits until it no longer counts in the unit. Through a
+        pidfd, opened before the signal: a pid reused meanwhile is never hit nor waited for."""
+        try:
+            fd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        except OSError:  # no pidfd here (Linux < 5.3, a seccomp profile): by pid
+            fd = None
+        try:
+            if fd is None:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            if fd is not None:
+                os.close(fd)
+            return
+        self._ending.append((pid, fd))
+
+    async def settle(self, timeout: float = SETTLE_TIMEOUT) -> bool:
+        """Until every process :meth:`end` killed is gone, reaped, not only dead: a zombie
+        still holds its pid (pids.current and RLIMIT_NPROC count it until its reaper, the PID
+        namespace's init or the zygote, waits for it). A session calls this before each run,
+        so no run starts beside a state it replaced (between paced runs it is long gone: one
+        call). False if one is still there after ``timeout`` (its reaper is stuck)."""
+        deadline = time.monotonic() + timeout
+        while self._ending:
+            pid, fd = self._ending[-1]
+            if not await _reaped(pid, fd, deadline):
+                return False
+            self._ending.pop()
+            if fd is not None:
+                os.close(fd)
+        return True
+
     def kill(self, spare: Iterable[int] = ()) -> int:
         """Kill every process of the unit except ``spare`` (a session's checkpoint)."""
         spared = {p for p in spare if p > 0}
@@ -233,7 +279,6 @@ class Unit:
         goes, or by :meth:`close_files`."""
         if self._files is None and self.paths:
             self._files = {}
-            weakref.finalize(self, _close_quietly, self.__dict__)
 
     def close_files(self) -> None:
         _close_quietly(self.__dict__)
@@ -278,7 +323,6 @@ class CgroupV2Unit(Unit):
         self.path = Path(paths["unified"])
         self._peak: int | None = None  # memory.peak held open: writing it resets this fd's peak
         self._peak_resettable = False
-        weakref.finalize(self, _close_quietly, self.__dict__)
 
     def _path(self, controller: str) -> Path:
         return self.path
@@ -414,11 +458,56 @@ class CgroupV2Unit(Unit):
             self.path.rmdir()
 
 
+async def _reaped(pid: int, fd: int | None, deadline: float) -> bool:
+    """Wait until ``pid`` (its pidfd ``fd``) is reaped: the pidfd turns readable at the exit;
+    the reaper follows within microseconds, so that last step is polled."""
+    if fd is not None and not _gone(pid, fd):
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        loop.add_reader(fd, _set_once, exited)
+        try:
+            await asyncio.wait_for(exited, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return False
+        finally:
+            loop.remove_reader(fd)
+    while not _gone(pid, fd):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(REAP_POLL)
+    return True
+
+
+def _gone(pid: int, fd: int | None) -> bool:
+    """Reaped (a zombie is not: it still holds its pid)."""
+    try:
+        if fd is None:
+            os.stat(f"/proc/{pid}")
+        else:
+            signal.pidfd_send_signal(fd, 0)  # (succeeds for a zombie too)
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+    except OSError:  # (EPERM: not ours to wait for)
+        return True
+    return False
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _close_quietly(state: dict[str, Any]) -> None:
     peak = state.get("_peak")
     state["_peak"] = None
     files = state.get("_files") or {}
     state["_files"] = None
+    ending = state.get("_ending") or []
+    state["_ending"] = []
+    for _, fd in ending:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
     for fd in [peak, *files.values()]:
         if fd is not None:
             with contextlib.suppress(OSError):
