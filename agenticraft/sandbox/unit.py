@@ -40,6 +40,9 @@ REAP_POLL = 0.0002
 #: value anew). Never ``cgroup.procs``: v1 caches its pid list in the open file.
 KEPT_OPEN = frozenset({"cpuacct.usage", "memory.max_usage_in_bytes", "memory.usage_in_bytes",
                        "memory.oom_control", "cpu.stat", "memory.events", "memory.current"})
+#: Of those, written too (before every run of a session: its peak starts again), with ``pwrite``
+#: on the same descriptor (each write is handled whole; ~1 us instead of ~40 us for an open).
+KEPT_WRITTEN = frozenset({"memory.max_usage_in_bytes"})
 
 
 class Unit:
@@ -284,14 +287,9 @@ class Unit:
         _close_quietly(self.__dict__)
 
     def _read(self, controller: str, name: str) -> str | None:
-        files = self._files
-        if files is not None and name in KEPT_OPEN:
-            fd = files.get((controller, name))
+        if self._files is not None and name in KEPT_OPEN:
             try:
-                if fd is None:
-                    fd = files[controller, name] = os.open(self._path(controller) / name,
-                                                           os.O_RDONLY | os.O_CLOEXEC)
-                return os.pread(fd, 4096, 0).decode()
+                return os.pread(self._kept(controller, name), 4096, 0).decode()
             except (OSError, KeyError):
                 return None
         try:
@@ -300,7 +298,25 @@ class Unit:
         except (OSError, KeyError):
             return None
 
+    def _kept(self, controller: str, name: str) -> int:
+        """The kept descriptor of a unit file (opened at its first use)."""
+        files = self._files
+        assert files is not None
+        fd = files.get((controller, name))
+        if fd is None:
+            mode = os.O_RDWR if name in KEPT_WRITTEN else os.O_RDONLY
+            fd = files[controller, name] = os.open(self._path(controller) / name,
+                                                   mode | os.O_CLOEXEC)
+        return fd
+
     def _write(self, controller: str, name: str, value: object) -> None:
+        if self._files is not None and name in KEPT_WRITTEN:
+            try:
+                fd = self._kept(controller, name)
+            except KeyError as exc:  # (no such controller: as the path-based write would)
+                raise FileNotFoundError(name) from exc
+            os.pwrite(fd, str(value).encode(), 0)
+            return
         with open(self._path(controller) / name, "w") as fh:
             fh.write(str(value))
 
