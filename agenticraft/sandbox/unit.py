@@ -32,10 +32,11 @@ from agenticraft.jail.confine import cgroups
 from agenticraft.jail.confine.apply import unit_layout
 
 MB = 1024 * 1024
-#: How long a run waits for a process its session ended to be reaped (``Unit.settle``), and
-#: how often that last step (exit to reap) is looked at.
+#: How long a run waits for a process its session ended to be reaped (``Unit.settle``), how
+#: often that last step (exit to reap) is looked at, and for how long with the loop held.
 SETTLE_TIMEOUT = 2.0
-REAP_POLL = 0.0002
+REAP_POLL = 0.00005
+REAP_SPIN = 0.005
 #: Counters read again with ``pread`` at offset 0 on a kept descriptor (each read makes the
 #: value anew). Never ``cgroup.procs``: v1 caches its pid list in the open file.
 KEPT_OPEN = frozenset({"cpuacct.usage", "memory.max_usage_in_bytes", "memory.usage_in_bytes",
@@ -487,10 +488,17 @@ async def _reaped(pid: int, fd: int | None, deadline: float) -> bool:
             return False
         finally:
             loop.remove_reader(fd)
+    # The reap follows the exit within microseconds once the reaper runs: short sleeps that
+    # hold the loop (an asyncio timer sleeps 1 ms at least: epoll's resolution), then timers.
+    spin_until = time.monotonic() + REAP_SPIN
     while not _gone(pid, fd):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             return False
-        await asyncio.sleep(REAP_POLL)
+        if now < spin_until:
+            time.sleep(REAP_POLL)
+        else:
+            await asyncio.sleep(0.001)
     return True
 
 
