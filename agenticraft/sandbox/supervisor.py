@@ -263,6 +263,9 @@ class Supervisor:
         outcome = RunOutcome()
         started = time.monotonic()
         deadline = started + limits.timeout_seconds
+        # No run starts beside the undo state the last kept run replaced (killed at its
+        # promotion, and reaped by now unless runs come back to back): see ``_promote``.
+        await handle.unit.settle()
         if handle.next_prefork and not checkpoint:
             await self._settle_prefork(handle)
         before = self._prepare_run(handle, limits, checkpoint)
@@ -323,9 +326,7 @@ class Supervisor:
                 finished, _ = await asyncio.wait([done_task], timeout=grace)
             if done_task in finished:
                 frame = done_task.result()
-                cpu, peak = read_usage(runner)
-                outcome.usage = {"cpu_seconds": self._cpu(handle, before, cpu),
-                                 "memory_mb": self._peak_mb(handle, peak, watchdog)}
+                outcome.usage = self._run_usage(handle, before, runner, watchdog)
                 if frame is not None and frame.get("ev") == "done":
                     outcome.frame = frame
                     failed_limit = "limit" in frame or "violation" in frame
@@ -539,9 +540,7 @@ class Supervisor:
                         outcome: RunOutcome, tasks: list[asyncio.Task[Any]],
                         watchdog: Watchdog | None, before: dict[str, Any]) -> None:
         """Kill a run that went over a limit; a session's checkpoint restores its state."""
-        cpu, peak = read_usage(runner)
-        outcome.usage = {"cpu_seconds": self._cpu(handle, before, cpu),
-                         "memory_mb": self._peak_mb(handle, peak, watchdog)}
+        outcome.usage = self._run_usage(handle, before, runner, watchdog)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -628,7 +627,9 @@ class Supervisor:
             if kids:
                 Supervisor._promote(handle, max(kids, key=_birth))
             prefork = False
-        return {"children": set(children(handle.pid)) if checkpoint else set(),
+        # (with a runner forked ahead the checkpoint's only child is the runner: no list of
+        # its children before the run is needed to tell the runner apart, see _find_runner)
+        return {"children": set(children(handle.pid)) if checkpoint and not prefork else set(),
                 "oom": handle.unit.oom_kills(), "cpu": handle.unit.cpu_seconds(),
                 "prefork": checkpoint and prefork}
 
@@ -638,15 +639,14 @@ class Supervisor:
         pid the sandboxed side names is never used); -1 if it already died.
 
         A runner forked ahead of time (the last kept run said ``prefork``) was born before
-        this run: when no child is new, it is the checkpoint's youngest child (the checkpoint
-        adopted no orphan from before that fork on and had no other thread to fork)."""
+        this run: it is the checkpoint's youngest child (the checkpoint adopted no orphan from
+        that fork on and had no other thread to fork; if that runner died before the run, the
+        checkpoint reaped it and forked the run's runner, younger still)."""
         kids = children(handle.pid)
+        if before.get("prefork"):
+            return max(kids, key=_birth) if kids else -1
         born = [pid for pid in kids if pid not in before["children"]]
-        if born:
-            return min(born, key=_start_time)
-        if before.get("prefork") and kids:
-            return max(kids, key=_birth)
-        return -1
+        return min(born, key=_start_time) if born else -1
 
     @staticmethod
     def _promote(handle: WorkerHandle, runner: int, keep_run: int | None = None) -> None:
@@ -656,15 +656,20 @@ class Supervisor:
         ``keep_run`` (the run's id): the checkpoint is kept instead, stopped, as the session's
         undo state, and the one kept before it ends. A stopped checkpoint still waits for its
         runner, so it resumes only when :meth:`undo` lets it run after that runner's end.
+
+        The older state is killed here but not waited for (its exit takes ~1.5 ms, more for a
+        large session): the next run waits for it (``Unit.settle``), so no run starts while it
+        still holds a pid or memory of the unit. Measured back to back, starting the next run
+        only then is also faster than letting it start beside that exit and the next runner's
+        fork (bench_kernel_parts.py).
         """
         if keep_run is not None:
             older = handle.undo
             handle.unit.hold(handle.pid)  # its threads stop with it
             handle.undo, handle.undo_run = handle.pid, keep_run
-            if older is not None:
+            if older is not None:  # killed now, waited for before the next run (``settle``)
                 handle.unit.release(older, resume=False)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(older, signal.SIGKILL)
+                handle.unit.end(older)
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGKILL)
@@ -707,6 +712,19 @@ class Supervisor:
         """Kill everything of the session but its checkpoint (which then rolls back)."""
         kill_tree(handle.pid, include_root=False)
         handle.unit.kill(spare=handle.sandbox_processes())
+
+    @classmethod
+    def _run_usage(cls, handle: WorkerHandle, before: dict[str, Any], runner: int,
+                   watchdog: Watchdog | None) -> dict[str, float]:
+        """A run's CPU time and peak memory: its unit's where cgroups measure them; the
+        runner's /proc stat (an open and a read on the reply's path) only where they do not."""
+        cpu = handle.unit.cpu_seconds() if before.get("cpu") is not None else None
+        peak = handle.unit.memory_peak_mb()
+        if cpu is not None and peak is not None:
+            return {"cpu_seconds": round(cpu - before["cpu"], 3), "memory_mb": round(peak, 1)}
+        runner_cpu, rss = read_usage(runner)
+        return {"cpu_seconds": cls._cpu(handle, before, runner_cpu),
+                "memory_mb": cls._peak_mb(handle, rss, watchdog)}
 
     @staticmethod
     def _peak_mb(handle: WorkerHandle, rss_mb: float, watchdog: Watchdog | None) -> float:

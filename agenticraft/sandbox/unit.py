@@ -17,6 +17,7 @@ without the freezer the group is resumed process by process, the held one left o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -34,10 +35,18 @@ MB = 1024 * 1024
 #: A run this old is no longer interactive: its unit yields the CPU to interactive work
 #: (:meth:`Unit.set_interactive`) until its session's next run.
 INTERACTIVE_SECONDS = 1.0
+#: How long a run waits for a process its session ended to be reaped (``Unit.settle``), how
+#: often that last step (exit to reap) is looked at, and for how long with the loop held.
+SETTLE_TIMEOUT = 2.0
+REAP_POLL = 0.00005
+REAP_SPIN = 0.005
 #: Counters read again with ``pread`` at offset 0 on a kept descriptor (each read makes the
 #: value anew). Never ``cgroup.procs``: v1 caches its pid list in the open file.
 KEPT_OPEN = frozenset({"cpuacct.usage", "memory.max_usage_in_bytes", "memory.usage_in_bytes",
                        "memory.oom_control", "cpu.stat", "memory.events", "memory.current"})
+#: Of those, written too (before every run of a session: its peak starts again), with ``pwrite``
+#: on the same descriptor (each write is handled whole; ~1 us instead of ~40 us for an open).
+KEPT_WRITTEN = frozenset({"memory.max_usage_in_bytes"})
 
 
 class Unit:
@@ -57,6 +66,9 @@ class Unit:
         #: Files read with ``pread`` on descriptors kept open (see :meth:`keep_files_open`)
         self._files: dict[tuple[str, str], int] | None = None
         self.interactive = True  # see set_interactive
+        #: Processes killed by :meth:`end` that may still count in the unit: (pid, pidfd or None)
+        self._ending: list[tuple[int, int | None]] = []
+        weakref.finalize(self, _close_quietly, self.__dict__)
 
     @classmethod
     def for_worker(cls, mechanisms: Mapping[str, Any], zygote_pid: int, pid: int, *,
@@ -195,6 +207,44 @@ class Unit:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGCONT)
 
+    def end(self, pid: int) -> None:
+        """Kill ``pid`` (a session's undo state that a kept run replaced) without waiting for
+        its exit here: that exit tears down a copy of the session's memory, and the caller has
+        a reply to send. :meth:`settle` waits until it no longer counts in the unit. Through a
+        pidfd, opened before the signal: a pid reused meanwhile is never hit nor waited for."""
+        try:
+            fd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        except OSError:  # no pidfd here (Linux < 5.3, a seccomp profile): by pid
+            fd = None
+        try:
+            if fd is None:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            if fd is not None:
+                os.close(fd)
+            return
+        self._ending.append((pid, fd))
+
+    async def settle(self, timeout: float = SETTLE_TIMEOUT) -> bool:
+        """Until every process :meth:`end` killed is gone, reaped, not only dead: a zombie
+        still holds its pid (pids.current and RLIMIT_NPROC count it until its reaper, the PID
+        namespace's init or the zygote, waits for it). A session calls this before each run,
+        so no run starts beside a state it replaced (between paced runs it is long gone: one
+        call). False if one is still there after ``timeout`` (its reaper is stuck)."""
+        deadline = time.monotonic() + timeout
+        while self._ending:
+            pid, fd = self._ending[-1]
+            if not await _reaped(pid, fd, deadline):
+                return False
+            self._ending.pop()
+            if fd is not None:
+                os.close(fd)
+        return True
+
     def kill(self, spare: Iterable[int] = ()) -> int:
         """Kill every process of the unit except ``spare`` (a session's checkpoint)."""
         spared = {p for p in spare if p > 0}
@@ -257,20 +307,14 @@ class Unit:
         goes, or by :meth:`close_files`."""
         if self._files is None and self.paths:
             self._files = {}
-            weakref.finalize(self, _close_quietly, self.__dict__)
 
     def close_files(self) -> None:
         _close_quietly(self.__dict__)
 
     def _read(self, controller: str, name: str) -> str | None:
-        files = self._files
-        if files is not None and name in KEPT_OPEN:
-            fd = files.get((controller, name))
+        if self._files is not None and name in KEPT_OPEN:
             try:
-                if fd is None:
-                    fd = files[controller, name] = os.open(self._path(controller) / name,
-                                                           os.O_RDONLY | os.O_CLOEXEC)
-                return os.pread(fd, 4096, 0).decode()
+                return os.pread(self._kept(controller, name), 4096, 0).decode()
             except (OSError, KeyError):
                 return None
         try:
@@ -279,7 +323,25 @@ class Unit:
         except (OSError, KeyError):
             return None
 
+    def _kept(self, controller: str, name: str) -> int:
+        """The kept descriptor of a unit file (opened at its first use)."""
+        files = self._files
+        assert files is not None
+        fd = files.get((controller, name))
+        if fd is None:
+            mode = os.O_RDWR if name in KEPT_WRITTEN else os.O_RDONLY
+            fd = files[controller, name] = os.open(self._path(controller) / name,
+                                                   mode | os.O_CLOEXEC)
+        return fd
+
     def _write(self, controller: str, name: str, value: object) -> None:
+        if self._files is not None and name in KEPT_WRITTEN:
+            try:
+                fd = self._kept(controller, name)
+            except KeyError as exc:  # (no such controller: as the path-based write would)
+                raise FileNotFoundError(name) from exc
+            os.pwrite(fd, str(value).encode(), 0)
+            return
         with open(self._path(controller) / name, "w") as fh:
             fh.write(str(value))
 
@@ -302,7 +364,6 @@ class CgroupV2Unit(Unit):
         self.path = Path(paths["unified"])
         self._peak: int | None = None  # memory.peak held open: writing it resets this fd's peak
         self._peak_resettable = False
-        weakref.finalize(self, _close_quietly, self.__dict__)
 
     def _path(self, controller: str) -> Path:
         return self.path
@@ -438,11 +499,63 @@ class CgroupV2Unit(Unit):
             self.path.rmdir()
 
 
+async def _reaped(pid: int, fd: int | None, deadline: float) -> bool:
+    """Wait until ``pid`` (its pidfd ``fd``) is reaped: the pidfd turns readable at the exit;
+    the reaper follows within microseconds, so that last step is polled."""
+    if fd is not None and not _gone(pid, fd):
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        loop.add_reader(fd, _set_once, exited)
+        try:
+            await asyncio.wait_for(exited, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return False
+        finally:
+            loop.remove_reader(fd)
+    # The reap follows the exit within microseconds once the reaper runs: short sleeps that
+    # hold the loop (an asyncio timer sleeps 1 ms at least: epoll's resolution), then timers.
+    spin_until = time.monotonic() + REAP_SPIN
+    while not _gone(pid, fd):
+        now = time.monotonic()
+        if now > deadline:
+            return False
+        if now < spin_until:
+            time.sleep(REAP_POLL)
+        else:
+            await asyncio.sleep(0.001)
+    return True
+
+
+def _gone(pid: int, fd: int | None) -> bool:
+    """Reaped (a zombie is not: it still holds its pid)."""
+    try:
+        if fd is None:
+            os.stat(f"/proc/{pid}")
+        else:
+            signal.pidfd_send_signal(fd, 0)  # (succeeds for a zombie too)
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+    except OSError:  # (EPERM: not ours to wait for)
+        return True
+    return False
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _close_quietly(state: dict[str, Any]) -> None:
     peak = state.get("_peak")
     state["_peak"] = None
     files = state.get("_files") or {}
     state["_files"] = None
+    ending = state.get("_ending") or []
+    state["_ending"] = []
+    for _, fd in ending:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
     for fd in [peak, *files.values()]:
         if fd is not None:
             with contextlib.suppress(OSError):

@@ -186,8 +186,12 @@ class IdleWatch:
 
     A cell may leave threads or processes running; they get the same CPU share and memory cap.
     Over a cap, the session is killed (there is no checkpoint between runs) and ``on_violation``
-    is called with the violation. One thread serves a session's whole life: :meth:`pause`
-    before a run and :meth:`resume` after it cost a wake-up, not a thread start and a join.
+    is called with the violation. One thread serves a session's whole life, and :meth:`pause`
+    before a run and :meth:`resume` after it do not wake it: it polls ``INTERVAL`` after the
+    resume, finding the new watch when its timed wait ends (a wake-up of another thread is
+    ~0.1 ms of the caller's time here, with the GIL handed back and forth, and a run paused and
+    resumed it four times); only a thread waiting without a watch, or holding the tree stopped
+    for the CPU share, is woken.
     """
 
     INTERVAL = 0.25
@@ -208,6 +212,8 @@ class IdleWatch:
         self._closed = False
         self._fired = False
         self._stopped = False  # the tree is stopped (SIGSTOP) for the CPU share right now
+        self._due = 0.0  # when the watch polls next (monotonic)
+        self._unwatched = False  # the thread waits without a timeout (no watch): wake it
         self.resume(holder, limits, scratch, unit=unit, spare=spare)
         self._thread = threading.Thread(target=self._loop, name="agenticraft-idle-watch",
                                         daemon=True)
@@ -216,26 +222,32 @@ class IdleWatch:
     def resume(self, holder: int, limits: ResourceLimits, scratch: str,
                unit: Unit | None = None, spare: tuple[int, ...] = ()) -> None:
         """Watch again (after a run): ``spare`` are the sandbox's own processes (keeper, init,
-        a kept undo state), not counted as the session's."""
+        a kept undo state), not counted as the session's. The first poll is ``INTERVAL``
+        from now."""
         watchdog = Watchdog(holder, limits, scratch, unit=unit, spare=spare)
         with self._cond:
             self.watchdog = watchdog
+            self._due = time.monotonic() + self.INTERVAL
             self._fired = False
-            self._cond.notify_all()
+            if self._unwatched:
+                self._cond.notify_all()
 
     def _loop(self) -> None:
         interval, seen, last_cpu = self.INTERVAL, None, None
         with self._cond:
             while not self._closed:
-                if self.watchdog is None:
-                    self._cond.wait()
-                    continue
                 watching = self.watchdog
+                if watching is None:
+                    self._unwatched = True
+                    self._cond.wait()
+                    self._unwatched = False
+                    continue
                 if watching is not seen:  # a new watch (after a run): look closely again
                     interval, seen, last_cpu = self.INTERVAL, watching, None
-                self._cond.wait(interval)
-                if self.watchdog is not watching or self._closed:
-                    continue  # paused (or paused and resumed) meanwhile: start over
+                remaining = self._due - time.monotonic()
+                if remaining > 0:  # (paused, resumed or closed meanwhile: seen at the top)
+                    self._cond.wait(remaining)
+                    continue
                 # Nothing of the session ran since the last look (its unit's CPU time did
                 # not move): no limit can have been crossed, so the look is skipped and the
                 # next comes later. An idle kernel then costs a wake-up every few seconds,
@@ -244,11 +256,13 @@ class IdleWatch:
                 if cpu is not None and cpu == last_cpu:
                     interval = min(interval * 2, self.QUIET_INTERVAL if not watching.rss_watch
                                    else self.QUIET_INTERVAL_RSS)
+                    self._due = time.monotonic() + interval
                     continue
                 if (cpu is not None and last_cpu is not None and watching.unit is not None
                         and cpu - last_cpu > self.BACKGROUND_CPU * interval):
                     watching.unit.set_interactive(False)  # busy background work
                 interval, last_cpu = self.INTERVAL, cpu
+                self._due = time.monotonic() + interval
                 violation, pause = watching.check()
                 if violation is not None:
                     self._fire(watching, violation)
@@ -262,17 +276,20 @@ class IdleWatch:
                     finally:
                         watching.signal_tree(signal.SIGCONT)
                         self._stopped = False
+                        self._due = time.monotonic() + self.INTERVAL  # it runs that long
                         self._cond.notify_all()  # a pause() waits for this
 
     def pause(self) -> None:
         """Stop watching (before the next run, which has its own watchdog), with one last
         look: a kernel OOM kill since the last poll is not missed (or, where the unit's
-        memory limit was refused, the resident size). A poll under way ends first."""
+        memory limit was refused, the resident size). A poll under way ends first (it holds
+        the condition); a tree stopped for the CPU share is resumed first."""
         with self._cond:
             watchdog, self.watchdog = self.watchdog, None
-            self._cond.notify_all()
-            while self._stopped:  # never leave the session stopped for the CPU share
-                self._cond.wait()
+            if self._stopped:  # never leave the session stopped for the CPU share
+                self._cond.notify_all()
+                while self._stopped:
+                    self._cond.wait()
             if watchdog is None or self._fired:
                 return
             if watchdog.unit is not None and watchdog.unit.memory:

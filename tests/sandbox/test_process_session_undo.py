@@ -142,6 +142,42 @@ async def test_the_kept_state_is_stopped_and_one_at_a_time(session):
     assert wait_gone(last), "the undo state outlived session.close()"
 
 
+#: Sandbox code: the states of the processes of its own session (the worker called setsid(),
+#: and every process of the sandbox keeps that session id), as /proc shows them inside.
+MINE = """\
+import os
+def _mine():
+    sid, found = os.getsid(0), []
+    for p in os.listdir('/proc'):
+        if p.isdigit():
+            try:
+                with open(f'/proc/{p}/stat') as f:
+                    fields = f.read().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid:
+                found.append(fields[0])
+    return sorted(found)
+"""
+
+
+async def test_a_run_starts_only_once_the_undo_state_it_replaced_is_gone(process_sandbox):
+    """A kept run kills the undo state it replaces; the next run must not start while that
+    process still exists (exiting, or a zombie not reaped yet): it would hold a pid (pids.max,
+    RLIMIT_NPROC) and memory of the unit. Runs back to back, each state holding 150 MB (a
+    slower exit), must see no more processes of their session than a run long after the
+    last (state letters may differ: a checkpoint may still be on its way into its wait)."""
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 10, "memory_mb": 512})
+    async with process_sandbox.session(ctx, undo=True) as session:
+        await session.run(MINE + "big = b'x' * (150 * 1024 * 1024)")
+        await session.run("x = 0")
+        time.sleep(0.3)  # (the state replaced by that run is long gone)
+        alone = (await session.run("seen = _mine()"))["seen"]
+        seen = [(await session.run(f"x = {i}\nseen = _mine()"))["seen"] for i in range(15)]
+        extra = [states for states in seen if len(states) > len(alone)]
+        assert extra == [], f"a run started beside a replaced state (alone: {alone})"
+
+
 THREAD = """\
 import threading, time
 ticks = [0]

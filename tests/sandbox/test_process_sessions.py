@@ -192,3 +192,16 @@ async def test_the_sandboxs_own_processes_are_not_the_sessions(process_sandbox):
         await session.run("x = 2")
         await asyncio.sleep(4 * IdleWatch.INTERVAL)  # several polls of the idle watch
         assert (await session.run("y = x"))["y"] == 2
+
+
+async def test_each_run_of_a_session_reports_its_own_peak_memory(process_sandbox):
+    """A session's unit lives across runs: its peak memory starts again before each run, so a
+    small run after a large one reports its own peak (where the unit measures memory), and
+    where only the runner's size is known, its size at the end."""
+    ctx = SecurityContext("student", resource_limits={"timeout_seconds": 10, "memory_mb": 512})
+    async with process_sandbox.session(ctx) as session:
+        big = await session.run("b = b'x' * (150 * 1024 * 1024)\ndel b")
+        small = await session.run("y = 1")
+        assert small.resource_usage["memory_mb"] < 100, small.resource_usage
+        if session.handle.unit.memory:
+            assert big.resource_usage["memory_mb"] >= 150, big.resource_usage
