@@ -157,7 +157,7 @@ async def test_background_memory_growth_stops_the_session(tmp_path, monkeypatch,
                               "        time.sleep(0.01)\n"
                               "threading.Thread(target=grow, daemon=True).start()")
             holder = session.pid
-            assert wait_gone(holder)
+            assert wait_gone(holder, timeout=quiet + 20)
             with pytest.raises(ResourceLimitExceeded) as info:
                 await session.run("x = 1")
             assert info.value.limit == "memory_mb"
