@@ -62,6 +62,7 @@ def _nr(name: str) -> int:
     import pyseccomp
 
     nr = int(pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name))
+    nr = seccomp.NEWER_SYSCALLS.get(name, nr) if nr < 0 else nr
     assert nr >= 0, name
     return nr
 
@@ -700,6 +701,8 @@ def _escape_probe(*, confine: bool, target_pid: int) -> dict:
         "umount2": raw(_NR["umount2"], 0, 0),
         "mount": raw(_NR["mount"], 0, 0, 0, 0, 0),
         "fsopen": raw(_NR["fsopen"], 0, 0),
+        # open_tree_attr (Linux 6.15): a path of NULL; a kernel without it says ENOSYS
+        "open_tree_attr": raw(_NR["open_tree_attr"], -1, 0, 0, 0, 0),
         "process_vm_readv": raw(_NR["process_vm_readv"], -1, 0, 0, 0, 0, 0),
         "memfd_secret": raw(_NR["memfd_secret"], 0x7FFF0000),
     }
@@ -730,6 +733,7 @@ _NR = {
         "umount2",
         "mount",
         "fsopen",
+        "open_tree_attr",
         "process_vm_readv",
         "memfd_secret",
     )
