@@ -57,6 +57,26 @@ def _below(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
+#: Secret directories of a home (its ``.ssh``, ``.aws``, ``.gnupg``, Jupyter's runtime
+#: directory): made, empty and private, when a working directory holds them but they do not exist
+#: yet (see ``make_maskable``).
+HOME_SECRET_DIRS = (".ssh", ".aws", ".gnupg", ".local/share/jupyter/runtime")
+
+
+def make_maskable(workdir: str, deny: Iterable[str]) -> None:
+    """Before a sandbox binds ``workdir``: make each protected directory inside it that does
+    not exist yet (``aws configure`` may make ~/.aws while a notebook in the home directory
+    runs). Its mounts hide only what exists when they are made: an empty directory, mode 0700,
+    masked from the start, keeps whatever is put in it later hidden too. Protected files (the
+    audit log) are made by their owners (``AuditLog.ensure_exists``); others are left alone."""
+    home = Path.home()
+    wanted = {str((home / d).resolve()) for d in HOME_SECRET_DIRS}
+    for path in deny:
+        if path in wanted and _below(path, workdir) and not os.path.lexists(path):
+            with contextlib.suppress(OSError):  # (the sandbox then reports nothing new)
+                os.makedirs(path, mode=0o700, exist_ok=True)
+
+
 def protected_paths(extra: Iterable[str] = ()) -> list[str]:
     """Never readable from a sandbox, even inside an allowed directory: the Jupyter runtime dir
     (connection files), the audit log, the administrator's policy, the user's secrets."""
@@ -85,6 +105,8 @@ def manager_files(manager: Any) -> list[str]:
     its policy files and config file. Never visible from a sandbox, wherever they are."""
     files = []
     audit = getattr(manager, "audit", None)
+    with contextlib.suppress(Exception):  # made to exist first: a sandbox hides what exists
+        audit.ensure_exists()
     for attr in ("path", "head_path"):
         with contextlib.suppress(Exception):
             value = getattr(audit, attr, None)
@@ -114,6 +136,8 @@ def build_profile(ctx: SecurityContext, *, scratch_root: str,
         workdir = str(Path(ctx.working_dir).resolve())
         (write if ctx.has_permission("write") else read).append(workdir)
     deny = protected_paths(protect)
+    if workdir is not None:
+        make_maskable(workdir, deny)
     return {
         "memory_mb": limits.memory_mb,
         "cpu_percent": limits.cpu_percent,

@@ -644,7 +644,7 @@ class Supervisor:
         checkpoint reaped it and forked the run's runner, younger still)."""
         kids = children(handle.pid)
         if before.get("prefork"):
-            return max(kids, key=_birth) if kids else -1
+            return (kids[0] if len(kids) == 1 else max(kids, key=_birth)) if kids else -1
         born = [pid for pid in kids if pid not in before["children"]]
         return min(born, key=_start_time) if born else -1
 

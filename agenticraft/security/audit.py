@@ -247,6 +247,24 @@ class AuditLog:
 
     # -- writing ---------------------------------------------------------------------------
 
+    def ensure_exists(self) -> None:
+        """Make the log and its head exist (an empty log and the genesis head) if they do not
+        yet: a sandbox can hide only a path that exists when its mounts are made, and the first
+        record often comes after the first run (the log inside a working directory would be
+        readable from the workers confined before it). Best effort: OSError is the caller's
+        to ignore (then nothing changed)."""
+        if self._path.exists() and self._head_path.exists():
+            return
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Only for an empty log: a log with records and no head is damage verify() reports,
+            # never repaired here.
+            if os.fstat(fd).st_size == 0 and not self._head_path.exists():
+                self._write_head(_Head(0, GENESIS))
+        finally:
+            os.close(fd)
+
     def record(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Append ``event`` as the next record and return the record as written."""
         rec = _validate(event)

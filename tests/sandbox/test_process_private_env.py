@@ -289,6 +289,68 @@ async def test_audit_log_policy_and_config_in_working_dir_are_hidden(tmp_path, m
         await sandbox.close()
 
 
+async def test_an_audit_log_first_written_after_the_sandbox_started_is_hidden_too(tmp_path):
+    """The audit log configured inside the working directory does not exist yet when the first
+    worker is confined (its first record comes after the first run); the workers confined
+    ahead of time for the next runs must not read it once it does."""
+    from agenticraft.sandbox import SandboxManager
+    from agenticraft.sandbox.process import ProcessSandbox
+    from agenticraft.security.config import Settings
+
+    work = tmp_path / "work"
+    work.mkdir()
+    audit = work / "logs" / "audit.jsonl"
+    manager = SandboxManager(policy=Policy(), settings=Settings(audit_log_path=audit),
+                             audit_log=audit, working_dir=work)
+    sandbox = ProcessSandbox(manager)
+    await sandbox.start()
+    try:
+        for write in (False, True, False):
+            ctx = fs_context(work, write=write)
+            seen = await sandbox.execute_code(
+                "import os\ntry:\n    data = open('logs/audit.jsonl').read()\n"
+                "except OSError as exc:\n    data = type(exc).__name__", ctx)
+            assert seen.success, seen.error
+            assert "code_sha256" not in seen["data"], seen["data"]
+            assert audit.exists()
+        assert manager.audit.verify().ok
+    finally:
+        await sandbox.close()
+        await manager.close()
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["read-only", "writable"])
+async def test_secrets_made_in_a_home_working_directory_during_a_session_stay_hidden(
+        tmp_path, monkeypatch, write):
+    """Jupyter runs in the home directory and, while a notebook's session runs, the user makes
+    ~/.aws with ``aws configure`` (or ~/.ssh with ssh-keygen): the session never reads them."""
+    from agenticraft.sandbox.process import ProcessSandbox
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("hello")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("JUPYTER_RUNTIME_DIR", raising=False)
+    sandbox = ProcessSandbox(make_manager(home))
+    await sandbox.start()
+    session = sandbox.session(fs_context(home, write=write))
+    try:
+        assert (await session.run("data = open('notes.txt').read()"))["data"] == "hello"
+        for secret in (".ssh/id_rsa", ".aws/credentials", ".gnupg/private.key",
+                       ".local/share/jupyter/runtime/kernel-2.json"):
+            (home / secret).parent.mkdir(parents=True, exist_ok=True)
+            (home / secret).write_text("SECRET")
+            seen = await session.run(
+                f"try:\n    data = open({secret!r}).read()\n"
+                "except OSError as exc:\n    data = type(exc).__name__")
+            assert seen.success, seen.error
+            assert seen["data"] != "SECRET", secret
+            assert (home / secret).read_text() == "SECRET"
+    finally:
+        await session.close()
+        await sandbox.close()
+
+
 async def test_host_script_directory_is_not_readable(tmp_path, monkeypatch):
     """A host app started as ``python /srv/app/server.py`` has /srv/app on sys.path; its .env
     must not be readable from a sandbox (filesystem_access off)."""
