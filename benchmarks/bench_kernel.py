@@ -3,7 +3,9 @@
     python benchmarks/bench_kernel.py [--n 200] [--starts 5] [--baseline PYTHON]
 
 * round trip: ``execute_request`` for ``1+1`` until the kernel is idle again (reply + idle
-  status), goal ratio <= 1.3;
+  status), back to back (a notebook's "Run All"), goal ratio <= 1.3; and again with the user's
+  pause before each cell (``PACED``: a person reading the output), where each kernel starts
+  from an idle machine;
 * start-up: process start until the kernel answers ``kernel_info`` (ready), and until the first
   ``1+1`` has run (our worker starts in the background), goal ratio <= 1.5;
 * memory: kernel process plus every descendant (our zygote and session worker), RSS and PSS
@@ -60,6 +62,10 @@ def _quiet(msg: dict[str, object]) -> None:
 def stop(km: KernelManager, kc: BlockingKernelClient) -> None:
     kc.stop_channels()
     km.shutdown_kernel(now=False)
+
+
+#: The pause before each cell of the paced round trips (a person reading the last output).
+PACED = 0.1
 
 
 def round_trip(kc: BlockingKernelClient) -> float:
@@ -146,6 +152,12 @@ def main(n: int, starts: int, baseline: str | None = None) -> None:
     for _ in range(max(1, n // 20)):  # interleaved blocks of 20
         for label, (_, kc) in running.items():
             trips[label].extend(round_trip(kc) for _ in range(20))
+    paced: dict[str, list[float]] = {k: [] for k in kernels}
+    for _ in range(max(1, n // 80)):  # interleaved blocks of 20, PACED apart
+        for label, (_, kc) in running.items():
+            for _ in range(20):
+                time.sleep(PACED)
+                paced[label].append(round_trip(kc))
     memory = {label: memory_mb(km) for label, (km, _) in running.items()}
     parts = {label: memory_by_process(km) for label, (km, _) in running.items()
              if label != "python3 (stock)"}
@@ -157,6 +169,9 @@ def main(n: int, starts: int, baseline: str | None = None) -> None:
     print_table(f"Kernel round trip: execute_request '1+1' to idle ({len(trips[ours_label])} "
                 "runs each)", [row(stock_label, trips[stock_label])] + [
         row(label, trips[label], trips[stock_label], "ratio <= 1.3") for label in secure])
+    print_table(f"Kernel round trip, {PACED * 1e3:.0f} ms apart ({len(paced[ours_label])} runs "
+                "each)", [row(stock_label, paced[stock_label])] + [
+        row(label, paced[label], paced[stock_label]) for label in secure])
     print_table(f"Kernel start-up ({starts} starts each)", [
         row(f"{stock_label}: to ready", ready[stock_label]),
         *(row(f"{label}: to ready", ready[label], ready[stock_label], "ratio <= 1.5")
