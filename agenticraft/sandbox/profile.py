@@ -57,10 +57,19 @@ def _below(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-#: Secret directories of a home (its ``.ssh``, ``.aws``, ``.gnupg``, Jupyter's runtime
-#: directory): made, empty and private, when a working directory holds them but they do not exist
-#: yet (see ``make_maskable``).
-HOME_SECRET_DIRS = (".ssh", ".aws", ".gnupg", ".local/share/jupyter/runtime")
+#: A home's credential stores and what holds a user's sessions (browser profiles: cookies;
+#: shell histories: tokens typed on command lines), hidden from every sandbox even when a working
+#: directory holds the home (a notebook server started in it). A sandbox's own HOME is its
+#: scratch directory, so tools inside never looked for them there.
+HOME_SECRETS = (
+    ".ssh", ".aws", ".gnupg", ".docker", ".kube", ".azure", ".config/gcloud", ".password-store",
+    ".local/share/keyrings", ".netrc", ".git-credentials", ".pypirc", ".npmrc", ".pgpass",
+    ".my.cnf", ".jupyter", ".mozilla", ".config/google-chrome", ".config/chromium",
+    ".bash_history", ".zsh_history", ".local/share/jupyter/runtime")
+#: Of those, the directories made (empty, mode 0700) when a working directory holds them but they
+#: do not exist yet, so that what a tool puts in them later stays hidden (``make_maskable``).
+HOME_SECRET_DIRS = (".ssh", ".aws", ".gnupg", ".docker", ".kube", ".azure", ".config/gcloud",
+                    ".local/share/jupyter/runtime")
 
 
 def make_maskable(workdir: str, deny: Iterable[str]) -> None:
@@ -89,11 +98,10 @@ def _protected_paths(extra: tuple[str, ...], env: tuple[str, ...]) -> tuple[str,
     home = Path.home()
     candidates = [
         os.environ.get("JUPYTER_RUNTIME_DIR", ""),
-        str(home / ".local" / "share" / "jupyter" / "runtime"),
         str(Path(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent")) / "jupyter"),
         str(home / ".local" / "state" / "agenticraft"),
         str(home / ".config" / "agenticraft"),
-        str(home / ".ssh"), str(home / ".aws"), str(home / ".gnupg"),
+        *(str(home / secret) for secret in HOME_SECRETS),
         "/etc/agenticraft",
         *extra,
     ]

@@ -337,6 +337,7 @@ async def test_secrets_made_in_a_home_working_directory_during_a_session_stay_hi
     try:
         assert (await session.run("data = open('notes.txt').read()"))["data"] == "hello"
         for secret in (".ssh/id_rsa", ".aws/credentials", ".gnupg/private.key",
+                       ".kube/config", ".config/gcloud/credentials.db",
                        ".local/share/jupyter/runtime/kernel-2.json"):
             (home / secret).parent.mkdir(parents=True, exist_ok=True)
             (home / secret).write_text("SECRET")
@@ -834,14 +835,22 @@ async def test_policy_can_require_namespaces(tmp_path, monkeypatch):
     await sandbox.close()
 
 
+#: A home's secrets a notebook server started in the home must never show a sandbox: credential
+#: stores (files and directories), a browser's cookies, a shell history, Jupyter's connection files.
+SECRETS = (".ssh/id_rsa", ".aws/credentials", ".gnupg/private.key", ".docker/config.json",
+           ".kube/config", ".config/gcloud/credentials.db", ".netrc", ".git-credentials",
+           ".pgpass", ".config/google-chrome/Default/Cookies", ".mozilla/firefox/p/cookies.sqlite",
+           ".bash_history", ".jupyter/jupyter_server_config.json",
+           ".local/share/jupyter/runtime/kernel-1.json")
+
+
 async def test_secrets_in_a_home_working_directory_are_masked(tmp_path, monkeypatch):
     """Jupyter started in the home directory: the notebook directory is readable, ~/.ssh,
     ~/.aws, ~/.gnupg and the Jupyter runtime directory in it are not, even with write."""
     from agenticraft.sandbox.process import ProcessSandbox
 
     home = tmp_path / "home"
-    for secret in (".ssh/id_rsa", ".aws/credentials", ".gnupg/private.key",
-                   ".local/share/jupyter/runtime/kernel-1.json"):
+    for secret in SECRETS:
         (home / secret).parent.mkdir(parents=True, exist_ok=True)
         (home / secret).write_text("SECRET")
     (home / "notes.txt").write_text("hello")
@@ -853,12 +862,11 @@ async def test_secrets_in_a_home_working_directory_are_masked(tmp_path, monkeypa
         ctx = fs_context(home, write=True)
         assert (await sandbox.execute_code("data = open('notes.txt').read()", ctx))["data"] \
             == "hello"
-        for secret in (".ssh/id_rsa", ".aws/credentials", ".gnupg/private.key",
-                       ".local/share/jupyter/runtime/kernel-1.json"):
+        for secret in SECRETS:
             result = await sandbox.execute_code(
                 f"import os\nseen = os.listdir({os.path.dirname(secret) or '.'!r})\n"
                 f"data = open({secret!r}).read()", ctx)
-            assert not result.success, secret
+            assert not result.success or result["data"] != "SECRET", secret  # a file: empty
             wrote = await sandbox.execute_code(f"open({secret!r}, 'w').write('x')", ctx)
             assert not wrote.success, secret
             assert (home / secret).read_text() == "SECRET"
