@@ -23,8 +23,15 @@ def hidden_path(filename: Any) -> bool:
     return isinstance(filename, str) and mounts.hidden(os.path.abspath(filename))
 
 
+#: Why opening a terminal (``os.openpty``, ``pty.fork``, ``!cmd``) fails with ENOSPC inside.
+TERMINALS_HINT = (f"the sandbox's terminals are all in use: it holds at most {mounts.PTY_MAX} "
+                  "at once (each open pseudo-terminal takes one until it is closed)")
+
+
 def file_refusal(exc: BaseException, limits: Mapping[str, Any]) -> str | None:
     """The explanation for ``exc``, or None when the sandbox did not refuse it."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and mounts.terminals_full():
+        return TERMINALS_HINT
     if not isinstance(exc, OSError) or not isinstance(exc.filename, str):
         return None
     files = bool(limits.get("filesystem_access"))

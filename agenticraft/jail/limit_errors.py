@@ -50,6 +50,8 @@ def _one(exc: BaseException) -> tuple[str, str] | None:
         if exc.errno == errno.EFBIG or _SHORT_WRITE.search(text):
             return "max_file_size_mb", DETAILS["file"]
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno == errno.ENOSPC and exc.filename is None and _terminals_full():
+                return None  # no terminal left, not the write quota (explain.file_refusal)
             return "max_file_size_mb", DETAILS["scratch"]
         if exc.errno == errno.ENOMEM:
             return "memory_mb", DETAILS["memory"]
@@ -75,6 +77,11 @@ def limit_info(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any] | N
         return {"limit": quota.limit, "value": quota.value, "allowed": quota.allowed}
     return {"limit": limit, "value": None, "allowed": limits.get(limit),
             "detail": f"{detail} ({type(exc).__name__}: {str(exc)[:200]})"}
+
+
+def _terminals_full() -> bool:
+    from agenticraft.jail.confine.mounts import terminals_full
+    return terminals_full()
 
 
 def _near_thread_limit(limits: dict[str, Any]) -> bool:

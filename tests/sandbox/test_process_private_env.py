@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from agenticraft.jail.confine.mounts import PTY_MAX
 from agenticraft.security import SecurityContext
 from agenticraft.security.policy import Policy
 from agenticraft.wire.errors import ResourceLimitExceeded
@@ -746,6 +747,42 @@ count = len(fds)
 """)
         assert held.success, held.error
         assert host_can_use_inotify()
+    finally:
+        await session.close()
+
+
+async def test_pty_exhaustion_is_contained(process_sandbox):
+    """Every devpts instance but the host's first draws from one pool (kernel.pty.max minus
+    kernel.pty.reserve: 3072 by default): one session whose processes held them all left every
+    other sandbox (and container) on the machine without a terminal (``!ls``, ``%%sh``)."""
+    ctx = SecurityContext("tester", resource_limits={"timeout_seconds": 20})
+    session = process_sandbox.session(ctx)
+    try:
+        held = await session.run("""
+import os, time
+ends = []
+for _ in range(20):
+    r, w = os.pipe()
+    if os.fork() == 0:
+        ptys = []
+        try:
+            while True:
+                ptys.append(os.openpty())
+        except OSError:
+            pass
+        os.write(w, b"%d\\n" % len(ptys))
+        time.sleep(15)
+        os._exit(0)
+    ends.append(r)
+count = sum(int(os.read(r, 32)) for r in ends)
+""")
+        assert held.success, held.error
+        assert 0 < held["count"] <= PTY_MAX, held["count"]
+        other = await run(process_sandbox, "import os\nresult = len(os.openpty())")
+        assert other.success and other["result"] == 2, other.error
+        over = await run(process_sandbox, f"import os\nfor _ in range({PTY_MAX + 1}): os.openpty()")
+        assert not over.success  # said as what it is, not as the write quota (also ENOSPC)
+        assert "terminals are all in use" in str(over.error), over.error
     finally:
         await session.close()
 

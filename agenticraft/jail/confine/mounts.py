@@ -504,6 +504,24 @@ def _set_quota(data: str, size: int) -> None:
     mount(None, data, None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={size}")
 
 
+#: Terminals a sandbox's own devpts may hold at once (``!cmd`` and ``%%sh`` take one while they
+#: run). Every devpts instance but the host's first draws from one pool, kernel.pty.max minus
+#: kernel.pty.reserve (3072 by default): without a cap one session held them all and left every
+#: other sandbox and container on the machine without a terminal.
+PTY_MAX = 16
+
+
+def terminals_full() -> bool:
+    """Inside a sandbox: its own devpts holds its ``PTY_MAX`` terminals, so opening one more
+    failed with ENOSPC (which is then not the write quota). False without a private root."""
+    if not VISIBLE:
+        return False
+    try:
+        return sum(1 for name in os.listdir("/dev/pts") if name.isdigit()) >= PTY_MAX
+    except OSError:
+        return False
+
+
 def _build_dev(root: str, data: str, devices: Iterable[str], pts: bool) -> None:
     dev = root + "/dev"
     os.mkdir(dev)
@@ -515,7 +533,7 @@ def _build_dev(root: str, data: str, devices: Iterable[str], pts: bool) -> None:
     if pts:
         os.mkdir(dev + "/pts")
         mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-               "newinstance,ptmxmode=0666,mode=0620")
+               f"newinstance,ptmxmode=0666,mode=0620,max={PTY_MAX}")
         os.symlink("pts/ptmx", dev + "/ptmx")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
