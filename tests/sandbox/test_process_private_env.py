@@ -751,6 +751,43 @@ count = len(fds)
         await session.close()
 
 
+FAN_REPORT_FID = 0x200  # what an unprivileged fanotify group needs (Linux >= 5.13)
+
+
+def host_can_use_fanotify() -> bool:
+    fd = _libc.fanotify_init(FAN_REPORT_FID, os.O_RDONLY)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+async def test_fanotify_exhaustion_is_contained(process_sandbox):
+    """fanotify groups are counted per user like inotify instances (128 by default): a
+    session that held them all left its OS user (root, for a supervisor run as root) none."""
+    if not host_can_use_fanotify():
+        pytest.fail("this host's user cannot make a fanotify group at all")
+    ctx = SecurityContext("tester", resource_limits={"timeout_seconds": 10})
+    session = process_sandbox.session(ctx)
+    try:
+        held = await session.run(f"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+fds = []
+while len(fds) < 1000:
+    fd = libc.fanotify_init({FAN_REPORT_FID}, os.O_RDONLY)
+    if fd < 0:
+        break
+    fds.append(fd)
+count = len(fds)
+""")
+        assert held.success, held.error
+        assert held["count"] == 0  # a sandbox has no use for them
+        assert host_can_use_fanotify()
+    finally:
+        await session.close()
+
+
 async def test_pty_exhaustion_is_contained(process_sandbox):
     """Every devpts instance but the host's first draws from one pool (kernel.pty.max minus
     kernel.pty.reserve: 3072 by default): one session whose processes held them all left every

@@ -32,6 +32,8 @@ PRIVATE = CLONE_NEWIPC | CLONE_NEWUTS
 #: Kernel objects counted per user, capped inside the sandbox's user namespace (the counts are
 #: charged to every level up to the host's, so a cap here keeps the host user's share free).
 UCOUNT_CAPS = {"max_inotify_instances": 32, "max_inotify_watches": 8192,
+               # (128 groups per user by default: one sandbox held them all; none needs one)
+               "max_fanotify_groups": 0, "max_fanotify_marks": 0,
                "max_user_namespaces": 0, "max_mnt_namespaces": 0, "max_ipc_namespaces": 0,
                "max_net_namespaces": 0, "max_pid_namespaces": 0, "max_uts_namespaces": 0,
                "max_cgroup_namespaces": 0, "max_time_namespaces": 0}
