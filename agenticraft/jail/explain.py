@@ -37,6 +37,11 @@ def file_refusal(exc: BaseException, limits: Mapping[str, Any]) -> str | None:
     files = bool(limits.get("filesystem_access"))
     if exc.errno == errno.ENOENT and hidden_path(exc.filename):
         return HIDDEN_HINT + ("" if files else "; filesystem_access is off")
+    if exc.errno == errno.EROFS and any(mounts.within(os.path.abspath(exc.filename), pin)
+                                        for pin in mounts.PINNED):
+        return ("read-only in the sandbox: the host's own Python environment (or this package) "
+                "lies in the working directory, and a change there would run on the host, "
+                "outside any sandbox")
     if exc.errno == errno.EROFS:
         return ("read-only in the sandbox: write to /tmp or the working directory, which is "
                 "writable with filesystem_access and the 'write' permission")

@@ -50,7 +50,19 @@ def python_paths() -> tuple[str, ...]:
     paths.update(p for p in sys.path if p and os.path.isabs(p)
                  and any(_below(os.path.realpath(p), base) for base in inside))
     paths.add(PACKAGE_ROOT)
+    # (and its packages by name: where PACKAGE_ROOT is a checkout, not site-packages, and a
+    # writable working directory holds it, these are what must stay read-only; see host_code_paths)
+    paths.update(os.path.join(PACKAGE_ROOT, name) for name in ("agenticraft", "agenticraft_kernel"))
     return tuple(sorted(p for p in paths if p and os.path.exists(p)))
+
+
+@functools.lru_cache(maxsize=1)
+def host_code_paths() -> tuple[str, ...]:
+    """The host's own Python (``python_paths``), resolved: never changed from a sandbox, even
+    inside a writable working directory (a ``.pth`` file there runs in the host's next Python,
+    outside any sandbox). Mounted read-only inside (``mounts.plan``'s pins) and never copied
+    back by a working directory's write-back (``writeback.Overlay.protected``)."""
+    return tuple(sorted({os.path.realpath(p) for p in python_paths()}))
 
 
 def _below(path: str, base: str) -> bool:

@@ -353,6 +353,50 @@ async def test_secrets_made_in_a_home_working_directory_during_a_session_stay_hi
         await sandbox.close()
 
 
+@pytest.mark.parametrize("session", [False, True], ids=["one-shot", "session"])
+async def test_the_hosts_python_in_a_writable_working_directory_stays_read_only(
+        tmp_path, monkeypatch, session):
+    """A writable working directory that holds the host's own Python (a venv next to the
+    notebooks, user site-packages in a home, this checkout): a ``.pth`` file written there runs
+    in the host's next Python, outside any sandbox. It is read-only inside, says why, and is
+    never copied back; the rest of the directory stays writable."""
+    from agenticraft.sandbox import profile, workers
+    from agenticraft.sandbox.process import ProcessSandbox
+
+    work = tmp_path / "work"
+    site = work / "venv" / "lib" / "python3" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "mine.py").write_text("X = 1\n")
+    python_paths, code_paths = profile.python_paths, profile.host_code_paths
+    monkeypatch.setattr(profile, "python_paths", lambda: (*python_paths(), str(site)))
+    for module in (profile, workers):
+        monkeypatch.setattr(module, "host_code_paths", lambda: (*code_paths(), str(site)))
+    sandbox = ProcessSandbox(make_manager(work))
+    await sandbox.start()
+    ctx = fs_context(work, write=True)
+    runner = sandbox.session(ctx) if session else None
+    evil = "venv/lib/python3/site-packages/evil.pth"
+
+    async def cell(code: str):
+        return await (runner.run(code) if runner else sandbox.execute_code(code, ctx))
+
+    try:
+        for attempt in range(2 if session else 1):  # a session's second try: after a renewal
+            wrote = await cell(f"open('notes{attempt}.txt', 'w').write('mine')")
+            assert wrote.success, wrote.error
+            forged = await cell(f"open({evil!r}, 'w').write('import os')")
+            assert not forged.success
+            assert "host's own Python" in str(forged.error), forged.error
+            read = await cell(f"data = open({str(site / 'mine.py')!r}).read()")
+            assert read.success and read["data"] == "X = 1\n", read.error
+            assert (work / f"notes{attempt}.txt").read_text() == "mine"
+            assert not (site / "evil.pth").exists()
+    finally:
+        if runner is not None:
+            await runner.close()
+        await sandbox.close()
+
+
 async def test_host_script_directory_is_not_readable(tmp_path, monkeypatch):
     """A host app started as ``python /srv/app/server.py`` has /srv/app on sys.path; its .env
     must not be readable from a sandbox (filesystem_access off)."""

@@ -67,6 +67,8 @@ _KEEP = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_NOEXEC
 MB = 1024 * 1024
 #: Set in the worker once its private root is built: the directories that exist inside it.
 VISIBLE: tuple[str, ...] = ()
+#: Inside a sandbox: the read-only paths inside its writable working directory (``plan``).
+PINNED: tuple[str, ...] = ()
 
 
 def hidden(path: str) -> bool:
@@ -75,7 +77,7 @@ def hidden(path: str) -> bool:
     if not VISIBLE or not os.path.isabs(path):
         return False
     path = os.path.normpath(path)
-    return not any(_within(path, v) or _within(v, path) for v in VISIBLE)
+    return not any(within(path, v) or within(v, path) for v in VISIBLE)
 
 
 def _read_only(target: str) -> None:
@@ -114,8 +116,10 @@ def _mountpoint(root: str, path: str, like: str) -> str:
     return target
 
 
-def _within(path: str, base: str) -> bool:
+def within(path: str, base: str) -> bool:
+    """``path`` is ``base`` or lies below it (both absolute and normalised)."""
     return path == base or path.startswith(base.rstrip("/") + "/")
+
 
 
 def _real(paths: Iterable[str]) -> list[str]:
@@ -125,9 +129,9 @@ def _real(paths: Iterable[str]) -> list[str]:
 def plan(profile: Mapping[str, Any], scratch: str = "") -> dict[str, Any]:
     """What to build, from the profile: pure, so the zygote computes it once per profile (then
     each worker only sets its own ``scratch``)."""
-    write = [p for p in profile.get("write_paths", ()) if not _within(p, "/dev")]
+    write = [p for p in profile.get("write_paths", ()) if not within(p, "/dev")]
     read = [p for p in profile.get("read_paths", ())
-            if not any(_within(p, own) for own in ("/dev", "/proc"))]
+            if not any(within(p, own) for own in ("/dev", "/proc"))]
     links = sorted({p for p in (*read, *write) if os.path.islink(p)})
     read_real, write_real = _real(read), _real(w for w in write if w != scratch)
     binds: list[tuple[str, bool]] = []
@@ -135,18 +139,24 @@ def plan(profile: Mapping[str, Any], scratch: str = "") -> dict[str, Any]:
         writable = path in write_real
         if path == "/" or path in OWN:
             continue  # never the host's whole root, /dev, /proc or /tmp
-        if not writable and any(_within(path, b) for b, _ in binds):
+        if not writable and any(within(path, b) for b, _ in binds):
             continue  # already visible through a bound parent
         binds.append((path, writable))
+    # Read-only paths inside a writable directory (the host's Python environment or this
+    # package in the working directory): bound read-only over it, or the sandbox could change
+    # code the host runs next, outside any sandbox (a .pth file in the host's site-packages).
+    pins = [(path, os.path.isdir(path)) for path in read_real if path not in write_real
+            and any(w and within(path, b) for b, w in binds)]
     masks = [(path, os.path.isdir(path)) for path in _real(profile.get("deny_paths", ()))
-             if any(_within(path, b) for b, _ in binds)]
+             if any(within(path, b) for b, _ in binds)]
     quota_mb = max(1, int(profile.get("disk_quota_mb")
                           or QUOTA_FACTOR * profile["max_file_size_mb"]))
     top_links = []
     with contextlib.suppress(OSError), os.scandir("/") as entries:
         top_links = [(e.path, os.readlink(e.path)) for e in entries if e.is_symlink()]
     devices = [name for name in DEVICES if _is_char_device("/dev/" + name)]
-    return {"binds": binds, "masks": masks, "links": [(p, os.readlink(p)) for p in links],
+    return {"binds": binds, "pins": pins, "masks": masks,
+            "links": [(p, os.readlink(p)) for p in links],
             "top_links": top_links, "quota_mb": quota_mb, "scratch": scratch,
             "mountpoints": _mountpoints(binds), "devices": devices,
             "pts": os.path.isdir("/dev/pts")}
@@ -161,7 +171,7 @@ def _mountpoints(binds: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
     bound: list[str] = []
     creates: list[tuple[str, bool]] = []
     for path, _writable in binds:
-        if any(_within(path, b) for b in bound):
+        if any(within(path, b) for b in bound):
             continue
         parts = path.strip("/").split("/")
         for depth in range(1, len(parts) + 1):
@@ -221,11 +231,13 @@ def build(plan: Mapping[str, Any], cwd: str, *, own_proc: bool = False,
             os.close(merged)
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(cwd)
-    global VISIBLE
+    global VISIBLE, PINNED
+    PINNED = tuple(p for p, _ in plan["pins"])
     VISIBLE = (*(b for b, _ in plan["binds"]), *(p for p, _ in plan["links"]),
                *(p for p, _ in plan["top_links"]), "/tmp", "/dev", "/proc", scratch)
     return {"root": "private", "quota_mb": quota, "binds": len(plan["binds"]),
-            "masked": len(plan["masks"]), "proc": proc, "overlays": len(overlays),
+            "masked": len(plan["masks"]), "pinned": len(plan["pins"]), "proc": proc,
+            "overlays": len(overlays),
             "unbounded": unbounded}
 
 
@@ -262,11 +274,14 @@ def _populate(plan: Mapping[str, Any], root: str, data: str, own_proc: bool,
         if not os.path.lexists(root + path):
             os.makedirs(os.path.dirname(root + path), exist_ok=True)
             os.symlink(target, root + path)
-    if not _within(scratch, "/tmp"):
+    if not within(scratch, "/tmp"):
         mount(f"{data}/home", _mountpoint(root, scratch, data), None, MS_BIND)
     else:
         os.makedirs(root + scratch, exist_ok=True)
         os.chmod(root + scratch, 0o700)
+    for path, _is_dir in plan["pins"]:  # (a writable parent shows them: made read-only)
+        if os.path.lexists(root + path):
+            _bind(path, root + path, writable=False)
     for path, is_dir in plan["masks"]:
         if os.path.lexists(root + path):
             _bind(data + "/emptydir" if is_dir else empty, root + path)
@@ -342,7 +357,7 @@ def renewable(plan: Mapping[str, Any], path: str) -> bool:
     not the root itself and not inside another bound directory (a host directory, whose other
     entries Landlock would then grant too)."""
     parent = os.path.dirname(path.rstrip("/"))
-    return parent != "/" and not any(_within(parent, bound) for bound, _ in plan["binds"])
+    return parent != "/" and not any(within(parent, bound) for bound, _ in plan["binds"])
 
 
 def take_anchors() -> list[int]:
@@ -428,8 +443,8 @@ def renew(plan: Mapping[str, Any], path: str, old_upper: int, parent: int, *,
     (they counted against the quota in the old upper layer): the private tmpfs shrinks by
     that much, so the quota still bounds the session's changes in total. Returns the new
     upper layer and merged view."""
-    if any(_within(p, path) for p, _ in plan["links"]) or any(
-            p != path and _within(p, path) for p, _ in plan["binds"]):
+    if any(within(p, path) for p, _ in plan["links"]) or any(
+            p != path and within(p, path) for p, _ in plan["binds"]):
         raise OSError(errno.ENOTSUP, "other mounts or links lie inside this directory")
     if not renewable(plan, path):
         raise OSError(errno.ENOTSUP, "a working directory at the top of the file system or "
@@ -449,8 +464,12 @@ def renew(plan: Mapping[str, Any], path: str, old_upper: int, parent: int, *,
         os.mkdir(stage, 0o700)
         upper, merged = overlay(path, stage, layers)
         try:
+            for pin, _is_dir in plan["pins"]:
+                if pin != path and within(pin, path) and os.path.lexists(
+                        stage + pin[len(path):]):
+                    _bind(pin, stage + pin[len(path):], writable=False)
             for mask, is_dir in plan["masks"]:
-                if mask != path and _within(mask, path) and os.path.lexists(
+                if mask != path and within(mask, path) and os.path.lexists(
                         stage + mask[len(path):]):
                     _bind(data + ("/emptydir" if is_dir else "/empty"), stage + mask[len(path):])
             move_mount_beneath(stage, target)
