@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.base import OutputCallback, Sandbox
 from agenticraft.sandbox.egress.pool import EgressPool
-from agenticraft.sandbox.profile import build_profile, manager_files
+from agenticraft.sandbox.profile import build_profile, check_host_code, manager_files
 from agenticraft.sandbox.result import ExecutionError, ExecutionResult, RunReply
 from agenticraft.sandbox.supervisor import RunOutcome, Supervisor
 from agenticraft.sandbox.types import SandboxType
@@ -107,6 +107,8 @@ class ProcessSandbox(Sandbox):
         profile = build_profile(ctx, scratch_root=scratch_root,
                                 protect=manager_files(self.manager))
         profile["executor"] = executor or self.executor
+        check_host_code(profile, (supervisor or self.supervisor).mechanisms,
+                        self.sandbox_type.value)
         if network.is_allow_list(ctx.resource_limits.network_access):
             if self.isolated_by:  # the workers' INET sockets only ever reach that namespace
                 profile["isolated_network"] = True

@@ -62,26 +62,57 @@ def host_code_paths() -> tuple[str, ...]:
     inside a writable working directory (a ``.pth`` file there runs in the host's next Python,
     outside any sandbox). Mounted read-only inside (``mounts.plan``'s pins) and never copied
     back by a working directory's write-back (``writeback.Overlay.protected``)."""
-    return tuple(sorted({os.path.realpath(p) for p in python_paths()}))
+    paths = {*python_paths(), *(p for p in sys.path if p and os.path.isabs(p))}
+    with contextlib.suppress(AttributeError):  # pip install --user: its .pth files run too
+        paths.add(site.getusersitepackages())
+    return tuple(sorted({os.path.realpath(p) for p in paths if os.path.exists(p)}))
+
+
+def check_host_code(profile: dict[str, Any], mechanisms: dict[str, Any], sandbox_type: str,
+                    ) -> None:
+    """Refuse a writable working directory that holds the host's own Python where no private
+    root can keep that read-only inside it (Landlock only adds rights): raises
+    SandboxUnavailable saying why and what to do."""
+    workdir = profile.get("workdir")
+    if not workdir or workdir not in profile["write_paths"] or mechanisms["mounts"]["active"]:
+        return
+    inside = profile.get("read_only_paths") or ()
+    if inside:
+        from agenticraft.wire.errors import SandboxUnavailable
+        raise SandboxUnavailable(
+            sandbox_type, ["a private root (mount namespace)"],
+            f"the working directory {workdir} holds the host's own Python ({inside[0]}), and "
+            "without a private root a sandbox allowed to write there could change code the "
+            "host runs next, outside any sandbox. Use a working directory that does not hold "
+            "it, drop the 'write' permission, or run where `doctor` shows the private root "
+            "available.")
 
 
 def _below(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-#: A home's credential stores and what holds a user's sessions (browser profiles: cookies;
-#: shell histories: tokens typed on command lines), hidden from every sandbox even when a working
-#: directory holds the home (a notebook server started in it). A sandbox's own HOME is its
-#: scratch directory, so tools inside never looked for them there.
+#: A home's credential stores, what holds a user's sessions (browser profiles: cookies; shell
+#: histories: tokens typed on command lines), and what the user's own programs run or load
+#: without being asked (shell start-up files, IPython and Jupyter configuration and kernelspecs,
+#: git's and pip's configuration, desktop autostart, caches of pickled data, ~/.local/bin on
+#: PATH): hidden from every sandbox even when a working directory holds the home (a notebook
+#: server started in it), and never written from one (a write-back skips them, existing or not).
+#: A sandbox's own HOME is its scratch directory, so tools inside never looked for them there.
 HOME_SECRETS = (
     ".ssh", ".aws", ".gnupg", ".docker", ".kube", ".azure", ".config/gcloud", ".password-store",
     ".local/share/keyrings", ".netrc", ".git-credentials", ".pypirc", ".npmrc", ".pgpass",
     ".my.cnf", ".jupyter", ".mozilla", ".config/google-chrome", ".config/chromium",
-    ".bash_history", ".zsh_history", ".local/share/jupyter/runtime")
+    ".bash_history", ".zsh_history", ".local/share/jupyter",
+    ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile", ".zshrc", ".zshenv",
+    ".zprofile", ".zlogin", ".config/fish", ".ipython", ".gitconfig", ".config/git",
+    ".config/pip", ".pip", ".pydistutils.cfg", ".condarc", ".config/autostart",
+    ".config/systemd", ".config/environment.d", ".pam_environment", ".xprofile", ".xsessionrc",
+    ".local/bin", ".local/share/applications", ".cache", ".vscode-server")
 #: Of those, the directories made (empty, mode 0700) when a working directory holds them but they
 #: do not exist yet, so that what a tool puts in them later stays hidden (``make_maskable``).
 HOME_SECRET_DIRS = (".ssh", ".aws", ".gnupg", ".docker", ".kube", ".azure", ".config/gcloud",
-                    ".local/share/jupyter/runtime")
+                    ".local/share/jupyter")
 
 
 def make_maskable(workdir: str, deny: Iterable[str]) -> None:
@@ -152,9 +183,12 @@ def build_profile(ctx: SecurityContext, *, scratch_root: str,
     workdir = None
     if limits.network_access:
         read += NETWORK_READ_PATHS
+    keep: list[str] = []  # read-only inside the writable working directory (mounts.plan)
     if limits.filesystem_access and ctx.working_dir:
         workdir = str(Path(ctx.working_dir).resolve())
         (write if ctx.has_permission("write") else read).append(workdir)
+        if ctx.has_permission("write"):
+            keep = [p for p in host_code_paths() if _below(p, workdir)]
     deny = protected_paths(protect)
     if workdir is not None:
         make_maskable(workdir, deny)
@@ -172,6 +206,7 @@ def build_profile(ctx: SecurityContext, *, scratch_root: str,
         "read_paths": sorted(set(read)),
         "write_paths": write,
         "deny_paths": deny,
+        "read_only_paths": keep,
         "workdir": workdir,
         "scratch_root": scratch_root,
     }

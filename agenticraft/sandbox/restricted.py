@@ -23,7 +23,7 @@ from agenticraft.jail.confine import rlimits
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.base import OutputCallback, Sandbox
 from agenticraft.sandbox.process import to_result
-from agenticraft.sandbox.profile import build_profile, manager_files
+from agenticraft.sandbox.profile import build_profile, check_host_code, manager_files
 from agenticraft.sandbox.result import ExecutionResult
 from agenticraft.sandbox.supervisor import Supervisor
 from agenticraft.sandbox.types import SandboxType
@@ -109,6 +109,7 @@ class RestrictedSandbox(Sandbox):
             else:
                 profile = build_profile(ctx, scratch_root=self.supervisor.zygote.scratch_root,
                                         protect=manager_files(self.manager))
+                check_host_code(profile, self.supervisor.mechanisms, self.sandbox_type.value)
                 profile["executor"] = "restricted"
                 profile["stack_mb"] = rlimits.stack_bound_mb(ctx.resource_limits.memory_mb)
                 handle = await self.supervisor.spawn(profile, prefork=False)

@@ -33,6 +33,11 @@ def _in_child(body, *args) -> tuple[int, ...]:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
+        # No collection in these forks: one walks the test process's objects (many, late in a
+        # full run), and each page it writes counts as written by the run (past MAX_PAGES
+        # nothing is copied ahead) or as a fault while counting. The likely cause of these
+        # tests' failures late in full runs (two seen; not reproduced on demand).
+        gc.disable()
         try:
             values = body(*args)
             os.write(write, struct.pack(f"{len(values)}q", *values))
@@ -46,11 +51,6 @@ def _in_child(body, *args) -> tuple[int, ...]:
 
 
 def _two_runners(chan: socket.socket) -> tuple[int, ...]:
-    # No collection in these forks: one walks the test process's objects (many, late in a
-    # full run), and each page it writes counts as written by the run (past MAX_PAGES nothing
-    # is copied ahead) or as a fault while counting. The likely cause of this test's rare
-    # failures late in full runs (not reproduced on demand).
-    gc.disable()
     region = mmap.mmap(-1, 3 * PAGES * prefault.PAGE,
                        flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     _touch(region, 0, 3 * PAGES)  # present before the first runner is forked

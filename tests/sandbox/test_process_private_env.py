@@ -397,6 +397,68 @@ async def test_the_hosts_python_in_a_writable_working_directory_stays_read_only(
         await sandbox.close()
 
 
+async def test_without_a_private_root_the_hosts_python_is_never_writable(tmp_path, monkeypatch):
+    """Without a mount namespace nothing can keep a directory inside a writable one read-only
+    (Landlock only adds rights): write access to a working directory holding the host's Python
+    is refused, saying why and what to do; reading it still works."""
+    from agenticraft.sandbox import profile
+    from agenticraft.sandbox.process import ProcessSandbox
+    from agenticraft.wire.errors import SandboxUnavailable
+
+    work = tmp_path / "work"
+    site = work / "venv" / "lib" / "python3" / "site-packages"
+    site.mkdir(parents=True)
+    code_paths = profile.host_code_paths
+    monkeypatch.setattr(profile, "host_code_paths", lambda: (*code_paths(), str(site)))
+    monkeypatch.setenv("AGENTICRAFT_DISABLE", "mounts")
+    sandbox = ProcessSandbox(make_manager(work))
+    try:
+        with pytest.raises(SandboxUnavailable, match="holds the host's own Python"):
+            await sandbox.execute_code(f"open({str(site / 'evil.pth')!r}, 'w')",
+                                       fs_context(work, write=True))
+        assert not (site / "evil.pth").exists()
+        read = await sandbox.execute_code("import os\nseen = os.listdir('venv')",
+                                          fs_context(work))
+        assert read.success and read["seen"] == ["lib"], read.error
+    finally:
+        await sandbox.close()
+
+
+async def test_what_a_home_runs_unasked_is_never_written_from_a_writable_home(
+        tmp_path, monkeypatch):
+    """Write permission on a working directory that holds the home: a cell must not plant what
+    the user's own programs run without being asked (a shell's start-up file, an IPython
+    start-up script, a kernelspec, git's configuration), whether the file exists or not."""
+    from agenticraft.sandbox.process import ProcessSandbox
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("export TOKEN=secret\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("JUPYTER_RUNTIME_DIR", raising=False)
+    sandbox = ProcessSandbox(make_manager(home))
+    await sandbox.start()
+    session = sandbox.session(fs_context(home, write=True))
+    planted = (".bashrc", ".bash_profile", ".ipython/profile_default/startup/00-evil.py",
+               ".local/share/jupyter/kernels/python3/kernel.json", ".gitconfig",
+               ".config/autostart/evil.desktop")
+    try:
+        seen = await session.run("data = open('.bashrc').read()")
+        assert not seen.success or "TOKEN" not in seen["data"]
+        for path in planted:
+            await session.run(f"import os\nos.makedirs(os.path.dirname({path!r}) or '.', "
+                              f"exist_ok=True)\nopen({path!r}, 'a').write('evil')")
+        kept = await session.run("open('notes.txt', 'w').write('mine')")  # next cell: copied
+        assert kept.success, kept.error
+        assert (home / "notes.txt").read_text() == "mine"
+        assert (home / ".bashrc").read_text() == "export TOKEN=secret\n"
+        for path in planted[1:]:
+            assert not (home / path).exists(), path
+    finally:
+        await session.close()
+        await sandbox.close()
+
+
 async def test_host_script_directory_is_not_readable(tmp_path, monkeypatch):
     """A host app started as ``python /srv/app/server.py`` has /srv/app on sys.path; its .env
     must not be readable from a sandbox (filesystem_access off)."""

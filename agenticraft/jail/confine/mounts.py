@@ -145,8 +145,9 @@ def plan(profile: Mapping[str, Any], scratch: str = "") -> dict[str, Any]:
     # Read-only paths inside a writable directory (the host's Python environment or this
     # package in the working directory): bound read-only over it, or the sandbox could change
     # code the host runs next, outside any sandbox (a .pth file in the host's site-packages).
-    pins = [(path, os.path.isdir(path)) for path in read_real if path not in write_real
-            and any(w and within(path, b) for b, w in binds)]
+    keep = _real(profile.get("read_only_paths", ()))
+    pins = [(path, os.path.isdir(path)) for path in sorted({*read_real, *keep})
+            if path not in write_real and any(w and within(path, b) for b, w in binds)]
     masks = [(path, os.path.isdir(path)) for path in _real(profile.get("deny_paths", ()))
              if any(within(path, b) for b, _ in binds)]
     quota_mb = max(1, int(profile.get("disk_quota_mb")
