@@ -121,7 +121,6 @@ def within(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-
 def _real(paths: Iterable[str]) -> list[str]:
     return sorted({os.path.realpath(p) for p in paths if p and os.path.lexists(p)})
 
