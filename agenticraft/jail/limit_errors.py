@@ -14,6 +14,7 @@ import errno
 import re
 from typing import Any
 
+from agenticraft.jail.confine.mounts import terminals_full
 from agenticraft.wire.errors import quota_exceeded
 
 _SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
@@ -50,7 +51,7 @@ def _one(exc: BaseException) -> tuple[str, str] | None:
         if exc.errno == errno.EFBIG or _SHORT_WRITE.search(text):
             return "max_file_size_mb", DETAILS["file"]
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            if exc.errno == errno.ENOSPC and exc.filename is None and _terminals_full():
+            if exc.errno == errno.ENOSPC and exc.filename is None and terminals_full():
                 return None  # no terminal left, not the write quota (explain.file_refusal)
             return "max_file_size_mb", DETAILS["scratch"]
         if exc.errno == errno.ENOMEM:
@@ -77,11 +78,6 @@ def limit_info(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any] | N
         return {"limit": quota.limit, "value": quota.value, "allowed": quota.allowed}
     return {"limit": limit, "value": None, "allowed": limits.get(limit),
             "detail": f"{detail} ({type(exc).__name__}: {str(exc)[:200]})"}
-
-
-def _terminals_full() -> bool:
-    from agenticraft.jail.confine.mounts import terminals_full
-    return terminals_full()
 
 
 def _near_thread_limit(limits: dict[str, Any]) -> bool:

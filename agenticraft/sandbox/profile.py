@@ -115,18 +115,24 @@ HOME_SECRET_DIRS = (".ssh", ".aws", ".gnupg", ".docker", ".kube", ".azure", ".co
                     ".local/share/jupyter")
 
 
-def make_maskable(workdir: str, deny: Iterable[str]) -> None:
-    """Before a sandbox binds ``workdir``: make each protected directory inside it that does
-    not exist yet (``aws configure`` may make ~/.aws while a notebook in the home directory
-    runs). Its mounts hide only what exists when they are made: an empty directory, mode 0700,
-    masked from the start, keeps whatever is put in it later hidden too. Protected files (the
-    audit log) are made by their owners (``AuditLog.ensure_exists``); others are left alone."""
-    home = Path.home()
-    wanted = {str((home / d).resolve()) for d in HOME_SECRET_DIRS}
-    for path in deny:
-        if path in wanted and _below(path, workdir) and not os.path.lexists(path):
+def make_maskable(workdir: str) -> None:
+    """Before a sandbox binds ``workdir``: make each of a home's credential directories inside
+    it that does not exist yet (``aws configure`` may make ~/.aws while a notebook in the home
+    directory runs). Its mounts hide only what exists when they are made: an empty directory,
+    mode 0700, masked from the start, keeps whatever is put in it later hidden too. Protected
+    files (the audit log) are made by their owners (``AuditLog.ensure_exists``); others are
+    left alone."""
+    for path in _home_secret_dirs(os.environ.get("HOME", "")):
+        if _below(path, workdir) and not os.path.lexists(path):
             with contextlib.suppress(OSError):  # (the sandbox then reports nothing new)
                 os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _home_secret_dirs(home_env: str) -> tuple[str, ...]:
+    """``HOME_SECRET_DIRS`` resolved, once per HOME (``home_env`` is only the cache key)."""
+    home = Path.home()
+    return tuple(str((home / d).resolve()) for d in HOME_SECRET_DIRS)
 
 
 def protected_paths(extra: Iterable[str] = ()) -> list[str]:
@@ -191,7 +197,7 @@ def build_profile(ctx: SecurityContext, *, scratch_root: str,
             keep = [p for p in host_code_paths() if _below(p, workdir)]
     deny = protected_paths(protect)
     if workdir is not None:
-        make_maskable(workdir, deny)
+        make_maskable(workdir)
     return {
         "memory_mb": limits.memory_mb,
         "cpu_percent": limits.cpu_percent,

@@ -25,7 +25,7 @@ from agenticraft.jail.confine import pages, pidns
 from agenticraft.jail.tree import children, descendants, kill_tree
 from agenticraft.sandbox import leftovers, writeback
 from agenticraft.sandbox.budget import RunBudget
-from agenticraft.sandbox.profile import PACKAGE_ROOT, host_code_paths
+from agenticraft.sandbox.profile import PACKAGE_ROOT
 from agenticraft.sandbox.result import Output
 from agenticraft.sandbox.unit import Unit
 from agenticraft.sandbox.watchdog import parse_stat
@@ -404,7 +404,8 @@ class WorkerHandle:
         writable = {p for p in profile.get("write_paths", ()) if p == profile.get("workdir")}
         for overlay in overlays:
             if overlay.host in writable:
-                overlay.protected([*profile.get("deny_paths", ()), *host_code_paths()])
+                overlay.protected([*profile.get("deny_paths", ()),
+                                   *profile.get("read_only_paths", ())])
                 self.overlays.append(overlay)
             else:
                 overlay.close()

@@ -290,6 +290,34 @@ async def test_audit_log_policy_and_config_in_working_dir_are_hidden(tmp_path, m
         await sandbox.close()
 
 
+def reading(path: str) -> str:
+    """A cell that puts ``path``'s text in ``data``, or the name of the error that refused it."""
+    return (f"try:\n    data = open({path!r}).read()\n"
+            "except OSError as exc:\n    data = type(exc).__name__")
+
+
+def a_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home for this test, with a notes.txt (HOME points at it, no JUPYTER_RUNTIME_DIR): a
+    notebook server started in it serves it as the working directory."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (home / "notes.txt").write_text("hello")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("JUPYTER_RUNTIME_DIR", raising=False)
+    return home
+
+
+def host_python_in(work: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A site-packages of the host's own Python inside ``work`` (a venv next to notebooks)."""
+    from agenticraft.sandbox import profile
+
+    site = work / "venv" / "lib" / "python3" / "site-packages"
+    site.mkdir(parents=True)
+    code_paths = profile.host_code_paths
+    monkeypatch.setattr(profile, "host_code_paths", lambda: (*code_paths(), str(site)))
+    return site
+
+
 async def test_an_audit_log_first_written_after_the_sandbox_started_is_hidden_too(tmp_path):
     """The audit log configured inside the working directory does not exist yet when the first
     worker is confined (its first record comes after the first run); the workers confined
@@ -308,9 +336,7 @@ async def test_an_audit_log_first_written_after_the_sandbox_started_is_hidden_to
     try:
         for write in (False, True, False):
             ctx = fs_context(work, write=write)
-            seen = await sandbox.execute_code(
-                "import os\ntry:\n    data = open('logs/audit.jsonl').read()\n"
-                "except OSError as exc:\n    data = type(exc).__name__", ctx)
+            seen = await sandbox.execute_code(reading("logs/audit.jsonl"), ctx)
             assert seen.success, seen.error
             assert "code_sha256" not in seen["data"], seen["data"]
             assert audit.exists()
@@ -327,11 +353,7 @@ async def test_secrets_made_in_a_home_working_directory_during_a_session_stay_hi
     ~/.aws with ``aws configure`` (or ~/.ssh with ssh-keygen): the session never reads them."""
     from agenticraft.sandbox.process import ProcessSandbox
 
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "notes.txt").write_text("hello")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("JUPYTER_RUNTIME_DIR", raising=False)
+    home = a_home(tmp_path, monkeypatch)
     sandbox = ProcessSandbox(make_manager(home))
     await sandbox.start()
     session = sandbox.session(fs_context(home, write=write))
@@ -342,9 +364,7 @@ async def test_secrets_made_in_a_home_working_directory_during_a_session_stay_hi
                        ".local/share/jupyter/runtime/kernel-2.json"):
             (home / secret).parent.mkdir(parents=True, exist_ok=True)
             (home / secret).write_text("SECRET")
-            seen = await session.run(
-                f"try:\n    data = open({secret!r}).read()\n"
-                "except OSError as exc:\n    data = type(exc).__name__")
+            seen = await session.run(reading(secret))
             assert seen.success, seen.error
             assert seen["data"] != "SECRET", secret
             assert (home / secret).read_text() == "SECRET"
@@ -360,17 +380,11 @@ async def test_the_hosts_python_in_a_writable_working_directory_stays_read_only(
     notebooks, user site-packages in a home, this checkout): a ``.pth`` file written there runs
     in the host's next Python, outside any sandbox. It is read-only inside, says why, and is
     never copied back; the rest of the directory stays writable."""
-    from agenticraft.sandbox import profile, workers
     from agenticraft.sandbox.process import ProcessSandbox
 
     work = tmp_path / "work"
-    site = work / "venv" / "lib" / "python3" / "site-packages"
-    site.mkdir(parents=True)
+    site = host_python_in(work, monkeypatch)
     (site / "mine.py").write_text("X = 1\n")
-    python_paths, code_paths = profile.python_paths, profile.host_code_paths
-    monkeypatch.setattr(profile, "python_paths", lambda: (*python_paths(), str(site)))
-    for module in (profile, workers):
-        monkeypatch.setattr(module, "host_code_paths", lambda: (*code_paths(), str(site)))
     sandbox = ProcessSandbox(make_manager(work))
     await sandbox.start()
     ctx = fs_context(work, write=True)
@@ -401,15 +415,11 @@ async def test_without_a_private_root_the_hosts_python_is_never_writable(tmp_pat
     """Without a mount namespace nothing can keep a directory inside a writable one read-only
     (Landlock only adds rights): write access to a working directory holding the host's Python
     is refused, saying why and what to do; reading it still works."""
-    from agenticraft.sandbox import profile
     from agenticraft.sandbox.process import ProcessSandbox
     from agenticraft.wire.errors import SandboxUnavailable
 
     work = tmp_path / "work"
-    site = work / "venv" / "lib" / "python3" / "site-packages"
-    site.mkdir(parents=True)
-    code_paths = profile.host_code_paths
-    monkeypatch.setattr(profile, "host_code_paths", lambda: (*code_paths(), str(site)))
+    site = host_python_in(work, monkeypatch)
     monkeypatch.setenv("AGENTICRAFT_DISABLE", "mounts")
     sandbox = ProcessSandbox(make_manager(work))
     try:
@@ -431,11 +441,8 @@ async def test_what_a_home_runs_unasked_is_never_written_from_a_writable_home(
     start-up script, a kernelspec, git's configuration), whether the file exists or not."""
     from agenticraft.sandbox.process import ProcessSandbox
 
-    home = tmp_path / "home"
-    home.mkdir()
+    home = a_home(tmp_path, monkeypatch)
     (home / ".bashrc").write_text("export TOKEN=secret\n")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("JUPYTER_RUNTIME_DIR", raising=False)
     sandbox = ProcessSandbox(make_manager(home))
     await sandbox.start()
     session = sandbox.session(fs_context(home, write=True))
@@ -1029,13 +1036,10 @@ async def test_secrets_in_a_home_working_directory_are_masked(tmp_path, monkeypa
     ~/.aws, ~/.gnupg and the Jupyter runtime directory in it are not, even with write."""
     from agenticraft.sandbox.process import ProcessSandbox
 
-    home = tmp_path / "home"
+    home = a_home(tmp_path, monkeypatch)
     for secret in SECRETS:
         (home / secret).parent.mkdir(parents=True, exist_ok=True)
         (home / secret).write_text("SECRET")
-    (home / "notes.txt").write_text("hello")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("JUPYTER_RUNTIME_DIR", raising=False)
     sandbox = ProcessSandbox(make_manager(home))
     await sandbox.start()
     try:
