@@ -20,7 +20,10 @@ sockets) the sandbox made: reported as skipped; a host entry one of them replace
 Every path is walked one component at a time with ``O_NOFOLLOW`` from a directory descriptor,
 on both sides, so neither a symlink planted in the sandbox nor one on the host makes the copy
 read or write outside the working directory. Protected paths (the audit log, policy and
-config files) are never written.
+config files) are never written. In a directory the host imports from (``guard_code``: an agent
+host's own script directory, started as ``python /srv/app/server.py`` from ``/srv/app``) Python
+code is neither copied, replaced nor deleted: a ``json.py`` there would run in the host's next
+start, before the standard library, outside any sandbox.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import importlib.machinery
 import json
 import os
 import secrets
@@ -43,6 +47,18 @@ MAX_DEPTH = 128
 _OPAQUE = "user.overlay.opaque"
 #: What one entry of the upper layer looked like: changed if any of these changed.
 Signature = tuple[int, int, int, int, int]
+#: Names Python imports or runs from a directory on its path: modules, bytecode (also in
+#: ``__pycache__``), extension modules, ``.pth`` files (run by ``site`` in a site directory).
+CODE_SUFFIXES = tuple(sorted({*importlib.machinery.all_suffixes(), ".pyo", ".pyw", ".pth",
+                              ".so", ".pyd"}))
+CODE_NOTE = "Python code, and the host imports from this directory"
+#: Says whether a name is never to be changed on the host (None: every name may be).
+Guard = Callable[[str], bool] | None
+
+
+def is_code(name: str) -> bool:
+    """True for a name Python would import or run (see ``CODE_SUFFIXES``)."""
+    return name.endswith(CODE_SUFFIXES)
 
 
 @dataclasses.dataclass
@@ -143,6 +159,8 @@ class Overlay:
         self.upper = upper
         self.merged = merged
         self.protect: tuple[str, ...] = ()
+        #: The host imports from this directory itself: Python code in it is never changed.
+        self.guard_code = False
         self.protected(protect)
         #: The upper layer as of the last copy-back (or revert): what the host already has.
         self.manifest: dict[str, Signature] = {}
@@ -155,9 +173,12 @@ class Overlay:
         self.renew_error = ""
 
     def protected(self, paths: Iterable[str]) -> None:
-        """Host paths never to write or delete (inside this directory: relative to it)."""
+        """Host paths never to write or delete (inside this directory: relative to it). This
+        directory itself among them (the host imports from it): its Python code only."""
         base = self.host.rstrip("/") + "/"
+        paths = list(paths)
         self.protect = tuple(sorted({p[len(base):] for p in paths if p.startswith(base)}))
+        self.guard_code = any(p.rstrip("/") == base[:-1] for p in paths)
 
     def close(self) -> None:
         for fd in (self.upper, self.merged):
@@ -197,8 +218,9 @@ class Overlay:
         """Make the host directory match the sandbox's view for everything changed since the
         last call: the end of a run or a kept cell."""
         before = self.manifest
-        report = self._with_host(lambda host, report: self._apply(self.merged, host, report,
-                                                                  symlinks=False))[0]
+        guard = is_code if self.guard_code else None
+        report = self._with_host(lambda host, report: self._apply(
+            self.merged, host, report, symlinks=False, guard=guard))[0]
         if self.keeper is not None:
             self._hold(before)
         return report
@@ -247,7 +269,8 @@ class Overlay:
             os.close(host)
         return report, True
 
-    def _apply(self, source: int, dest: int, report: Report, *, symlinks: bool) -> None:
+    def _apply(self, source: int, dest: int, report: Report, *, symlinks: bool,
+               guard: Guard = None) -> None:
         current = dict(_scan(self.upper))
         changed = {rel for rel, sig in current.items() if self.manifest.get(rel) != sig}
         changed.update(rel for rel in self.manifest if rel not in current)
@@ -262,10 +285,13 @@ class Overlay:
                 if self._holds_protected(rel):  # never deleted or replaced whole: its changed
                     report.skipped.append(f"{rel} (holds a protected path)")  # entries come
                     continue  # one by one, the protected one never
+                if guard is not None and guard(parts[-1]):
+                    report.skipped.append(f"{rel} ({CODE_NOTE})")
+                    continue
                 try:
                     src_parent, dst_parent = parents.get(parts[:-1])
                     if _mirror(src_parent, dst_parent, rel, self.upper, report,
-                               symlinks=symlinks):
+                               symlinks=symlinks, guard=guard):
                         done.add(rel)
                 except OSError as exc:
                     report.errors.append(f"{rel}: {exc.strerror or exc}")
@@ -362,9 +388,10 @@ class _Parents:
 
 
 def _mirror(src_parent: int | None, dst_parent: int | None, rel: str, upper: int,
-            report: Report, *, symlinks: bool) -> bool:
+            report: Report, *, symlinks: bool, guard: Guard = None) -> bool:
     """Make ``rel`` in ``dst_parent`` what it is in ``src_parent`` (None: that directory does
-    not exist). True when everything below ``rel`` was handled too (deleted, copied whole)."""
+    not exist). True when everything below ``rel`` was handled too (deleted, copied whole).
+    ``guard``: names below ``rel`` never changed on the host (kept, and reported)."""
     name = rel.rsplit("/", 1)[-1]
     if dst_parent is None:  # the destination's parent is gone: nothing to put it in
         report.errors.append(f"{rel}: its directory no longer exists")
@@ -373,7 +400,7 @@ def _mirror(src_parent: int | None, dst_parent: int | None, rel: str, upper: int
     dst = _lstat(dst_parent, name)
     if src is None or (stat.S_ISCHR(src.st_mode) and src.st_rdev == 0):  # deleted
         if dst is not None:
-            _remove(dst_parent, name, dst)
+            _remove(dst_parent, name, dst, report, guard)
             report.deleted += 1
         return True
     if stat.S_ISDIR(src.st_mode):
@@ -382,31 +409,60 @@ def _mirror(src_parent: int | None, dst_parent: int | None, rel: str, upper: int
                 os.chmod(name, stat.S_IMODE(src.st_mode) & 0o777, dir_fd=dst_parent)
             if not _opaque(upper, rel):
                 return False  # its changed entries come one by one
-            _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks, prune=True)
+            _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks, prune=True,
+                       guard=guard)
             return True
         if dst is not None:
-            _remove(dst_parent, name, dst)
-        _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks)
+            _remove(dst_parent, name, dst, report, guard)
+        _copy_tree(src_parent, dst_parent, name, report, symlinks=symlinks, guard=guard)
         return True
     if not (stat.S_ISREG(src.st_mode) or (symlinks and stat.S_ISLNK(src.st_mode))):
         # The sandbox replaced the entry by something never copied: gone on the host too.
         report.skipped.append(f"{rel} ({_kind(src.st_mode)})")
         if dst is not None:
-            _remove(dst_parent, name, dst)
+            _remove(dst_parent, name, dst, report, guard)
             report.deleted += 1
         return True
     if dst is not None and stat.S_ISDIR(dst.st_mode):
-        _remove(dst_parent, name, dst)
+        if not _remove(dst_parent, name, dst, report, guard):
+            return True  # it holds code the host imports: kept (reported)
         dst = None
     _copy_entry(src_parent, dst_parent, name, src, report, symlinks=symlinks, existing=dst)
     return True
 
 
-def _remove(parent: int, name: str, st: os.stat_result) -> None:
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=parent)  # fd-based: never follows a symlink out
-    else:
+def _remove(parent: int, name: str, st: os.stat_result, report: Report | None = None,
+            guard: Guard = None, depth: int = 0) -> bool:
+    """Remove ``name`` from ``parent``; with ``guard``, a directory only as far as it holds no
+    guarded name (those are kept with the directories above them, and reported). True when
+    it went whole."""
+    if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=parent)
+        return True
+    if guard is None:
+        shutil.rmtree(name, dir_fd=parent)  # fd-based: never follows a symlink out
+        return True
+    if depth > MAX_DEPTH:
+        if report is not None:
+            report.errors.append(f"{name}: more than {MAX_DEPTH} directories deep, kept")
+        return False
+    whole = True
+    fd = os.open(name, _DIR, dir_fd=parent)
+    try:
+        with os.scandir(fd) as entries:
+            found = [(e.name, e.stat(follow_symlinks=False)) for e in entries]
+        for child, child_st in found:
+            if guard(child):
+                whole = False
+                if report is not None:
+                    report.skipped.append(f"{name}/{child} (kept: {CODE_NOTE})")
+            elif not _remove(fd, child, child_st, report, guard, depth + 1):
+                whole = False
+    finally:
+        os.close(fd)
+    if whole:
+        os.rmdir(name, dir_fd=parent)
+    return whole
 
 
 def _copy_entry(src_parent: int, dst_parent: int, name: str, st: os.stat_result,
@@ -508,9 +564,9 @@ def _copy_range(src: int, dst: int, start: int, end: int) -> int:
 
 
 def _copy_tree(src_parent: int, dst_parent: int, name: str, report: Report, *,
-               symlinks: bool, prune: bool = False, depth: int = 0) -> None:
+               symlinks: bool, prune: bool = False, depth: int = 0, guard: Guard = None) -> None:
     """Copy directory ``name`` with everything in it (``prune``: into an existing directory,
-    removing what the source does not have)."""
+    removing what the source does not have). ``guard``: names neither copied nor removed."""
     if depth > MAX_DEPTH:
         report.errors.append(f"{name}: more than {MAX_DEPTH} directories deep, not copied")
         return
@@ -529,17 +585,25 @@ def _copy_tree(src_parent: int, dst_parent: int, name: str, report: Report, *,
                     gone = [(e.name, e.stat(follow_symlinks=False)) for e in entries
                             if e.name not in found]
                 for child, child_st in gone:
-                    _remove(dst, child, child_st)
+                    if guard is not None and guard(child):
+                        report.skipped.append(f"{name}/{child} (kept: {CODE_NOTE})")
+                        continue
+                    _remove(dst, child, child_st, report, guard)
                     report.deleted += 1
             for child, child_st in found.items():
+                if guard is not None and guard(child):
+                    report.skipped.append(f"{name}/{child} ({CODE_NOTE})")
+                    continue
                 existing = _lstat(dst, child) if prune else None
                 if stat.S_ISDIR(child_st.st_mode):
-                    if existing is not None:
-                        _remove(dst, child, existing)
-                    _copy_tree(src, dst, child, report, symlinks=symlinks, depth=depth + 1)
+                    if existing is not None and not _remove(dst, child, existing, report, guard):
+                        continue  # it holds code the host imports: kept as it is
+                    _copy_tree(src, dst, child, report, symlinks=symlinks, depth=depth + 1,
+                               guard=guard)
                 else:
                     if existing is not None and stat.S_ISDIR(existing.st_mode):
-                        _remove(dst, child, existing)
+                        if not _remove(dst, child, existing, report, guard):
+                            continue
                         existing = None
                     _copy_entry(src, dst, child, child_st, report, symlinks=symlinks,
                                 existing=existing)

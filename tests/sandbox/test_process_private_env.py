@@ -411,6 +411,65 @@ async def test_the_hosts_python_in_a_writable_working_directory_stays_read_only(
         await sandbox.close()
 
 
+@pytest.mark.parametrize("session", [False, True], ids=["one-shot", "session"])
+async def test_code_written_where_the_host_imports_from_never_reaches_the_host(
+        tmp_path, monkeypatch, session):
+    """An agent host started as ``python /srv/app/server.py`` from ``/srv/app`` imports from
+    its working directory first: a ``json.py`` (or ``json/__init__.py``, or bytecode in
+    ``__pycache__``) a cell writes there runs in the host's next start, before the standard
+    library, outside any sandbox. Data files are still copied back; Python code is neither
+    copied, replaced nor deleted on the host, and the cell's stderr says why."""
+    from agenticraft.sandbox import profile
+    from agenticraft.sandbox.process import ProcessSandbox
+
+    app = tmp_path / "app"
+    (app / "pkg").mkdir(parents=True)
+    (app / "server.py").write_text("SERVED = True\n")
+    (app / "pkg" / "__init__.py").write_text("")
+    (app / "pkg" / "notes.txt").write_text("old")
+    code_paths = profile.host_code_paths
+    monkeypatch.setattr(profile, "host_code_paths", lambda: (*code_paths(), str(app)))
+    sandbox = ProcessSandbox(make_manager(app))
+    await sandbox.start()
+    ctx = fs_context(app, write=True)
+    runner = sandbox.session(ctx) if session else None
+    cell = textwrap.dedent("""\
+        import os, shutil
+        open('result.csv', 'w').write('a,b')
+        open('json.py', 'w').write('import os')
+        os.mkdir('yaml'); open('yaml/__init__.py', 'w').write('import os')
+        open('yaml/data.txt', 'w').write('kept')
+        os.makedirs('__pycache__', exist_ok=True)
+        open('__pycache__/server.cpython-311.pyc', 'wb').write(b'forged')
+        open('site.pth', 'w').write('import os')
+        open('server.py', 'w').write('SERVED = False')
+        shutil.rmtree('pkg')
+        seen = sorted(os.listdir('.'))
+    """)
+    try:
+        result = await (runner.run(cell) if runner else sandbox.execute_code(cell, ctx))
+        assert result.success, result.error
+        assert "json.py" in result["seen"]  # the cell's own view has all it wrote
+        assert (app / "result.csv").read_text() == "a,b"
+        assert (app / "yaml" / "data.txt").read_text() == "kept"
+        for code in ("json.py", "yaml/__init__.py", "__pycache__/server.cpython-311.pyc",
+                     "site.pth"):
+            assert not (app / code).exists(), code
+        assert (app / "server.py").read_text() == "SERVED = True\n"
+        assert (app / "pkg" / "__init__.py").exists()  # the rest of pkg went: it was data
+        assert not (app / "pkg" / "notes.txt").exists()
+        assert "the host imports from this directory" in result.stderr, result.stderr
+        if runner is not None:  # the next cell sees the host's directory again
+            again = await runner.run("import os\nseen = sorted(os.listdir('.'))\n"
+                                     "served = open('server.py').read()")
+            assert again.success, again.error
+            assert "json.py" not in again["seen"] and again["served"] == "SERVED = True\n"
+    finally:
+        if runner is not None:
+            await runner.close()
+        await sandbox.close()
+
+
 async def test_without_a_private_root_the_hosts_python_is_never_writable(tmp_path, monkeypatch):
     """Without a mount namespace nothing can keep a directory inside a writable one read-only
     (Landlock only adds rights): write access to a working directory holding the host's Python

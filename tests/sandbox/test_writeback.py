@@ -121,3 +121,37 @@ def test_a_hard_link_to_a_file_outside_is_replaced_not_written_through(tmp_path)
     assert (host / "linked.txt").read_text() == "new"
     assert (host / "plain.txt").read_text() == "new"
     assert (host / "plain.txt").stat().st_ino == inode  # rewritten in place
+
+
+def test_code_is_never_changed_in_a_directory_the_host_imports_from(tmp_path):
+    """The host directory itself protected (the host imports from it): Python code is neither
+    copied, replaced nor deleted there, in new trees and under replaced directories too; data
+    is copied as before, and each kept name is reported."""
+    made, upper, host, _ = overlay(tmp_path)
+    made.protected([str(host)])
+    (host / "app.py").write_text("host")
+    (host / "lib").mkdir()
+    (host / "lib" / "__init__.py").write_text("host")
+    (host / "lib" / "data.txt").write_text("old")
+    (upper / "app.py").write_text("forged")
+    (upper / "json.py").write_text("forged")
+    (upper / "pkg").mkdir()
+    (upper / "pkg" / "__init__.py").write_text("forged")
+    (upper / "pkg" / "fast.cpython-311-x86_64-linux-gnu.so").write_bytes(b"forged")
+    (upper / "pkg" / "data.csv").write_text("a,b")
+    (upper / "lib").write_text("a file where the host has a package")
+    report = made.sync()
+    assert (host / "app.py").read_text() == "host"
+    assert not (host / "json.py").exists()
+    assert os.listdir(host / "pkg") == ["data.csv"]
+    assert os.listdir(host / "lib") == ["__init__.py"]  # its data went, its code stayed
+    assert (host / "lib" / "__init__.py").read_text() == "host"
+    assert "json.py (Python code, and the host imports from this directory)" in report.skipped
+    assert any(s.startswith("lib/__init__.py (kept") for s in report.skipped), report.skipped
+
+
+def test_code_is_copied_where_the_host_does_not_import_from(tmp_path):
+    made, upper, host, _ = overlay(tmp_path, protect=("audit.jsonl",))
+    (upper / "helper.py").write_text("def f(): ...")
+    assert made.sync().skipped == []
+    assert (host / "helper.py").read_text() == "def f(): ..."
