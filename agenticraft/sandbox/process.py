@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sys
@@ -12,7 +13,13 @@ from typing import Any, TypeVar
 from agenticraft.sandbox import host_report as host_probe
 from agenticraft.sandbox.base import OutputCallback, Sandbox
 from agenticraft.sandbox.egress.pool import EgressPool
-from agenticraft.sandbox.profile import build_profile, check_host_code, manager_files
+from agenticraft.sandbox.profile import (
+    PROFILE_ENV,
+    build_profile,
+    check_host_code,
+    make_maskable,
+    manager_files,
+)
 from agenticraft.sandbox.result import ExecutionError, ExecutionResult, RunReply
 from agenticraft.sandbox.supervisor import RunOutcome, Supervisor
 from agenticraft.sandbox.types import SandboxType
@@ -51,6 +58,10 @@ class ProcessSandbox(Sandbox):
                                      share_pages=host_probe.share_pages_from_env())
         self._started = False
         self._report: tuple[Any, dict[str, str]] = (None, {})
+        #: ``enforced_for`` per (network, filesystem, write), for the mechanisms they describe.
+        self._enforced: tuple[Any, dict[tuple[Any, ...], dict[str, str]]] = (None, {})
+        #: ``build_profile``'s results (``_built_profile``): key -> (mechanisms, policy, profile)
+        self._profiles: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
         # Allow-listed network: one host-side egress proxy per (list, user), see sandbox/egress.
         self.egress = EgressPool(manager.audit.record, getattr(manager, "egress_resolver", None))
 
@@ -85,15 +96,23 @@ class ProcessSandbox(Sandbox):
         return dict(self._report[1])
 
     def enforced_for(self, ctx: SecurityContext) -> dict[str, str]:
-        report = self.host_report()
+        # Every result carries it: made once per kind of context and zygote start, copied.
         limits = ctx.resource_limits
-        report["network_access"] = host_probe.network_enforcement(
-            limits.network_access, self.supervisor.mechanisms, isolated_by=self.isolated_by)
-        if limits.filesystem_access:
-            mode = "read-write" if ctx.has_permission("write") else "read-only"
-            report["filesystem_access"] = (f"working directory {mode}; "
-                                           + report["filesystem_access"])
-        return report
+        key = (limits.network_access, bool(limits.filesystem_access), ctx.has_permission("write"))
+        mechanisms = self.supervisor.mechanisms
+        if self._enforced[0] is not mechanisms:
+            self._enforced = (mechanisms, {})
+        made = self._enforced[1].get(key)
+        if made is None:
+            made = self.host_report()
+            made["network_access"] = host_probe.network_enforcement(
+                limits.network_access, mechanisms, isolated_by=self.isolated_by)
+            if limits.filesystem_access:
+                mode = "read-write" if key[2] else "read-only"
+                made["filesystem_access"] = (f"working directory {mode}; "
+                                             + made["filesystem_access"])
+            self._enforced[1][key] = made
+        return dict(made)
 
     async def supervisor_for(self, ctx: SecurityContext) -> Supervisor:
         """The started supervisor whose zygote runs ``ctx``'s workers: the one of this sandbox
@@ -103,12 +122,8 @@ class ProcessSandbox(Sandbox):
 
     def profile_for(self, ctx: SecurityContext, executor: str | None = None,
                     supervisor: Supervisor | None = None) -> dict[str, Any]:
-        scratch_root = (supervisor or self.supervisor).zygote.scratch_root
-        profile = build_profile(ctx, scratch_root=scratch_root,
-                                protect=manager_files(self.manager))
-        profile["executor"] = executor or self.executor
-        check_host_code(profile, (supervisor or self.supervisor).mechanisms,
-                        self.sandbox_type.value)
+        profile = self._built_profile(ctx, executor or self.executor,
+                                      supervisor or self.supervisor)
         if network.is_allow_list(ctx.resource_limits.network_access):
             if self.isolated_by:  # the workers' INET sockets only ever reach that namespace
                 profile["isolated_network"] = True
@@ -147,6 +162,34 @@ class ProcessSandbox(Sandbox):
         else:  # a limit or a crash: everything it started ends with it
             supervisor.discard(handle)
         return to_result(outcome, self.sandbox_type.value, self.enforced_for(ctx))
+
+    def _built_profile(self, ctx: SecurityContext, executor: str, supervisor: Supervisor,
+                       ) -> dict[str, Any]:
+        """``build_profile``'s result for ``ctx`` (checked by ``check_host_code``), a fresh copy.
+        Built once per limits, working directory, write permission, executor, zygote, policy
+        and host environment (``PROFILE_ENV``): resolving its paths again took a tenth of a
+        pre-forked run after idle. What must be true before each sandbox's mounts are made is
+        still done each time: the audit log exists, a home's secret directories exist."""
+        key = (ctx.resource_limits, ctx.working_dir, ctx.has_permission("write"), executor,
+               supervisor.zygote.scratch_root, *(os.environ.get(name) for name in PROFILE_ENV))
+        mechanisms, policy = supervisor.mechanisms, self.manager.policy
+        made = self._profiles.get(key)
+        if made is not None and made[0] is mechanisms and made[1] is policy:
+            profile = made[2]
+            with contextlib.suppress(Exception):  # (as manager_files does)
+                self.manager.audit.ensure_exists()
+            if profile["workdir"] is not None:
+                make_maskable(profile["workdir"])
+        else:
+            profile = build_profile(ctx, scratch_root=supervisor.zygote.scratch_root,
+                                    protect=manager_files(self.manager))
+            profile["executor"] = executor
+            check_host_code(profile, mechanisms, self.sandbox_type.value)
+            if len(self._profiles) >= 64:
+                self._profiles.clear()
+            self._profiles[key] = (mechanisms, policy, profile)
+        return {name: list(value) if isinstance(value, list) else value
+                for name, value in profile.items()}
 
     def run_extra(self, ctx: SecurityContext) -> dict[str, Any]:
         return {}

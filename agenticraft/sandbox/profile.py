@@ -115,6 +115,11 @@ HOME_SECRET_DIRS = (".ssh", ".aws", ".gnupg", ".docker", ".kube", ".azure", ".co
                     ".local/share/jupyter")
 
 
+#: The environment a profile depends on (``protected_paths``, ``make_maskable``,
+#: ``manager_files``): a profile built for one set of these values is not reused for another.
+PROFILE_ENV = ("HOME", "JUPYTER_RUNTIME_DIR", "XDG_RUNTIME_DIR", "AGENTICRAFT_CONFIG")
+
+
 def make_maskable(workdir: str) -> None:
     """Before a sandbox binds ``workdir``: make each of a home's credential directories inside
     it that does not exist yet (``aws configure`` may make ~/.aws while a notebook in the home

@@ -103,3 +103,45 @@ def test_python_paths_hold_the_interpreter_and_the_package() -> None:
     assert PACKAGE_ROOT in paths
     assert sysconfig.get_path("stdlib") in paths
     assert all(os.path.isabs(p) and os.path.exists(p) for p in paths)
+
+
+async def test_a_sandbox_reuses_a_profile_only_while_nothing_it_depends_on_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ProcessSandbox.profile_for`` builds a profile once per kind of context: each caller
+    gets its own copy; another HOME gives another profile; and what must exist before a
+    sandbox's mounts are made (the audit log, a home's credential directories) is made again
+    even when the profile is reused."""
+    from agenticraft.sandbox.process import ProcessSandbox
+
+    from helpers import make_manager
+
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    manager = make_manager(tmp_path)
+    sandbox = ProcessSandbox(manager)
+    await sandbox.start()
+    try:
+        ctx = SecurityContext("tester", ["execute"], {"filesystem_access": True},
+                              working_dir=str(home))
+        first = sandbox.profile_for(ctx)
+        assert str(home / ".aws") in first["deny_paths"]
+        first["read_paths"].append("/forged")
+        first["deny_paths"].clear()
+        again = sandbox.profile_for(ctx)
+        assert "/forged" not in again["read_paths"] and str(home / ".aws") in again["deny_paths"]
+
+        (home / ".aws").rmdir()
+        for path in (manager.audit.path, manager.audit.head_path):
+            os.unlink(path)
+        sandbox.profile_for(ctx)
+        assert (home / ".aws").is_dir() and os.path.exists(manager.audit.path)
+
+        other = tmp_path / "other-home"
+        other.mkdir()
+        monkeypatch.setenv("HOME", str(other))
+        moved = sandbox.profile_for(ctx)
+        assert str(other / ".aws") in moved["deny_paths"]
+        assert str(home / ".aws") not in moved["deny_paths"]
+    finally:
+        await sandbox.close()
