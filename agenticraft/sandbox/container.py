@@ -392,6 +392,7 @@ class ContainerSandbox(ProcessSandbox):
         self._starting: dict[ContainerSpec, concurrent.futures.Future[None]] = {}
         self._tlock = threading.Lock()  # guards the two dicts only; never held across an await
         self._started = False
+        self._profiles: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}  # (process)
 
     @classmethod
     def probe(cls) -> list[str]:
