@@ -7,6 +7,7 @@ leftovers of a killed kernel). Run as root and again unprivileged (scripts/test-
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -1200,7 +1201,11 @@ os.read(r, 1)
         time.sleep(0.01)
     assert handle.init in everything and handle.pid in everything
     assert len(everything) >= 4  # keeper, init, worker and the orphan (wherever it was put)
-    procs = [psutil.Process(p) for p in everything]
+    procs = []
+    for pid in everything:  # (the checkpoint the promotion killed may be gone by now)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    assert {handle.keeper, handle.init, handle.pid} <= {p.pid for p in procs}
     os.kill(handle.keeper, signal.SIGKILL)  # only the keeper: the rest must follow by itself
     _gone, alive = psutil.wait_procs(procs[1:], timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
