@@ -143,7 +143,7 @@ def _home_secret_dirs(home_env: str) -> tuple[str, ...]:
 def protected_paths(extra: Iterable[str] = ()) -> list[str]:
     """Never readable from a sandbox, even inside an allowed directory: the Jupyter runtime dir
     (connection files), the audit log, the administrator's policy, the user's secrets."""
-    env = tuple(os.environ.get(k, "") for k in ("JUPYTER_RUNTIME_DIR", "XDG_RUNTIME_DIR", "HOME"))
+    env = tuple(os.environ.get(k, "") for k in PROFILE_ENV)  # (only the cache key)
     return list(_protected_paths(tuple(extra), env))
 
 

@@ -431,8 +431,8 @@ def _mirror(src_parent: int | None, dst_parent: int | None, rel: str, upper: int
     return True
 
 
-def _remove(parent: int, name: str, st: os.stat_result, report: Report | None = None,
-            guard: Guard = None, depth: int = 0) -> bool:
+def _remove(parent: int, name: str, st: os.stat_result, report: Report, guard: Guard = None,
+            depth: int = 0) -> bool:
     """Remove ``name`` from ``parent``; with ``guard``, a directory only as far as it holds no
     guarded name (those are kept with the directories above them, and reported). True when
     it went whole."""
@@ -443,8 +443,7 @@ def _remove(parent: int, name: str, st: os.stat_result, report: Report | None = 
         shutil.rmtree(name, dir_fd=parent)  # fd-based: never follows a symlink out
         return True
     if depth > MAX_DEPTH:
-        if report is not None:
-            report.errors.append(f"{name}: more than {MAX_DEPTH} directories deep, kept")
+        report.errors.append(f"{name}: more than {MAX_DEPTH} directories deep, kept")
         return False
     whole = True
     fd = os.open(name, _DIR, dir_fd=parent)
@@ -454,8 +453,7 @@ def _remove(parent: int, name: str, st: os.stat_result, report: Report | None = 
         for child, child_st in found:
             if guard(child):
                 whole = False
-                if report is not None:
-                    report.skipped.append(f"{name}/{child} (kept: {CODE_NOTE})")
+                report.skipped.append(f"{name}/{child} (kept: {CODE_NOTE})")
             elif not _remove(fd, child, child_st, report, guard, depth + 1):
                 whole = False
     finally:

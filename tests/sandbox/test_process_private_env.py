@@ -319,6 +319,21 @@ def host_python_in(work: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return site
 
 
+@contextlib.asynccontextmanager
+async def cells(sandbox, ctx: SecurityContext, session: bool):
+    """``cell(code)``: one-shot runs of ``ctx``, or the runs of one session of it (closed after)."""
+    runner = sandbox.session(ctx) if session else None
+
+    async def cell(code: str):
+        return await (runner.run(code) if runner else sandbox.execute_code(code, ctx))
+
+    try:
+        yield cell
+    finally:
+        if runner is not None:
+            await runner.close()
+
+
 async def test_an_audit_log_first_written_after_the_sandbox_started_is_hidden_too(tmp_path):
     """The audit log configured inside the working directory does not exist yet when the first
     worker is confined (its first record comes after the first run); the workers confined
@@ -388,27 +403,20 @@ async def test_the_hosts_python_in_a_writable_working_directory_stays_read_only(
     (site / "mine.py").write_text("X = 1\n")
     sandbox = ProcessSandbox(make_manager(work))
     await sandbox.start()
-    ctx = fs_context(work, write=True)
-    runner = sandbox.session(ctx) if session else None
     evil = "venv/lib/python3/site-packages/evil.pth"
-
-    async def cell(code: str):
-        return await (runner.run(code) if runner else sandbox.execute_code(code, ctx))
-
     try:
-        for attempt in range(2 if session else 1):  # a session's second try: after a renewal
-            wrote = await cell(f"open('notes{attempt}.txt', 'w').write('mine')")
-            assert wrote.success, wrote.error
-            forged = await cell(f"open({evil!r}, 'w').write('import os')")
-            assert not forged.success
-            assert "host's own Python" in str(forged.error), forged.error
-            read = await cell(f"data = open({str(site / 'mine.py')!r}).read()")
-            assert read.success and read["data"] == "X = 1\n", read.error
-            assert (work / f"notes{attempt}.txt").read_text() == "mine"
-            assert not (site / "evil.pth").exists()
+        async with cells(sandbox, fs_context(work, write=True), session) as cell:
+            for attempt in range(2 if session else 1):  # a session's 2nd try: after a renewal
+                wrote = await cell(f"open('notes{attempt}.txt', 'w').write('mine')")
+                assert wrote.success, wrote.error
+                forged = await cell(f"open({evil!r}, 'w').write('import os')")
+                assert not forged.success
+                assert "host's own Python" in str(forged.error), forged.error
+                read = await cell(f"data = open({str(site / 'mine.py')!r}).read()")
+                assert read.success and read["data"] == "X = 1\n", read.error
+                assert (work / f"notes{attempt}.txt").read_text() == "mine"
+                assert not (site / "evil.pth").exists()
     finally:
-        if runner is not None:
-            await runner.close()
         await sandbox.close()
 
 
@@ -432,9 +440,7 @@ async def test_code_written_where_the_host_imports_from_never_reaches_the_host(
     monkeypatch.setattr(profile, "host_code_paths", lambda: (*code_paths(), str(app)))
     sandbox = ProcessSandbox(make_manager(app))
     await sandbox.start()
-    ctx = fs_context(app, write=True)
-    runner = sandbox.session(ctx) if session else None
-    cell = textwrap.dedent("""\
+    code = textwrap.dedent("""\
         import os, shutil
         open('result.csv', 'w').write('a,b')
         open('json.py', 'w').write('import os')
@@ -448,26 +454,25 @@ async def test_code_written_where_the_host_imports_from_never_reaches_the_host(
         seen = sorted(os.listdir('.'))
     """)
     try:
-        result = await (runner.run(cell) if runner else sandbox.execute_code(cell, ctx))
-        assert result.success, result.error
-        assert "json.py" in result["seen"]  # the cell's own view has all it wrote
-        assert (app / "result.csv").read_text() == "a,b"
-        assert (app / "yaml" / "data.txt").read_text() == "kept"
-        for code in ("json.py", "yaml/__init__.py", "__pycache__/server.cpython-311.pyc",
-                     "site.pth"):
-            assert not (app / code).exists(), code
-        assert (app / "server.py").read_text() == "SERVED = True\n"
-        assert (app / "pkg" / "__init__.py").exists()  # the rest of pkg went: it was data
-        assert not (app / "pkg" / "notes.txt").exists()
-        assert "the host imports from this directory" in result.stderr, result.stderr
-        if runner is not None:  # the next cell sees the host's directory again
-            again = await runner.run("import os\nseen = sorted(os.listdir('.'))\n"
-                                     "served = open('server.py').read()")
-            assert again.success, again.error
-            assert "json.py" not in again["seen"] and again["served"] == "SERVED = True\n"
+        async with cells(sandbox, fs_context(app, write=True), session) as cell:
+            result = await cell(code)
+            assert result.success, result.error
+            assert "json.py" in result["seen"]  # the cell's own view has all it wrote
+            assert (app / "result.csv").read_text() == "a,b"
+            assert (app / "yaml" / "data.txt").read_text() == "kept"
+            for written in ("json.py", "yaml/__init__.py", "__pycache__/server.cpython-311.pyc",
+                            "site.pth"):
+                assert not (app / written).exists(), written
+            assert (app / "server.py").read_text() == "SERVED = True\n"
+            assert (app / "pkg" / "__init__.py").exists()  # the rest of pkg went: it was data
+            assert not (app / "pkg" / "notes.txt").exists()
+            assert "the host imports from this directory" in result.stderr, result.stderr
+            if session:  # the next cell sees the host's directory again
+                again = await cell("import os\nseen = sorted(os.listdir('.'))\n"
+                                   "served = open('server.py').read()")
+                assert again.success, again.error
+                assert "json.py" not in again["seen"] and again["served"] == "SERVED = True\n"
     finally:
-        if runner is not None:
-            await runner.close()
         await sandbox.close()
 
 
