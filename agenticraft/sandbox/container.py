@@ -288,7 +288,7 @@ class ContainerZygote(ZygoteProcess):
         hello, _ = self._recv(timeout=30)
         if hello.get("ev") != "hello":
             raise SandboxUnavailable(engine.KIND, [f"the zygote in the container: {hello}"])
-        self.mechanisms = hello["mechanisms"]
+        self._greeted(hello)
         self.ns_index = len(self._nspids(self.proc.pid)) - 1
         self.started_in = time.perf_counter() - started
 

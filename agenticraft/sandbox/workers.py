@@ -39,6 +39,7 @@ from agenticraft.wire.limits import ResourceLimits
 LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                  thread_name_prefix="agenticraft-launcher")
 READ_CHUNK = 256 * 1024
+MAX_PROFILE_REFS = 32  # (the zygote keeps up to 64: a cleared one asks for the whole again)
 YIELD_EVERY = 16
 
 
@@ -58,6 +59,10 @@ class ZygoteProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.mechanisms: dict[str, Any] = {}
+        self.profile_refs = False  # the zygote takes a profile it was sent by reference
+        self._refs: dict[str, int] = {}  # profile (as sorted JSON) -> the reference it got
+        self._refs_of: socket.socket | None = None  # the zygote connection they belong to
+        self._last_ref = 0
 
     def start(self) -> None:
         os.makedirs(self.scratch_root, 0o700, exist_ok=True)  # a previous zygote removed it
@@ -81,7 +86,12 @@ class ZygoteProcess:
         hello, _ = self._recv(timeout=30)
         if hello.get("ev") != "hello":
             raise SandboxUnavailable("process", [f"zygote failed to start: {hello}"])
+        self._greeted(hello)
+
+    def _greeted(self, hello: dict[str, Any]) -> None:
+        """What a (re)started zygote said about itself."""
         self.mechanisms = hello["mechanisms"]
+        self.profile_refs = bool(hello.get("profile_refs"))
 
     def _recv(self, timeout: float | None = None) -> tuple[dict[str, Any], list[int]]:
         assert self.sock is not None
@@ -98,17 +108,41 @@ class ZygoteProcess:
               pool: bool = True, background: bool = False) -> tuple[dict[str, Any], list[int]]:
         """``pool=False``: fork anew even when a blank child waits (benchmarks compare).
         ``background``: no run waits for this worker (the supervisor fills its own pool)."""
+        request = {"op": "spawn", "prefork": prefork, "session": session, "pool": pool,
+                   "background": background}
         with self._lock:
             if self.proc is None or self.proc.poll() is not None:
                 LAUNCHER.submit(self.start).result()
             assert self.sock is not None
-            self.sock.send(json.dumps({"op": "spawn", "profile": profile, "prefork": prefork,
-                                       "session": session, "pool": pool,
-                                       "background": background}).encode())
-            reply, fds = self._recv(timeout=30)
+            reply, fds = self._spawn(request, profile)
+            if reply.get("unknown_ref"):  # the zygote let it go (it keeps MAX_PROFILES)
+                self._refs.clear()
+                reply, fds = self._spawn(request, profile)
         if not reply.get("ok"):
             raise SandboxError(f"the zygote could not start a worker: {reply.get('error')}")
         return reply, fds
+
+    def _spawn(self, request: dict[str, Any], profile: dict[str, Any],
+               ) -> tuple[dict[str, Any], list[int]]:
+        """Send a spawn request: the profile whole the first time, by reference afterwards
+        (a zygote that says ``profile_refs``; the references are this zygote process's)."""
+        assert self.sock is not None
+        if self._refs_of is not self.sock:  # another zygote process: it knows none
+            self._refs, self._refs_of = {}, self.sock
+        if not self.profile_refs:  # (a container image's older zygote)
+            request = {**request, "profile": profile}
+        else:
+            key = json.dumps(profile, sort_keys=True)
+            ref = self._refs.get(key)
+            if ref is None:
+                if len(self._refs) >= MAX_PROFILE_REFS:
+                    self._refs.clear()
+                self._last_ref += 1
+                ref = self._refs[key] = self._last_ref
+                request = {**request, "profile": profile}
+            request = {**request, "ref": ref}
+        self.sock.send(json.dumps(request).encode())
+        return self._recv(timeout=30)
 
     def refill(self) -> None:
         """A run of a ready worker ended: the zygote may now replace it (no reply). Never

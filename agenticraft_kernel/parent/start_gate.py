@@ -1,6 +1,6 @@
 """Parent side: at most a few of one user's kernels start their sandbox at the same time.
 
-Starting a sandbox is CPU-heavy (the zygote imports IPython, jedi and ipykernel before it says
+Starting a sandbox is CPU-heavy (the zygote imports IPython and ipykernel before it says
 hello) and the engine gives a zygote 30 s to answer. When many kernels start at once (a
 JupyterHub rush, a test farm, ``bench_scale.py``'s 200 kernels on two cores) every zygote gets a
 sliver of the CPU, most miss their 30 s and their kernels' cells fail ("the zygote did not

@@ -105,6 +105,29 @@ async def test_a_killed_zygote_is_restarted_on_the_next_spawn(workers: Workers) 
     assert (await workers.run(handle, "ok = True")).frame["values"] == {"ok": True}
 
 
+async def test_each_worker_gets_its_own_profile_also_when_sent_by_reference(
+        workers: Workers) -> None:
+    """A profile seen before goes to the zygote by reference only: two profiles alternating
+    must never get each other's limits, and a reference the zygote does not know (it let the
+    profile go, or another zygote answers) gets the profile sent whole again, not a failure."""
+    manager, sup = workers.sandbox.manager, workers.supervisor
+    profiles = {}
+    for size in (3, 7):
+        ctx = manager.authorize(SecurityContext("tester", resource_limits={
+            "timeout_seconds": 10, "max_file_size_mb": size}), "execute")
+        profiles[size] = (workers.sandbox.profile_for(ctx), ctx.resource_limits)
+    code = "import resource\nresult = resource.getrlimit(resource.RLIMIT_FSIZE)[0] >> 20"
+    for round_ in range(3):
+        if round_ == 2:  # references the zygote never got
+            sup.zygote._refs = {key: ref + 1000 for key, ref in sup.zygote._refs.items()}
+        for size, (profile, limits) in profiles.items():
+            handle = await sup.spawn(profile, prefork=False)
+            workers.handles.append(handle)
+            outcome = await sup.run(handle, code, limits)
+            assert outcome.frame["values"] == {"result": size}, (round_, outcome.frame)
+    assert sup.zygote.profile_refs and len(sup.zygote._refs) == 2
+
+
 async def test_what_a_finished_worker_leaves_behind_is_killed(workers: Workers) -> None:
     handle = await workers.spawn()
     outcome = await workers.run(handle, (
