@@ -80,8 +80,8 @@ class Worker:
         #: come through this queue (None: the main thread reads the channel itself).
         self._inbox: queue.SimpleQueue[dict[str, Any] | None] | None = None
 
-    def serve(self, ready: dict[str, Any]) -> None:
-        if self.executor_name == "exec":
+    def serve(self, ready: dict[str, Any], warm: bool = True) -> None:
+        if warm and self.executor_name == "exec":
             _warm_up(self)
         protocol.send(self.chan, {"ev": "ready", **ready})
         poll_first = self.executor_name == "restricted"
@@ -431,9 +431,11 @@ def load_executor(name: str) -> Any:
 
 
 def main(chan_fd: int, executor: str, ready: dict[str, Any],
-         egress: tuple[str, str] | None = None) -> None:
+         egress: tuple[str, str] | None = None, warm: bool = True) -> None:
     """Entry point in the confined child (called by the zygote after ``confine``).
-    ``egress``: (socket, key) of the host egress proxy of a ``network_access`` allow-list."""
+    ``egress``: (socket, key) of the host egress proxy of a ``network_access`` allow-list.
+    ``warm``: go once through a throwaway run before saying ready (``_warm_up``): for a
+    worker made ahead of its run; one a caller waits for starts at once."""
     _streams()
     if egress:
         from agenticraft.jail import egress_shim
@@ -443,4 +445,4 @@ def main(chan_fd: int, executor: str, ready: dict[str, Any],
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes fail with EFBIG instead
     chan = socket.socket(fileno=chan_fd)
     chan.setblocking(True)
-    Worker(chan, executor).serve(ready)
+    Worker(chan, executor).serve(ready, warm)

@@ -146,7 +146,10 @@ class Zygote:
             if key == self.ready_key and self.ready:
                 pid, fds, scratch = self.ready.pop(0)
             else:
-                pid, fds, scratch = self._fork_worker(profile, blank=msg.get("pool", True), key=key)
+                # A caller waits for this one: no warm-up run first (it costs more than it
+                # saves the caller's run; a worker forked ahead, for the pool, has one).
+                pid, fds, scratch = self._fork_worker(profile, blank=msg.get("pool", True),
+                                                      key=key, warm=bool(msg.get("background")))
             if msg.get("session"):
                 self.session_ids.add(pid)
             self._reply({"ok": True, "pid": pid, "scratch": scratch}, fds)
@@ -217,18 +220,18 @@ class Zygote:
             self.control.send(data)
 
     # -- children -------------------------------------------------------------------------------
-    def _fork_worker(self, profile: dict[str, Any], blank: bool = True,
-                     key: str = "") -> tuple[int, list[int], str]:
+    def _fork_worker(self, profile: dict[str, Any], blank: bool = True, key: str = "",
+                     warm: bool = True) -> tuple[int, list[int], str]:
         if self.mechanisms["namespaces"]["active"] and self.mechanisms["mounts"]["active"]:
             profile = {**profile, "root_plan": self._root_plan(profile, key)}
         scratch = self._scratch(profile["scratch_root"])
-        pid, fds = self._fork_into(profile, scratch, blank)
+        pid, fds = self._fork_into(profile, scratch, blank, warm)
         if self.scratch_dies_with_child:
             self.scratch[pid] = scratch
         return pid, fds, scratch
 
-    def _fork_into(self, profile: dict[str, Any], scratch: str,
-                   blank: bool) -> tuple[int, list[int]]:
+    def _fork_into(self, profile: dict[str, Any], scratch: str, blank: bool,
+                   warm: bool = True) -> tuple[int, list[int]]:
         # A writable working directory becomes an overlay: its descriptors come back on a socket
         # the worker gets at fork, so such a worker is never a blank (forked before its profile).
         overlay = bool(profile.get("workdir")) and profile["workdir"] in profile["write_paths"]
@@ -239,7 +242,8 @@ class Zygote:
             pid, ctl, fds = self.blanks.pop(0)
             try:
                 with os.fdopen(ctl, "wb") as pipe:
-                    pipe.write(json.dumps({"profile": profile, "scratch": scratch}).encode())
+                    pipe.write(json.dumps({"profile": profile, "scratch": scratch,
+                                           "warm": warm}).encode())
             except OSError:  # it died before we reaped it: never hand out a dead worker
                 for fd in fds:
                     os.close(fd)
@@ -247,11 +251,12 @@ class Zygote:
                 return pid, fds
         self._prepare_paths(profile)
         if not overlay:
-            return self._fork(lambda: self._child(profile, scratch))
+            return self._fork(lambda: self._child(profile, scratch, warm=warm))
         # Datagram-like: the hand-over, then the keeper's renewals, one message each.
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid, fds = self._fork(lambda: self._child(profile, scratch), keep=theirs.fileno())
+            pid, fds = self._fork(lambda: self._child(profile, scratch, warm=warm),
+                                  keep=theirs.fileno())
         finally:
             theirs.close()
         return pid, [*fds, ours.detach()]
@@ -329,7 +334,7 @@ class Zygote:
         profile = msg["profile"]
         self._prepare_paths(profile)
         self._child({**profile, "unit_joined": joined, "unit_limits": written}, msg["scratch"],
-                    prepared)
+                    prepared, warm=bool(msg.get("warm", True)))
 
     def _scratch(self, root: str) -> str:
         """An empty scratch directory under ``root``: the one made ahead, or a new one."""
@@ -374,7 +379,7 @@ class Zygote:
         os.set_inheritable(CHILD_FD, False)
 
     def _child(self, profile: dict[str, Any], scratch: str,
-               prepared: dict[str, Any] | None = None) -> None:
+               prepared: dict[str, Any] | None = None, *, warm: bool = True) -> None:
         workdir = profile.get("workdir") or scratch
         env = allowed_env(os.environ)
         env.update(HOME=scratch, TMPDIR=scratch, PYTHONDONTWRITEBYTECODE="1")
@@ -398,7 +403,7 @@ class Zygote:
         main(CHILD_FD, profile.get("executor", "exec"),
              {"pid": os.getpid(), "applied": applied, "scratch": scratch},
              egress=(profile["egress_socket"], profile["egress_key"])
-             if profile.get("egress_socket") else None)
+             if profile.get("egress_socket") else None, warm=warm)
 
     @staticmethod
     def _fatal(exc: Exception) -> None:  # pragma: no cover - runs in the child
