@@ -20,14 +20,21 @@ def outputs_of(nb: object, needle: str) -> list[dict]:
 def test_tour_runs_as_described(jupyter_path: Path, tmp_path: Path) -> None:
     nb = nbformat.read(TOUR, 4)
     assert nb.metadata.kernelspec.name == "agenticraft-secure"
-    client = nbclient.NotebookClient(nb, timeout=120,
+    # Every cell runs (an unexpected error does not stop the notebook), so that a failure
+    # below shows what the kernel said, e.g. whether the bomb rolled back or lost the state.
+    client = nbclient.NotebookClient(nb, timeout=120, allow_errors=True,
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
+    errors = [(c.source.splitlines()[0], o.ename, o.evalue[:500]) for c in nb.cells
+              if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    # only the cells the tour shows failing, in its order
+    assert [first for first, _ename, _evalue in errors] == [
+        "hog = []", "import urllib.request", 'open("/etc/passwd").read()'], errors
 
     bomb = outputs_of(nb, "while True:")
     assert [o.output_type for o in bomb] == ["error"]
     assert bomb[0].ename == "ResourceLimitExceeded"
-    assert "memory_mb" in bomb[0].evalue and "rolled back" in bomb[0].evalue
+    assert "memory_mb" in bomb[0].evalue and "rolled back" in bomb[0].evalue, bomb[0].evalue
 
     after = "".join(o.get("text", "") for o in outputs_of(nb, "still here"))
     assert "still here: [0, 1, 4, 9, 16]" in after
