@@ -228,6 +228,11 @@ class OutputSink:
 
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class WorkerHandle:
     """A worker process as the supervisor holds it: pid, channel, output pipes, scratch."""
 
@@ -279,14 +284,13 @@ class WorkerHandle:
         Frames are decoded one at a time, and the event loop gets a turn every
         ``YIELD_EVERY`` frames and after every full read, so a flood of frames can never keep the
         loop (heartbeats, ``kernel_info``, interrupts) from running."""
-        loop = asyncio.get_running_loop()
         self._burst += 1
         if self._burst >= YIELD_EVERY:
             self._burst = 0
             await asyncio.sleep(0)
         while (frame := self.frames.pop()) is None:
             try:
-                data = await loop.sock_recv(self.chan, READ_CHUNK)
+                data = await self._read()
             except ConnectionResetError:  # the other end died with data unread
                 return None
             if not data:
@@ -310,11 +314,30 @@ class WorkerHandle:
             if frame is not None and frame.get("ev") == "rolled_back" and frame.get(
                     "run") == run_id:
                 return True
-            data = await asyncio.wait_for(loop.sock_recv(self.chan, READ_CHUNK),
-                                          max(0.001, deadline - loop.time()))
+            data = await asyncio.wait_for(self._read(), max(0.001, deadline - loop.time()))
             if not data:
                 return False
             tail = (tail + data)[-READ_CHUNK:]
+
+    async def _read(self) -> bytes:
+        """What the channel holds (b"" at its end), waiting until it holds something. Safe to
+        cancel: only this coroutine takes bytes from the socket, after it has resumed. (asyncio's
+        ``sock_recv`` takes them in a callback; a task cancelled between that callback and its
+        next step dropped them: a run stopped for a limit lost its checkpoint's ``rolled_back``
+        frame that way, and the session its state.)"""
+        while True:
+            try:
+                return self.chan.recv(READ_CHUNK)
+            except BlockingIOError:
+                pass
+            loop = asyncio.get_running_loop()
+            readable = loop.create_future()
+            fd = self.chan.fileno()
+            loop.add_reader(fd, _resolve, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(fd)
 
     def budget(self, budget: RunBudget | None) -> None:
         """Weigh every frame read from now on against ``budget`` (None: only ``MAX_FRAME``)."""
