@@ -148,8 +148,8 @@ class Zygote:
             else:
                 # A caller waits for this one: no warm-up run first (it costs more than it
                 # saves the caller's run; a worker forked ahead, for the pool, has one).
-                pid, fds, scratch = self._fork_worker(profile, blank=msg.get("pool", True),
-                                                      key=key, warm=bool(msg.get("background")))
+                pid, fds, scratch = self._fork_worker(profile, key, blank=msg.get("pool", True),
+                                                      warm=bool(msg.get("background")))
             if msg.get("session"):
                 self.session_ids.add(pid)
             self._reply({"ok": True, "pid": pid, "scratch": scratch}, fds)
@@ -210,7 +210,7 @@ class Zygote:
         if self.ready_profile is None:
             return
         while len(self.ready) < PREFORK:
-            self.ready.append(self._fork_worker(self.ready_profile, key=self.ready_key))
+            self.ready.append(self._fork_worker(self.ready_profile, self.ready_key))
 
     def _reply(self, message: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
         data = json.dumps(message).encode()
@@ -220,8 +220,9 @@ class Zygote:
             self.control.send(data)
 
     # -- children -------------------------------------------------------------------------------
-    def _fork_worker(self, profile: dict[str, Any], blank: bool = True, key: str = "",
+    def _fork_worker(self, profile: dict[str, Any], key: str, blank: bool = True,
                      warm: bool = True) -> tuple[int, list[int], str]:
+        """``key``: the profile as sorted JSON (its plan's cache key)."""
         if self.mechanisms["namespaces"]["active"] and self.mechanisms["mounts"]["active"]:
             profile = {**profile, "root_plan": self._root_plan(profile, key)}
         scratch = self._scratch(profile["scratch_root"])
@@ -350,9 +351,8 @@ class Zygote:
             with contextlib.suppress(OSError):
                 self.spare_scratch[root] = tempfile.mkdtemp(prefix="w-", dir=root)
 
-    def _root_plan(self, profile: dict[str, Any], key: str = "") -> dict[str, Any]:
+    def _root_plan(self, profile: dict[str, Any], key: str) -> dict[str, Any]:
         """The private root's plan, computed once per profile (saves each worker ~0.7 ms)."""
-        key = key or json.dumps(profile, sort_keys=True)
         if key not in self.plans:
             from agenticraft.jail.confine import mounts
             if len(self.plans) >= 32:

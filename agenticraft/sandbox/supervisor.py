@@ -120,7 +120,7 @@ class Supervisor:
                 if self._usable(handle):
                     return handle
                 handle.close()
-        handle = await self._spawn(profile, prefork, session, pool)
+        handle = await self._spawn(profile, prefork, session, pool, key=key)
         if key:
             handle.pool_key = key
             if key not in self._pool:
@@ -151,7 +151,7 @@ class Supervisor:
         async def refill() -> None:
             self.zygote.refill()
             try:
-                fresh = await self._spawn(profile, True, False, True, threaded=True)
+                fresh = await self._spawn(profile, True, False, True, threaded=True, key=key)
             except (SandboxError, OSError):
                 return
             finally:
@@ -173,12 +173,13 @@ class Supervisor:
         task.add_done_callback(self._refills.discard)
 
     async def _spawn(self, profile: dict[str, Any], prefork: bool, session: bool, pool: bool,
-                     *, threaded: bool = False) -> WorkerHandle:
+                     *, threaded: bool = False, key: str = "") -> WorkerHandle:
+        """``key``: the profile as sorted JSON, where the caller made it already."""
         if threaded:
             reply, fds = await asyncio.get_running_loop().run_in_executor(
-                None, self.zygote.spawn, profile, prefork, session, pool, True)
+                None, self.zygote.spawn, profile, prefork, session, pool, True, key)
         else:
-            reply, fds = self.zygote.spawn(profile, prefork, session, pool)
+            reply, fds = self.zygote.spawn(profile, prefork, session, pool, key=key)
         handle = WorkerHandle(self.zygote.host_pid(reply["pid"]), fds, reply["scratch"])
         handle.unit = Unit.for_worker(self.mechanisms, self.zygote.pid, reply["pid"],
                                       layout=self._unit_layout())

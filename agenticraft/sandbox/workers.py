@@ -60,8 +60,7 @@ class ZygoteProcess:
         self.sock: socket.socket | None = None
         self.mechanisms: dict[str, Any] = {}
         self.profile_refs = False  # the zygote takes a profile it was sent by reference
-        self._refs: dict[str, int] = {}  # profile (as sorted JSON) -> the reference it got
-        self._refs_of: socket.socket | None = None  # the zygote connection they belong to
+        self._refs: dict[str, int] = {}  # profile (as sorted JSON) -> the running zygote's ref
         self._last_ref = 0
 
     def start(self) -> None:
@@ -89,9 +88,10 @@ class ZygoteProcess:
         self._greeted(hello)
 
     def _greeted(self, hello: dict[str, Any]) -> None:
-        """What a (re)started zygote said about itself."""
+        """What a (re)started zygote said about itself (it knows no profile reference yet)."""
         self.mechanisms = hello["mechanisms"]
         self.profile_refs = bool(hello.get("profile_refs"))
+        self._refs = {}
 
     def _recv(self, timeout: float | None = None) -> tuple[dict[str, Any], list[int]]:
         assert self.sock is not None
@@ -105,34 +105,34 @@ class ZygoteProcess:
         return json.loads(data), fds
 
     def spawn(self, profile: dict[str, Any], prefork: bool, session: bool = False,
-              pool: bool = True, background: bool = False) -> tuple[dict[str, Any], list[int]]:
+              pool: bool = True, background: bool = False,
+              key: str = "") -> tuple[dict[str, Any], list[int]]:
         """``pool=False``: fork anew even when a blank child waits (benchmarks compare).
-        ``background``: no run waits for this worker (the supervisor fills its own pool)."""
+        ``background``: no run waits for this worker (the supervisor fills its own pool).
+        ``key``: the profile as sorted JSON, if the caller has it already."""
         request = {"op": "spawn", "prefork": prefork, "session": session, "pool": pool,
                    "background": background}
         with self._lock:
             if self.proc is None or self.proc.poll() is not None:
                 LAUNCHER.submit(self.start).result()
             assert self.sock is not None
-            reply, fds = self._spawn(request, profile)
+            key = key or json.dumps(profile, sort_keys=True)
+            reply, fds = self._spawn(request, profile, key)
             if reply.get("unknown_ref"):  # the zygote let it go (it keeps MAX_PROFILES)
                 self._refs.clear()
-                reply, fds = self._spawn(request, profile)
+                reply, fds = self._spawn(request, profile, key)
         if not reply.get("ok"):
             raise SandboxError(f"the zygote could not start a worker: {reply.get('error')}")
         return reply, fds
 
     def _spawn(self, request: dict[str, Any], profile: dict[str, Any],
-               ) -> tuple[dict[str, Any], list[int]]:
+               key: str) -> tuple[dict[str, Any], list[int]]:
         """Send a spawn request: the profile whole the first time, by reference afterwards
         (a zygote that says ``profile_refs``; the references are this zygote process's)."""
         assert self.sock is not None
-        if self._refs_of is not self.sock:  # another zygote process: it knows none
-            self._refs, self._refs_of = {}, self.sock
         if not self.profile_refs:  # (a container image's older zygote)
             request = {**request, "profile": profile}
         else:
-            key = json.dumps(profile, sort_keys=True)
             ref = self._refs.get(key)
             if ref is None:
                 if len(self._refs) >= MAX_PROFILE_REFS:
