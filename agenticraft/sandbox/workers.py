@@ -41,6 +41,7 @@ LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
 READ_CHUNK = 256 * 1024
 MAX_PROFILE_REFS = 32  # (the zygote keeps up to 64: a cleared one asks for the whole again)
 YIELD_EVERY = 16
+HOST_PID_WALKS = 3  # (a missed subtree has finished moving by the next walk)
 
 
 class ZygoteProcess:
@@ -482,10 +483,18 @@ class WorkerHandle:
         """The host pid of the sandbox process the worker calls ``inner`` (any process under the
         init: a runner, a child of a checkpoint's thread, one re-parented to the init or still on
         its way there), or ``inner`` itself without a PID namespace. None if no such process of
-        this sandbox exists (any more)."""
+        this sandbox exists (any more).
+
+        The tree is walked again when a walk finds nothing: a walk that read the init's
+        children just before a runner's subtree was re-parented to it (its checkpoint ended)
+        and the checkpoint's just after saw none of that subtree."""
         if self.init is None:
             return inner
-        return pidns.host_pid(inner, descendants(self.init))
+        for _ in range(HOST_PID_WALKS):
+            found = pidns.host_pid(inner, descendants(self.init))
+            if found is not None:
+                return found
+        return None
 
     def close(self) -> None:
         """End the sandbox now and let go of it.
