@@ -353,7 +353,7 @@ class ContainerZygote(ZygoteProcess):
                 stack.append(child)
         return -1
 
-    def close(self) -> None:
+    def _stop(self) -> None:
         if self.sock is not None:
             self.sock.close()  # the zygote sees EOF and exits; so does its container
             self.sock = None

@@ -80,16 +80,17 @@ class Supervisor:
     def mechanisms(self) -> dict[str, Any]:
         return self.zygote.mechanisms
 
-    def start(self) -> None:
-        """Start the zygote (idempotent, thread-safe; call it from ``LAUNCHER``)."""
+    def start(self, reopen: bool = False) -> None:
+        """Start the zygote (idempotent, thread-safe; call it from ``LAUNCHER``). A closed
+        one stays closed (a start queued before the close) unless ``reopen``."""
         with self._start_lock:
-            if self.zygote.proc is None or self.zygote.proc.poll() is not None:
-                self.zygote.start()
+            self.zygote.ensure_started(reopen=reopen)
 
     async def astart(self, require: Callable[[dict[str, Any]], None] | None = None) -> None:
-        """Start the zygote; ``require(mechanisms)`` may refuse this host (the policy's
-        ``[sandbox] require``), and then the zygote is stopped again."""
-        await asyncio.get_running_loop().run_in_executor(LAUNCHER, self.start)
+        """Start the zygote, also after a ``close`` (its sandbox is started again);
+        ``require(mechanisms)`` may refuse this host (the policy's ``[sandbox] require``), and
+        then the zygote is stopped again."""
+        await asyncio.get_running_loop().run_in_executor(LAUNCHER, self.start, True)
         if require is not None:
             try:
                 require(self.mechanisms)

@@ -41,6 +41,7 @@ LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
 READ_CHUNK = 256 * 1024
 MAX_PROFILE_REFS = 32  # (the zygote keeps up to 64: a cleared one asks for the whole again)
 YIELD_EVERY = 16
+CLOSED = "the sandbox was closed"
 HOST_PID_WALKS = 3  # (a missed subtree has finished moving by the next walk)
 
 
@@ -59,6 +60,7 @@ class ZygoteProcess:
         self._lock = threading.Lock()
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
+        self.closed = False  # by close(): only its sandbox's own start opens it again
         self.mechanisms: dict[str, Any] = {}
         self.profile_refs = False  # the zygote takes a profile it was sent by reference
         self._refs: dict[str, int] = {}  # profile (as sorted JSON) -> the running zygote's ref
@@ -88,6 +90,27 @@ class ZygoteProcess:
             raise SandboxUnavailable("process", [f"zygote failed to start: {hello}"])
         self._greeted(hello)
 
+    def ensure_started(self, *, reopen: bool = False) -> None:
+        """Start the zygote unless it runs (call it from ``LAUNCHER``). ``reopen``: its sandbox
+        is started again, which opens a closed zygote; otherwise (a spawn, a background
+        refill, a start queued before the close) a closed one stays closed. A close while it
+        starts ends the new zygote too: a refill that began before its sandbox closed started
+        one that nothing closed again (in the container sandbox, a container that lived as
+        long as this process)."""
+        if reopen:
+            self.closed = False
+        elif self.closed:
+            raise SandboxError(CLOSED)
+        if self.proc is None or self.proc.poll() is not None:
+            try:
+                self.start()
+            except Exception:
+                if not self.closed:
+                    raise
+            if self.closed:  # (a start that failed because of it says so, too)
+                self.close()
+                raise SandboxError(CLOSED)
+
     def _greeted(self, hello: dict[str, Any]) -> None:
         """What a (re)started zygote said about itself (it knows no profile reference yet)."""
         self.mechanisms = hello["mechanisms"]
@@ -114,8 +137,8 @@ class ZygoteProcess:
         request = {"op": "spawn", "prefork": prefork, "session": session, "pool": pool,
                    "background": background}
         with self._lock:
-            if self.proc is None or self.proc.poll() is not None:
-                LAUNCHER.submit(self.start).result()
+            if self.closed or self.proc is None or self.proc.poll() is not None:
+                LAUNCHER.submit(self.ensure_started).result()
             assert self.sock is not None
             key = key or json.dumps(profile, sort_keys=True)
             reply, fds = self._spawn(request, profile, key)
@@ -158,6 +181,11 @@ class ZygoteProcess:
             self._lock.release()
 
     def close(self) -> None:
+        """Stop the zygote for good (see ``ensure_started``)."""
+        self.closed = True
+        self._stop()
+
+    def _stop(self) -> None:
         if self.sock is not None:
             self.sock.close()
             self.sock = None

@@ -4,6 +4,7 @@ removes what an owner that is gone left behind (containers and host directories)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -52,6 +53,50 @@ async def test_closing_the_manager_removes_its_containers(tmp_path, engine):
     await manager.close()
     assert not mine(engine, container_engine.owner_id())
     assert not any(os.path.exists(d) for d in hostdirs)
+
+
+async def test_a_refill_pending_when_the_manager_closes_starts_no_container(tmp_path, engine):
+    """A pre-forked worker is replaced in the background after its run; a manager closed
+    before that refill ran once got a new container from it, which lived as long as this
+    process (seen in a full test run: every later module found it left behind)."""
+    manager = make_manager(tmp_path)
+    sandbox = await manager.get_sandbox("container")
+    ctx = manager.authorize(SecurityContext("a", sandbox_type="container"), "execute")
+    supervisor = await sandbox.supervisor_for(ctx)
+    handle = await supervisor.spawn(sandbox.profile_for(ctx, supervisor=supervisor),
+                                    prefork=True)
+    supervisor.release(handle)  # its replacement is made in the background ...
+    refills = list(supervisor._refills)
+    assert refills
+    await manager.close()  # ... and the manager closes before that began
+    await asyncio.gather(*refills, return_exceptions=True)
+    assert supervisor.zygote.container is None
+    assert not mine(engine, container_engine.owner_id())
+
+
+async def test_a_start_queued_when_the_manager_closes_starts_no_container(tmp_path, engine):
+    """Containers start one at a time (a launcher thread). One still queued when its
+    manager closed must not start afterwards: it would have no owner left to close it."""
+    import threading
+
+    from agenticraft.sandbox.workers import LAUNCHER
+    from agenticraft.wire.errors import SandboxError
+
+    manager = make_manager(tmp_path)
+    sandbox = await manager.get_sandbox("container")
+    ctx = manager.authorize(SecurityContext("a", sandbox_type="container"), "execute")
+    busy = threading.Event()
+    LAUNCHER.submit(busy.wait)  # (another container's start, say)
+    starting = asyncio.ensure_future(sandbox.supervisor_for(ctx))
+    while not sandbox.supervisors:  # its start is queued behind the busy launcher
+        await asyncio.sleep(0)
+    [supervisor] = sandbox.supervisors.values()
+    await manager.close()
+    busy.set()
+    with pytest.raises(SandboxError, match="closed"):
+        await starting
+    assert supervisor.zygote.container is None
+    assert not mine(engine, container_engine.owner_id())
 
 
 def test_a_killed_parent_leaves_no_container(tmp_path, engine):

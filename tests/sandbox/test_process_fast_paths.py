@@ -16,7 +16,7 @@ from agenticraft.jail.confine import pidns
 from agenticraft.jail.tree import children
 from agenticraft.security import SecurityContext
 
-from helpers import wait_gone
+from helpers import make_manager, wait_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,3 +156,26 @@ async def test_a_one_shot_run_ends_its_sandbox_before_the_result_is_returned(pro
     assert seen
     for pid in seen:
         assert wait_gone(pid, timeout=5)
+
+
+async def test_a_refill_pending_when_the_sandbox_closes_starts_no_zygote(tmp_path):
+    """A pre-forked worker is replaced in the background after its run. A sandbox closed
+    before that refill ran must stay closed: the refill restarted the zygote (in the container
+    sandbox, a whole new container) and nothing would ever close it."""
+    from agenticraft.sandbox.process import ProcessSandbox
+
+    sandbox = ProcessSandbox(make_manager(tmp_path))
+    await sandbox.start()
+    ctx = sandbox.manager.authorize(SecurityContext("student"), "execute",
+                                    sandbox_type="process")
+    supervisor = sandbox.supervisor
+    handle = await supervisor.spawn(sandbox.profile_for(ctx), prefork=True)
+    supervisor.release(handle)  # its replacement is made in the background ...
+    refills = list(supervisor._refills)
+    assert refills
+    zygote = supervisor.zygote.pid
+    await sandbox.close()  # ... and the sandbox closes before that began
+    await asyncio.gather(*refills, return_exceptions=True)
+    assert supervisor.zygote.proc is None, "a closed sandbox's zygote was started again"
+    assert not supervisor._pool
+    assert wait_gone(zygote)
