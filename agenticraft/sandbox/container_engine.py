@@ -129,8 +129,10 @@ def labels(hostdir: str) -> dict[str, str]:
 
 
 def ours(client: Any) -> list[Any]:
-    """Every container of this package the engine knows, running or not."""
-    return client.containers.list(all=True, filters={"label": LABEL})
+    """Every container of this package the engine knows, running or not. (The engine lists
+    them, then each is inspected: one removed in between, as another sandbox closes, is left
+    out instead of failing the whole listing.)"""
+    return client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True)
 
 
 def remove(container: Any) -> None:

@@ -154,6 +154,31 @@ def test_reaper_removes_leftovers_of_dead_owners(engine):
             container.remove(force=True)
 
 
+def test_a_container_removed_while_ours_are_listed_is_left_out(engine, monkeypatch):
+    """The engine lists containers, then each is inspected. One removed in between (another
+    sandbox closing, its auto-remove) made the listing raise NotFound: a sandbox's start, which
+    reaps leftovers, failed with it (and so did this suite's own leftover check, once)."""
+    gone = engine.containers.create(
+        default_container_image(), ["true"], ulimits=plain_ulimits(engine),
+        labels={container_engine.LABEL: "1",
+                container_engine.OWNER_LABEL: container_engine.owner_id()})
+    from docker.models.containers import ContainerCollection
+    get = ContainerCollection.get
+
+    def removed_first(self, container_id, *args, **kwargs):
+        if container_id == gone.id:
+            gone.remove(force=True)
+        return get(self, container_id, *args, **kwargs)
+
+    monkeypatch.setattr(ContainerCollection, "get", removed_first)
+    try:
+        assert gone.name not in [c.name for c in container_engine.ours(engine)]
+        assert container_engine.reap(engine, owners=[container_engine.owner_id()]) == []
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            gone.remove(force=True)
+
+
 def test_reaper_removes_orphaned_host_directories():
     hostdir = tempfile.mkdtemp(prefix=container_engine.HOSTDIR_PREFIX)
     with open(os.path.join(hostdir, "owner"), "w") as fh:

@@ -115,7 +115,8 @@ async def test_secure_kernel_under_enterprise_gateways_docker_proxy(tmp_path: Pa
     exe = gateway_or_fail(engine)
 
     def listed(kernel_id: str) -> list:
-        return engine.containers.list(all=True, filters={"label": f"kernel_id={kernel_id}"})
+        return engine.containers.list(all=True, filters={"label": f"kernel_id={kernel_id}"},
+                                      ignore_removed=True)  # (one being removed: left out)
 
     def check(kernel_id: str) -> None:
         [container] = listed(kernel_id)
@@ -143,8 +144,8 @@ async def test_secure_kernel_under_enterprise_gateways_swarm_proxy(tmp_path: Pat
     def listed(kernel_id: str) -> list:
         """The kernel's service and its task's container."""
         label = {"label": f"kernel_id={kernel_id}"}
-        return engine.services.list(filters=label) + engine.containers.list(all=True,
-                                                                            filters=label)
+        return engine.services.list(filters=label) + engine.containers.list(
+            all=True, filters=label, ignore_removed=True)
 
     def check(kernel_id: str) -> None:
         [service] = engine.services.list(filters={"label": f"kernel_id={kernel_id}"})
