@@ -659,11 +659,13 @@ class Supervisor:
         undo state, and the one kept before it ends. A stopped checkpoint still waits for its
         runner, so it resumes only when :meth:`undo` lets it run after that runner's end.
 
-        The older state is killed here but not waited for (its exit takes ~1.5 ms, more for a
-        large session): the next run waits for it (``Unit.settle``), so no run starts while it
-        still holds a pid or memory of the unit. Measured back to back, starting the next run
-        only then is also faster than letting it start beside that exit and the next runner's
-        fork (bench_kernel_parts.py).
+        The older state, or the checkpoint that is not kept, is killed here but not waited for
+        (its exit takes ~1.5 ms, up to ~70 ms on a loaded machine): the next run waits for it
+        (``Unit.settle``), so no run starts while it still holds a pid or memory of the unit
+        (a session near its max_processes could not fork its runner meanwhile). For the older
+        state that is also faster back to back than starting beside its exit
+        (bench_kernel_parts.py); for a checkpoint not kept it costs a session run back to back
+        ~0.3 ms (bench_latency.py), and nothing when runs are paced.
         """
         if keep_run is not None:
             older = handle.undo
@@ -672,9 +674,13 @@ class Supervisor:
             if older is not None:  # killed now, waited for before the next run (``settle``)
                 handle.unit.release(older, resume=False)
                 handle.unit.end(older)
-        else:
+        elif handle.undo is not None and _parent(handle.pid) == handle.undo:
+            # the kept state's child: a zombie until that stopped state resumes or ends (it
+            # reaps nothing meanwhile), so the next run cannot wait for it
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGKILL)
+        else:  # killed now, waited for before the next run, as the older state above
+            handle.unit.end(handle.pid)
         handle.unit.prefer_oom(runner, False)
         handle.pid = runner
 
@@ -809,12 +815,27 @@ def describe_status(status: Any) -> str:
     return f"exited with status {code} (os._exit or a crash) before finishing"
 
 
-def _start_time(pid: int) -> int:
+def _stat(pid: int) -> list[bytes]:
+    """The fields of /proc/<pid>/stat after the command (state first); [] if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+            return fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _start_time(pid: int) -> int:
+    try:
+        return int(_stat(pid)[19])
+    except (IndexError, ValueError):
         return 1 << 62
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(_stat(pid)[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 def _birth(pid: int) -> tuple[int, int]:
@@ -825,8 +846,5 @@ def _birth(pid: int) -> tuple[int, int]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
+    state = _stat(pid)
+    return bool(state) and state[0] != b"Z"

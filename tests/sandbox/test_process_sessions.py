@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -181,6 +182,18 @@ async def test_cancelled_one_shot_run_kills_its_worker(process_sandbox):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert wait_named_gone("acs-cancelled")
+
+
+async def test_no_run_starts_beside_the_checkpoint_the_last_one_ended(session):
+    """An accepted run ends the checkpoint it ran from. On a loaded machine that exit took up
+    to ~70 ms, and until it is reaped it holds a pid of the unit: a session near its
+    max_processes could not fork the next runner and got a false max_processes (once, in a
+    loaded test run). The next run first waits until it is reaped."""
+    for i in range(5):
+        ended = session.handle.pid
+        assert (await session.run(f"x = {i}"))["x"] == i
+        assert await session.handle.unit.settle()  # (what the next run does first)
+        assert not os.path.exists(f"/proc/{ended}"), "the next run would start beside it"
 
 
 async def test_the_sandboxs_own_processes_are_not_the_sessions(process_sandbox):
